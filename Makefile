@@ -1,0 +1,52 @@
+# ikepki — two commands on a fresh Debian 12 machine: `make run` and `make test`.
+SHELL := /bin/bash
+VENV  ?= .venv
+PY    := $(VENV)/bin/python
+DIR   ?= ./var
+
+# Debian packages the service, the tests and the benchmarks need (installed only when missing).
+APT_PACKAGES := softhsm2 opensc openssl curl iproute2 pkg-config gcc libtss2-dev \
+  strongswan-charon strongswan-swanctl strongswan-pki libcharon-extra-plugins libstrongswan-extra-plugins \
+  swtpm swtpm-tools tpm2-tools lego scep pebble golang-cfssl postgresql wrk apache2-utils
+
+.PHONY: setup system-packages venv run test lint typecheck bench clean
+
+setup: system-packages venv
+
+system-packages:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages (run as root or install them): $$missing" >&2; exit 1; fi; \
+	  echo "installing: $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+run: setup
+	@if [ ! -f $(DIR)/root-ca.pem ]; then $(VENV)/bin/ikepki init --dir $(DIR); fi
+	$(VENV)/bin/ikepki serve --dir $(DIR)
+
+test: setup
+	$(VENV)/bin/ruff check ca enrollment ocsp gateway tests bench
+	$(VENV)/bin/lint-imports
+	$(PY) -m pytest -q -p no:cacheprovider
+
+lint:
+	$(VENV)/bin/ruff check ca enrollment ocsp gateway tests bench
+	$(VENV)/bin/lint-imports
+
+typecheck:
+	$(VENV)/bin/mypy ca enrollment ocsp gateway
+
+bench: setup
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
