@@ -41,7 +41,11 @@ OID_TCG_KP_EK_CERTIFICATE = x509.ObjectIdentifier("2.23.133.8.1")
 OID_TPM_MANUFACTURER = x509.ObjectIdentifier("2.23.133.2.1")
 OID_TPM_MODEL = x509.ObjectIdentifier("2.23.133.2.2")
 OID_TPM_VERSION = x509.ObjectIdentifier("2.23.133.2.3")
-_EC_TEMPLATES = {"secp256r1": ("EK-ECC256", 32), "secp384r1": ("EK-HIGH-ECC384", 48), "secp521r1": ("EK-HIGH-ECC521", 66)}
+_EC_TEMPLATES = {
+    "secp256r1": ("EK-ECC256", 32),
+    "secp384r1": ("EK-HIGH-ECC384", 48),
+    "secp521r1": ("EK-HIGH-ECC521", 66),
+}
 _RSA_TEMPLATES = {2048: "EK-RSA2048", 3072: "EK-HIGH-RSA3072", 4096: "EK-HIGH-RSA4096"}
 
 

@@ -13,13 +13,14 @@ class Reason(StrEnum):
     """Why an attestation step failed (stable strings: the ACME layer and logs rely on them)."""
 
     MALFORMED = "malformed"  # undecodable or oversized input (CBOR, DER, TPM structure)
+    UNSUPPORTED_FORMAT = "unsupported-format"  # attObj fmt other than "tpm", or ver other than "2.0"
     UNTRUSTED_EK = "untrusted-ek"  # EK certificate does not chain to a configured manufacturer root
     EK_PROFILE = "ek-profile"  # EK certificate violates the TCG EK credential profile
     AK_ATTRIBUTES = "ak-attributes"  # AK TPMT_PUBLIC is not a fixedTPM restricted signing key
     KEY_ATTRIBUTES = "key-attributes"  # certified key is not fixedTPM/fixedParent/sensitiveDataOrigin
     UNTRUSTED_AK = "untrusted-ak"  # x5c does not chain to a configured attestation CA
     AK_PROFILE = "ak-profile"  # AK certificate violates the TCG/WebAuthn AK certificate profile
-    WRONG_SECRET = "wrong-secret"  # credential activation returned the wrong secret
+    WRONG_SECRET = "wrong-secret"  # noqa: S105 - a reason code, not a password
     UNKNOWN_CHALLENGE = "unknown-challenge"
     EXPIRED = "expired"
     REPLAY = "replay"  # single-use challenge already consumed
