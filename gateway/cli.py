@@ -1,0 +1,103 @@
+"""``ikepki responder``: run the bundled IKEv2 responder and inspect its SAs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+
+from gateway.revocation import OcspMode
+from gateway.server import ServeOptions, run
+
+app = typer.Typer(help="Bundled IKEv2 responder (relying party).", no_args_is_help=True)
+
+DEFAULT_CONTROL = Path("/run/ikepki-responder.sock")
+
+
+def _merge(config: Path | None, cli: dict[str, Any]) -> dict[str, Any]:
+    """Values from ``--config`` YAML (keys = long option names with '_'), overridden by the CLI."""
+    base: dict[str, Any] = {}
+    if config is not None:
+        loaded = yaml.safe_load(config.read_text()) or {}
+        base = {k.replace("-", "_"): v for k, v in loaded.items()}
+    base.update({k: v for k, v in cli.items() if v is not None})
+    return base
+
+
+@app.command()
+def serve(
+    listen: Annotated[str | None, typer.Option(help="UDP ADDR:PORT for IKE")] = None,
+    nat_port: Annotated[int | None, typer.Option(help="second UDP port (NAT-T, e.g. 4500)")] = None,
+    cert: Annotated[Path | None, typer.Option(help="PEM cert, then its chain")] = None,
+    key: Annotated[Path | None, typer.Option(help="PEM private key")] = None,
+    ca_bundle: Annotated[Path | None, typer.Option(help="PEM roots for peers + push")] = None,
+    policy: Annotated[Path | None, typer.Option(help="YAML authorization policy")] = None,
+    push_listen: Annotated[str | None, typer.Option(help="HTTP ADDR:PORT for POST /v1/revocations")] = None,
+    control: Annotated[Path | None, typer.Option(help="Unix control socket path")] = None,
+    ocsp: Annotated[OcspMode | None, typer.Option(help="OCSP checking mode")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML file with any of these options")] = None,
+    event_log: Annotated[Path | None, typer.Option(help="JSON-lines event log (default stderr)")] = None,
+    local_id: Annotated[str | None, typer.Option(help="our IKE identity (default: first SAN)")] = None,
+    dh_groups: Annotated[str | None, typer.Option(help="preferred DH groups, e.g. 19,31,20,21")] = None,
+    cookie_threshold: Annotated[int | None, typer.Option(help="half-open SAs before COOKIEs")] = None,
+    half_open_timeout: Annotated[float | None, typer.Option(help="seconds a half-open SA lives")] = None,
+) -> None:
+    """Serve IKEv2 as responder (RFC 7296)."""
+    opts = _merge(config, {
+        "listen": listen, "nat_port": nat_port, "cert": cert, "key": key, "ca_bundle": ca_bundle,
+        "policy": policy, "push_listen": push_listen, "control": control, "ocsp": ocsp,
+        "event_log": event_log, "local_id": local_id, "dh_groups": dh_groups,
+        "cookie_threshold": cookie_threshold, "half_open_timeout": half_open_timeout})
+    missing = [k for k in ("listen", "cert", "key", "ca_bundle") if not opts.get(k)]
+    if missing:
+        raise typer.BadParameter(f"missing: {', '.join('--' + m.replace('_', '-') for m in missing)}")
+    for k in ("cert", "key", "ca_bundle", "policy", "control", "event_log"):
+        if opts.get(k) is not None:
+            opts[k] = Path(opts[k])
+    if isinstance(opts.get("dh_groups"), str):
+        opts["dh_groups"] = tuple(int(g) for g in opts["dh_groups"].split(","))
+    opts["ocsp"] = OcspMode(opts.get("ocsp", OcspMode.RELAXED))
+    asyncio.run(run(ServeOptions(**opts)))
+
+
+def _http_get(path: str, url: str | None, control: Path) -> dict[str, Any]:
+    if url:
+        import httpx
+
+        return dict(httpx.get(url.rstrip("/") + path, timeout=5).json())
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(5)
+        s.connect(str(control))
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: local\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return dict(json.loads(data.partition(b"\r\n\r\n")[2]))
+
+
+@app.command()
+def sas(
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    url: Annotated[str | None, typer.Option(help="push listener URL, http://h:p")] = None,
+    control: Annotated[Path, typer.Option(help="Unix control socket")] = DEFAULT_CONTROL,
+) -> None:
+    """List the responder's IKE SAs."""
+    data = _http_get("/v1/sas", url, control)
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    for sa in data["sas"]:
+        typer.echo(f"{sa['ike_sa']} {sa['state']} {sa['peer']} id={sa['peer_id']} serial={sa['serial']} "
+                   f"{sa['suite']}")
+        for ch in sa["children"]:
+            typer.echo(f"  child {ch['spi_in']}/{ch['spi_out']} {ch['encr']} "
+                       f"{','.join(ch['local_ts'])} === {','.join(ch['remote_ts'])}")
+
+
+if __name__ == "__main__":
+    app()

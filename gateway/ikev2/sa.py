@@ -1,0 +1,106 @@
+"""Per-SA state (RFC 7296 §2.1-§2.3: message IDs, window size 1, retransmission cache)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from cryptography import x509
+
+from ca.identity import Identity
+from gateway.ikev2.codec import Proposal
+from gateway.ikev2.constants import DhGroup, Encr, Prf
+from gateway.ikev2.crypto import Keys, Suite
+
+Address = tuple[str, int]
+
+
+class SaState(StrEnum):
+    HALF_OPEN = "half-open"
+    ESTABLISHED = "established"
+    REKEYED = "rekeyed"
+    DELETING = "deleting"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class ChildSa:
+    """A negotiated (never installed) ESP SA pair with its narrowed selectors."""
+
+    spi_in: bytes
+    spi_out: bytes
+    proposal: Proposal
+    local_ts: tuple[str, ...]
+    remote_ts: tuple[str, ...]
+    created: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        encr = next((t for t in self.proposal.transforms if t.type == 1), None)
+        return {"spi_in": self.spi_in.hex(), "spi_out": self.spi_out.hex(),
+                "encr": f"{Encr(encr.id).name}_{encr.key_length or 256}" if encr else None,
+                "local_ts": list(self.local_ts), "remote_ts": list(self.remote_ts),
+                "created": self.created.isoformat()}
+
+
+@dataclass(frozen=True)
+class PeerAuth:
+    """Who authenticated the IKE SA (RFC 7296 §2.15) and with which certificate."""
+
+    identity: Identity
+    cert: x509.Certificate
+    issuer_key_id: str
+    rule: str | None
+
+    @property
+    def serial(self) -> int:
+        return self.cert.serial_number
+
+
+@dataclass
+class IkeSa:
+    """One IKE SA where the peer is the original initiator."""
+
+    spi_i: bytes
+    spi_r: bytes
+    suite: Suite
+    keys: Keys
+    ni: bytes
+    nr: bytes
+    init_request: bytes
+    init_response: bytes
+    peer: Address
+    local_port: int
+    peer_hashes: frozenset[int]
+    created: datetime
+    state: SaState = SaState.HALF_OPEN
+    expected_id: int = 1
+    cached_response: tuple[int, bytes] | None = None
+    busy: bool = False
+    my_next_id: int = 0
+    pending: dict[int, asyncio.Future[bytes]] = field(default_factory=dict)
+    auth: PeerAuth | None = None
+    children: dict[bytes, ChildSa] = field(default_factory=dict)
+    mobike: bool = False
+    established: datetime | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.spi_i.hex()}_i:{self.spi_r.hex()}_r"
+
+    def to_dict(self) -> dict[str, Any]:
+        s = self.suite
+        suite = (f"{Encr(s.encr).name}_{s.key_bits}/{Prf(s.prf).name}/{DhGroup(s.dh).name}")
+        auth = self.auth
+        return {
+            "ike_sa": self.name, "state": self.state.value, "peer": f"{self.peer[0]}:{self.peer[1]}",
+            "local_port": self.local_port, "suite": suite,
+            "peer_id": str(auth.identity) if auth else None,
+            "serial": format(auth.serial, "x") if auth else None,
+            "issuer_key_id": auth.issuer_key_id if auth else None,
+            "rule": auth.rule if auth else None,
+            "established": self.established.isoformat() if self.established else None,
+            "children": [c.to_dict() for c in self.children.values()],
+        }

@@ -1,0 +1,117 @@
+"""Assemble a running responder: UDP endpoints, HTTP push/control listeners, signals."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+from ca.identity import parse_identity
+from gateway.events import EventLog
+from gateway.ikev2.auth import PrivateKey
+from gateway.ikev2.proposals import Preferences
+from gateway.policy import Policy
+from gateway.push import ControlApi, serve_tcp, serve_unix
+from gateway.responder import Responder, ResponderConfig
+from gateway.revocation import OcspMode
+from gateway.transport import IkeEndpoint, open_endpoint
+
+
+def split_hostport(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """Everything ``ikepki responder serve`` accepts."""
+
+    listen: str
+    cert: Path
+    key: Path
+    ca_bundle: Path
+    nat_port: int | None = None
+    policy: Path | None = None
+    push_listen: str | None = None
+    control: Path | None = None
+    ocsp: OcspMode = OcspMode.RELAXED
+    event_log: Path | None = None
+    local_id: str | None = None
+    dh_groups: tuple[int, ...] = ()
+    cookie_threshold: int = 64
+    half_open_timeout: float = 30.0
+
+
+def _load_key(path: Path) -> PrivateKey:
+    key = load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey):
+        raise ValueError("unsupported private key type")
+    return key
+
+
+def build_config(o: ServeOptions) -> ResponderConfig:
+    chain = tuple(x509.load_pem_x509_certificates(o.cert.read_bytes()))
+    roots = tuple(x509.load_pem_x509_certificates(o.ca_bundle.read_bytes()))
+    prefs = Preferences(dh=o.dh_groups) if o.dh_groups else Preferences()
+    return ResponderConfig(
+        cert_chain=chain, key=_load_key(o.key), roots=roots,
+        policy=Policy.load(o.policy) if o.policy else None, ocsp_mode=o.ocsp, prefs=prefs,
+        local_id=parse_identity(o.local_id) if o.local_id else None, listen_host=split_hostport(o.listen)[0],
+        half_open_timeout=o.half_open_timeout, cookie_threshold=o.cookie_threshold)
+
+
+class Gateway:
+    """A responder bound to its sockets."""
+
+    def __init__(self, opts: ServeOptions) -> None:
+        self.opts = opts
+        self.endpoints: dict[int, IkeEndpoint] = {}
+        self.log = EventLog(opts.event_log)
+        self.responder = Responder(build_config(opts), self._send, self.log)
+        self.api = ControlApi(self.responder)
+        self.servers: list[asyncio.Server] = []
+
+    def _send(self, data: bytes, peer: tuple[str, int], port: int) -> None:
+        ep = self.endpoints.get(port)
+        if ep is not None:
+            ep.send(data, peer)
+
+    async def start(self) -> None:
+        host, port = split_hostport(self.opts.listen)
+        for p in (port, self.opts.nat_port):
+            if p:
+                self.endpoints[p] = await open_endpoint(host, p, self.responder.receive)
+        if self.opts.push_listen:
+            self.servers.append(await serve_tcp(self.api, *split_hostport(self.opts.push_listen)))
+        if self.opts.control:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.opts.control)
+            self.servers.append(await serve_unix(self.api, str(self.opts.control)))
+        self.log.emit("responder_started", listen=self.opts.listen, nat_port=self.opts.nat_port,
+                      push_listen=self.opts.push_listen, identity=str(self.responder.identity))
+
+    async def stop(self) -> None:
+        for ep in self.endpoints.values():
+            if ep.transport:
+                ep.transport.close()
+        for s in self.servers:
+            s.close()
+        self.log.emit("responder_stopped")
+
+
+async def run(opts: ServeOptions) -> None:
+    gw = Gateway(opts)
+    await gw.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await gw.stop()
