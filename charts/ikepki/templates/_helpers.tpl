@@ -90,7 +90,8 @@ initContainer
 {{- define "ikepki.hsmPinFile" -}}/run/secrets/ikepki/hsm/pin{{- end -}}
 {{- define "ikepki.hsmSoPinFile" -}}/run/secrets/ikepki/hsm-so/so-pin{{- end -}}
 {{- define "ikepki.adminTokenFile" -}}/run/secrets/ikepki/admin/token{{- end -}}
-{{- define "ikepki.softhsmTokenDir" -}}/var/lib/softhsm/tokens{{- end -}}
+{{- /* DIR/tokens: where "ikepki init" creates a SoftHSM token (ca/ceremony.py). */ -}}
+{{- define "ikepki.softhsmTokenDir" -}}/var/lib/ikepki/tokens{{- end -}}
 
 {{/* "--config <file>" when config.file has settings, as a YAML list fragment. */}}
 {{- define "ikepki.configArgs" -}}
@@ -196,11 +197,11 @@ migrate, init).  Call with (dict "ctx" $ "component" "api").
   mountPath: /tmp
 - name: state
   mountPath: {{ include "ikepki.stateDir" $ctx }}
-{{- if and $v.ca.certificatesSecret.name (ne .component "init") }}
-{{- range $v.ca.certificatesSecret.keys }}
-- name: ca-certificates
-  mountPath: {{ printf "%s/%s" (include "ikepki.stateDir" $ctx) . }}
-  subPath: {{ . }}
+{{- if and $v.ca.deploymentSecret.name (ne .component "init") }}
+{{- range $v.ca.deploymentSecret.items }}
+- name: ca-deployment
+  mountPath: {{ printf "%s/%s" (include "ikepki.stateDir" $ctx) .path }}
+  subPath: {{ .path }}
   readOnly: true
 {{- end }}
 {{- end }}
@@ -254,10 +255,13 @@ migrate, init).  Call with (dict "ctx" $ "component" "api").
   emptyDir:
     sizeLimit: 1Gi
 {{- end }}
-{{- if $v.ca.certificatesSecret.name }}
-- name: ca-certificates
+{{- with $v.ca.deploymentSecret.name }}
+- name: ca-deployment
   secret:
-    secretName: {{ $v.ca.certificatesSecret.name }}
+    secretName: {{ . }}
+    defaultMode: 0440
+    items:
+      {{- toYaml $v.ca.deploymentSecret.items | nindent 6 }}
 {{- end }}
 - name: config
   projected:
