@@ -1,0 +1,222 @@
+"""The Authority: the single path that issues, renews and revokes certificates.
+
+ACME, EST, SCEP, the admin API and the CLI all call it. Every certificate is linted and
+recorded (with its audit row, in one transaction) before it is returned.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from cryptography.x509.oid import NameOID
+
+from ca.audit import AuditLog
+from ca.clock import Clock
+from ca.errors import ErrorKind, PKIError
+from ca.issuer import Issuer
+from ca.lint import lint_issued
+from ca.model import (
+    CertificateInfo,
+    CertStatus,
+    IssuanceRequest,
+    IssuedCertificate,
+    Requester,
+    RevocationReason,
+    RevocationRequest,
+)
+from ca.profiles import OID_OCSP_NOCHECK, Profile, check_sans, san_text
+from ca.store.sql import SqlCertificateStore, audit_row
+
+BACKDATE = timedelta(minutes=1)  # tolerate small clock skew on relying parties
+_SUBJECT_ATTRS = {NameOID.COMMON_NAME, NameOID.ORGANIZATION_NAME, NameOID.ORGANIZATIONAL_UNIT_NAME,
+                  NameOID.COUNTRY_NAME, NameOID.STATE_OR_PROVINCE_NAME, NameOID.LOCALITY_NAME, NameOID.SERIAL_NUMBER}
+MAX_SUBJECT_ATTR = 64  # RFC 5280 Appendix A ub-common-name
+
+
+def random_serial() -> int:
+    """159 random bits from the OS CSPRNG: positive, fits 20 octets (RFC 5280 §4.1.2.2)."""
+    while True:
+        serial = int.from_bytes(os.urandom(20), "big") >> 1
+        if serial.bit_length() >= 64:
+            return serial
+
+
+@dataclass(frozen=True)
+class _Template:
+    profile: Profile
+    issuer: Issuer
+    public_key: CertificatePublicKeyTypes
+    subject: x509.Name
+    sans: list[x509.GeneralName]
+    lifetime: timedelta
+    requester: Requester
+    device_id: str | None
+    ek_fingerprint: str | None
+
+
+class Authority:
+    def __init__(self, issuers: dict[str, Issuer], store: SqlCertificateStore, profiles: dict[str, Profile],
+                 audit: AuditLog, clock: Clock) -> None:
+        self.issuers = issuers
+        self.store = store
+        self.profiles = profiles
+        self.audit = audit
+        self.clock = clock
+
+    # -- issuance -----------------------------------------------------------------------------
+
+    def profile(self, name: str, *, allow_internal: bool = False) -> Profile:
+        profile = self.profiles.get(name)
+        if profile is None or (not profile.enrollable and not allow_internal):
+            raise PKIError(ErrorKind.BAD_REQUEST, f"unknown certificate profile {name!r}")
+        return profile
+
+    def issuer_for(self, profile: Profile) -> Issuer:
+        issuer = self.issuers.get(profile.issuer)
+        if issuer is None:
+            raise PKIError(ErrorKind.CONFIG, f"profile {profile.name} needs issuing CA {profile.issuer!r}")
+        return issuer
+
+    def issue(self, request: IssuanceRequest) -> IssuedCertificate:
+        profile = self.profile(request.profile, allow_internal=request.allow_internal)
+        if self.store.is_device_blocked(request.device_id, request.ek_fingerprint):
+            raise PKIError(ErrorKind.BLOCKED, "this device is blocked from enrollment")
+        sans = list(request.replace_sans) if request.replace_sans is not None else request.csr.sans
+        sans += [n for n in request.extra_sans if n not in sans]
+        check_sans(profile, sans)
+        return self._issue(_Template(
+            profile=profile, issuer=self.issuer_for(profile), public_key=request.csr.public_key,
+            subject=_filter_subject(request.csr.subject), sans=sans, lifetime=profile.lifetime(request.lifetime),
+            requester=request.requester, device_id=request.device_id, ek_fingerprint=request.ek_fingerprint))
+
+    def issue_internal(self, profile_name: str, public_key: CertificatePublicKeyTypes, subject: x509.Name,
+                       sans: Sequence[x509.GeneralName] = (), lifetime: timedelta | None = None,
+                       requester: Requester | None = None) -> IssuedCertificate:
+        """Certificates ikepki issues to itself (TLS server, OCSP signer, push signer, SCEP RA)."""
+        profile = self.profile(profile_name, allow_internal=True)
+        check_sans(profile, list(sans))
+        return self._issue(_Template(profile, self.issuer_for(profile), public_key, subject, list(sans),
+                                     profile.lifetime(lifetime), requester or Requester("internal", "ikepki"),
+                                     None, None))
+
+    def _issue(self, t: _Template) -> IssuedCertificate:
+        now = self.clock.now()
+        not_after = min(now + t.lifetime, t.issuer.certificate.not_valid_after_utc)
+        if not_after <= now:
+            raise PKIError(ErrorKind.UNAVAILABLE, f"issuing CA {t.issuer.id} has expired")
+        builder = (x509.CertificateBuilder().subject_name(t.subject).issuer_name(t.issuer.name)
+                   .public_key(t.public_key).serial_number(random_serial())
+                   .not_valid_before(now - BACKDATE).not_valid_after(not_after))
+        for ext, critical in _extensions(t):
+            builder = builder.add_extension(ext, critical=critical)
+        key = t.issuer.key
+        cert = builder.sign(key.key, key.hash_algorithm, rsa_padding=key.rsa_padding())
+        try:
+            lint_issued(cert, t.profile, t.issuer)
+        except x509.ExtensionNotFound as exc:
+            raise PKIError(ErrorKind.INTERNAL, f"lint: missing extension {exc.oid.dotted_string}") from None
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        info = CertificateInfo(
+            serial=cert.serial_number, issuer_id=t.issuer.id, subject=t.subject.rfc4514_string(),
+            sans=tuple(san_text(n) for n in t.sans), profile=t.profile.name, not_before=cert.not_valid_before_utc,
+            not_after=cert.not_valid_after_utc, status=CertStatus.valid, der=cert.public_bytes(Encoding.DER),
+            requester=t.requester.principal, channel=t.requester.channel, device_id=t.device_id,
+            ek_fingerprint=t.ek_fingerprint)
+        self.store.insert_certificate(info, now, audit_row(
+            now, t.requester.principal, "issue", t.requester.channel, t.requester.source, info.serial,
+            profile=t.profile.name, sans=list(info.sans), subject=info.subject))
+        self.audit.append(now, t.requester.principal, "issue", t.requester.channel, source=t.requester.source,
+                          serial=info.serial_hex, profile=t.profile.name, identities=list(info.sans),
+                          subject=info.subject, device=t.device_id)
+        return IssuedCertificate(info, cert, t.issuer.chain_for_leaf())
+
+    # -- revocation ---------------------------------------------------------------------------
+
+    def revoke(self, request: RevocationRequest) -> list[CertificateInfo]:
+        """Revoke (reason certificateHold: suspend) the given serials; returns those changed."""
+        if request.reason is RevocationReason.removeFromCRL:
+            raise PKIError(ErrorKind.BAD_REQUEST, "removeFromCRL is not a revocation reason; release the hold")
+        now = self.clock.now()
+        r = request.requester
+        done = self.store.revoke(request.serials, request.reason, now, r.principal, r.channel, r.source,
+                                 request.invalidity_date, self.issuer_identity)
+        for info in done:
+            self.audit.append(now, r.principal, "hold" if info.status is CertStatus.hold else "revoke", r.channel,
+                              source=r.source, serial=info.serial_hex, reason=request.reason.name,
+                              identities=list(info.sans), device=info.device_id)
+            if request.block_devices and (info.device_id or info.ek_fingerprint):
+                self.block_device(info.device_id or f"ek:{info.ek_fingerprint}", r, request.reason.name)
+        return done
+
+    def release_hold(self, serial: int, requester: Requester) -> CertificateInfo:
+        now = self.clock.now()
+        info = self.store.release_hold(serial, now, requester.principal, requester.channel, requester.source,
+                                       self.issuer_identity)
+        self.audit.append(now, requester.principal, "unhold", requester.channel, source=requester.source,
+                          serial=info.serial_hex)
+        return info
+
+    def block_device(self, device_id: str, requester: Requester, reason: str | None = None,
+                     blocked: bool = True) -> None:
+        now = self.clock.now()
+        self.store.set_device_blocked(device_id, blocked, now, requester.principal, requester.channel, reason)
+        self.audit.append(now, requester.principal, "block-device" if blocked else "unblock-device",
+                          requester.channel, device=device_id, reason=reason)
+
+    def issuer_identity(self, issuer_id: str) -> tuple[str, str]:
+        issuer = self.issuers[issuer_id]
+        return issuer.name.rfc4514_string(), issuer.key_id.hex()
+
+    def now(self) -> datetime:
+        return self.clock.now()
+
+
+def _filter_subject(subject: x509.Name) -> x509.Name:
+    """Keep only ordinary naming attributes from the request, each bounded in length."""
+    attrs = []
+    for attr in subject:
+        if attr.oid not in _SUBJECT_ATTRS:
+            continue
+        value = attr.value if isinstance(attr.value, str) else attr.value.decode("utf-8", "replace")
+        if not value or len(value) > MAX_SUBJECT_ATTR or (attr.oid == NameOID.COUNTRY_NAME and len(value) != 2):
+            raise PKIError(ErrorKind.BAD_CSR, f"subject attribute {attr.oid._name} has an invalid length")
+        attrs.append(x509.NameAttribute(attr.oid, value))
+    return x509.Name(attrs)
+
+
+def _extensions(t: _Template) -> list[tuple[x509.ExtensionType, bool]]:
+    """RFC 5280 §4.2 extensions for an end-entity certificate of this profile."""
+    exts: list[tuple[x509.ExtensionType, bool]] = [
+        (x509.BasicConstraints(ca=False, path_length=None), True),
+        (x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=t.profile.name == "scep-ra",
+                       data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
+                       encipher_only=False, decipher_only=False), True),
+        (x509.SubjectKeyIdentifier.from_public_key(t.public_key), False),
+        (x509.AuthorityKeyIdentifier(t.issuer.key_id, None, None), False),
+        (x509.CertificatePolicies([x509.PolicyInformation(t.profile.policy_oid, None)]), False),
+    ]
+    if t.profile.ekus:
+        exts.append((x509.ExtendedKeyUsage(list(t.profile.ekus)), False))
+    if t.sans:
+        exts.append((x509.SubjectAlternativeName(t.sans), len(t.subject) == 0))
+    if t.profile.name == "ocsp-signer":
+        exts.append((x509.UnrecognizedExtension(OID_OCSP_NOCHECK, b"\x05\x00"), False))
+        return exts
+    urls = t.issuer.urls
+    exts += [
+        (x509.AuthorityInformationAccess([
+            x509.AccessDescription(x509.AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(urls.ocsp)),
+            x509.AccessDescription(x509.AuthorityInformationAccessOID.CA_ISSUERS,
+                                   x509.UniformResourceIdentifier(urls.ca_issuers))]), False),
+        (x509.CRLDistributionPoints([x509.DistributionPoint([x509.UniformResourceIdentifier(urls.crl)], None, None,
+                                                            None)]), False),
+        (x509.FreshestCRL([x509.DistributionPoint([x509.UniformResourceIdentifier(urls.delta_crl)], None, None,
+                                                  None)]), False),
+    ]
+    return exts

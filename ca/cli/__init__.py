@@ -1,0 +1,1 @@
+"""The ``ikepki`` command line."""

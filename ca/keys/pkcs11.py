@@ -1,0 +1,298 @@
+"""PKCS#11 keys through python-pkcs11, presented as cryptography private keys.
+
+python-pkcs11 initialises the module without ``CKF_OS_LOCKING_OK`` and SoftHSM crashes
+under concurrent calls, so every call into one token is serialised by one lock per
+(module, token) in this process; throughput scales with processes, each with its own
+login (see shared notes hsm-and-tpm.md). Keys are generated on the token with
+``CKA_SENSITIVE=true`` and ``CKA_EXTRACTABLE=false``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import pkcs11
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import utils as asym_utils
+from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+from pkcs11.util.ec import encode_ec_public_key, encode_ecdsa_signature, encode_named_curve_parameters
+
+from ca.errors import ErrorKind, PKIError
+from ca.keys.pin import Pin
+from ca.keys.signer import KeySpec, SigningKey
+from ca.keys.uri import Pkcs11Uri, build
+
+DEFAULT_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
+_CURVE_NAMES = {"P-256": "secp256r1", "P-384": "secp384r1"}
+_HASH_MECH = {
+    "sha256": (Mechanism.SHA256, pkcs11.MGF.SHA256, Mechanism.SHA256_RSA_PKCS, Mechanism.SHA256_RSA_PKCS_PSS),
+    "sha384": (Mechanism.SHA384, pkcs11.MGF.SHA384, Mechanism.SHA384_RSA_PKCS, Mechanism.SHA384_RSA_PKCS_PSS),
+    "sha512": (Mechanism.SHA512, pkcs11.MGF.SHA512, Mechanism.SHA512_RSA_PKCS, Mechanism.SHA512_RSA_PKCS_PSS),
+    "sha1": (Mechanism.SHA_1, pkcs11.MGF.SHA1, Mechanism.SHA1_RSA_PKCS, Mechanism.SHA1_RSA_PKCS_PSS),
+}
+
+_libs: dict[str, Any] = {}
+_libs_lock = threading.Lock()
+
+
+def _load_lib(module_path: str) -> Any:
+    with _libs_lock:
+        if module_path not in _libs:
+            try:
+                _libs[module_path] = pkcs11.lib(module_path)
+            except (RuntimeError, OSError, pkcs11.PKCS11Error) as exc:
+                raise PKIError(ErrorKind.UNAVAILABLE, f"cannot load PKCS#11 module {module_path}: {exc}") from None
+        return _libs[module_path]
+
+
+@dataclass(frozen=True)
+class KeyProtection:
+    """What the token itself reports about a private key."""
+
+    sensitive: bool
+    extractable: bool
+    always_sensitive: bool
+    never_extractable: bool
+
+    @property
+    def non_extractable(self) -> bool:
+        return self.sensitive and not self.extractable and self.never_extractable
+
+
+class Pkcs11Token:
+    """One logged-in session to one token, with every call serialised by a lock."""
+
+    def __init__(self, module_path: str, token_label: str, pin: Pin) -> None:
+        self.module_path = module_path
+        self.token_label = token_label
+        self._pin = pin
+        self._lock = threading.RLock()
+        self._session: Any = None
+        self._pid = -1
+        self._keys: dict[tuple[int, str], Any] = {}
+
+    def _open(self) -> Any:
+        if self._session is not None and self._pid == os.getpid():
+            return self._session
+        lib = _load_lib(self.module_path)
+        try:
+            token = lib.get_token(token_label=self.token_label)
+            try:
+                self._session = token.open(rw=True, user_pin=self._pin.reveal())
+            except pkcs11.UserAlreadyLoggedIn:
+                self._session = token.open(rw=True)
+        except pkcs11.NoSuchToken:
+            raise PKIError(ErrorKind.UNAVAILABLE, f"PKCS#11 token {self.token_label!r} not found") from None
+        except pkcs11.PinIncorrect:
+            raise PKIError(ErrorKind.CONFIG, f"wrong PIN for PKCS#11 token {self.token_label!r}") from None
+        except pkcs11.PKCS11Error as exc:
+            raise PKIError(ErrorKind.UNAVAILABLE, f"PKCS#11 token {self.token_label!r}: {exc!r}") from None
+        self._pid = os.getpid()
+        self._keys.clear()
+        return self._session
+
+    def _key(self, object_class: ObjectClass, label: str) -> Any:
+        cache_key = (int(object_class), label)
+        if cache_key not in self._keys:
+            try:
+                self._keys[cache_key] = self._open().get_key(object_class=object_class, label=label)
+            except pkcs11.NoSuchKey:
+                raise PKIError(ErrorKind.CONFIG, f"no key labelled {label!r} on token {self.token_label!r}") from None
+        return self._keys[cache_key]
+
+    def uri(self, label: str, pin_source: str | None = None) -> Pkcs11Uri:
+        return build(self.token_label, label, module_path=self.module_path, pin_source=pin_source)
+
+    def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run one PKCS#11 operation under the token lock, mapping token failures."""
+        with self._lock:
+            try:
+                return fn(*args, **kwargs)
+            except PKIError:
+                raise
+            except pkcs11.PKCS11Error as exc:
+                raise PKIError(ErrorKind.UNAVAILABLE, f"HSM operation failed: {exc!r}") from None
+
+    def generate(self, spec: KeySpec, label: str) -> None:
+        """Create a non-extractable key pair on the token (CKA_TOKEN, SENSITIVE, !EXTRACTABLE)."""
+        private_template = {Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False, Attribute.TOKEN: True,
+                            Attribute.PRIVATE: True}
+        public_template = {Attribute.TOKEN: True}
+        key_id = label.encode()
+
+        def gen() -> None:
+            session = self._open()
+            if spec.algorithm == "ec":
+                params = session.create_domain_parameters(
+                    KeyType.EC, {Attribute.EC_PARAMS: encode_named_curve_parameters(_CURVE_NAMES[spec.curve or ""])},
+                    local=True)
+                params.generate_keypair(store=True, label=label, id=key_id, private_template=private_template,
+                                        public_template=public_template)
+            else:
+                session.generate_keypair(KeyType.RSA, spec.bits, store=True, label=label, id=key_id,
+                                         private_template=private_template, public_template=public_template)
+        self.call(gen)
+
+    def has_key(self, label: str) -> bool:
+        def find() -> bool:
+            return any(True for _ in self._open().get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY,
+                                                                Attribute.LABEL: label}))
+        return bool(self.call(find))
+
+    def destroy(self, label: str) -> None:
+        def destroy() -> None:
+            for cls in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY):
+                for obj in self._open().get_objects({Attribute.CLASS: cls, Attribute.LABEL: label}):
+                    obj.destroy()
+            self._keys.clear()
+        self.call(destroy)
+
+    def protection(self, label: str) -> KeyProtection:
+        def read() -> KeyProtection:
+            key = self._key(ObjectClass.PRIVATE_KEY, label)
+            return KeyProtection(bool(key[Attribute.SENSITIVE]), bool(key[Attribute.EXTRACTABLE]),
+                                 bool(key[Attribute.ALWAYS_SENSITIVE]), bool(key[Attribute.NEVER_EXTRACTABLE]))
+        return self.call(read)  # type: ignore[no-any-return]
+
+    def public_key(self, label: str) -> ec.EllipticCurvePublicKey | rsa.RSAPublicKey:
+        def read() -> Any:
+            pub = self._key(ObjectClass.PUBLIC_KEY, label)
+            if pub.key_type == KeyType.EC:
+                return serialization.load_der_public_key(encode_ec_public_key(pub))
+            return rsa.RSAPublicNumbers(int.from_bytes(pub[Attribute.PUBLIC_EXPONENT], "big"),
+                                        int.from_bytes(pub[Attribute.MODULUS], "big")).public_key()
+        return self.call(read)  # type: ignore[no-any-return]
+
+    def sign(self, label: str, data: bytes, mechanism: Mechanism, mechanism_param: Any = None) -> bytes:
+        return self.call(lambda: self._key(ObjectClass.PRIVATE_KEY, label).sign(  # type: ignore[no-any-return]
+            data, mechanism=mechanism, mechanism_param=mechanism_param))
+
+    def decrypt(self, label: str, data: bytes, mechanism: Mechanism, mechanism_param: Any = None) -> bytes:
+        return self.call(lambda: self._key(ObjectClass.PRIVATE_KEY, label).decrypt(  # type: ignore[no-any-return]
+            data, mechanism=mechanism, mechanism_param=mechanism_param))
+
+    def signing_key(self, label: str, *, rsa_pss: bool = False, pin_source: str | None = None) -> SigningKey:
+        pub = self.public_key(label)
+        uri = str(self.uri(label, pin_source))
+        if isinstance(pub, ec.EllipticCurvePublicKey):
+            return SigningKey(uri, Pkcs11EcPrivateKey(self, label, pub))
+        return SigningKey(uri, Pkcs11RsaPrivateKey(self, label, pub), rsa_pss=rsa_pss)
+
+
+def _digest(data: bytes, algorithm: hashes.HashAlgorithm | asym_utils.Prehashed) -> tuple[bytes, hashes.HashAlgorithm]:
+    if isinstance(algorithm, asym_utils.Prehashed):
+        return data, algorithm._algorithm
+    h = hashes.Hash(algorithm)
+    h.update(data)
+    return h.finalize(), algorithm
+
+
+class Pkcs11EcPrivateKey(ec.EllipticCurvePrivateKey):
+    """ECDSA through CKM_ECDSA (SoftHSM 2.6 has no hash-and-sign EC mechanisms): hash here, sign there."""
+
+    def __init__(self, token: Pkcs11Token, label: str, public: ec.EllipticCurvePublicKey) -> None:
+        self._token, self._label, self._public = token, label, public
+
+    def sign(self, data: bytes, signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
+        if not isinstance(signature_algorithm, ec.ECDSA):
+            raise TypeError("only ECDSA is supported")
+        digest, _ = _digest(data, signature_algorithm.algorithm)
+        raw = self._token.sign(self._label, digest, Mechanism.ECDSA)
+        return bytes(encode_ecdsa_signature(raw))
+
+    def public_key(self) -> ec.EllipticCurvePublicKey:
+        return self._public
+
+    @property
+    def curve(self) -> ec.EllipticCurve:
+        return self._public.curve
+
+    @property
+    def key_size(self) -> int:
+        return self._public.curve.key_size
+
+    def exchange(self, algorithm: ec.ECDH, peer_public_key: ec.EllipticCurvePublicKey) -> bytes:
+        raise NotImplementedError("HSM signing keys do not do ECDH")
+
+    def private_numbers(self) -> ec.EllipticCurvePrivateNumbers:
+        raise NotImplementedError("HSM keys are not extractable")
+
+    def private_bytes(self, *args: Any, **kwargs: Any) -> bytes:
+        raise NotImplementedError("HSM keys are not extractable")
+
+    def __copy__(self) -> Pkcs11EcPrivateKey:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Pkcs11EcPrivateKey:
+        return self
+
+    def __repr__(self) -> str:
+        return f"<Pkcs11EcPrivateKey {self._token.token_label}/{self._label}>"
+
+
+class Pkcs11RsaPrivateKey(rsa.RSAPrivateKey):
+    """RSA through CKM_SHA*_RSA_PKCS and CKM_SHA*_RSA_PKCS_PSS; decryption for the SCEP RA."""
+
+    def __init__(self, token: Pkcs11Token, label: str, public: rsa.RSAPublicKey) -> None:
+        self._token, self._label, self._public = token, label, public
+
+    def sign(self, data: bytes, padding_: padding.AsymmetricPadding,
+             algorithm: asym_utils.Prehashed | hashes.HashAlgorithm) -> bytes:
+        if isinstance(algorithm, asym_utils.Prehashed):
+            raise NotImplementedError("pre-hashed RSA signing is not supported by the HSM adapter")
+        mech_hash, mgf, pkcs1_mech, pss_mech = _HASH_MECH[algorithm.name]
+        if isinstance(padding_, padding.PSS):
+            salt = padding_._salt_length
+            if not isinstance(salt, int):  # DIGEST_LENGTH / AUTO / MAX → digest length (x509 uses it)
+                salt = algorithm.digest_size
+            return self._token.sign(self._label, data, pss_mech, (mech_hash, mgf, salt))
+        if isinstance(padding_, padding.PKCS1v15):
+            return self._token.sign(self._label, data, pkcs1_mech)
+        raise TypeError(f"unsupported padding {padding_.name}")
+
+    def decrypt(self, ciphertext: bytes, padding_: padding.AsymmetricPadding) -> bytes:
+        if isinstance(padding_, padding.PKCS1v15):
+            return self._token.decrypt(self._label, ciphertext, Mechanism.RSA_PKCS)
+        if isinstance(padding_, padding.OAEP):
+            h = padding_.algorithm
+            mech_hash, mgf, _, _ = _HASH_MECH[h.name]
+            return self._token.decrypt(self._label, ciphertext, Mechanism.RSA_PKCS_OAEP, (mech_hash, mgf, None))
+        raise TypeError(f"unsupported padding {padding_.name}")
+
+    def public_key(self) -> rsa.RSAPublicKey:
+        return self._public
+
+    @property
+    def key_size(self) -> int:
+        return self._public.key_size
+
+    def private_numbers(self) -> rsa.RSAPrivateNumbers:
+        raise NotImplementedError("HSM keys are not extractable")
+
+    def private_bytes(self, *args: Any, **kwargs: Any) -> bytes:
+        raise NotImplementedError("HSM keys are not extractable")
+
+    def __copy__(self) -> Pkcs11RsaPrivateKey:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Pkcs11RsaPrivateKey:
+        return self
+
+    def __repr__(self) -> str:
+        return f"<Pkcs11RsaPrivateKey {self._token.token_label}/{self._label}>"
+
+
+_tokens: dict[tuple[str, str], Pkcs11Token] = {}
+
+
+def open_token(module_path: str, token_label: str, pin: Pin) -> Pkcs11Token:
+    """The process-wide token object for (module, label): one lock and one login per token."""
+    key = (module_path, token_label)
+    with _libs_lock:
+        if key not in _tokens:
+            _tokens[key] = Pkcs11Token(module_path, token_label, pin)
+        return _tokens[key]

@@ -1,0 +1,1 @@
+"""The HTTP service: listeners, the prefix router, core endpoints, and protocol plug-ins."""

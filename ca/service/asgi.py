@@ -1,0 +1,129 @@
+"""A raw ASGI prefix router (no framework on the hot path: OCSP lives behind it) plus the
+core endpoints every listener has: /healthz, /readyz, /metrics, /ca/<id>.der|.pem."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from ca.service.mounts import ASGIApp, HttpMount, Receive, Scope, Send
+
+
+async def send_bytes(send: Send, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8",
+                     headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode()),
+                            *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class Metrics:
+    """Request counters in Prometheus text format (exposition format 0.0.4)."""
+
+    def __init__(self) -> None:
+        self.requests: Counter[tuple[str, str, int]] = Counter()
+        self.started = time.time()
+
+    def render(self, extra: dict[str, float] | None = None) -> bytes:
+        lines = ["# HELP ikepki_http_requests_total HTTP requests by listener, mount and status.",
+                 "# TYPE ikepki_http_requests_total counter"]
+        for (listener, mount, status), n in sorted(self.requests.items()):
+            lines.append(f'ikepki_http_requests_total{{listener="{listener}",mount="{mount}",status="{status}"}} {n}')
+        lines += ["# TYPE ikepki_process_start_time_seconds gauge", f"ikepki_process_start_time_seconds {self.started}"]
+        for name, value in (extra or {}).items():
+            lines += [f"# TYPE {name} gauge", f"{name} {value}"]
+        return ("\n".join(lines) + "\n").encode()
+
+
+class Router:
+    """Dispatch by longest matching path prefix; core endpoints first."""
+
+    def __init__(self, listener: str, mounts: list[HttpMount], deployment: Any, metrics: Metrics,
+                 readiness: Callable[[], dict[str, bool]]) -> None:
+        self.listener = listener
+        self.mounts = sorted((m for m in mounts if listener in m.listeners), key=lambda m: -len(m.prefix))
+        self.deployment = deployment
+        self.metrics = metrics
+        self.readiness = readiness
+        self._ca_files = self._ca_documents()
+
+    def _ca_documents(self) -> dict[str, tuple[bytes, str]]:
+        out: dict[str, tuple[bytes, str]] = {}
+        try:
+            certs = {"root": self.deployment.root, **{i: iss.certificate for i, iss in self.deployment.issuers.items()}}
+        except Exception:
+            return out
+        for name, cert in certs.items():
+            out[f"/ca/{name}.der"] = (cert.public_bytes(Encoding.DER), "application/pkix-cert")
+            out[f"/ca/{name}.pem"] = (cert.public_bytes(Encoding.PEM), "application/x-pem-file")
+        return out
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(self.mounts, scope, receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path: str = scope["path"]
+        status_box: dict[str, int] = {}
+
+        async def counting_send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status_box["s"] = message["status"]
+            await send(message)
+
+        mount_name = "core"
+        try:
+            if not await self._core(path, scope, counting_send):
+                mount = next((m for m in self.mounts if path == m.prefix or path.startswith(m.prefix.rstrip("/") + "/")
+                              or (m.prefix.endswith("/") and path.startswith(m.prefix))), None)
+                if mount is None:
+                    await send_bytes(counting_send, 404, b"not found\n")
+                else:
+                    mount_name = mount.name
+                    await mount.app(_strip(scope, mount) if mount.strip_prefix else scope, receive, counting_send)
+        finally:
+            self.metrics.requests[(self.listener, mount_name, status_box.get("s", 0))] += 1
+
+    async def _core(self, path: str, scope: Scope, send: Send) -> bool:
+        if path == "/healthz":
+            await send_bytes(send, 200, b"ok\n")
+        elif path == "/readyz":
+            checks = self.readiness()
+            body = "".join(f"{k}: {'ok' if v else 'FAIL'}\n" for k, v in checks.items()).encode()
+            await send_bytes(send, 200 if all(checks.values()) else 503, body)
+        elif path == "/metrics":
+            await send_bytes(send, 200, self.metrics.render(), "text/plain; version=0.0.4")
+        elif path in self._ca_files and scope["method"] in ("GET", "HEAD"):
+            body, ctype = self._ca_files[path]
+            await send_bytes(send, 200, body, ctype, [(b"cache-control", b"max-age=3600")])
+        else:
+            return False
+        return True
+
+
+def _strip(scope: Scope, mount: HttpMount) -> Scope:
+    prefix = mount.prefix.rstrip("/")
+    new = dict(scope)
+    new["path"] = scope["path"][len(prefix):] or "/"
+    new["root_path"] = scope.get("root_path", "") + prefix
+    return new
+
+
+async def _lifespan(mounts: list[HttpMount], scope: Scope, receive: Receive, send: Send) -> None:
+    """Forward startup/shutdown to every mounted app that wants it (FastAPI apps do)."""
+    message = await receive()
+    if message["type"] == "lifespan.startup":
+        await send({"type": "lifespan.startup.complete"})
+    message = await receive()
+    if message["type"] == "lifespan.shutdown":
+        await send({"type": "lifespan.shutdown.complete"})
+
+
+def app_for(listener: str, mounts: list[HttpMount], deployment: Any, metrics: Metrics,
+            readiness: Callable[[], dict[str, bool]]) -> ASGIApp:
+    return Router(listener, mounts, deployment, metrics, readiness)

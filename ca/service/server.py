@@ -1,0 +1,130 @@
+"""``ikepki serve``: one process, two listeners (HTTPS for enrollment and admin, plain HTTP
+for OCSP, CRL and SCEP), plus the background tasks protocol packages register.
+
+The HTTPS listener asks for (but does not require) a client certificate and exposes it to
+the apps through the ASGI TLS extension (``scope["extensions"]["tls"]["client_cert_chain"]``).
+Certificate time validity is not checked during the handshake so that apps can answer an
+expired client certificate with a clear protocol error instead of a TLS alert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from cryptography.hazmat.primitives.serialization import Encoding
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from ca.service.asgi import Metrics, app_for
+from ca.service.mounts import HTTP, HTTPS, HttpMount, load_mounts
+
+log = logging.getLogger("ikepki.service")
+_NO_CHECK_TIME = 0x200000  # X509_V_FLAG_NO_CHECK_TIME: apps check validity themselves
+TLS_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:!aNULL:!MD5:!DSS"
+
+
+class TlsAwareProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol plus the ASGI TLS extension with the peer certificate."""
+
+    _tls_ext: dict[str, Any] | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        ssl_obj = transport.get_extra_info("ssl_object")
+        if ssl_obj is not None:
+            der = ssl_obj.getpeercert(binary_form=True)
+            self._tls_ext = {"client_cert_chain": [ssl.DER_cert_to_PEM_cert(der)] if der else [],
+                             "client_cert_der": der, "tls_version": ssl_obj.version()}
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._tls_ext is not None:
+            self.scope["extensions"] = {"tls": self._tls_ext}  # type: ignore[typeddict-unknown-key]
+
+
+def client_ca_bundle(deployment: Any) -> Path:
+    """Root + issuing CAs, trusted for client certificates (EST re-enroll, admin certs)."""
+    path = deployment.path("tls/client-ca-bundle.pem")
+    certs = [deployment.root, *(i.certificate for i in deployment.issuers.values())]
+    path.write_bytes(b"".join(c.public_bytes(Encoding.PEM) for c in certs))
+    return path
+
+
+def tls_context(deployment: Any) -> ssl.SSLContext:
+    cert, key = deployment.tls_files
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2 if deployment.settings.tls_min_version == "1.2" \
+        else ssl.TLSVersion.TLSv1_3
+    ctx.load_cert_chain(str(cert), str(key))
+    ctx.set_ciphers(TLS_CIPHERS)
+    ctx.verify_mode = ssl.CERT_OPTIONAL
+    ctx.load_verify_locations(str(client_ca_bundle(deployment)))
+    ctx.verify_flags |= _NO_CHECK_TIME  # type: ignore[assignment]
+    return ctx
+
+
+@dataclass(frozen=True)
+class BackgroundTask:
+    """A long-running coroutine started with the server (CRL publisher, push worker, ...)."""
+
+    name: str
+    run: Callable[[], Awaitable[None]]
+
+
+def load_background_tasks(deployment: Any, only: set[str] | None = None) -> list[BackgroundTask]:
+    tasks: list[BackgroundTask] = []
+    for ep in sorted(entry_points(group="ikepki.workers"), key=lambda e: e.name):
+        if only is not None and ep.name not in only:
+            continue
+        try:
+            factory = ep.load()
+        except ModuleNotFoundError as exc:
+            if exc.name and ep.value.startswith(exc.name):
+                continue
+            raise
+        tasks.extend(factory(deployment))
+    return tasks
+
+
+def _uvicorn_config(app: Any, host: str, port: int, ssl_ctx: ssl.SSLContext | None) -> uvicorn.Config:
+    kwargs: dict[str, Any] = {"host": host, "port": port, "http": TlsAwareProtocol, "lifespan": "off",
+                              "access_log": False, "log_level": "warning", "timeout_keep_alive": 15,
+                              "h11_max_incomplete_event_size": 64 * 1024, "server_header": False}
+    if ssl_ctx is not None:
+        kwargs["ssl_context_factory"] = lambda _cfg, _default: ssl_ctx
+    return uvicorn.Config(app, **kwargs)
+
+
+async def run_servers(deployment: Any, host: str, https_port: int | None, http_port: int | None,
+                      mounts: list[HttpMount] | None = None, tasks: list[BackgroundTask] | None = None,
+                      ready: Callable[[], None] | None = None) -> None:
+    mounts = load_mounts(deployment) if mounts is None else mounts
+    metrics = Metrics()
+    servers = []
+    if https_port is not None:
+        app = app_for(HTTPS, mounts, deployment, metrics, deployment.ready)
+        servers.append(uvicorn.Server(_uvicorn_config(app, host, https_port, tls_context(deployment))))
+    if http_port is not None:
+        app = app_for(HTTP, mounts, deployment, metrics, deployment.ready)
+        servers.append(uvicorn.Server(_uvicorn_config(app, host, http_port, None)))
+    running = [asyncio.create_task(t.run(), name=t.name) for t in (tasks or [])]
+    serving = [asyncio.create_task(s.serve()) for s in servers]
+    while not all(s.started for s in servers):
+        if any(t.done() for t in serving):
+            break
+        await asyncio.sleep(0.02)
+    if ready is not None and all(s.started for s in servers):
+        ready()
+    try:
+        await asyncio.gather(*serving)
+    finally:
+        for t in running:
+            t.cancel()
+        await asyncio.gather(*running, return_exceptions=True)

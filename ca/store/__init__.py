@@ -1,0 +1,1 @@
+"""Certificate store: SQLModel records, SQL implementation, Alembic migrations."""

@@ -1,0 +1,273 @@
+"""SQL implementation of the certificate store (SQLAlchemy Core on SQLModel tables).
+
+Readers (OCSP, CRL, search) get :class:`SqlCertificateReader`; writers (the Authority,
+the admin API) get :class:`SqlCertificateStore`. Every write is one transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from ca.clock import as_utc
+from ca.crl_entry import crl_entry_der
+from ca.errors import ErrorKind, PKIError
+from ca.model import CertificateInfo, CertificateQuery, CertStatus, RevocationReason
+from ca.revocation_event import EVENT_REVOKED, EVENT_UNREVOKED, RevocationEvent, now_rfc3339
+from ca.store.db import Database
+from ca.store.records import (
+    AdminTokenRecord,
+    AuditEventRecord,
+    CertificateRecord,
+    DeliveryRecord,
+    DeviceRecord,
+    GatewayRecord,
+    OutboxEventRecord,
+    RevocationRecord,
+)
+
+CERTS = CertificateRecord.__table__  # type: ignore[attr-defined]
+REVOCATIONS = RevocationRecord.__table__  # type: ignore[attr-defined]
+AUDIT = AuditEventRecord.__table__  # type: ignore[attr-defined]
+OUTBOX = OutboxEventRecord.__table__  # type: ignore[attr-defined]
+GATEWAYS = GatewayRecord.__table__  # type: ignore[attr-defined]
+DELIVERIES = DeliveryRecord.__table__  # type: ignore[attr-defined]
+DEVICES = DeviceRecord.__table__  # type: ignore[attr-defined]
+ADMIN_TOKENS = AdminTokenRecord.__table__  # type: ignore[attr-defined]
+
+
+def _hex(serial: int) -> str:
+    return format(serial, "x")
+
+
+def _info(row: Any) -> CertificateInfo:
+    return CertificateInfo(
+        serial=int(row.serial, 16), issuer_id=row.issuer_id, subject=row.subject, sans=tuple(json.loads(row.sans)),
+        profile=row.profile, not_before=as_utc(row.not_before), not_after=as_utc(row.not_after),
+        status=CertStatus(row.status), der=bytes(row.der), requester=row.requester, channel=row.channel,
+        revoked_at=as_utc(row.revoked_at) if row.revoked_at else None,
+        revocation_reason=RevocationReason[row.revocation_reason] if row.revocation_reason else None,
+        invalidity_date=as_utc(row.invalidity_date) if row.invalidity_date else None,
+        device_id=row.device_id, ek_fingerprint=row.ek_fingerprint,
+        crl_entry_der=bytes(row.crl_entry_der) if row.crl_entry_der is not None else None)
+
+
+def audit_row(at: datetime, actor: str, action: str, channel: str, source: str = "", serial: int | None = None,
+              **detail: Any) -> dict[str, Any]:
+    return {"at": at, "actor": actor, "action": action, "channel": channel, "source": source,
+            "serial": _hex(serial) if serial is not None else None,
+            "detail": json.dumps(detail, sort_keys=True, default=str)}
+
+
+class SqlCertificateReader:
+    """Read-only view used by OCSP, CRL and search."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def get(self, serial: int) -> CertificateInfo | None:
+        with self.db.read() as conn:
+            row = conn.execute(select(CERTS).where(CERTS.c.serial == _hex(serial))).first()
+        return _info(row) if row else None
+
+    def search(self, q: CertificateQuery) -> list[CertificateInfo]:
+        stmt = select(CERTS)
+        conds = []
+        if q.serial is not None:
+            conds.append(CERTS.c.serial == _hex(q.serial))
+        if q.subject_contains:
+            conds.append(CERTS.c.subject.contains(q.subject_contains))
+        if q.san:
+            conds.append(CERTS.c.sans.contains(json.dumps(q.san)[1:-1]))
+        if q.profile:
+            conds.append(CERTS.c.profile == q.profile)
+        if q.status:
+            conds.append(CERTS.c.status == q.status.value)
+        if q.device_id:
+            conds.append(CERTS.c.device_id == q.device_id)
+        if q.ek_fingerprint:
+            conds.append(CERTS.c.ek_fingerprint == q.ek_fingerprint)
+        if q.expires_before:
+            conds.append(CERTS.c.not_after < q.expires_before)
+        if q.expires_after:
+            conds.append(CERTS.c.not_after >= q.expires_after)
+        if conds:
+            stmt = stmt.where(and_(*conds))
+        stmt = stmt.order_by(CERTS.c.created_at.desc()).limit(min(max(q.limit, 1), 100_000)).offset(max(q.offset, 0))
+        with self.db.read() as conn:
+            return [_info(r) for r in conn.execute(stmt)]
+
+    def count(self, issuer_id: str | None = None) -> int:
+        stmt = select(func.count()).select_from(CERTS)
+        if issuer_id:
+            stmt = stmt.where(CERTS.c.issuer_id == issuer_id)
+        with self.db.read() as conn:
+            return int(conn.execute(stmt).scalar_one())
+
+    def revoked_entries(self, issuer_id: str, since: datetime | None = None) -> Iterator[tuple[int, bytes]]:
+        """(serial, CRL entry DER) of every revoked or held certificate, optionally only those
+        revoked at or after ``since`` (for delta CRLs)."""
+        stmt = select(CERTS.c.serial, CERTS.c.crl_entry_der).where(
+            CERTS.c.issuer_id == issuer_id, CERTS.c.status.in_(("revoked", "hold")))
+        if since is not None:
+            stmt = stmt.where(CERTS.c.revoked_at >= since)
+        with self.db.read() as conn:
+            for serial, entry in conn.execute(stmt.execution_options(yield_per=10_000)):
+                yield int(serial, 16), bytes(entry)
+
+    def released_since(self, issuer_id: str, since: datetime) -> list[int]:
+        """Serials whose hold was released at or after ``since`` (removeFromCRL in delta CRLs)."""
+        stmt = select(REVOCATIONS.c.serial).where(REVOCATIONS.c.issuer_id == issuer_id,
+                                                  REVOCATIONS.c.released_at >= since)
+        with self.db.read() as conn:
+            return [int(s, 16) for (s,) in conn.execute(stmt)]
+
+    def is_device_blocked(self, device_id: str | None, ek_fingerprint: str | None) -> bool:
+        conds = []
+        if device_id:
+            conds.append(DEVICES.c.device_id == device_id)
+        if ek_fingerprint:
+            conds.append(DEVICES.c.ek_fingerprint == ek_fingerprint)
+        if not conds:
+            return False
+        with self.db.read() as conn:
+            return conn.execute(select(DEVICES.c.device_id).where(or_(*conds), DEVICES.c.blocked.is_(True))
+                                ).first() is not None
+
+    def verify_admin_token(self, token: str) -> tuple[str, str] | None:
+        """(name, role) for a valid admin token; compared by SHA-256 so timing reveals nothing."""
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        with self.db.read() as conn:
+            row = conn.execute(select(ADMIN_TOKENS.c.name, ADMIN_TOKENS.c.role).where(
+                ADMIN_TOKENS.c.token_sha256 == digest, ADMIN_TOKENS.c.disabled.is_(False))).first()
+        return (row.name, row.role) if row else None
+
+    def gateways(self) -> list[dict[str, Any]]:
+        with self.db.read() as conn:
+            return [dict(r._mapping) for r in conn.execute(select(GATEWAYS).order_by(GATEWAYS.c.id))]
+
+
+class SqlCertificateStore(SqlCertificateReader):
+    """Reader plus the writes the Authority and the admin API make."""
+
+    def insert_certificate(self, info: CertificateInfo, created_at: datetime, audit: dict[str, Any]) -> None:
+        """Record the certificate and its audit row in one transaction (before it is returned)."""
+        row = {"serial": _hex(info.serial), "issuer_id": info.issuer_id, "subject": info.subject,
+               "sans": json.dumps(list(info.sans)), "profile": info.profile, "not_before": info.not_before,
+               "not_after": info.not_after, "status": info.status.value, "der": info.der,
+               "requester": info.requester[:255], "channel": info.channel, "device_id": info.device_id,
+               "ek_fingerprint": info.ek_fingerprint, "created_at": created_at}
+        try:
+            with self.db.write() as conn:
+                conn.execute(insert(CERTS), row)
+                conn.execute(insert(AUDIT), audit)
+                if info.device_id or info.ek_fingerprint:
+                    self._ensure_device(conn, info.device_id or f"ek:{info.ek_fingerprint}", info.ek_fingerprint,
+                                        created_at)
+        except IntegrityError:
+            raise PKIError(ErrorKind.CONFLICT, "serial collision") from None
+
+    def _ensure_device(self, conn: Connection, device_id: str, ek: str | None, at: datetime) -> None:
+        if conn.execute(select(DEVICES.c.device_id).where(DEVICES.c.device_id == device_id)).first() is None:
+            conn.execute(insert(DEVICES), {"device_id": device_id, "ek_fingerprint": ek, "blocked": False,
+                                           "created_at": at})
+
+    def revoke(self, serials: Sequence[int], reason: RevocationReason, at: datetime, actor: str, channel: str,
+               source: str, invalidity_date: datetime | None, identity_of: Any) -> list[CertificateInfo]:
+        """Revoke (or hold) in one transaction with the revocation rows, the outbox events, one
+        delivery row per enabled gateway, and audit rows. Already revoked serials are skipped;
+        a held certificate may be revoked for good (RFC 5280 §5.3.1)."""
+        hold = reason is RevocationReason.certificateHold
+        done: list[CertificateInfo] = []
+        with self.db.write() as conn:
+            gateways = [g.id for g in conn.execute(select(GATEWAYS.c.id).where(GATEWAYS.c.enabled.is_(True)))]
+            for serial in serials:
+                row = conn.execute(select(CERTS).where(CERTS.c.serial == _hex(serial))).first()
+                if row is None or row.status == "revoked" or (hold and row.status == "hold"):
+                    continue
+                entry = crl_entry_der(serial, at, reason.value, invalidity_date)
+                conn.execute(update(CERTS).where(CERTS.c.serial == row.serial).values(
+                    status="hold" if hold else "revoked", revoked_at=at, revocation_reason=reason.name,
+                    invalidity_date=invalidity_date, crl_entry_der=entry))
+                conn.execute(insert(REVOCATIONS), {"serial": row.serial, "issuer_id": row.issuer_id,
+                                                   "reason": reason.name, "revoked_at": at, "actor": actor,
+                                                   "channel": channel})
+                info = _info(conn.execute(select(CERTS).where(CERTS.c.serial == row.serial)).one())
+                self._enqueue(conn, info, EVENT_REVOKED, at, gateways, identity_of)
+                conn.execute(insert(AUDIT), audit_row(at, actor, "hold" if hold else "revoke", channel, source,
+                                                      serial, reason=reason.name))
+                done.append(info)
+        return done
+
+    def release_hold(self, serial: int, at: datetime, actor: str, channel: str, source: str,
+                     identity_of: Any) -> CertificateInfo:
+        with self.db.write() as conn:
+            row = conn.execute(select(CERTS).where(CERTS.c.serial == _hex(serial))).first()
+            if row is None:
+                raise PKIError(ErrorKind.NOT_FOUND, f"no certificate with serial {_hex(serial)}")
+            if row.status != "hold":
+                raise PKIError(ErrorKind.CONFLICT, f"certificate {_hex(serial)} is not on hold")
+            conn.execute(update(CERTS).where(CERTS.c.serial == row.serial).values(
+                status="valid", revoked_at=None, revocation_reason=None, invalidity_date=None, crl_entry_der=None))
+            conn.execute(update(REVOCATIONS).where(REVOCATIONS.c.serial == row.serial,
+                                                   REVOCATIONS.c.released_at.is_(None)).values(released_at=at))
+            info = _info(conn.execute(select(CERTS).where(CERTS.c.serial == row.serial)).one())
+            gateways = [g.id for g in conn.execute(select(GATEWAYS.c.id).where(GATEWAYS.c.enabled.is_(True)))]
+            self._enqueue(conn, info, EVENT_UNREVOKED, at, gateways, identity_of)
+            conn.execute(insert(AUDIT), audit_row(at, actor, "unhold", channel, source, serial))
+        return info
+
+    def _enqueue(self, conn: Connection, info: CertificateInfo, kind: str, at: datetime, gateways: list[int],
+                 identity_of: Any) -> None:
+        issuer, issuer_key_id = identity_of(info.issuer_id)
+        event = RevocationEvent(
+            event_id=uuid.uuid4().hex, type=kind, issuer=issuer, issuer_key_id=issuer_key_id,
+            serial=info.serial_hex, reason=info.revocation_reason.name if info.revocation_reason else None,
+            revoked_at=now_rfc3339(info.revoked_at) if info.revoked_at else None, identities=list(info.sans),
+            device_id=info.device_id, created_at=now_rfc3339(at))
+        conn.execute(insert(OUTBOX), {"event_id": event.event_id, "kind": kind, "issuer_id": info.issuer_id,
+                                      "serial": info.serial_hex, "payload": event.to_json().decode(), "created_at": at})
+        for gw in gateways:
+            conn.execute(insert(DELIVERIES), {"event_id": event.event_id, "gateway_id": gw, "status": "pending",
+                                              "attempts": 0, "next_attempt_at": at, "created_at": at})
+
+    def set_device_blocked(self, device_id: str, blocked: bool, at: datetime, actor: str, channel: str,
+                           reason: str | None = None) -> None:
+        with self.db.write() as conn:
+            self._ensure_device(conn, device_id, None, at)
+            conn.execute(update(DEVICES).where(DEVICES.c.device_id == device_id).values(
+                blocked=blocked, blocked_at=at if blocked else None, block_reason=reason if blocked else None))
+            # a device known only by EK fingerprint is blocked on every row carrying that fingerprint
+            if device_id.startswith("ek:"):
+                conn.execute(update(DEVICES).where(DEVICES.c.ek_fingerprint == device_id[3:]).values(
+                    blocked=blocked, blocked_at=at if blocked else None))
+            conn.execute(insert(AUDIT), audit_row(at, actor, "block-device" if blocked else "unblock-device",
+                                                  channel, device=device_id, reason=reason))
+
+    def add_admin_token(self, name: str, role: str, token: str, at: datetime) -> None:
+        if role not in ("viewer", "revoker", "admin"):
+            raise PKIError(ErrorKind.BAD_REQUEST, f"unknown role {role!r}")
+        try:
+            with self.db.write() as conn:
+                conn.execute(insert(ADMIN_TOKENS), {"name": name, "role": role, "created_at": at, "disabled": False,
+                                                    "token_sha256": hashlib.sha256(token.encode()).hexdigest()})
+        except IntegrityError:
+            raise PKIError(ErrorKind.CONFLICT, f"admin token {name!r} exists") from None
+
+    def add_gateway(self, name: str, kind: str, url: str, at: datetime) -> int:
+        if kind not in ("vici", "responder", "webhook"):
+            raise PKIError(ErrorKind.BAD_REQUEST, f"unknown gateway kind {kind!r} (vici, responder, webhook)")
+        try:
+            with self.db.write() as conn:
+                result = conn.execute(insert(GATEWAYS), {"name": name, "kind": kind, "url": url, "enabled": True,
+                                                         "created_at": at})
+                return int(result.inserted_primary_key[0])
+        except IntegrityError:
+            raise PKIError(ErrorKind.CONFLICT, f"gateway {name!r} exists") from None

@@ -1,0 +1,105 @@
+"""Fixtures for the responder tests: a test PKI, responders and one charon initiator."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from gw_pki import TestPki, build_pki
+from gw_procs import Charon, Conn, ResponderProc, free_port, free_udp_pair
+
+POLICY = """
+role_attribute: OU
+rules:
+  - name: staff
+    match:
+      profile: 1.3.6.1.4.1.55555.1.1
+      san: ["*@example.test", "DNS:*.example.test"]
+      role: staff
+    local_ts: ["10.231.1.0/24"]
+    remote_ts: ["10.231.2.0/25"]
+  - name: guests
+    match:
+      role: guests
+    local_ts: ["10.231.9.0/24"]
+    remote_ts: ["10.231.2.0/24"]
+"""
+
+
+def _need_root() -> None:
+    if os.geteuid() != 0 or not shutil.which("unshare") or not Path("/usr/lib/ipsec/charon").exists():
+        pytest.fail("interop tests need root, unshare and strongSwan charon")
+
+
+@dataclass
+class Lab:
+    pki: TestPki
+    main: ResponderProc
+    nopolicy: ResponderProc
+    cookie: ResponderProc
+    charon: Charon
+    dir: Path
+
+
+def _responder(d: Path, name: str, args: list[str]) -> ResponderProc:
+    state = d / name
+    state.mkdir()
+    return ResponderProc(state, free_port(), free_port(0x1), [
+        "--cert", str(d / "gw.pem"), "--key", str(d / "gw.key"), "--ca-bundle", str(d / "root.pem"), *args])
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    _need_root()
+    d = tmp_path_factory.mktemp("gwlab")
+    pki = build_pki()
+    pki.write(d)
+    (d / "policy.yaml").write_text(POLICY)
+    main = _responder(d, "main", ["--policy", str(d / "policy.yaml"), "--ocsp", "relaxed"])
+    nopol = _responder(d, "nopol", ["--ocsp", "off", "--dh-groups", "31,19"])
+    cookie = _responder(d, "cookie", ["--ocsp", "off", "--cookie-threshold", "0"])
+    port, nat = free_udp_pair()
+    charon = Charon(d / "charon", port, nat)
+    ids = {n: (iss.cert.subject.rfc4514_string() if n == "dave" else None) for n, iss in pki.clients.items()}
+    conns = [
+        Conn("alice", "alice", "alice@example.test"),
+        Conn("bob", "bob", "bob@example.test"),
+        Conn("carol", "carol", "carol@example.test"),
+        Conn("dave", "dave", "dave.example.test"),
+        Conn("erin", "erin", "erin@example.test", proposals="chacha20poly1305-prfsha384-ecp384"),
+        Conn("frank", "frank", "frank@example.test", proposals="aes128gcm16-prfsha512-ecp521"),
+        Conn("mallory", "mallory", "mallory@example.test"),
+        Conn("olga", "olga", "olga@example.test"),
+        Conn("walt", "walt", "walt@example.test"),
+        Conn("legacy", "alice", "alice@example.test", proposals="aes256-sha1-modp1024"),
+        Conn("x25519first", "erin", "erin@example.test", proposals="aes256gcm16-prfsha256-x25519-ecp256"),
+        Conn("wrongid", "alice", "mallory@example.test"),
+    ]
+    del ids
+    remote = {"main": main, "nopol": nopol, "cookie": cookie}
+    charon.state.mkdir()
+    charon.write_config(conns, main.port, {n: (i.cert_pem(), i.key_pem()) for n, i in pki.clients.items()},
+                        {"root": pki.root.cert_pem(), "foreign": pki.foreign.cert_pem()})
+    extra = [
+        Conn("alice-nopol", "alice", "alice@example.test"),
+        Conn("ecpfirst-nopol", "alice", "alice@example.test", proposals="aes256gcm16-prfsha256-ecp256-x25519"),
+        Conn("alice-cookie", "alice", "alice@example.test"),
+    ]
+    conf = charon.state / "swanctl" / "swanctl.conf"
+    text = conf.read_text().rstrip().rstrip("}")
+    text += extra[0].render(nopol.port, port) + extra[1].render(nopol.port, port)
+    text += extra[2].render(cookie.port, port) + "\n}\n"
+    conf.write_text(text)
+    started: list[ResponderProc | Charon] = []
+    try:
+        for proc in (*remote.values(), charon):
+            proc.start()
+            started.append(proc)
+        yield Lab(pki, main, nopol, cookie, charon, d)
+    finally:
+        for proc in reversed(started):
+            proc.stop()
