@@ -8,8 +8,8 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-import yaml
 import render
+import yaml
 from render import VALUES_FILES, find, pod_spec, render_manifests
 
 KUBE_VERSION = kubernetes_validate.latest_version()  # "1.37.0"
