@@ -251,6 +251,22 @@ def admin_token(name: Annotated[str, typer.Option("--name")],
         typer.echo(token)
 
 
+@app.command()
+@cli_errors
+def worker(directory: DirOption = DEFAULT_DIR, config: ConfigOption = None,
+           host: Annotated[str | None, typer.Option(help="Health listener address.")] = None,
+           port: Annotated[int, typer.Option(help="Health/metrics port (0: none).")] = 0) -> None:
+    """Run the background workers (CRL publisher, revocation push) without the API listeners."""
+    from ca.service.server import load_background_tasks, run_servers
+
+    setup_logging()
+    dep = open_deployment(directory, config)
+    tasks = load_background_tasks(dep)
+    console.print(f"ikepki worker: {', '.join(t.name for t in tasks) or 'no tasks installed'}")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_servers(dep, host or dep.settings.host, None, port or None, mounts=[], tasks=tasks))
+
+
 register_revoke(app)
 
 

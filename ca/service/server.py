@@ -123,7 +123,7 @@ async def run_servers(deployment: Any, host: str, https_port: int | None, http_p
     if ready is not None and all(s.started for s in servers):
         ready()
     try:
-        await asyncio.gather(*serving)
+        await asyncio.gather(*(serving or running))
     finally:
         for t in running:
             t.cancel()
