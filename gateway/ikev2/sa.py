@@ -102,5 +102,6 @@ class IkeSa:
             "issuer_key_id": auth.issuer_key_id if auth else None,
             "rule": auth.rule if auth else None,
             "established": self.established.isoformat() if self.established else None,
+            "next_msgid": self.expected_id,
             "children": [c.to_dict() for c in self.children.values()],
         }

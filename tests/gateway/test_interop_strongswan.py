@@ -1,0 +1,202 @@
+"""strongSwan charon (initiator) against the ikepki responder: the interop proof.
+
+Every test drives the real charon over VICI and checks both sides: charon's view (VICI
+list-sas, its log of the exchange) and the responder's (``sas``, JSON event log).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+
+import httpx
+import pytest
+from conftest import Lab
+from gw_pki import make_leaf, make_root
+
+from ca.revocation_event import PUSH_SIGNER_EKU, RevocationEvent, now_rfc3339, sign_event
+from gateway.certs import key_id
+
+pytestmark = [pytest.mark.interop]
+
+
+def wait_until(pred: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return pred()
+
+
+def connect(lab: Lab, conn: str, child: str | None = None) -> tuple[bool, str]:
+    """Initiate ``conn`` on a fresh IKE SA (charon would otherwise reuse an existing one)."""
+    if lab.charon.sas_of(conn):
+        lab.charon.terminate(conn)
+    return lab.charon.initiate(conn, child)
+
+
+def responder_sa(lab: Lab, peer_id: str, proc=None) -> list[dict]:
+    return [sa for sa in (proc or lab.main).sas() if sa["peer_id"] == peer_id and sa["state"] == "established"]
+
+
+def test_childless_ike_sa_is_up_on_both_sides(lab: Lab) -> None:
+    ok, log = connect(lab, "alice")
+    assert ok, log
+    assert "CHILDLESS_IKEV2_SUPPORTED" in log
+    charon_sas = lab.charon.sas_of("alice")
+    assert charon_sas and charon_sas[-1]["state"] == b"ESTABLISHED"
+    spi_i = charon_sas[-1]["initiator-spi"].decode()
+    out = subprocess.run([sys.executable, "-m", "gateway.cli", "sas", "--json", "--control", str(lab.main.control)],
+                         capture_output=True, text=True, check=True, timeout=20)
+    mine = [sa for sa in json.loads(out.stdout)["sas"] if sa["ike_sa"].startswith(spi_i)]
+    assert len(mine) == 1 and mine[0]["state"] == "established"
+    assert mine[0]["peer_id"] == "alice@example.test" and mine[0]["rule"] == "staff"
+    assert mine[0]["serial"] == lab.pki.clients["alice"].serial_hex and mine[0]["children"] == []
+    up = [e for e in lab.main.events() if e["event"] == "ike_sa_up" and e["ike_sa"] == mine[0]["ike_sa"]]
+    assert up and up[0]["serial"] == lab.pki.clients["alice"].serial_hex
+    text = subprocess.run([sys.executable, "-m", "gateway.cli", "sas", "--url", lab.main.url],
+                          capture_output=True, text=True, check=True, timeout=20).stdout
+    assert "alice@example.test" in text
+
+
+def test_child_sa_is_negotiated_with_policy_narrowing(lab: Lab) -> None:
+    ok, log = connect(lab, "carol", "net")
+    # This kernel has no ESP: charon accepts our CHILD_SA, fails to install it and deletes it.
+    assert "selected proposal: ESP:AES_GCM_16_256/NO_EXT_SEQ" in log, log
+    assert "unable to install" in log and "TS_UNACCEPT" not in log
+    assert lab.charon.sas_of("carol"), "the IKE SA survives the child"
+    ups = [e for e in lab.main.events() if e["event"] == "child_sa_up" and e["peer_id"] == "carol@example.test"]
+    assert ups and ups[-1]["remote_ts"] == ["10.231.2.0/25"] and ups[-1]["local_ts"] == ["10.231.1.0/24"]
+    assert wait_until(lambda: any(e["event"] == "child_sa_down" and e["spi_in"] == ups[-1]["spi_in"]
+                                  for e in lab.main.events()))
+
+
+def test_policy_without_matching_selectors_answers_ts_unacceptable(lab: Lab) -> None:
+    ok, log = connect(lab, "bob", "net")
+    assert not ok and "received TS_UNACCEPTABLE notify" in log, log
+    assert lab.charon.sas_of("bob") and responder_sa(lab, "bob@example.test")[0]["children"] == []
+
+
+def test_no_policy_file_grants_ike_sa_but_no_child(lab: Lab) -> None:
+    ok, log = connect(lab, "alice-nopol", "net")
+    assert not ok and "received TS_UNACCEPTABLE notify" in log, log
+    assert responder_sa(lab, "alice@example.test", lab.nopolicy)
+
+
+@pytest.mark.parametrize(("conn", "reason"), [
+    ("mallory", "does not chain to a trusted root"),
+    ("olga", "expired"),
+    ("walt", "EKU"),
+    ("wrongid", "identity does not match"),
+])
+def test_bad_certificates_are_refused_with_authentication_failed(lab: Lab, conn: str, reason: str) -> None:
+    ok, log = connect(lab, conn)
+    assert not ok
+    assert "received AUTHENTICATION_FAILED notify error" in log, log
+    fails = [e for e in lab.main.events() if e["event"] == "auth_failed" and reason in e["reason"]]
+    assert fails, lab.main.events()[-3:]
+    assert not lab.charon.sas_of(conn)
+
+
+def test_legacy_proposal_is_refused_with_no_proposal_chosen(lab: Lab) -> None:
+    ok, log = connect(lab, "legacy")
+    assert not ok and "received NO_PROPOSAL_CHOSEN notify error" in log, log
+    assert any(e["event"] == "proposal_refused" for e in lab.main.events())
+
+
+def test_invalid_ke_retry_when_initiator_guesses_x25519(lab: Lab) -> None:
+    mark = len(lab.charon.log())
+    ok, log = connect(lab, "x25519first")
+    assert ok, log
+    assert "peer didn't accept DH group CURVE_25519, it requested ECP_256" in lab.charon.log()[mark:]
+    assert responder_sa(lab, "erin@example.test")[-1]["suite"].endswith("ECP_256")
+
+
+def test_invalid_ke_retry_when_responder_prefers_x25519(lab: Lab) -> None:
+    mark = len(lab.charon.log())
+    ok, log = connect(lab, "ecpfirst-nopol")
+    assert ok, log
+    assert "peer didn't accept DH group ECP_256, it requested CURVE_25519" in lab.charon.log()[mark:]
+    assert responder_sa(lab, "alice@example.test", lab.nopolicy)[-1]["suite"].endswith("CURVE_25519")
+
+
+@pytest.mark.parametrize(("conn", "suite"), [
+    ("dave", "AES_GCM_16_256/HMAC_SHA2_256/ECP_256"),      # Ed25519 certificate, RFC 8420 / 7427
+    ("erin", "CHACHA20_POLY1305_256/HMAC_SHA2_384/ECP_384"),  # P-384, ChaCha20-Poly1305
+    ("frank", "AES_GCM_16_128/HMAC_SHA2_512/ECP_521"),     # RSA certificate
+])
+def test_other_key_types_and_suites(lab: Lab, conn: str, suite: str) -> None:
+    ok, log = connect(lab, conn)
+    assert ok, log
+    ident = "dave.example.test" if conn == "dave" else f"{conn}@example.test"
+    sas = responder_sa(lab, ident)
+    assert sas and sas[-1]["suite"] == suite
+
+
+def test_cookie_round_trip_under_load_threshold(lab: Lab) -> None:
+    ok, log = connect(lab, "alice-cookie")
+    assert ok, log
+    assert "received COOKIE notify" in log
+
+
+def _event(lab: Lab, serial_hex: str, key=None, chain=None) -> str:
+    ev = RevocationEvent(event_id=str(uuid.uuid4()), type="revoked", issuer=lab.pki.root.cert.subject.rfc4514_string(),
+                         issuer_key_id=key_id(lab.pki.root.cert), serial=serial_hex, reason="keyCompromise",
+                         revoked_at=now_rfc3339(), identities=["email:carol@example.test"], created_at=now_rfc3339())
+    return sign_event(ev, key or lab.pki.push_signer.key, chain or [lab.pki.push_signer.cert])
+
+
+def test_pushed_revocation_deletes_sa_and_refuses_reconnect(lab: Lab) -> None:
+    ok, log = connect(lab, "carol")
+    assert ok, log
+    assert responder_sa(lab, "carol@example.test")
+    token = _event(lab, lab.pki.clients["carol"].serial_hex)
+    r = httpx.post(lab.main.url + "/v1/revocations", content=token,
+                   headers={"Content-Type": "application/jose"}, timeout=10)
+    assert r.status_code == 200 and r.json()["accepted"] is True
+    assert r.json()["terminated_sas"] >= 1
+    assert wait_until(lambda: not lab.charon.sas_of("carol")), "charon still has carol's SA"
+    assert "received DELETE for IKE_SA" in lab.charon.log()
+    assert not responder_sa(lab, "carol@example.test")
+    ok, log = connect(lab, "carol")
+    assert not ok and "received AUTHENTICATION_FAILED notify error" in log, log
+    assert any(e["event"] == "auth_failed" and "revoked" in e["reason"] for e in lab.main.events())
+    again = httpx.post(lab.main.url + "/v1/revocations", content=token, timeout=10)
+    assert again.status_code == 200 and again.json() == {"accepted": True, "terminated_sas": 0, "duplicate": True}
+
+
+def test_bad_push_events_are_rejected(lab: Lab) -> None:
+    url = lab.main.url + "/v1/revocations"
+    assert httpx.post(url, content=b"not-a-jws", timeout=10).status_code == 400
+    alice = lab.pki.clients["alice"]
+    assert httpx.post(url, content=_event(lab, "1234", alice.key, [alice.cert]), timeout=10).status_code == 401
+    foreign_signer = make_leaf(make_root("evil root"), "evil push", ekus=(PUSH_SIGNER_EKU,))
+    r = httpx.post(url, content=_event(lab, "1234", foreign_signer.key, [foreign_signer.cert]), timeout=10)
+    assert r.status_code == 401 and r.json()["accepted"] is False
+    assert httpx.get(url, timeout=10).status_code == 405
+    assert responder_sa(lab, "alice@example.test"), "nothing was deleted"
+
+
+def test_ike_rekey_dpd_and_delete(lab: Lab) -> None:
+    ok, log = connect(lab, "dave")
+    assert ok, log
+    before = {sa["ike_sa"] for sa in responder_sa(lab, "dave.example.test")}
+    name = lab.charon.sas_of("dave")[-1]
+    lab.charon.rekey("dave")
+    assert wait_until(lambda: any(e["event"] == "ike_sa_rekey" for e in lab.main.events()))
+    assert wait_until(lambda: {sa["ike_sa"] for sa in responder_sa(lab, "dave.example.test")}.isdisjoint(before))
+    after = lab.charon.sas_of("dave")
+    assert after and after[-1]["state"] == b"ESTABLISHED"
+    assert after[-1]["initiator-spi"] != name["initiator-spi"]
+    new = responder_sa(lab, "dave.example.test")[-1]
+    assert new["ike_sa"].startswith(after[-1]["initiator-spi"].decode())
+    # DPD: an empty INFORMATIONAL on the new SA gets an answer; charon keeps the SA.
+    lab.charon.terminate("dave")
+    assert wait_until(lambda: not responder_sa(lab, "dave.example.test"))
+    downs = [e for e in lab.main.events() if e["event"] == "ike_sa_down" and e.get("reason") == "deleted by peer"]
+    assert downs
