@@ -97,9 +97,7 @@ def issue_ak_certificate(
         .not_valid_before(now - _BACKDATE)
         .not_valid_after(min(now + validity, issuer_cert.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True
-        )
+        .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([OID_TCG_KP_AIK_CERTIFICATE]), critical=False)
         .add_extension(_san(activated), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(activated.ak_public_key), critical=False)  # type: ignore[arg-type]
@@ -121,18 +119,12 @@ def _ext(cert: x509.Certificate, cls: type[x509.ExtensionType]) -> x509.Extensio
 
 
 def _identifiers(san: x509.SubjectAlternativeName) -> tuple[PermanentIdentifier, HardwareModuleName]:
-    permanent = [
-        n for n in san.get_values_for_type(x509.OtherName) if n.type_id == ID_ON_PERMANENT_IDENTIFIER
-    ]
+    permanent = [n for n in san.get_values_for_type(x509.OtherName) if n.type_id == ID_ON_PERMANENT_IDENTIFIER]
     hardware = [n for n in san.get_values_for_type(x509.OtherName) if n.type_id == ID_ON_HARDWARE_MODULE_NAME]
     if len(permanent) != 1 or len(hardware) != 1:
-        raise AttestationError(
-            Reason.AK_PROFILE, "AK SAN needs one PermanentIdentifier and one HardwareModuleName"
-        )
+        raise AttestationError(Reason.AK_PROFILE, "AK SAN needs one PermanentIdentifier and one HardwareModuleName")
     try:
-        return PermanentIdentifier.from_other_name(permanent[0]), HardwareModuleName.from_other_name(
-            hardware[0]
-        )
+        return PermanentIdentifier.from_other_name(permanent[0]), HardwareModuleName.from_other_name(hardware[0])
     except (ValueError, UnicodeDecodeError) as exc:
         raise AttestationError(Reason.AK_PROFILE, f"AK SAN identifiers do not decode: {exc}") from exc
 
@@ -146,9 +138,7 @@ def check_ak_certificate(cert: x509.Certificate) -> AkCertificateInfo:
         raise AttestationError(Reason.AK_PROFILE, "AK certificate must have basicConstraints CA:false")
     eku = _ext(cert, x509.ExtendedKeyUsage).value
     if not isinstance(eku, x509.ExtendedKeyUsage) or OID_TCG_KP_AIK_CERTIFICATE not in eku:
-        raise AttestationError(
-            Reason.AK_PROFILE, "AK certificate EKU lacks tcg-kp-AIKCertificate 2.23.133.8.3"
-        )
+        raise AttestationError(Reason.AK_PROFILE, "AK certificate EKU lacks tcg-kp-AIKCertificate 2.23.133.8.3")
     san_ext = _ext(cert, x509.SubjectAlternativeName)
     if len(cert.subject) == 0 and not san_ext.critical:
         raise AttestationError(Reason.AK_PROFILE, "empty subject requires a critical SAN (RFC 5280 §4.2.1.6)")

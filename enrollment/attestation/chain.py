@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 
 MAX_CHAIN_DEPTH = 5
 MAX_CERT_DER = 8192
@@ -31,9 +31,13 @@ def load_der_certificate(der: bytes) -> x509.Certificate:
     if not isinstance(der, bytes) or not 0 < len(der) <= MAX_CERT_DER:
         raise ChainError("certificate missing or larger than the bound")
     try:
-        return x509.load_der_x509_certificate(der)
-    except ValueError as exc:
+        cert = x509.load_der_x509_certificate(der)
+        # cryptography decodes some fields lazily: force them now so later code never meets a parse error
+        _ = (cert.version, cert.subject, cert.issuer, cert.not_valid_before_utc, cert.not_valid_after_utc)
+        _ = (cert.extensions, cert.public_key(), cert.signature_algorithm_oid)
+    except (ValueError, x509.InvalidVersion, UnsupportedAlgorithm) as exc:
         raise ChainError(f"certificate does not parse: {exc}") from exc
+    return cert
 
 
 def load_pem_directory(path: Path) -> tuple[x509.Certificate, ...]:
@@ -61,7 +65,7 @@ def is_self_issued(cert: x509.Certificate) -> bool:
 def _issued_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
     try:
         child.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
         return False
     return True
 

@@ -190,14 +190,10 @@ class TpmDevice:
         return bytes(public.publicArea.marshal())
 
     def _create_ak(self) -> ESYS_TR:
-        template = TPM2B_PUBLIC(
-            TPMT_PUBLIC.parse("ecc256:ecdsa-sha256:null", objectAttributes=AK_TEMPLATE_ATTRIBUTES)
-        )
+        template = TPM2B_PUBLIC(TPMT_PUBLIC.parse("ecc256:ecdsa-sha256:null", objectAttributes=AK_TEMPLATE_ATTRIBUTES))
         ek = self._ek()
         with self._ek_auth(ek) as auth:
-            private, public, _, _, _ = self._ectx.create(
-                ek, TPM2B_SENSITIVE_CREATE(), template, session1=auth
-            )
+            private, public, _, _, _ = self._ectx.create(ek, TPM2B_SENSITIVE_CREATE(), template, session1=auth)
         with self._ek_auth(ek) as auth:
             transient = self._ectx.load(ek, private, public, session1=auth)
         try:
@@ -212,9 +208,7 @@ class TpmDevice:
         ak = self._ectx.tr_from_tpmpublic(self._ak_handle)
         ek = self._ek()
         with self._ek_auth(ek) as auth:
-            out = self._ectx.activate_credential(
-                ak, ek, blob, secret, session1=ESYS_TR.PASSWORD, session2=auth
-            )
+            out = self._ectx.activate_credential(ak, ek, blob, secret, session1=ESYS_TR.PASSWORD, session2=auth)
         return bytes(out)
 
     # -- device key -----------------------------------------------------------------------------
@@ -236,9 +230,7 @@ class TpmDevice:
         if old is not None:
             self._ectx.evict_control(ESYS_TR.OWNER, old, handle)
         srk = self._srk()
-        template = TPM2B_PUBLIC(
-            TPMT_PUBLIC.parse("ecc256:ecdsa-sha256", objectAttributes=DEVICE_KEY_ATTRIBUTES)
-        )
+        template = TPM2B_PUBLIC(TPMT_PUBLIC.parse("ecc256:ecdsa-sha256", objectAttributes=DEVICE_KEY_ATTRIBUTES))
         private, public, _, _, _ = self._ectx.create(srk, TPM2B_SENSITIVE_CREATE(), template)
         transient = self._ectx.load(srk, private, public)
         try:

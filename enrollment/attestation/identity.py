@@ -48,17 +48,13 @@ class _HardwareModuleNameAsn1(core.Sequence):
 
 def spki_sha256_hex(public_key: PublicKeyTypes) -> str:
     """Lower-case hex SHA-256 of the DER SubjectPublicKeyInfo (RFC 5280 §4.1.2.7)."""
-    spki = public_key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    spki = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return hashlib.sha256(spki).hexdigest()
 
 
 def _check_component(value: str, what: str) -> None:
     if not value or "/" in value or len(value) > 256:
-        raise ValueError(
-            f"{what} must be 1..256 characters without '/' (draft-ietf-acme-device-attest-09 §3.1)"
-        )
+        raise ValueError(f"{what} must be 1..256 characters without '/' (draft-ietf-acme-device-attest-09 §3.1)")
 
 
 @dataclass(frozen=True)

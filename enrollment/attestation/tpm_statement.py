@@ -29,7 +29,7 @@ from typing import Any
 
 import cbor2
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
@@ -209,7 +209,17 @@ def _verify_ak_chain(
         validate_path(certs[0], [*certs[1:], *intermediates], roots, now)
     except ChainError as exc:
         raise AttestationError(Reason.UNTRUSTED_AK, str(exc)) from exc
-    return check_ak_certificate(certs[0])
+    try:
+        return check_ak_certificate(certs[0])
+    except (ValueError, x509.InvalidVersion) as exc:  # lazily decoded fields of a hostile certificate
+        raise AttestationError(Reason.AK_PROFILE, f"AK certificate does not decode: {exc}") from exc
+
+
+def _ak_public_key(info: AkCertificateInfo) -> PublicKeyTypes:
+    try:
+        return info.certificate.public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise AttestationError(Reason.UNSUPPORTED_ALGORITHM, "AK certificate key is not usable") from exc
 
 
 def _verify_signature(key: PublicKeyTypes, alg: CoseAlgorithm, signature: bytes, data: bytes) -> None:
@@ -232,9 +242,7 @@ def _check_cert_info(attest: TPMS_ATTEST, extra_data: bytes, pub_area: TPMT_PUBL
     if attest.type != TPM2_ST.ATTEST_CERTIFY:
         raise AttestationError(Reason.BAD_ATTEST, "certInfo.type is not TPM_ST_ATTEST_CERTIFY")
     if not hmac.compare_digest(bytes(attest.extraData), extra_data):
-        raise AttestationError(
-            Reason.EXTRADATA_MISMATCH, "certInfo.extraData does not bind this key authorization"
-        )
+        raise AttestationError(Reason.EXTRADATA_MISMATCH, "certInfo.extraData does not bind this key authorization")
     if not hmac.compare_digest(bytes(attest.attested.certify.name), object_name(pub_area)):
         raise AttestationError(Reason.NAME_MISMATCH, "certified name is not the name of pubArea")
 
@@ -255,9 +263,7 @@ def _check_device_key(pub_area: TPMT_PUBLIC, csr_public_key: PublicKeyTypes) -> 
     return device_key
 
 
-def _check_identifier(
-    info: AkCertificateInfo, expected: PermanentIdentifier | HardwareModuleName | None
-) -> None:
+def _check_identifier(info: AkCertificateInfo, expected: PermanentIdentifier | HardwareModuleName | None) -> None:
     if expected is None:
         return
     if expected not in (info.permanent_identifier, info.hardware_module):
@@ -284,14 +290,12 @@ def verify_tpm_attestation(
     attest = parse_attest(stmt.cert_info)
     pub_area = parse_public_area(stmt.pub_area)
     info = _verify_ak_chain(stmt, attestation_roots, intermediates, require_aware(now))
-    _verify_signature(info.certificate.public_key(), alg, stmt.sig, stmt.cert_info)
+    _verify_signature(_ak_public_key(info), alg, stmt.sig, stmt.cert_info)
     _check_cert_info(attest, expected_extra_data(key_authorization, stmt.alg), pub_area)
     device_key = _check_device_key(pub_area, csr_public_key)
     _check_identifier(info, expected_identifier)
     fingerprint = (
-        info.permanent_identifier.value
-        if info.permanent_identifier.assigner == EK_SPKI_SHA256_ASSIGNER
-        else ""
+        info.permanent_identifier.value if info.permanent_identifier.assigner == EK_SPKI_SHA256_ASSIGNER else ""
     )
     return AttestationResult(
         permanent_identifier=info.permanent_identifier,
@@ -326,9 +330,7 @@ class DeviceAttestationVerifier:
     ) -> AttestationChallenge:
         """Create and store a challenge (id defaults to 128+ bits of CSPRNG, draft-09 §8)."""
         now = require_aware(self._clock())
-        challenge = AttestationChallenge(
-            challenge_id or secrets.token_urlsafe(24), expected_identifier, now, now + ttl
-        )
+        challenge = AttestationChallenge(challenge_id or secrets.token_urlsafe(24), expected_identifier, now, now + ttl)
         self._repository.add(challenge)
         return challenge
 

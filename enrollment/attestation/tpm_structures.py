@@ -89,8 +89,7 @@ def check_ak_public(area: TPMT_PUBLIC) -> None:
     if not has_attributes(area, AK_ATTRIBUTES):
         raise AttestationError(
             Reason.AK_ATTRIBUTES,
-            f"AK attributes {area.objectAttributes} lack fixedTPM/fixedParent/"
-            "sensitiveDataOrigin/restricted/sign",
+            f"AK attributes {area.objectAttributes} lack fixedTPM/fixedParent/sensitiveDataOrigin/restricted/sign",
         )
     if int(area.objectAttributes) & int(TPMA_OBJECT.DECRYPT):
         raise AttestationError(Reason.AK_ATTRIBUTES, "AK must not be a decryption key")

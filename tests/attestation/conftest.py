@@ -171,9 +171,7 @@ def make_ca(name: str, now: datetime | None = None) -> SoftwareCa:
         .not_valid_before(now - timedelta(days=1))
         .not_valid_after(now + timedelta(days=3650))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-        )
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA384())
     )
@@ -207,9 +205,7 @@ def enroll_ak(device: TpmDevice, activation: CredentialActivation, ca: SoftwareC
 
 
 @pytest.fixture()
-def enroll(
-    activation: CredentialActivation, attestation_ca: SoftwareCa
-) -> Callable[[TpmDevice], x509.Certificate]:
+def enroll(activation: CredentialActivation, attestation_ca: SoftwareCa) -> Callable[[TpmDevice], x509.Certificate]:
     """Enroll a device's AK with the trusted attestation CA."""
     return lambda device: enroll_ak(device, activation, attestation_ca)
 

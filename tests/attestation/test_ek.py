@@ -38,9 +38,7 @@ def test_ek_certificate_validates_and_derives_identity(swtpm_device, ek_trust, k
     assert ek.hardware_module.serial == ek.fingerprint.encode()
     assert ek.tpm is not None and ek.tpm.model == "swtpm" and ek.tpm.manufacturer.startswith("id:")
     if kind == "ecc":
-        assert (
-            isinstance(ek.public_key, ec.EllipticCurvePublicKey) and ek.public_key.curve.name == "secp384r1"
-        )
+        assert isinstance(ek.public_key, ec.EllipticCurvePublicKey) and ek.public_key.curve.name == "secp384r1"
     with ESAPI(swtpm_device.tcti) as ectx:  # the template rebuilt from the certificate == the TPM's EK
         public, _, _ = ectx.read_public(ectx.tr_from_tpmpublic(handle))
     assert ek_public_area(ek.public_key).marshal() == public.publicArea.marshal()

@@ -134,9 +134,7 @@ def test_acme_response_round_trip(attested, attestation_ca):
     response = DeviceAttest01Response.from_att_obj(attested.att_obj)
     wire = response.json_dumps()
     assert set(json.loads(wire)) == {"attObj"}
-    parsed = challenges.ChallengeResponse.from_json(
-        {"type": "device-attest-01", **response.to_partial_json()}
-    )
+    parsed = challenges.ChallengeResponse.from_json({"type": "device-attest-01", **response.to_partial_json()})
     assert isinstance(parsed, DeviceAttest01Response)
     verify(replace(attested, att_obj=parsed.att_obj_bytes()), [attestation_ca.cert])
 
@@ -159,16 +157,10 @@ def test_software_ak_is_rejected(attested, attestation_ca, ca_factory):
     rogue_cert = issue_ak_certificate(activated, rogue_ca.key, rogue_ca.cert, now)
     sig = fake_ak.sign(statement["certInfo"], ec.ECDSA(hashes.SHA256()))
     forged = mutate(attested.att_obj, x5c=[rogue_cert.public_bytes(Encoding.DER)], sig=sig)
-    assert (
-        reason_of(lambda: verify(replace(attested, att_obj=forged), [attestation_ca.cert]))
-        is Reason.UNTRUSTED_AK
-    )
+    assert reason_of(lambda: verify(replace(attested, att_obj=forged), [attestation_ca.cert])) is Reason.UNTRUSTED_AK
     # same forgery presented with the genuine AK certificate: the signature does not verify
     forged = mutate(attested.att_obj, sig=sig)
-    assert (
-        reason_of(lambda: verify(replace(attested, att_obj=forged), [attestation_ca.cert]))
-        is Reason.BAD_SIGNATURE
-    )
+    assert reason_of(lambda: verify(replace(attested, att_obj=forged), [attestation_ca.cert])) is Reason.BAD_SIGNATURE
 
 
 def test_extradata_for_another_challenge_is_rejected(attested, attestation_ca):
@@ -193,9 +185,7 @@ def test_replay_against_consumed_challenge(attested, attestation_ca, clock):
         [attestation_ca.cert], InMemoryChallengeRepository[AttestationChallenge](), clock
     )
     challenge = verifier.new_challenge(attested.identifier)
-    result = verifier.verify(
-        challenge.id, attested.att_obj, attested.key_authorization, attested.csr.public_key()
-    )
+    result = verifier.verify(challenge.id, attested.att_obj, attested.key_authorization, attested.csr.public_key())
     assert result.permanent_identifier == attested.identifier
     again = lambda: verifier.verify(  # noqa: E731
         challenge.id, attested.att_obj, attested.key_authorization, attested.csr.public_key()
@@ -279,16 +269,11 @@ def test_ak_certificate_without_aik_eku_is_rejected(attested, attestation_ca):
         .not_valid_before(now - timedelta(minutes=1))
         .not_valid_after(now + timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            attested.ak_cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value, True
-        )
+        .add_extension(attested.ak_cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value, True)
         .sign(attestation_ca.key, hashes.SHA384())
     )
     att_obj = mutate(attested.att_obj, x5c=[bad.public_bytes(Encoding.DER)])
-    assert (
-        reason_of(lambda: verify(replace(attested, att_obj=att_obj), [attestation_ca.cert]))
-        is Reason.AK_PROFILE
-    )
+    assert reason_of(lambda: verify(replace(attested, att_obj=att_obj), [attestation_ca.cert])) is Reason.AK_PROFILE
 
 
 @pytest.mark.parametrize(

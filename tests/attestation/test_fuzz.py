@@ -1,0 +1,134 @@
+"""Hypothesis fuzzing of the attestation parsers: any input yields AttestationError or success, never
+another exception (random bytes, random CBOR shapes, truncations and bit flips of a genuine attObj)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import cbor2
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from enrollment.attestation.ak_cert import issue_ak_certificate
+from enrollment.attestation.credential import CredentialActivation, CredentialChallenge
+from enrollment.attestation.device import TpmDevice
+from enrollment.attestation.errors import AttestationError
+from enrollment.attestation.repository import InMemoryChallengeRepository
+from enrollment.attestation.tpm_statement import decode_att_obj, parse_att_obj, verify_tpm_attestation
+from enrollment.attestation.tpm_structures import parse_attest, parse_public_area
+
+KEY_AUTHORIZATION = "fuzz-token.fuzz-thumbprint"
+FUZZ = settings(
+    max_examples=int(os.environ.get("IKEPKI_FUZZ_EXAMPLES", "150")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+@dataclass(frozen=True)
+class Genuine:
+    att_obj: bytes
+    csr_key: object
+    roots: tuple[x509.Certificate, ...]
+
+
+@pytest.fixture(scope="session")
+def genuine(swtpm_device, ek_trust, attestation_ca) -> Genuine:
+    clock = lambda: datetime.now(UTC)  # noqa: E731
+    activation = CredentialActivation(ek_trust, InMemoryChallengeRepository[CredentialChallenge](), clock)
+    with TpmDevice(swtpm_device.tcti) as device:
+        blob = activation.start(device.ek_certificate(), device.ak_public())
+        activated = activation.finish(
+            blob.challenge_id, device.activate_credential(blob.id_object, blob.encrypted_secret)
+        )
+        ak_cert = issue_ak_certificate(activated, attestation_ca.key, attestation_ca.cert, clock())
+        device.create_device_key()
+        csr = device.build_csr()
+        att_obj = device.att_obj(KEY_AUTHORIZATION, [ak_cert.public_bytes(Encoding.DER)])
+    return Genuine(att_obj, csr.public_key(), (attestation_ca.cert,))
+
+
+def _verify(genuine: Genuine, att_obj: bytes) -> None:
+    with contextlib.suppress(AttestationError):
+        verify_tpm_attestation(
+            att_obj,
+            key_authorization=KEY_AUTHORIZATION,
+            csr_public_key=genuine.csr_key,  # type: ignore[arg-type]
+            attestation_roots=genuine.roots,
+            now=datetime.now(UTC),
+        )
+
+
+def test_genuine_verifies(genuine):
+    verify_tpm_attestation(
+        genuine.att_obj,
+        key_authorization=KEY_AUTHORIZATION,
+        csr_public_key=genuine.csr_key,  # type: ignore[arg-type]
+        attestation_roots=genuine.roots,
+        now=datetime.now(UTC),
+    )
+
+
+@FUZZ
+@given(st.binary(max_size=2048))
+def test_random_bytes(genuine, data):
+    _verify(genuine, data)
+    for parse in (parse_att_obj, parse_attest, parse_public_area):
+        with contextlib.suppress(AttestationError):
+            parse(data)
+
+
+@FUZZ
+@given(st.text(max_size=300))
+def test_random_base64(text):
+    with contextlib.suppress(AttestationError):
+        decode_att_obj(text)
+
+
+_cbor_leaf = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(), st.binary(max_size=64), st.text(max_size=16)
+)
+_cbor = st.recursive(
+    _cbor_leaf,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8) | st.integers(), inner, max_size=4),
+    max_leaves=20,
+)
+_statement_keys = st.sampled_from(["ver", "alg", "x5c", "sig", "certInfo", "pubArea", "other"])
+
+
+@FUZZ
+@given(st.dictionaries(_statement_keys, _cbor, max_size=7), _cbor)
+def test_random_cbor_statements(genuine, statement, auth_data):
+    _verify(genuine, cbor2.dumps({"fmt": "tpm", "attStmt": statement, "authData": auth_data}))
+
+
+@FUZZ
+@given(st.data())
+def test_truncated_and_flipped_att_obj(genuine, data):
+    blob = bytearray(genuine.att_obj)
+    cut = data.draw(st.integers(min_value=0, max_value=len(blob)))
+    flips = data.draw(st.lists(st.integers(min_value=0, max_value=len(blob) - 1), max_size=4))
+    for index in flips:
+        blob[index] ^= data.draw(st.integers(min_value=1, max_value=255))
+    _verify(genuine, bytes(blob[:cut] if data.draw(st.booleans()) else blob))
+
+
+@FUZZ
+@given(st.sampled_from(["certInfo", "pubArea", "sig"]), st.data())
+def test_mutated_tpm_structures(genuine, field, data):
+    top = cbor2.loads(genuine.att_obj)
+    value = bytearray(top["attStmt"][field])
+    index = data.draw(st.integers(min_value=0, max_value=len(value) - 1))
+    value[index] ^= data.draw(st.integers(min_value=1, max_value=255))
+    cut = data.draw(st.integers(min_value=1, max_value=len(value)))
+    top["attStmt"][field] = bytes(value[:cut])
+    _verify(genuine, cbor2.dumps(top))
+    for parse in (parse_attest, parse_public_area):
+        with contextlib.suppress(AttestationError):
+            parse(bytes(value[:cut]))
