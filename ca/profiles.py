@@ -17,9 +17,8 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 
 from ca.errors import ErrorKind, PKIError
+from ca.oids import PROFILE_POLICY_ARC, PUSH_SIGNER_EKU
 
-IKEPKI_ARC = "2.25.294106022584386358375061328391372085361"
-PROFILE_POLICY_ARC = f"{IKEPKI_ARC}.1"
 EKU_IPSEC_IKE = ObjectIdentifier("1.3.6.1.5.5.7.3.17")
 OID_PERMANENT_IDENTIFIER = ObjectIdentifier("1.3.6.1.5.5.7.8.3")  # RFC 4043
 OID_HARDWARE_MODULE_NAME = ObjectIdentifier("1.3.6.1.5.5.7.8.4")  # RFC 4108
@@ -73,7 +72,7 @@ BUILTIN_PROFILES: dict[str, Profile] = {
         Profile("ocsp-signer", _policy(5), 2 * _D, 7 * _D, (ExtendedKeyUsageOID.OCSP_SIGNING,),
                 frozenset(), require_san=False, enrollable=False),
         Profile("push-signer", _policy(6), 30 * _D, 397 * _D,
-                (ObjectIdentifier("2.25.208409447327215914232395806418462651413"),),
+                (PUSH_SIGNER_EKU,),
                 frozenset(), require_san=False, enrollable=False),
         Profile("scep-ra", _policy(7), 365 * _D, 3 * 365 * _D, (), frozenset(), require_san=False,
                 enrollable=False, issuer="rsa"),

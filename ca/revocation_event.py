@@ -28,8 +28,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-#: Private EKU for the revocation push signer (UUID arc, RFC 4122 / ITU-T X.667).
-PUSH_SIGNER_EKU = x509.ObjectIdentifier("2.25.208409447327215914232395806418462651413")
+from ca.oids import PUSH_SIGNER_EKU
+
+__all__ = ["PUSH_SIGNER_EKU", "RevocationEvent", "sign_event", "verify_event"]
 JWS_TYPE = "ikepki-revocation+jws"
 MEDIA_TYPE = "application/jose"
 MAX_EVENT_BYTES = 64 * 1024
