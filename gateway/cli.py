@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,7 +17,7 @@ from gateway.server import ServeOptions, run
 
 app = typer.Typer(help="Bundled IKEv2 responder (relying party).", no_args_is_help=True)
 
-DEFAULT_CONTROL = Path("/run/ikepki-responder.sock")
+DEFAULT_CONTROL = Path(os.environ.get("IKEPKI_RESPONDER_CONTROL", "/run/ikepki-responder.sock"))
 
 
 def _merge(config: Path | None, cli: dict[str, Any]) -> dict[str, Any]:
@@ -62,6 +63,7 @@ def serve(
     if isinstance(opts.get("dh_groups"), str):
         opts["dh_groups"] = tuple(int(g) for g in opts["dh_groups"].split(","))
     opts["ocsp"] = OcspMode(opts.get("ocsp", OcspMode.RELAXED))
+    opts.setdefault("control", DEFAULT_CONTROL)
     asyncio.run(run(ServeOptions(**opts)))
 
 

@@ -31,7 +31,6 @@ from gateway.ikev2.constants import HEADER_LEN, Exchange, HashAlg, Protocol
 from gateway.ikev2.constants import Notify as N
 from gateway.ikev2.crypto import (
     DhPrivate,
-    IntegrityError,
     KeyExchangeError,
     derive_keys,
     open_sk,
@@ -172,20 +171,20 @@ class Responder:
 
     def _response(self, sa: IkeSa, data: bytes, hdr: c.Header) -> None:
         fut = sa.pending.get(hdr.message_id)
-        if fut is None or fut.done():
-            return
-        try:
-            self._open(sa, data)
-        except c.MalformedMessage:
+        if fut is None or fut.done() or self._decrypt(sa, data) is None:
             return
         fut.set_result(data)
 
-    def _open(self, sa: IkeSa, data: bytes) -> tuple[c.Payload, ...]:
-        msg = c.parse_message(data)
-        if len(msg.payloads) != 1 or not isinstance(msg.payloads[0], c.Encrypted):
-            raise c.MalformedMessage("expected a single SK payload")
-        inner = open_sk(sa.suite, sa.keys.sk_ei, data, HEADER_LEN)  # the peer is always the initiator
-        return c.parse_chain(msg.payloads[0].first_inner, inner)
+    def _decrypt(self, sa: IkeSa, data: bytes) -> tuple[int, bytes] | None:
+        """Authenticate and open SK (RFC 7296 §3.14); None means drop silently (§2.21.2)."""
+        try:
+            msg = c.parse_message(data)
+            if len(msg.payloads) != 1 or not isinstance(msg.payloads[0], c.Encrypted):
+                return None
+            # the peer is always the original initiator, so it always sends under SK_ei
+            return msg.payloads[0].first_inner, open_sk(sa.suite, sa.keys.sk_ei, data, HEADER_LEN)
+        except c.MalformedMessage:
+            return None
 
     async def _request(self, sa: IkeSa, data: bytes, hdr: c.Header, peer: Address, port: int) -> None:
         if sa.cached_response and hdr.message_id == sa.cached_response[0]:
@@ -193,17 +192,19 @@ class Responder:
             return
         if hdr.message_id != sa.expected_id or sa.busy or sa.state == SaState.FAILED:
             return
-        try:
-            payloads = self._open(sa, data)
-        except IntegrityError:
+        opened = self._decrypt(sa, data)
+        if opened is None:
             return
+        try:
+            payloads = c.parse_chain(*opened)
         except c.UnsupportedCritical as exc:
             self._reply_sk(sa, hdr, peer, [_unsupported(exc)])
             return
         except c.MalformedMessage:
+            self._reply_sk(sa, hdr, peer, [c.Notify(N.INVALID_SYNTAX)])  # authenticated, so answer (§2.21.2)
             if sa.state == SaState.HALF_OPEN:
-                return
-            self._reply_sk(sa, hdr, peer, [c.Notify(N.INVALID_SYNTAX)])
+                sa.state = SaState.FAILED
+                self._schedule_expiry(sa, 10.0)
             return
         sa.busy = True
         try:

@@ -91,11 +91,17 @@ class Gateway:
         if self.opts.push_listen:
             self.servers.append(await serve_tcp(self.api, *split_hostport(self.opts.push_listen)))
         if self.opts.control:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.opts.control)
-            self.servers.append(await serve_unix(self.api, str(self.opts.control)))
+            await self._start_control(self.opts.control)
         self.log.emit("responder_started", listen=self.opts.listen, nat_port=self.opts.nat_port,
                       push_listen=self.opts.push_listen, identity=str(self.responder.identity))
+
+    async def _start_control(self, path: Path) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        try:
+            self.servers.append(await serve_unix(self.api, str(path)))
+        except OSError as exc:
+            self.log.emit("control_socket_unavailable", path=str(path), error=str(exc))
 
     async def stop(self) -> None:
         for ep in self.endpoints.values():

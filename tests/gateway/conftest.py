@@ -64,12 +64,11 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     cookie = _responder(d, "cookie", ["--ocsp", "off", "--cookie-threshold", "0"])
     port, nat = free_udp_pair()
     charon = Charon(d / "charon", port, nat)
-    ids = {n: (iss.cert.subject.rfc4514_string() if n == "dave" else None) for n, iss in pki.clients.items()}
     conns = [
         Conn("alice", "alice", "alice@example.test"),
         Conn("bob", "bob", "bob@example.test"),
         Conn("carol", "carol", "carol@example.test"),
-        Conn("dave", "dave", "dave.example.test"),
+        Conn("dave", "dave", "dave.example.test", extra="dpd_delay = 1s"),
         Conn("erin", "erin", "erin@example.test", proposals="chacha20poly1305-prfsha384-ecp384"),
         Conn("frank", "frank", "frank@example.test", proposals="aes128gcm16-prfsha512-ecp521"),
         Conn("mallory", "mallory", "mallory@example.test"),
@@ -79,7 +78,6 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         Conn("x25519first", "erin", "erin@example.test", proposals="aes256gcm16-prfsha256-x25519-ecp256"),
         Conn("wrongid", "alice", "mallory@example.test"),
     ]
-    del ids
     remote = {"main": main, "nopol": nopol, "cookie": cookie}
     charon.state.mkdir()
     charon.write_config(conns, main.port, {n: (i.cert_pem(), i.key_pem()) for n, i in pki.clients.items()},

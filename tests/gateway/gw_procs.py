@@ -238,8 +238,9 @@ class ResponderProc:
         cmd = [sys.executable, "-m", "gateway.cli", "serve", "--listen", f"127.0.0.1:{self.port}",
                "--push-listen", f"127.0.0.1:{self.push_port}", "--control", str(self.control),
                "--event-log", str(self.events_path), *self.args]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(self.state / "stderr.log", "wb"),
-                                     cwd=Path(__file__).resolve().parents[2])
+        with open(self.state / "stderr.log", "wb") as err:
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err,
+                                         cwd=Path(__file__).resolve().parents[2])
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

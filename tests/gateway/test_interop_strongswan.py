@@ -65,7 +65,7 @@ def test_childless_ike_sa_is_up_on_both_sides(lab: Lab) -> None:
 
 
 def test_child_sa_is_negotiated_with_policy_narrowing(lab: Lab) -> None:
-    ok, log = connect(lab, "carol", "net")
+    _ok, log = connect(lab, "carol", "net")
     # This kernel has no ESP: charon accepts our CHILD_SA, fails to install it and deletes it.
     assert "selected proposal: ESP:AES_GCM_16_256/NO_EXT_SEQ" in log, log
     assert "unable to install" in log and "TS_UNACCEPT" not in log
@@ -195,7 +195,10 @@ def test_ike_rekey_dpd_and_delete(lab: Lab) -> None:
     assert after[-1]["initiator-spi"] != name["initiator-spi"]
     new = responder_sa(lab, "dave.example.test")[-1]
     assert new["ike_sa"].startswith(after[-1]["initiator-spi"].decode())
-    # DPD: an empty INFORMATIONAL on the new SA gets an answer; charon keeps the SA.
+    # DPD (dpd_delay = 1s): empty INFORMATIONALs on the new SA are answered; charon keeps the SA.
+    first = new["next_msgid"]
+    assert wait_until(lambda: responder_sa(lab, "dave.example.test")[-1]["next_msgid"] >= first + 2, 6)
+    assert lab.charon.sas_of("dave")[-1]["state"] == b"ESTABLISHED"
     lab.charon.terminate("dave")
     assert wait_until(lambda: not responder_sa(lab, "dave.example.test"))
     downs = [e for e in lab.main.events() if e["event"] == "ike_sa_down" and e.get("reason") == "deleted by peer"]
