@@ -395,3 +395,32 @@ def test_notes_tell_how_to_get_the_root_and_the_acme_url() -> None:
     assert "kubectl -n pki create secret generic pki-est-client-ca --from-file=ca.crt=root-ca.pem" in demo
     edge = render.render_notes("values-ocsp-edge.yaml")
     assert "root-ca.pem" not in edge and "http://ocsp-edge.example.internal/ocsp" in edge
+
+
+def _responder_serve_options() -> set[str] | None:
+    """Parameter names of gateway/cli.py's `serve` command, read statically (no import)."""
+    import ast
+
+    source = render.REPO_ROOT / "gateway" / "cli.py"
+    if not source.exists():
+        return None
+    for node in ast.walk(ast.parse(source.read_text())):
+        if isinstance(node, ast.FunctionDef) and node.name == "serve":
+            return {a.arg for a in [*node.args.args, *node.args.kwonlyargs]}
+    return None
+
+
+def test_responder_yaml_uses_the_responders_option_names() -> None:
+    import yaml
+
+    manifests = render_manifests("values-demo.yaml", {"gateway": {"policy": {"rules": [{"name": "any"}]}}})
+    data = find(manifests, "ConfigMap", "pki-ikepki-gateway")[0]["data"]
+    config = yaml.safe_load(data["responder.yaml"])
+    assert config["listen"].endswith(":500") and config["nat_port"] == 4500
+    assert config["push_listen"].endswith(":8444")
+    assert config["control"].startswith("/tmp/"), "the root filesystem is read-only"
+    assert config["policy"] == "/etc/ikepki/policy.yaml" and "rules" in yaml.safe_load(data["policy.yaml"])
+    options = _responder_serve_options()
+    if options is None:
+        pytest.skip("gateway/cli.py has no serve command yet")
+    assert set(config) <= options, set(config) - options

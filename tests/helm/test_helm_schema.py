@@ -86,7 +86,7 @@ def test_schema_is_strict_at_every_level() -> None:
     free_form = {
         "commonLabels", "annotations", "podAnnotations", "nodeSelector", "affinity", "file", "config",
         "volume", "livenessProbe", "namespaceSelector", "podSelector", "labels", "global", "requests", "limits",
-        "valueFrom",
+        "valueFrom", "policy",
     }
     open_objects: list[str] = []
 
