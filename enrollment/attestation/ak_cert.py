@@ -59,21 +59,13 @@ def _san(activated: ActivatedAk) -> x509.SubjectAlternativeName:
     names: list[x509.GeneralName] = []
     tpm = activated.ek.tpm
     if tpm is not None:
-        names.append(
-            x509.DirectoryName(
-                x509.Name(
-                    [
-                        x509.RelativeDistinguishedName(
-                            [
-                                x509.NameAttribute(OID_TPM_MANUFACTURER, tpm.manufacturer),
-                                x509.NameAttribute(OID_TPM_MODEL, tpm.model),
-                                x509.NameAttribute(OID_TPM_VERSION, tpm.version),
-                            ]
-                        )
-                    ]
-                )
-            )
-        )
+        attributes = [
+            (OID_TPM_MANUFACTURER, tpm.manufacturer),
+            (OID_TPM_MODEL, tpm.model),
+            (OID_TPM_VERSION, tpm.version),
+        ]
+        rdns = [x509.RelativeDistinguishedName([x509.NameAttribute(oid, value)]) for oid, value in attributes]
+        names.append(x509.DirectoryName(x509.Name(rdns)))  # one attribute per RDN, as in swtpm's EK certs
     names.append(activated.ek.permanent_identifier.to_other_name())
     names.append(activated.ek.hardware_module.to_other_name())
     return x509.SubjectAlternativeName(names)

@@ -23,7 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from tpm2_pytss import ESAPI
-from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_SE, TPMA_OBJECT
+from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_CAP, TPM2_SE, TPMA_OBJECT
 from tpm2_pytss.cryptography import tpm_ecc_private_key
 from tpm2_pytss.TSS2_Exception import TSS2_Exception
 from tpm2_pytss.types import (
@@ -173,10 +173,11 @@ class TpmDevice:
 
     # -- AK -------------------------------------------------------------------------------------
     def _persistent(self, handle: int) -> ESYS_TR | None:
-        try:
-            return self._ectx.tr_from_tpmpublic(handle)
-        except TSS2_Exception:
+        """The persistent object at ``handle``, or None (asks GetCapability first: no ESYS error log)."""
+        _, data = self._ectx.get_capability(TPM2_CAP.HANDLES, handle, 1)
+        if handle not in list(data.data.handles):
             return None
+        return self._ectx.tr_from_tpmpublic(handle)
 
     def ak_public(self, *, recreate: bool = False) -> bytes:
         """Marshalled TPMT_PUBLIC of the AK, creating and persisting it under the EK if needed."""
