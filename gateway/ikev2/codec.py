@@ -356,8 +356,7 @@ def _decode_sa(body: bytes) -> SA:
         transforms = _decode_transforms(body[off + 8 + spi_size : off + plen], ntrans)
         props.append(Proposal(num, proto, spi, transforms))
         off += plen
-        if last == 0:
-            _need(off == len(body), "bytes after last proposal")
+        _need((last == 0) == (off == len(body)), "proposal 'last' flag does not match the payload")
     _need(bool(props), "empty SA payload")
     return SA(proposals=tuple(props))
 

@@ -92,6 +92,7 @@ class Charon:
     nat_port: int
     proc: subprocess.Popen[bytes] | None = None
     env: dict[str, str] = field(default_factory=dict)
+    loglevels: str = "default = 1\n      ike = 2"
 
     @property
     def vici_path(self) -> Path:
@@ -125,8 +126,7 @@ charon {{
   filelog {{
     tlog {{
       path = {self.state}/charon.log
-      default = 1
-      ike = 2
+      {self.loglevels}
       flush_line = yes
     }}
   }}

@@ -1,0 +1,123 @@
+"""Codec round-trips (hypothesis) and strict-bounds checks (RFC 7296 §3)."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.ikev2 import codec as c
+from gateway.ikev2.constants import KNOWN_PAYLOADS, MAX_MESSAGE, PayloadType
+
+u8, u16, u32 = st.integers(0, 255), st.integers(0, 0xFFFF), st.integers(0, 0xFFFFFFFF)
+spi8 = st.binary(min_size=8, max_size=8)
+
+transforms = st.builds(c.Transform, st.integers(1, 5), u16, st.none() | u16)
+proposals = st.builds(lambda n, p, spi, ts: c.Proposal(n, p, spi, tuple(ts)), u8, st.integers(1, 3),
+                      st.sampled_from([b"", b"1234", b"12345678"]), st.lists(transforms, min_size=0, max_size=5))
+selectors = st.one_of(
+    st.builds(c.TrafficSelector, st.just(7), u8, u16, u16, st.binary(min_size=4, max_size=4),
+              st.binary(min_size=4, max_size=4)),
+    st.builds(c.TrafficSelector, st.just(8), u8, u16, u16, st.binary(min_size=16, max_size=16),
+              st.binary(min_size=16, max_size=16)))
+
+
+@st.composite
+def deletes(draw: st.DrawFn) -> c.Delete:
+    size = draw(st.sampled_from([0, 4, 8]))
+    n = draw(st.integers(0, 4)) if size else 0
+    return c.Delete(protocol=draw(u8), spi_size=size,
+                    spis=tuple(draw(st.binary(min_size=size, max_size=size)) for _ in range(n)))
+
+
+unknown_types = st.integers(1, 255).filter(lambda t: t not in KNOWN_PAYLOADS)
+small = st.binary(max_size=64)
+payloads = st.one_of(
+    st.builds(lambda ps: c.SA(proposals=tuple(ps)), st.lists(proposals, min_size=1, max_size=3)),
+    st.builds(lambda g, d: c.KE(group=g, data=d), u16, small),
+    st.builds(lambda t, d, i: c.ID(id_type=t, data=d, initiator=i), u8, small, st.booleans()),
+    st.builds(lambda e, d: c.Cert(encoding=e, data=d), u8, small),
+    st.builds(lambda e, d: c.CertReq(encoding=e, data=d), u8, small),
+    st.builds(lambda m, d: c.Auth(method=m, data=d), u8, small),
+    st.builds(lambda d: c.Nonce(data=d), st.binary(min_size=16, max_size=256)),
+    st.builds(lambda t, d, p, s: c.Notify(notify_type=t, data=d, protocol=p, spi=s), u16, small, u8,
+              st.sampled_from([b"", b"abcd"])),
+    deletes(),
+    st.builds(lambda d: c.Vendor(data=d), small),
+    st.builds(lambda s, i: c.TS(selectors=tuple(s), initiator=i), st.lists(selectors, max_size=4), st.booleans()),
+    st.builds(lambda t, d: c.Unknown(raw_type=t, data=d), unknown_types, small),
+)
+headers = st.builds(lambda a, b, e, f, m: c.Header(a, b, 0, e, f, m), spi8, spi8, u8, u8, u32)
+
+
+@settings(max_examples=300, deadline=None)
+@given(headers, st.lists(payloads, max_size=8))
+def test_message_round_trip(header: c.Header, items: list[c.Payload]) -> None:
+    raw = c.encode_message(header, items)
+    msg = c.parse_message(raw)
+    assert msg.payloads == tuple(items)
+    assert (msg.header.spi_i, msg.header.message_id, msg.header.length) == (header.spi_i, header.message_id, len(raw))
+    assert c.encode_message(msg.header, list(msg.payloads)) == raw
+
+
+@settings(max_examples=200, deadline=None)
+@given(headers, st.lists(payloads, min_size=1, max_size=5), st.data())
+def test_truncation_is_always_malformed(header: c.Header, items: list[c.Payload], data: st.DataObject) -> None:
+    raw = c.encode_message(header, items)
+    cut = data.draw(st.integers(0, len(raw) - 1))
+    with pytest.raises(c.MalformedMessage):
+        c.parse_message(raw[:cut])
+
+
+def test_oversized_message_is_refused() -> None:
+    hdr = c.Header(b"a" * 8, b"\0" * 8, 0, 34, 8, 0)
+    raw = c.encode_message(hdr, [c.Vendor(data=b"x" * 60000), c.Vendor(data=b"y" * 6000)])
+    assert len(raw) > MAX_MESSAGE
+    with pytest.raises(c.MalformedMessage, match="too large"):
+        c.parse_message(raw)
+
+
+def test_length_field_must_match_datagram() -> None:
+    raw = c.encode_message(c.Header(b"a" * 8, b"\0" * 8, 0, 34, 8, 0), [c.Nonce(data=b"n" * 16)])
+    with pytest.raises(c.MalformedMessage):
+        c.parse_message(raw + b"\0")
+
+
+def test_payload_length_below_header_is_malformed() -> None:
+    raw = bytearray(c.encode_message(c.Header(b"a" * 8, b"\0" * 8, 0, 34, 8, 0), [c.Nonce(data=b"n" * 16)]))
+    struct.pack_into("!H", raw, 30, 3)
+    with pytest.raises(c.MalformedMessage):
+        c.parse_message(bytes(raw))
+
+
+def test_unknown_critical_payload_raises_with_its_type() -> None:
+    raw = c.encode_message(c.Header(b"a" * 8, b"\0" * 8, 0, 34, 8, 0),
+                           [c.Nonce(data=b"n" * 16), c.Unknown(raw_type=200, data=b"zz", critical=True)])
+    with pytest.raises(c.UnsupportedCritical) as info:
+        c.parse_message(raw)
+    assert info.value.payload_type == 200
+
+
+def test_known_payload_with_critical_bit_is_accepted() -> None:
+    raw = bytearray(c.encode_message(c.Header(b"a" * 8, b"\0" * 8, 0, 34, 8, 0), [c.Nonce(data=b"n" * 16)]))
+    raw[29] |= 0x80
+    assert isinstance(c.parse_message(bytes(raw)).payloads[0], c.Nonce)
+
+
+def test_sk_must_be_last() -> None:
+    chain = c.encode_chain([c.Encrypted(first_inner=41, data=b"x" * 30)])
+    chain = bytes([chain[0]]) + chain[1:] + c.encode_chain([c.Nonce(data=b"n" * 16)])
+    with pytest.raises(c.MalformedMessage, match="last"):
+        c.parse_chain(PayloadType.SK, chain)
+
+
+@pytest.mark.parametrize("body", [
+    b"\x00\x00\x00\x08\x01\x01\x00\x01" + b"\x03\x00\x00\x08\x01\x00\x00\x14",  # last flag 3 on only transform
+    b"\x02\x00\x00\x08\x01\x01\x00\x00",  # claims more proposals, none follow
+    b"\x00\x00\x00\x20\x01\x01\x00\x00",  # proposal length beyond payload
+])
+def test_bad_sa_substructures(body: bytes) -> None:
+    with pytest.raises(c.MalformedMessage):
+        c.decode_payload(PayloadType.SA, body, False, 0)
