@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from gw_pki import TestPki, build_pki
+from gw_lab import Lab
+from gw_pki import build_pki
 from gw_procs import Charon, Conn, ResponderProc, free_port, free_udp_pair
 
 POLICY = """
@@ -33,16 +33,6 @@ rules:
 def _need_root() -> None:
     if os.geteuid() != 0 or not shutil.which("unshare") or not Path("/usr/lib/ipsec/charon").exists():
         pytest.fail("interop tests need root, unshare and strongSwan charon")
-
-
-@dataclass
-class Lab:
-    pki: TestPki
-    main: ResponderProc
-    nopolicy: ResponderProc
-    cookie: ResponderProc
-    charon: Charon
-    dir: Path
 
 
 def _responder(d: Path, name: str, args: list[str]) -> ResponderProc:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-from conftest import Lab
+from gw_lab import Lab
 from gw_pki import make_leaf, make_root
 
 from ca.revocation_event import PUSH_SIGNER_EKU, RevocationEvent, now_rfc3339, sign_event
