@@ -209,3 +209,9 @@ def test_config_file_is_passed_with_config_flag_only_when_set() -> None:
 def test_release_name_containing_chart_name_is_not_doubled() -> None:
     manifests = render_manifests(None, None, name="ikepki")
     assert find(manifests, "Deployment", "ikepki-api")
+
+
+@pytest.mark.parametrize("values_file", VALUES_FILES)
+def test_rendered_yaml_has_no_trailing_whitespace(values_file: str) -> None:
+    for path, text in render.render_templates(values_file).items():
+        assert [line for line in text.splitlines() if line != line.rstrip()] == [], path
