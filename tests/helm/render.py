@@ -15,6 +15,7 @@ references into a local argv, e.g. for a smoke test that runs the commands as pr
 from __future__ import annotations
 
 import copy
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART_DIR = REPO_ROOT / "charts" / "ikepki"
@@ -97,6 +100,13 @@ def render_templates(
     Raises helm_python.HelmValuesError when values.schema.json rejects the values and
     helm_python.HelmRenderError when a template fails.
     """
+    key = json.dumps([values_file, overrides, name, namespace, is_upgrade], sort_keys=True)
+    return dict(_render_cached(key))
+
+
+@cache
+def _render_cached(key: str) -> dict[str, str]:
+    values_file, overrides, name, namespace, is_upgrade = json.loads(key)
     rendered: dict[str, str] = _chart().render(
         user_values(values_file, overrides),
         name=name,
@@ -115,7 +125,7 @@ def render_manifests(
     for path, text in sorted(render_templates(values_file, overrides, **kwargs).items()):
         if path.endswith("NOTES.txt"):
             continue
-        for doc in yaml.safe_load_all(text):
+        for doc in yaml.load_all(text, Loader=_Loader):
             if doc:
                 manifests.append(doc)
     return manifests
