@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import ipaddress
 import os
+import socket
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -301,10 +302,15 @@ class Responder:
         self._schedule_expiry(sa, self.cfg.half_open_timeout)
 
     def _local_ip(self, peer: Address) -> str:
+        """Our source address toward ``peer``: the bound address, or the kernel's route choice
+        for a wildcard socket (what NAT_DETECTION_SOURCE_IP must hash, RFC 7296 §2.23)."""
         host = self.cfg.listen_host
-        if host in ("0.0.0.0", "::", ""):
-            return "127.0.0.1" if ipaddress.ip_address(peer[0]).version == 4 else "::1"
-        return host
+        if host not in ("0.0.0.0", "::", ""):
+            return host
+        family = socket.AF_INET6 if ipaddress.ip_address(peer[0]).version == 6 else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect(peer)
+            return str(probe.getsockname()[0])
 
     @staticmethod
     def _peer_hashes(msg: c.Message) -> frozenset[int]:
