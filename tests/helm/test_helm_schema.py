@@ -137,3 +137,8 @@ def test_every_default_value_is_described_by_the_schema() -> None:
 
     walk(defaults, schema, "")
     assert missing == []
+
+
+def test_admin_secret_is_only_required_where_the_api_runs() -> None:
+    manifests = render.render_manifests("values-ocsp-edge.yaml", {"admin": {"existingSecret": ""}})
+    assert not render.find(manifests, "Secret")
