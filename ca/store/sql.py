@@ -153,6 +153,46 @@ class SqlCertificateReader:
         with self.db.read() as conn:
             return [dict(r._mapping) for r in conn.execute(select(GATEWAYS).order_by(GATEWAYS.c.id))]
 
+    def deliveries(self, serials: Sequence[int] | None = None, gateway_id: int | None = None,
+                   status: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        """Push delivery rows joined with their event and gateway (newest first), for the admin
+        API and the CLI: serial, event_id, kind, gateway, status, attempts, delivered_at, last_error."""
+        stmt = (select(DELIVERIES.c.id, DELIVERIES.c.event_id, DELIVERIES.c.status, DELIVERIES.c.attempts,
+                       DELIVERIES.c.next_attempt_at, DELIVERIES.c.delivered_at, DELIVERIES.c.last_error,
+                       DELIVERIES.c.created_at, OUTBOX.c.serial, OUTBOX.c.issuer_id, OUTBOX.c.kind,
+                       GATEWAYS.c.id.label("gateway_id"), GATEWAYS.c.name.label("gateway"),
+                       GATEWAYS.c.kind.label("gateway_kind"))
+                .join(OUTBOX, OUTBOX.c.event_id == DELIVERIES.c.event_id)
+                .join(GATEWAYS, GATEWAYS.c.id == DELIVERIES.c.gateway_id))
+        if gateway_id is not None:
+            stmt = stmt.where(DELIVERIES.c.gateway_id == gateway_id)
+        if status is not None:
+            stmt = stmt.where(DELIVERIES.c.status == status)
+        stmt = stmt.order_by(DELIVERIES.c.id.desc())
+        out: list[dict[str, Any]] = []
+        with self.db.read() as conn:
+            if serials is None:
+                return [dict(r._mapping) for r in conn.execute(stmt.limit(max(1, min(limit, 100_000))))]
+            hexes = [_hex(s) for s in serials]
+            for i in range(0, len(hexes), 500):
+                out += [dict(r._mapping) for r in conn.execute(stmt.where(OUTBOX.c.serial.in_(hexes[i:i + 500])))]
+        return out
+
+    def gateway_health(self) -> list[dict[str, Any]]:
+        """Every gateway with its pending delivery count and the oldest pending delivery's age."""
+        pending = (select(DELIVERIES.c.gateway_id, func.count().label("pending"),
+                          func.min(DELIVERIES.c.created_at).label("oldest_pending"))
+                   .where(DELIVERIES.c.status == "pending").group_by(DELIVERIES.c.gateway_id).subquery())
+        stmt = (select(GATEWAYS, pending.c.pending, pending.c.oldest_pending)
+                .outerjoin(pending, pending.c.gateway_id == GATEWAYS.c.id).order_by(GATEWAYS.c.id))
+        with self.db.read() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(stmt)]
+        for row in rows:
+            row["pending"] = int(row["pending"] or 0)
+            if row["oldest_pending"] is not None:
+                row["oldest_pending"] = as_utc(row["oldest_pending"])
+        return rows
+
 
 class SqlCertificateStore(SqlCertificateReader):
     """Reader plus the writes the Authority and the admin API make."""
@@ -260,6 +300,11 @@ class SqlCertificateStore(SqlCertificateReader):
                                                     "token_sha256": hashlib.sha256(token.encode()).hexdigest()})
         except IntegrityError:
             raise PKIError(ErrorKind.CONFLICT, f"admin token {name!r} exists") from None
+
+    def set_gateway_enabled(self, name: str, enabled: bool) -> None:
+        with self.db.write() as conn:
+            if conn.execute(update(GATEWAYS).where(GATEWAYS.c.name == name).values(enabled=enabled)).rowcount != 1:
+                raise PKIError(ErrorKind.NOT_FOUND, f"no gateway {name!r}")
 
     def add_gateway(self, name: str, kind: str, url: str, at: datetime) -> int:
         if kind not in ("vici", "responder", "webhook"):

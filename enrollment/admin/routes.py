@@ -1,0 +1,301 @@
+"""``/admin/v1`` (HTTPS only): the admin API, OpenAPI at ``/admin/v1/openapi.json``.
+
+Every request is audited (actor, role, method, path, status, client address) to the audit log
+and the audit table, including refused ones. 401: no or unknown credential (RFC 6750 §3,
+``WWW-Authenticate: Bearer``); 403: the role is too low. Neither changes anything else.
+Errors are RFC 9457 problem documents. Other packages mount ``/admin/v1/est`` and
+``/admin/v1/scep`` themselves; the service router picks the longest prefix, so this mount
+never shadows them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any
+
+import anyio
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.responses import JSONResponse, Response
+
+from ca.errors import ErrorKind, PKIError
+from ca.model import CertificateQuery, CertStatus, Requester
+from ca.service.mounts import HTTPS, HttpMount
+from ca.store.sql import AUDIT, audit_row
+from enrollment.admin import service
+from enrollment.admin.auth import Principal, authenticate
+from enrollment.admin.models import (
+    CertificateList,
+    CertificateOut,
+    DeliveryOut,
+    DeliveryQuery,
+    DeviceBlock,
+    DeviceOut,
+    GatewayIn,
+    GatewayOut,
+    GatewayPatch,
+    RevocationRequest,
+    RevocationResult,
+    TokenIn,
+    TokenOut,
+    WhoAmI,
+)
+from enrollment.admin.settings import AdminSettings
+
+PREFIX = "/admin/v1"
+CHANNEL = "admin-api"
+log = logging.getLogger("ikepki.admin")
+_STATUS = {ErrorKind.NOT_FOUND: 404, ErrorKind.CONFLICT: 409, ErrorKind.BAD_REQUEST: 400, ErrorKind.BAD_CSR: 400,
+           ErrorKind.REJECTED_IDENTIFIER: 400, ErrorKind.BLOCKED: 403, ErrorKind.UNAUTHORIZED: 401,
+           ErrorKind.FORBIDDEN: 403, ErrorKind.UNAVAILABLE: 503, ErrorKind.CONFIG: 500, ErrorKind.INTERNAL: 500}
+
+
+def _problem(status: int, title: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"type": "about:blank", "title": title, "status": status, "detail": detail}, status,
+                        headers=headers, media_type="application/problem+json")
+
+
+class BodyLimit:
+    """Refuse request bodies above ``limit`` bytes (declared or streamed) with 413."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await _problem(413, "Payload Too Large", f"request body over {self.limit} bytes")(scope, receive, send)
+            return
+        seen = 0
+
+        async def bounded() -> dict[str, Any]:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise PKIError(ErrorKind.BAD_REQUEST, "request body too large")
+            return message  # type: ignore[no-any-return]
+
+        await self.app(scope, bounded, send)
+
+
+def create_app(dep: Any) -> Any:
+    settings = dep.settings_for(AdminSettings, "admin")
+    app = FastAPI(title="ikepki admin API", version="1", openapi_url=f"{PREFIX}/openapi.json",
+                  docs_url=f"{PREFIX}/docs", redoc_url=None)
+
+    def audit(request: Request, status: int) -> None:
+        p: Principal | None = getattr(request.state, "principal", None)
+        actor = p.name if p else "anonymous"
+        source = request.client.host if request.client else ""
+        fields = {"method": request.method, "path": request.url.path[:300], "status": status,
+                  "role": p.role if p else None, "auth": p.method if p else None}
+        now = dep.clock.now()
+        try:
+            with dep.db.write() as conn:
+                conn.execute(AUDIT.insert(), audit_row(now, actor, "admin-api", CHANNEL, source, **fields))
+            dep.audit.append(now, actor, "admin-api", CHANNEL, source=source, **fields)
+        except PKIError as exc:
+            log.error("audit of admin call failed: %s", exc.detail)
+
+    @app.middleware("http")
+    async def audited(request: Request, call_next: Callable[[Request], Any]) -> Response:
+        response: Response = await call_next(request)
+        await anyio.to_thread.run_sync(audit, request, response.status_code)
+        return response
+
+    @app.exception_handler(PKIError)
+    async def pki_error(_request: Request, exc: PKIError) -> JSONResponse:
+        status = _STATUS.get(exc.kind, 500)
+        headers = {"WWW-Authenticate": 'Bearer realm="ikepki-admin"'} if status == 401 else None
+        return _problem(status, exc.kind.name.replace("_", " ").title(), exc.detail, headers)
+
+    app.state.deployment = dep
+    app.state.settings = settings
+    _routes(app, dep, settings)
+    return BodyLimit(app, settings.max_body_bytes)
+
+
+def require(role: str) -> Callable[[Request], Principal]:
+    """FastAPI dependency: the authenticated caller, at least ``role`` (401 / 403 otherwise)."""
+
+    def dependency(request: Request) -> Principal:
+        dep = request.app.state.deployment
+        source = request.client.host if request.client else ""
+        p = authenticate(dep, request.app.state.settings.cert_roles, request.headers.get("authorization"),
+                         request.scope, source)
+        if p is None:
+            raise PKIError(ErrorKind.UNAUTHORIZED, "a valid admin bearer token or client certificate is required")
+        request.state.principal = p
+        if not p.can(role):
+            raise PKIError(ErrorKind.FORBIDDEN, f"role {p.role} may not do this (needs {role})")
+        return p
+
+    return dependency
+
+
+Viewer = Annotated[Principal, Depends(require("viewer"))]
+Revoker = Annotated[Principal, Depends(require("revoker"))]
+Admin = Annotated[Principal, Depends(require("admin"))]
+
+
+def requester(p: Principal) -> Requester:
+    return Requester(CHANNEL, p.name, p.source)
+
+
+def _routes(app: FastAPI, dep: Any, settings: AdminSettings) -> None:
+    @app.get(f"{PREFIX}/whoami", response_model=WhoAmI)
+    def whoami(p: Viewer) -> WhoAmI:
+        return WhoAmI(name=p.name, role=p.role, method=p.method, source=p.source)
+
+    # -- certificates -------------------------------------------------------------------------
+
+    @app.get(f"{PREFIX}/certificates", response_model=CertificateList)
+    def search(p: Viewer, serial: str | None = None, subject: Annotated[str | None, Query(max_length=255)] = None,
+               san: Annotated[str | None, Query(max_length=255)] = None,
+               device_id: Annotated[str | None, Query(max_length=255)] = None,
+               ek_fingerprint: Annotated[str | None, Query(max_length=128)] = None,
+               profile: Annotated[str | None, Query(max_length=32)] = None,
+               status: Annotated[str | None, Query(pattern="^(valid|revoked|hold)$")] = None,
+               expires_before: datetime | None = None, expires_after: datetime | None = None,
+               limit: Annotated[int, Query(ge=1, le=1000)] = 100, offset: Annotated[int, Query(ge=0)] = 0
+               ) -> CertificateList:
+        q = CertificateQuery(serial=service.parse_serial(serial) if serial else None, subject_contains=subject,
+                             san=san, profile=profile, status=CertStatus(status) if status else None,
+                             device_id=device_id, ek_fingerprint=ek_fingerprint, expires_before=expires_before,
+                             expires_after=expires_after, limit=limit, offset=offset)
+        items = [CertificateOut.of(i) for i in dep.store.search(q)]
+        return CertificateList(items=items, count=len(items))
+
+    @app.get(f"{PREFIX}/certificates/{{serial}}", response_model=CertificateOut)
+    def certificate(serial: str, p: Viewer) -> CertificateOut:
+        info = dep.store.get(service.parse_serial(serial))
+        if info is None:
+            raise PKIError(ErrorKind.NOT_FOUND, f"no certificate with serial {serial[:50]}")
+        return CertificateOut.of(info)
+
+    # -- revocations --------------------------------------------------------------------------
+
+    @app.post(f"{PREFIX}/revocations", response_model=RevocationResult)
+    def revoke(body: RevocationRequest, request: Request, p: Viewer) -> RevocationResult:
+        """Revoke (or hold) the selected certificates. ``dry_run`` needs viewer, execution revoker."""
+        if not body.dry_run and not p.can("revoker"):
+            raise PKIError(ErrorKind.FORBIDDEN, f"role {p.role} may not revoke (needs revoker)")
+        if len(body.serials) > settings.max_serials:
+            raise PKIError(ErrorKind.BAD_REQUEST, f"at most {settings.max_serials} serials per request")
+        reason = service.parse_reason(body.reason, body.hold)
+        sel = service.select_targets(dep, body, settings.max_targets)
+        gateways = [g["name"] for g in dep.store.gateways() if g["enabled"]]
+        result = RevocationResult(dry_run=body.dry_run, reason=reason.name,
+                                  targets=[CertificateOut.of(t) for t in sel.targets],
+                                  not_found=[format(s, "x") for s in sel.not_found], gateways=gateways)
+        if body.dry_run:
+            return result
+        if sel.not_found:
+            raise PKIError(ErrorKind.NOT_FOUND, f"no certificate with serial "
+                                                f"{', '.join(result.not_found[:20])}; nothing revoked")
+        done, blocked = service.execute(dep, sel.targets, reason, requester(p), body.block_device,
+                                        body.invalidity_date)
+        changed = {d.serial for d in done}
+        result.revoked = [d.serial_hex for d in done]
+        result.unchanged = [t.serial_hex for t in sel.targets if t.serial not in changed]
+        result.blocked_devices = blocked
+        result.targets = [CertificateOut.of(d) for d in done] + [t for t in result.targets
+                                                                 if int(t.serial, 16) not in changed]
+        return result
+
+    @app.delete(f"{PREFIX}/revocations/{{serial}}", response_model=CertificateOut)
+    def release_hold(serial: str, p: Revoker) -> CertificateOut:
+        """Release a certificateHold (RFC 5280 §5.3.1): the certificate is valid again."""
+        return CertificateOut.of(dep.authority.release_hold(service.parse_serial(serial), requester(p)))
+
+    @app.post(f"{PREFIX}/deliveries/search", response_model=list[DeliveryOut])
+    def deliveries(body: DeliveryQuery, p: Viewer) -> list[DeliveryOut]:
+        """Push delivery state per (event, gateway)."""
+        serials = [service.parse_serial(s) for s in body.serials] or None
+        gid = None
+        if body.gateway:
+            gid = next((g["id"] for g in dep.store.gateways() if g["name"] == body.gateway), None)
+            if gid is None:
+                raise PKIError(ErrorKind.NOT_FOUND, f"no gateway {body.gateway!r}")
+        rows = dep.store.deliveries(serials, gateway_id=gid, status=body.status, limit=body.limit)
+        return [DeliveryOut.of(r) for r in rows[:body.limit]]
+
+    # -- devices ------------------------------------------------------------------------------
+
+    @app.get(f"{PREFIX}/devices/{{device_id}}", response_model=DeviceOut)
+    def device(device_id: str, p: Viewer) -> DeviceOut:
+        row = service.device(dep, device_id)
+        if row is None:
+            raise PKIError(ErrorKind.NOT_FOUND, f"no device {device_id[:100]!r}")
+        return DeviceOut(**{k: row[k] for k in DeviceOut.model_fields})
+
+    @app.post(f"{PREFIX}/devices/{{device_id}}/block", response_model=DeviceOut)
+    def block(device_id: str, body: DeviceBlock, p: Revoker) -> DeviceOut:
+        dep.authority.block_device(device_id, requester(p), body.reason, blocked=True)
+        return device(device_id, p)
+
+    @app.delete(f"{PREFIX}/devices/{{device_id}}/block", response_model=DeviceOut)
+    def unblock(device_id: str, p: Revoker) -> DeviceOut:
+        dep.authority.block_device(device_id, requester(p), None, blocked=False)
+        return device(device_id, p)
+
+    # -- gateways -----------------------------------------------------------------------------
+
+    def gateway_row(name: str) -> dict[str, Any]:
+        row = next((g for g in dep.store.gateway_health() if g["name"] == name), None)
+        if row is None:
+            raise PKIError(ErrorKind.NOT_FOUND, f"no gateway {name[:128]!r}")
+        return row
+
+    @app.get(f"{PREFIX}/gateways", response_model=list[GatewayOut])
+    def gateways(p: Viewer) -> list[GatewayOut]:
+        """Registered gateways with push health: pending deliveries, last success, last error."""
+        return [GatewayOut.of(g) for g in dep.store.gateway_health()]
+
+    @app.post(f"{PREFIX}/gateways", response_model=GatewayOut, status_code=201)
+    def add_gateway(body: GatewayIn, p: Admin) -> GatewayOut:
+        service.check_gateway_url(body.kind, body.url)
+        now = dep.clock.now()
+        dep.store.add_gateway(body.name, body.kind, body.url, now)
+        dep.audit.append(now, p.name, "gateway-add", CHANNEL, source=p.source, gateway=body.name, kind=body.kind,
+                         url=body.url)
+        return GatewayOut.of(gateway_row(body.name))
+
+    @app.get(f"{PREFIX}/gateways/{{name}}", response_model=GatewayOut)
+    def gateway(name: str, p: Viewer) -> GatewayOut:
+        return GatewayOut.of(gateway_row(name))
+
+    @app.patch(f"{PREFIX}/gateways/{{name}}", response_model=GatewayOut)
+    def patch_gateway(name: str, body: GatewayPatch, p: Admin) -> GatewayOut:
+        dep.store.set_gateway_enabled(name, body.enabled)
+        return GatewayOut.of(gateway_row(name))
+
+    # -- admin tokens -------------------------------------------------------------------------
+
+    @app.get(f"{PREFIX}/tokens", response_model=list[TokenOut])
+    def list_tokens(p: Admin) -> list[TokenOut]:
+        return [TokenOut(**t) for t in service.tokens(dep)]
+
+    @app.post(f"{PREFIX}/tokens", response_model=TokenOut, status_code=201)
+    def create_token(body: TokenIn, p: Admin) -> TokenOut:
+        """Create a token; its value is in this response only (the store keeps a SHA-256)."""
+        import secrets
+
+        value = secrets.token_urlsafe(32)
+        now = dep.clock.now()
+        dep.store.add_admin_token(body.name, body.role, value, now)
+        return TokenOut(name=body.name, role=body.role, created_at=now, token=value)
+
+    @app.delete(f"{PREFIX}/tokens/{{name}}", status_code=204)
+    def disable_token(name: str, p: Admin) -> Response:
+        service.disable_token(dep, name)
+        return Response(status_code=204)
+
+
+def http_mounts(deployment: Any) -> list[HttpMount]:
+    return [HttpMount(PREFIX, create_app(deployment), frozenset({HTTPS}))]

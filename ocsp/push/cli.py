@@ -1,0 +1,132 @@
+"""``ikepki gateways``: register push targets and watch delivery state."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from ca.cli.common import (
+    DEFAULT_DIR,
+    ConfigOption,
+    DirOption,
+    JsonOption,
+    cli_errors,
+    console,
+    open_deployment,
+    print_json,
+)
+from ca.errors import ErrorKind, PKIError
+
+gateways_app = typer.Typer(no_args_is_help=True, help="Gateways that receive revocation pushes.")
+KINDS = ("vici", "responder", "webhook")
+
+
+def check_gateway_url(kind: str, url: str) -> None:
+    """vici: ``unix:///abs/path``; responder and webhook: ``http(s)://…``."""
+    if kind not in KINDS:
+        raise PKIError(ErrorKind.BAD_REQUEST, f"unknown gateway kind {kind!r} ({', '.join(KINDS)})")
+    if len(url) > 1024:
+        raise PKIError(ErrorKind.BAD_REQUEST, "URL too long")
+    if kind == "vici" and not url.startswith("unix:///"):
+        raise PKIError(ErrorKind.BAD_REQUEST, "a vici gateway URL is unix:///path/to/charon.vici")
+    if kind != "vici" and not url.startswith(("http://", "https://")):
+        raise PKIError(ErrorKind.BAD_REQUEST, f"a {kind} gateway URL is http(s)://…")
+
+
+def _ts(value: datetime | None) -> str:
+    return value.isoformat() if value else "-"
+
+
+def _gateway_json(g: dict[str, Any]) -> dict[str, Any]:
+    return {"id": g["id"], "name": g["name"], "kind": g["kind"], "url": g["url"], "enabled": bool(g["enabled"]),
+            "pending": g.get("pending", 0), "oldest_pending": g.get("oldest_pending"),
+            "last_success_at": g.get("last_success_at"), "last_error": g.get("last_error")}
+
+
+@gateways_app.command("add")
+@cli_errors
+def add(name: Annotated[str, typer.Option("--name")], kind: Annotated[str, typer.Option("--kind", help="vici, "
+        "responder or webhook")], url: Annotated[str, typer.Option("--url")],
+        directory: DirOption = DEFAULT_DIR, config: ConfigOption = None, json_out: JsonOption = False) -> None:
+    """Register a gateway; revocations from now on are pushed to it."""
+    check_gateway_url(kind, url)
+    dep = open_deployment(directory, config)
+    now = dep.clock.now()
+    gid = dep.store.add_gateway(name, kind, url, now)
+    dep.audit.append(now, "cli", "gateway-add", "cli", gateway=name, kind=kind, url=url)
+    if json_out:
+        print_json({"id": gid, "name": name, "kind": kind, "url": url})
+    else:
+        console.print(f"gateway {name} ({kind}) registered: {url}", highlight=False)
+
+
+def _set_enabled(name: str, enabled: bool, directory: Any, config: Any) -> None:
+    dep = open_deployment(directory, config)
+    dep.store.set_gateway_enabled(name, enabled)
+    dep.audit.append(dep.clock.now(), "cli", "gateway-enable" if enabled else "gateway-disable", "cli", gateway=name)
+    console.print(f"gateway {name} {'enabled' if enabled else 'disabled'}")
+
+
+@gateways_app.command("enable")
+@cli_errors
+def enable(name: str, directory: DirOption = DEFAULT_DIR, config: ConfigOption = None) -> None:
+    """Resume pushes to a gateway (held deliveries go out)."""
+    _set_enabled(name, True, directory, config)
+
+
+@gateways_app.command("disable")
+@cli_errors
+def disable(name: str, directory: DirOption = DEFAULT_DIR, config: ConfigOption = None) -> None:
+    """Stop pushing to a gateway (pending deliveries wait; new revocations skip it)."""
+    _set_enabled(name, False, directory, config)
+
+
+@gateways_app.command("list")
+@cli_errors
+def list_(directory: DirOption = DEFAULT_DIR, config: ConfigOption = None, json_out: JsonOption = False) -> None:
+    """Registered gateways."""
+    status(directory, config, json_out)
+
+
+@gateways_app.command("status")
+@cli_errors
+def status(directory: DirOption = DEFAULT_DIR, config: ConfigOption = None, json_out: JsonOption = False) -> None:
+    """Per gateway: pending deliveries, oldest pending, last success, last error."""
+    dep = open_deployment(directory, config)
+    rows = [_gateway_json(g) for g in dep.store.gateway_health()]
+    if json_out:
+        print_json(rows)
+        return
+    table = Table()
+    for col in ("name", "kind", "url", "enabled", "pending", "oldest pending", "last success", "last error"):
+        table.add_column(col)
+    for g in rows:
+        table.add_row(g["name"], g["kind"], g["url"], "yes" if g["enabled"] else "no", str(g["pending"]),
+                      _ts(g["oldest_pending"]), _ts(g["last_success_at"]), g["last_error"] or "-")
+    console.print(table)
+
+
+@gateways_app.command("deliveries")
+@cli_errors
+def deliveries(serial: Annotated[str | None, typer.Option("--serial", help="Only this certificate (hex).")] = None,
+               state: Annotated[str | None, typer.Option("--status", help="pending, delivered or failed")] = None,
+               limit: Annotated[int, typer.Option()] = 50, directory: DirOption = DEFAULT_DIR,
+               config: ConfigOption = None, json_out: JsonOption = False) -> None:
+    """Recent push deliveries, newest first."""
+    from ca.cli.main import parse_serial
+
+    dep = open_deployment(directory, config)
+    rows = dep.store.deliveries([parse_serial(serial)] if serial else None, status=state, limit=limit)
+    if json_out:
+        print_json(rows)
+        return
+    table = Table()
+    for col in ("serial", "event", "gateway", "status", "attempts", "delivered", "last error"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["serial"], r["kind"], r["gateway"], r["status"], str(r["attempts"]), _ts(r["delivered_at"]),
+                      r["last_error"] or "-")
+    console.print(table)

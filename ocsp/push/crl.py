@@ -1,0 +1,106 @@
+"""A fresh CRL for the VICI driver to ``load-cert`` into strongSwan (strongswan.md §8 step 1).
+
+Preferred source: the CRL the OCSP/CRL service publishes at the issuer's CDP URL, accepted only
+if its signature verifies with the issuing CA and it already lists the serials being pushed.
+Fallback: a CRL built here from the store's precomputed entry DER (RFC 5280 §5.1), signed by
+the issuing CA key. It carries cRLNumber 0, so any CRL the CRL service publishes later is
+"newer" for relying parties, and a short nextUpdate.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from ca.crl_entry import der_tlv
+
+log = logging.getLogger("ikepki.push.crl")
+
+
+def _tlvs(data: bytes) -> list[bytes]:
+    """Split concatenated DER TLVs (definite lengths only)."""
+    out, i = [], 0
+    while i < len(data):
+        length, hdr = data[i + 1], 2
+        if length & 0x80:
+            n = length & 0x7F
+            length, hdr = int.from_bytes(data[i + 2:i + 2 + n], "big"), 2 + n
+        out.append(data[i:i + hdr + length])
+        i += hdr + length
+    return out
+
+
+def _content(tlv: bytes) -> bytes:
+    return tlv[_header_len(tlv):]
+
+
+def _header_len(tlv: bytes) -> int:
+    return 2 + (tlv[1] & 0x7F if tlv[1] & 0x80 else 0)
+
+
+def build_local_crl(issuer: Any, entries: Iterable[bytes], now: datetime, next_update: timedelta) -> bytes:
+    """CertificateList DER (RFC 5280 §5.1) with the given revokedCertificates entries."""
+    sk = issuer.key
+    template = (x509.CertificateRevocationListBuilder().issuer_name(issuer.name).last_update(now)
+                .next_update(now + next_update)
+                .add_extension(x509.AuthorityKeyIdentifier(issuer.key_id, None, None), critical=False)
+                .add_extension(x509.CRLNumber(0), critical=False)
+                .sign(sk.key, sk.hash_algorithm, rsa_padding=sk.rsa_padding()))
+    _tbs, alg, _sig = _tlvs(_content(template.public_bytes(Encoding.DER)))
+    parts = _tlvs(_content(template.tbs_certlist_bytes))
+    revoked = b"".join(entries)
+    if revoked:
+        at = next((i for i, p in enumerate(parts) if p[0] == 0xA0), len(parts))
+        parts.insert(at, der_tlv(0x30, revoked))
+    tbs = der_tlv(0x30, b"".join(parts))
+    if isinstance(sk.key, ec.EllipticCurvePrivateKey):
+        sig = sk.key.sign(tbs, ec.ECDSA(sk.hash_algorithm))
+    elif isinstance(sk.key, rsa.RSAPrivateKey):
+        sig = sk.key.sign(tbs, sk.rsa_padding(), sk.hash_algorithm)
+    else:
+        raise TypeError("unsupported CRL signing key")
+    return der_tlv(0x30, tbs + alg + der_tlv(0x03, b"\x00" + sig))
+
+
+class CrlSource:
+    """Fetch-or-build, per issuer, a CRL that lists the serials being pushed."""
+
+    def __init__(self, deployment: Any, mode: str = "auto", timeout: float = 2.0, next_update_minutes: int = 10
+                 ) -> None:
+        self.dep = deployment
+        self.mode = mode
+        self.timeout = timeout
+        self.next_update = timedelta(minutes=next_update_minutes)
+
+    def crl_for(self, issuer_id: str, must_list: set[int]) -> bytes | None:
+        if self.mode == "none" or issuer_id not in self.dep.issuers:
+            return None
+        issuer = self.dep.issuers[issuer_id]
+        if self.mode in ("http", "auto"):
+            fetched = self._fetch(issuer, must_list)
+            if fetched is not None or self.mode == "http":
+                return fetched
+        entries = (der for _serial, der in self.dep.store.revoked_entries(issuer_id))
+        return build_local_crl(issuer, entries, self.dep.clock.now(), self.next_update)
+
+    def _fetch(self, issuer: Any, must_list: set[int]) -> bytes | None:
+        try:
+            resp = httpx.get(issuer.urls.crl, timeout=self.timeout)
+            if resp.status_code != 200:
+                return None
+            crl = x509.load_der_x509_crl(resp.content)
+        except (httpx.HTTPError, ValueError):
+            return None
+        if crl.issuer != issuer.name or not crl.is_signature_valid(issuer.certificate.public_key()):
+            log.warning("CRL at %s is not signed by %s; building one locally", issuer.urls.crl, issuer.id)
+            return None
+        if any(crl.get_revoked_certificate_by_serial_number(s) is None for s in must_list):
+            return None  # the published CRL is not fresh yet
+        return resp.content

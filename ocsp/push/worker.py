@@ -1,0 +1,155 @@
+"""The push outbox worker (``ikepki serve`` / ``ikepki worker`` run it; entry point
+``ikepki.workers: push``).
+
+Loop: every ``poll_interval_ms`` read the due deliveries (one indexed query), claim them per
+gateway with a conditional UPDATE + lease, sign each event once with the HSM push key (compact
+JWS, ca/revocation_event.py), hand the batch to the gateway's driver in a thread, then mark
+rows delivered or reschedule them with exponential backoff. Gateways are served concurrently;
+one gateway gets one batch at a time from this process, and claims keep other replicas off the
+same rows. Nothing lives only in memory: a restart re-reads the table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from ca.errors import PKIError
+from ca.revocation_event import sign_event
+from ca.service.server import BackgroundTask
+from ocsp.push.crl import CrlSource
+from ocsp.push.drivers import DeliveryOutcome, GatewayDriver, SignedEvent, build_drivers
+from ocsp.push.queue import DeliveryQueue, DueDelivery, Gateway
+from ocsp.push.settings import PushSettings
+
+log = logging.getLogger("ikepki.push")
+SIGNER = "push-signer"
+JWS_CACHE = 20_000
+
+
+class PushWorker:
+    def __init__(self, deployment: Any, settings: PushSettings | None = None,
+                 drivers: dict[str, GatewayDriver] | None = None) -> None:
+        self.dep = deployment
+        self.settings = settings or deployment.settings_for(PushSettings, "push")
+        self.queue = DeliveryQueue(deployment.db)
+        s = self.settings
+        crl = CrlSource(deployment, s.crl, min(2.0, s.timeout_seconds), s.crl_next_update_minutes)
+        self.drivers = drivers or build_drivers(s.timeout_seconds, self._verify(), crl.crl_for)
+        self._signed: OrderedDict[str, SignedEvent] = OrderedDict()
+        self._busy: dict[int, asyncio.Task[None]] = {}
+
+    def _verify(self) -> Any:
+        if not self.settings.verify_tls:
+            return False
+        import ssl
+
+        ctx = ssl.create_default_context()
+        ctx.load_verify_locations(cadata=self.dep.root.public_bytes(Encoding.PEM).decode())
+        return ctx
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        poll = max(self.settings.poll_interval_ms, 1.0) / 1000
+        log.info("push worker started (poll %.0f ms)", poll * 1000)
+        while True:
+            try:
+                started = await self.tick()
+            except PKIError as exc:  # database briefly unavailable: keep going
+                log.warning("push worker: %s", exc.detail)
+                started = 0
+                await asyncio.sleep(1)
+            except Exception:
+                log.exception("push worker round failed")
+                await asyncio.sleep(1)
+                started = 0
+            if not started:
+                await asyncio.sleep(poll)
+
+    async def tick(self) -> int:
+        """One round: start a delivery task for each idle gateway with due rows."""
+        self._busy = {g: t for g, t in self._busy.items() if not t.done()}
+        now = self.dep.clock.now()
+        due = await asyncio.to_thread(self.queue.due, now, self.settings.batch * 4, list(self._busy))
+        by_gateway: dict[int, list[DueDelivery]] = {}
+        for row in due:
+            rows = by_gateway.setdefault(row.gateway_id, [])
+            if len(rows) < self.settings.batch:
+                rows.append(row)
+        for gateway_id, rows in by_gateway.items():
+            self._busy[gateway_id] = asyncio.create_task(self._deliver(gateway_id, rows), name=f"push-gw-{gateway_id}")
+        return len(by_gateway)
+
+    async def drain(self) -> None:
+        """Wait for the in-flight gateway batches (tests, shutdown)."""
+        await asyncio.gather(*self._busy.values(), return_exceptions=True)
+
+    async def _deliver(self, gateway_id: int, rows: list[DueDelivery]) -> None:
+        try:
+            await asyncio.to_thread(self.deliver_batch, gateway_id, rows)
+        except Exception:
+            log.exception("delivery to gateway %s failed", gateway_id)
+
+    # -- one batch (runs in a worker thread) --------------------------------------------------
+
+    def deliver_batch(self, gateway_id: int, rows: Sequence[DueDelivery]) -> None:
+        s = self.settings
+        mine = self.queue.claim(rows, self.dep.clock.now(), s.lease_seconds)
+        if not mine:
+            return
+        gateway = self.queue.gateway(gateway_id)
+        if gateway is None:
+            return
+        events = self._signed_events([r.event_id for r in mine])
+        outcome = self._call_driver(gateway, [events[r.event_id] for r in mine if r.event_id in events])
+        delivered = [r for r in mine if r.event_id in events and outcome.errors.get(r.event_id, "lost") is None]
+        failed = [(r, outcome.errors.get(r.event_id) or "event missing from outbox")
+                  for r in mine if r not in delivered]
+        self.queue.finish(gateway_id, delivered, failed, self.dep.clock.now(), s.backoff_base_seconds,
+                          s.backoff_max_seconds)
+        if delivered:
+            log.info("pushed %d event(s) to %s (%s), %d SA(s) terminated", len(delivered), gateway.name,
+                     gateway.kind, outcome.terminated)
+        if failed:
+            log.warning("push to %s failed for %d event(s): %s", gateway.name, len(failed), failed[0][1])
+
+    def _call_driver(self, gateway: Gateway, events: list[SignedEvent]) -> DeliveryOutcome:
+        driver = self.drivers.get(gateway.kind)
+        if driver is None:
+            return DeliveryOutcome({e.event.event_id: f"no driver for kind {gateway.kind!r}" for e in events})
+        if not events:
+            return DeliveryOutcome({})
+        try:
+            return driver.deliver(gateway, events)
+        except Exception as exc:  # a driver bug must not kill the worker; retry later
+            log.exception("driver %s crashed", gateway.kind)
+            return DeliveryOutcome({e.event.event_id: f"driver error: {type(exc).__name__}: {exc}"[:300]
+                                    for e in events})
+
+    def _signed_events(self, event_ids: list[str]) -> dict[str, SignedEvent]:
+        """Each event is signed once (HSM push key) and cached by event id."""
+        missing = [e for e in dict.fromkeys(event_ids) if e not in self._signed]
+        if missing:
+            key = self.dep.service_key(SIGNER)
+            issuer = self.dep.issuers[key.issuer_id].certificate
+            for event_id, item in self.queue.events(missing).items():
+                info = self.dep.store.get(item.event.serial_int)
+                jws = sign_event(item.event, key.key.key, [key.certificate, issuer])
+                self._signed[event_id] = SignedEvent(item.event, jws, item.issuer_id, info.subject if info else "")
+            while len(self._signed) > JWS_CACHE:
+                self._signed.popitem(last=False)
+        return {e: self._signed[e] for e in event_ids if e in self._signed}
+
+
+def background_tasks(deployment: Any) -> list[BackgroundTask]:
+    settings = deployment.settings_for(PushSettings, "push")
+    if not settings.enabled:
+        return []
+    worker = PushWorker(deployment, settings)
+    return [BackgroundTask("push", worker.run)]
