@@ -37,6 +37,8 @@ def load_der_certificate(der: bytes) -> x509.Certificate:
         _ = (cert.extensions, cert.public_key(), cert.signature_algorithm_oid)
     except (ValueError, x509.InvalidVersion, UnsupportedAlgorithm) as exc:
         raise ChainError(f"certificate does not parse: {exc}") from exc
+    if cert.serial_number <= 0:  # RFC 5280 §4.1.2.2; cryptography only warns (for now)
+        raise ChainError("certificate serial number is not positive")
     return cert
 
 
