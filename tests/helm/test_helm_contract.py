@@ -341,7 +341,8 @@ def test_ingress_forwards_client_certificates_for_est() -> None:
     public = find(manifests, "Ingress", "pki-ikepki-public")[0]
     assert public["metadata"]["annotations"]["nginx.ingress.kubernetes.io/ssl-redirect"] == "false"
     public_paths = {p["path"]: p["backend"]["service"]["name"] for p in public["spec"]["rules"][0]["http"]["paths"]}
-    assert public_paths == {"/ocsp": "pki-ikepki-ocsp", "/crl": "pki-ikepki-api", "/ca": "pki-ikepki-api"}
+    assert public_paths == {"/ocsp": "pki-ikepki-ocsp", "/crl": "pki-ikepki-api", "/ca": "pki-ikepki-api",
+                            "/scep": "pki-ikepki-api"}
 
 
 def test_no_trusted_proxy_header_without_client_cert_forwarding() -> None:

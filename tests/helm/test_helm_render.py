@@ -4,6 +4,7 @@ other consistently (selectors, Services, volumes, Secrets)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
@@ -215,3 +216,23 @@ def test_release_name_containing_chart_name_is_not_doubled() -> None:
 def test_rendered_yaml_has_no_trailing_whitespace(values_file: str) -> None:
     for path, text in render.render_templates(values_file).items():
         assert [line for line in text.splitlines() if line != line.rstrip()] == [], path
+
+
+def test_packaged_chart_renders_the_same(tmp_path: Path) -> None:
+    """`helm package` keeps templates, schema and values files (and .helmignore drops junk)."""
+    import tarfile
+
+    import helm_python
+
+    archive = helm_python.package(str(render.CHART_DIR), destination=str(tmp_path))
+    assert Path(archive).name == "ikepki-0.1.0.tgz"
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+    for expected in ("values.schema.json", "values-demo.yaml", "values-production.yaml", "values-ocsp-edge.yaml",
+                     "README.md", "templates/NOTES.txt"):
+        assert f"ikepki/{expected}" in names
+    with helm_python.Chart.load(archive) as chart:
+        assert chart.schema is not None
+        packaged = chart.render(render.user_values("values-production.yaml"), name=render.RELEASE,
+                                namespace=render.NAMESPACE, is_install=True)
+    assert packaged == render.render_templates("values-production.yaml")
