@@ -1,0 +1,76 @@
+"""The ASGI edge of the ACME server: bounded bodies, headers, and the service in a worker thread."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import anyio
+from anyio import CapacityLimiter
+
+from ca.service.mounts import Receive, Scope, Send
+from enrollment.acme.service import AcmeService, RequestContext, Response
+
+_HOST = re.compile(r"^[A-Za-z0-9.\-\[\]:]{1,255}$")
+
+
+class AcmeApp:
+    """Raw ASGI (no framework on the hot path); mounted with ``strip_prefix`` under /acme."""
+
+    def __init__(self, service: AcmeService, max_threads: int = 32) -> None:
+        self.service = service
+        self.max_body = service.settings.max_body_bytes
+        self.limiter = CapacityLimiter(max_threads)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        base = self._base(scope, headers)
+        if base is None:
+            await _send(send, Response(400, b"bad Host header\n", "text/plain"), scope["method"])
+            return
+        body = await self._body(receive, headers)
+        client = scope.get("client") or ("", 0)
+        ctx = RequestContext(scope["method"], scope["path"], base, str(client[0]),
+                             headers.get("content-type", ""), body or b"")
+        if body is None:
+            ctx = RequestContext("POST", "/__too_large__", base, ctx.source)
+            resp = await anyio.to_thread.run_sync(self.service.too_large, ctx, limiter=self.limiter)
+        else:
+            resp = await anyio.to_thread.run_sync(self.service.handle, ctx, limiter=self.limiter)
+        await _send(send, resp, scope["method"])
+
+    def _base(self, scope: Scope, headers: dict[str, str]) -> str | None:
+        if self.service.settings.base_url:
+            return self.service.settings.base_url.rstrip("/")
+        host = headers.get("host", "")
+        if not _HOST.match(host):
+            return None
+        return f"{scope.get('scheme', 'https')}://{host}{scope.get('root_path', '')}"
+
+    async def _body(self, receive: Receive, headers: dict[str, str]) -> bytes | None:
+        """The request body, or None when it exceeds the bound (RFC 8555 §6.2 payload limit)."""
+        declared = headers.get("content-length", "0")
+        if declared.isdigit() and int(declared) > self.max_body:
+            return None
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                return b"".join(chunks)
+
+
+async def _send(send: Send, resp: Response, method: str) -> None:
+    body = json.dumps(resp.body, separators=(",", ":")).encode() if isinstance(resp.body, dict) else resp.body or b""
+    headers = [(b"content-type", resp.content_type.encode()), (b"content-length", str(len(body)).encode()),
+               (b"cache-control", b"no-store")]
+    headers += [(k.lower().encode(), v.encode()) for k, v in resp.headers.items() if k.lower() != "cache-control"]
+    headers += [(b"link", link.encode()) for link in resp.links]
+    await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})

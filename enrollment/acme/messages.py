@@ -1,0 +1,160 @@
+"""Wire forms of ACME resources (RFC 8555 §7.1) and parsing of client-supplied fields."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography import x509
+
+from enrollment.acme.model import Account, Authz, Challenge, Identifier, Order
+from enrollment.acme.problems import AcmeProblem, malformed
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+MAX_CONTACTS = 5
+MAX_CONTACT_LEN = 255
+
+
+class Urls:
+    """Resource URLs under the ACME base (``https://host/acme``)."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    def __getattr__(self, name: str) -> str:  # directory entries: new_nonce -> /new-nonce
+        return f"{self.base}/{name.replace('_', '-')}"
+
+    def account(self, account_id: str) -> str:
+        return f"{self.base}/acct/{account_id}"
+
+    def order(self, order_id: str) -> str:
+        return f"{self.base}/order/{order_id}"
+
+    def authz(self, authz_id: str) -> str:
+        return f"{self.base}/authz/{authz_id}"
+
+    def challenge(self, challenge_id: str) -> str:
+        return f"{self.base}/chall/{challenge_id}"
+
+    def cert(self, serial_hex: str) -> str:
+        return f"{self.base}/cert/{serial_hex}"
+
+
+def rfc3339(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_rfc3339(value: Any, what: str) -> datetime:
+    if not isinstance(value, str) or len(value) > 40:
+        raise malformed(f"{what} must be an RFC 3339 date-time")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise malformed(f"{what} must be an RFC 3339 date-time") from None
+    if parsed.tzinfo is None:
+        raise malformed(f"{what} needs a time zone offset")
+    return parsed.astimezone(UTC)
+
+
+def account_json(account: Account, urls: Urls) -> dict[str, Any]:
+    out: dict[str, Any] = {"status": account.status, "contact": account.contact,
+                           "orders": f"{urls.account(account.id)}/orders", "termsOfServiceAgreed": True,
+                           "createdAt": rfc3339(account.created_at)}
+    if account.eab_kid:
+        out["externalAccountBinding"] = {"kid": account.eab_kid}
+    return out
+
+
+def order_json(order: Order, urls: Urls) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "status": order.status, "expires": rfc3339(order.expires),
+        "identifiers": [i.wire() for i in order.identifiers], "profile": order.profile,
+        "authorizations": [urls.authz(a) for a in order.authz_ids], "finalize": f"{urls.order(order.id)}/finalize"}
+    if order.not_before:
+        out["notBefore"] = rfc3339(order.not_before)
+    if order.not_after:
+        out["notAfter"] = rfc3339(order.not_after)
+    if order.replaces:
+        out["replaces"] = order.replaces
+    if order.error:
+        out["error"] = order.error
+    if order.status == "valid" and order.cert_serial:
+        out["certificate"] = urls.cert(order.cert_serial)
+    return out
+
+
+def challenge_json(ch: Challenge, urls: Urls) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": ch.type, "url": urls.challenge(ch.id), "status": ch.status, "token": ch.token}
+    if ch.validated:
+        out["validated"] = rfc3339(ch.validated)
+    if ch.error:
+        out["error"] = ch.error
+    return out
+
+
+def authz_json(authz: Authz, challenges: list[Challenge], urls: Urls) -> dict[str, Any]:
+    if authz.status == "valid":  # §7.1.4: once valid, list only the challenge that succeeded
+        challenges = [c for c in challenges if c.status == "valid"] or challenges
+    return {"identifier": authz.identifier.wire(), "status": authz.status, "expires": rfc3339(authz.expires),
+            "challenges": [challenge_json(c, urls) for c in challenges]}
+
+
+def parse_identifier(raw: Any) -> Identifier:
+    """RFC 8555 §9.7.7 ``dns`` and RFC 8738 ``ip`` identifiers, normalised (lower case, canonical IP)."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("type"), str) or not isinstance(raw.get("value"), str):
+        raise malformed("each identifier needs a string type and value")
+    type_, value = raw["type"], raw["value"]
+    if type_ == "dns":
+        name = value.lower()
+        labels = (name[2:] if name.startswith("*.") else name).split(".")
+        if len(name) > 253 or len(labels) < 2 or not all(_LABEL.match(lbl) for lbl in labels):
+            raise AcmeProblem("rejectedIdentifier", f"invalid DNS identifier {value[:80]!r}")
+        return Identifier("dns", name)
+    if type_ == "ip":
+        try:
+            return Identifier("ip", str(ipaddress.ip_address(value)))
+        except ValueError:
+            raise AcmeProblem("rejectedIdentifier", f"invalid IP identifier {value[:80]!r}") from None
+    raise AcmeProblem("unsupportedIdentifier", f"identifier type {type_[:32]!r} is not supported")
+
+
+def general_name(ident: Identifier) -> x509.GeneralName:
+    if ident.type == "dns":
+        return x509.DNSName(ident.value)
+    return x509.IPAddress(ipaddress.ip_address(ident.value))
+
+
+def parse_contacts(raw: Any) -> list[str]:
+    """§7.3: contact URLs; only ``mailto:`` is supported."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or len(raw) > MAX_CONTACTS:
+        raise AcmeProblem("invalidContact", f"contact must be a list of at most {MAX_CONTACTS} URLs")
+    out = []
+    for item in raw:
+        if not isinstance(item, str) or len(item) > MAX_CONTACT_LEN:
+            raise AcmeProblem("invalidContact", "contact entries must be short strings")
+        if not item.startswith("mailto:"):
+            raise AcmeProblem("unsupportedContact", "only mailto: contacts are supported")
+        address = item[len("mailto:"):]
+        if "@" not in address or "," in address or "?" in address or " " in address:
+            raise AcmeProblem("invalidContact", f"invalid contact {item[:80]!r}")
+        out.append(item)
+    return out
+
+
+def matches_pattern(ident: Identifier, pattern: str) -> bool:
+    """EAB identifier policy: ``*.example.test`` (any name below), an exact name, an IP or a CIDR."""
+    pattern = pattern.strip().lower()
+    if ident.type == "ip":
+        try:
+            return ipaddress.ip_address(ident.value) in ipaddress.ip_network(pattern, strict=False)
+        except ValueError:
+            return False
+    if pattern == "*":
+        return True
+    if pattern.startswith("*."):
+        return ident.value.endswith(pattern[1:]) and len(ident.value) > len(pattern) - 1
+    return ident.value == pattern

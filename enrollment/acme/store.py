@@ -1,0 +1,254 @@
+"""Persistence of accounts, orders, authorizations, challenges, nonces and EAB keys.
+
+Every state transition is a conditional UPDATE (``… WHERE status = <expected>``) checked by
+rowcount, so concurrent requests and replicas cannot move an object twice (RFC 8555 §7.1.6).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from ca.store.db import Database
+from enrollment.acme.model import Account, Authz, Challenge, EabKey, Identifier, Order
+from enrollment.acme.records import (
+    AcmeAccountRecord,
+    AcmeAuthzRecord,
+    AcmeChallengeRecord,
+    AcmeEabKeyRecord,
+    AcmeNonceRecord,
+    AcmeOrderRecord,
+)
+
+NONCES: Table = AcmeNonceRecord.__table__  # type: ignore[attr-defined]
+ACCOUNTS: Table = AcmeAccountRecord.__table__  # type: ignore[attr-defined]
+ORDERS: Table = AcmeOrderRecord.__table__  # type: ignore[attr-defined]
+AUTHZS: Table = AcmeAuthzRecord.__table__  # type: ignore[attr-defined]
+CHALLENGES: Table = AcmeChallengeRecord.__table__  # type: ignore[attr-defined]
+EAB_KEYS: Table = AcmeEabKeyRecord.__table__  # type: ignore[attr-defined]
+PURGE_EVERY = 500
+
+
+def new_id() -> str:
+    return secrets.token_urlsafe(16)
+
+
+class AcmeStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._issued = 0
+
+    # -- nonces (RFC 8555 §6.5) -----------------------------------------------------------------
+
+    def new_nonce(self, lifetime: int) -> str:
+        nonce = secrets.token_urlsafe(24)
+        now = int(time.time())
+        with self.db.write() as conn:
+            conn.execute(insert(NONCES), {"nonce": nonce, "expires": now + lifetime})
+            self._issued += 1
+            if self._issued % PURGE_EVERY == 0:
+                conn.execute(delete(NONCES).where(NONCES.c.expires < now))
+        return nonce
+
+    def redeem_nonce(self, nonce: str) -> bool:
+        """Atomic single use: only the request whose DELETE removed the row may proceed."""
+        with self.db.write() as conn:
+            result = conn.execute(delete(NONCES).where(NONCES.c.nonce == nonce, NONCES.c.expires >= int(time.time())))
+            return result.rowcount == 1
+
+    # -- accounts -------------------------------------------------------------------------------
+
+    def account(self, account_id: str) -> Account | None:
+        with self.db.read() as conn:
+            row = conn.execute(select(ACCOUNTS).where(ACCOUNTS.c.id == account_id)).first()
+        return Account.from_row(row) if row else None
+
+    def account_by_thumbprint(self, thumbprint: str) -> Account | None:
+        with self.db.read() as conn:
+            row = conn.execute(select(ACCOUNTS).where(ACCOUNTS.c.thumbprint == thumbprint)).first()
+        return Account.from_row(row) if row else None
+
+    def create_account(self, jwk: dict[str, Any], thumbprint: str, contact: list[str], eab_kid: str | None,
+                       now: datetime) -> Account | None:
+        """Insert; with ``eab_kid`` consume one use of the EAB key in the same transaction.
+        Returns None when the EAB key cannot be used (again); raises IntegrityError on a key race."""
+        account_id = new_id()
+        with self.db.write() as conn:
+            if eab_kid is not None:
+                cond = (EAB_KEYS.c.kid == eab_kid) & EAB_KEYS.c.disabled.is_(False) & (
+                    EAB_KEYS.c.single_use.is_(False) | (EAB_KEYS.c.used_count == 0)) & (
+                    EAB_KEYS.c.expires.is_(None) | (EAB_KEYS.c.expires > now))
+                used = conn.execute(update(EAB_KEYS).where(cond).values(used_count=EAB_KEYS.c.used_count + 1))
+                if used.rowcount != 1:
+                    return None
+            conn.execute(insert(ACCOUNTS), {"id": account_id, "thumbprint": thumbprint, "jwk": json.dumps(jwk),
+                                            "status": "valid", "contact": json.dumps(contact), "eab_kid": eab_kid,
+                                            "created_at": now})
+        return self.account(account_id)
+
+    def update_account(self, account_id: str, **values: Any) -> Account:
+        if "contact" in values:
+            values["contact"] = json.dumps(values["contact"])
+        with self.db.write() as conn:
+            conn.execute(update(ACCOUNTS).where(ACCOUNTS.c.id == account_id, ACCOUNTS.c.status == "valid")
+                         .values(**values))
+        account = self.account(account_id)
+        assert account is not None
+        return account
+
+    def change_key(self, account_id: str, old_thumbprint: str, jwk: dict[str, Any], thumbprint: str) -> bool:
+        """§7.3.5: swap keys only if the account still has the old one; IntegrityError if the new key is taken."""
+        with self.db.write() as conn:
+            result = conn.execute(update(ACCOUNTS).where(ACCOUNTS.c.id == account_id,
+                                                         ACCOUNTS.c.thumbprint == old_thumbprint,
+                                                         ACCOUNTS.c.status == "valid")
+                                  .values(jwk=json.dumps(jwk), thumbprint=thumbprint))
+            return result.rowcount == 1
+
+    # -- EAB keys -------------------------------------------------------------------------------
+
+    def add_eab_key(self, kid: str, key: bytes, profile: str, identifiers: Sequence[str],
+                    expires: datetime | None, single_use: bool, now: datetime) -> None:
+        with self.db.write() as conn:
+            conn.execute(insert(EAB_KEYS), {"kid": kid, "hmac_key": key, "profile": profile,
+                                            "identifiers": json.dumps(list(identifiers)), "expires": expires,
+                                            "single_use": single_use, "used_count": 0, "disabled": False,
+                                            "created_at": now})
+
+    def eab_key(self, kid: str) -> EabKey | None:
+        with self.db.read() as conn:
+            row = conn.execute(select(EAB_KEYS).where(EAB_KEYS.c.kid == kid)).first()
+        return EabKey.from_row(row) if row else None
+
+    def eab_keys(self) -> list[EabKey]:
+        with self.db.read() as conn:
+            return [EabKey.from_row(r) for r in conn.execute(select(EAB_KEYS).order_by(EAB_KEYS.c.created_at))]
+
+    def disable_eab_key(self, kid: str) -> bool:
+        with self.db.write() as conn:
+            return conn.execute(update(EAB_KEYS).where(EAB_KEYS.c.kid == kid).values(disabled=True)).rowcount == 1
+
+    # -- orders, authorizations, challenges ------------------------------------------------------
+
+    def create_order(self, account_id: str, identifiers: Sequence[Identifier], profile: str, expires: datetime,
+                     authz_expires: datetime, challenge_types: Sequence[Sequence[str]], now: datetime,
+                     not_before: datetime | None, not_after: datetime | None, replaces: str | None) -> Order:
+        order_id = new_id()
+        authz_ids = [new_id() for _ in identifiers]
+        with self.db.write() as conn:
+            for authz_id, ident, types in zip(authz_ids, identifiers, challenge_types, strict=True):
+                conn.execute(insert(AUTHZS), {"id": authz_id, "account_id": account_id, "order_id": order_id,
+                                              "ident_type": ident.type, "ident_value": ident.value,
+                                              "status": "pending", "expires": authz_expires})
+                for typ in types:
+                    conn.execute(insert(CHALLENGES), {"id": new_id(), "authz_id": authz_id, "type": typ,
+                                                      "token": secrets.token_urlsafe(32), "status": "pending"})
+            conn.execute(insert(ORDERS), {
+                "id": order_id, "account_id": account_id, "status": "pending",
+                "identifiers": json.dumps([i.wire() for i in identifiers]), "profile": profile,
+                "authz_ids": json.dumps(authz_ids), "expires": expires, "not_before": not_before,
+                "not_after": not_after, "replaces": replaces, "created_at": now})
+        order = self.order(order_id)
+        assert order is not None
+        return order
+
+    def order(self, order_id: str) -> Order | None:
+        with self.db.read() as conn:
+            row = conn.execute(select(ORDERS).where(ORDERS.c.id == order_id)).first()
+        return Order.from_row(row) if row else None
+
+    def orders_for_account(self, account_id: str, limit: int, offset: int) -> list[Order]:
+        with self.db.read() as conn:
+            rows = conn.execute(select(ORDERS).where(ORDERS.c.account_id == account_id)
+                                .order_by(ORDERS.c.created_at, ORDERS.c.id).limit(limit).offset(offset))
+            return [Order.from_row(r) for r in rows]
+
+    def authz(self, authz_id: str) -> Authz | None:
+        with self.db.read() as conn:
+            row = conn.execute(select(AUTHZS).where(AUTHZS.c.id == authz_id)).first()
+        return Authz.from_row(row) if row else None
+
+    def authzs(self, authz_ids: Sequence[str]) -> list[Authz]:
+        with self.db.read() as conn:
+            rows = {r.id: Authz.from_row(r) for r in conn.execute(select(AUTHZS).where(AUTHZS.c.id.in_(authz_ids)))}
+        return [rows[i] for i in authz_ids if i in rows]
+
+    def valid_authz_values(self, account_id: str, now: datetime) -> set[tuple[str, str]]:
+        with self.db.read() as conn:
+            rows = conn.execute(select(AUTHZS.c.ident_type, AUTHZS.c.ident_value).where(
+                AUTHZS.c.account_id == account_id, AUTHZS.c.status == "valid", AUTHZS.c.expires > now))
+            return {(r.ident_type, r.ident_value) for r in rows}
+
+    def challenges(self, authz_id: str) -> list[Challenge]:
+        with self.db.read() as conn:
+            rows = conn.execute(select(CHALLENGES).where(CHALLENGES.c.authz_id == authz_id).order_by(CHALLENGES.c.type))
+            return [Challenge.from_row(r) for r in rows]
+
+    def challenge(self, challenge_id: str) -> Challenge | None:
+        with self.db.read() as conn:
+            row = conn.execute(select(CHALLENGES).where(CHALLENGES.c.id == challenge_id)).first()
+        return Challenge.from_row(row) if row else None
+
+    def start_challenge(self, challenge_id: str, authz_id: str) -> bool:
+        """pending → processing, only while the authorization is pending and no sibling is processing."""
+        with self.db.write() as conn:
+            authz = conn.execute(select(AUTHZS.c.status).where(AUTHZS.c.id == authz_id)).first()
+            busy = conn.execute(select(CHALLENGES.c.id).where(CHALLENGES.c.authz_id == authz_id,
+                                                              CHALLENGES.c.status == "processing")).first()
+            if authz is None or authz.status != "pending" or busy is not None:
+                return False
+            result = conn.execute(update(CHALLENGES).where(CHALLENGES.c.id == challenge_id,
+                                                           CHALLENGES.c.status == "pending")
+                                  .values(status="processing"))
+            return result.rowcount == 1
+
+    def finish_challenge(self, challenge: Challenge, authz: Authz, error: dict[str, Any] | None,
+                         now: datetime, evidence: dict[str, Any] | None = None) -> None:
+        """§7.1.6: challenge processing → valid/invalid; its authorization and order follow."""
+        ok = error is None
+        with self.db.write() as conn:
+            conn.execute(update(CHALLENGES).where(CHALLENGES.c.id == challenge.id, CHALLENGES.c.status == "processing")
+                         .values(status="valid" if ok else "invalid", validated=now if ok else None,
+                                 error=None if ok else json.dumps(error)))
+            conn.execute(update(AUTHZS).where(AUTHZS.c.id == authz.id, AUTHZS.c.status == "pending")
+                         .values(status="valid" if ok else "invalid",
+                                 evidence=json.dumps(evidence) if ok and evidence else None))
+            if not ok:
+                conn.execute(update(ORDERS).where(ORDERS.c.id == authz.order_id, ORDERS.c.status == "pending")
+                             .values(status="invalid", error=json.dumps(error)))
+                return
+            order = conn.execute(select(ORDERS.c.authz_ids).where(ORDERS.c.id == authz.order_id)).first()
+            if order is None:
+                return
+            statuses = [r.status for r in conn.execute(select(AUTHZS.c.status).where(
+                AUTHZS.c.id.in_(json.loads(order.authz_ids))))]
+            if statuses and all(s == "valid" for s in statuses):
+                conn.execute(update(ORDERS).where(ORDERS.c.id == authz.order_id, ORDERS.c.status == "pending")
+                             .values(status="ready"))
+
+    def set_authz_status(self, authz_id: str, expected: Sequence[str], status: str) -> bool:
+        with self.db.write() as conn:
+            return conn.execute(update(AUTHZS).where(AUTHZS.c.id == authz_id, AUTHZS.c.status.in_(expected))
+                                .values(status=status)).rowcount == 1
+
+    def transition_order(self, order_id: str, expected: str, status: str, **values: Any) -> bool:
+        if "error" in values and values["error"] is not None:
+            values["error"] = json.dumps(values["error"])
+        with self.db.write() as conn:
+            return conn.execute(update(ORDERS).where(ORDERS.c.id == order_id, ORDERS.c.status == expected)
+                                .values(status=status, **values)).rowcount == 1
+
+    def order_by_serial(self, serial_hex: str) -> Order | None:
+        with self.db.read() as conn:
+            row = conn.execute(select(ORDERS).where(ORDERS.c.cert_serial == serial_hex)).first()
+        return Order.from_row(row) if row else None
+
+
+__all__ = ["AcmeStore", "IntegrityError", "new_id"]
