@@ -1,0 +1,179 @@
+"""Admin endpoints of the EST server under ``/admin/v1/est`` (bearer admin token, role admin):
+
+- ``POST /admin/v1/est/registrations``: bulk MDM pre-authorisation; answers each device's
+  one-time secret exactly once (only a SHA-256 is stored).
+- ``GET /admin/v1/est/registrations/{device_id}``: state of one registration (no secret).
+- ``GET /admin/v1/est/pending``, ``POST /admin/v1/est/pending/{id}/approve|reject``: manual approval.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import anyio
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, ValidationError
+
+from ca.errors import ErrorKind, PKIError
+from enrollment.est.registrations import MAX_BULK, DeviceRegistration, Pending, Registration
+from enrollment.est.service import EstService
+
+MAX_ADMIN_BODY = 4 * 1024 * 1024
+STATUS = {ErrorKind.BAD_REQUEST: 400, ErrorKind.UNAUTHORIZED: 401, ErrorKind.FORBIDDEN: 403,
+          ErrorKind.NOT_FOUND: 404, ErrorKind.CONFLICT: 409, ErrorKind.UNAVAILABLE: 503}
+
+
+class DeviceRegistrationRequest(BaseModel):
+    model_config = {"extra": "forbid"}
+    device_id: str = Field(min_length=1, max_length=255)
+    profile: str = Field(min_length=1, max_length=32)
+    sans: list[str] = Field(min_length=1, max_length=32)
+    ek_fingerprint: str | None = Field(default=None, max_length=128)
+    expires_hours: float | None = Field(default=None, gt=0, le=8760)
+
+
+class RegistrationsRequest(BaseModel):
+    model_config = {"extra": "forbid"}
+    devices: list[DeviceRegistrationRequest] = Field(min_length=1, max_length=MAX_BULK)
+
+
+class RegistrationSecretResponse(BaseModel):
+    device_id: str
+    secret: str
+    expires_at: datetime
+
+
+class RegistrationsResponse(BaseModel):
+    registrations: list[RegistrationSecretResponse]
+
+
+class RegistrationResponse(BaseModel):
+    device_id: str
+    profile: str
+    sans: list[str]
+    ek_fingerprint: str | None
+    expires_at: datetime
+    used: bool
+    used_at: datetime | None
+    used_by: str | None
+    serial: str | None
+
+
+class PendingResponse(BaseModel):
+    id: str
+    label: str
+    principal: str
+    device_id: str | None
+    subject: str
+    sans: list[str]
+    status: str
+    serial: str | None
+    created_at: datetime
+
+
+def registration_response(r: Registration) -> RegistrationResponse:
+    return RegistrationResponse(device_id=r.device_id, profile=r.profile, sans=list(r.sans),
+                                ek_fingerprint=r.ek_fingerprint, expires_at=r.expires_at, used=r.used,
+                                used_at=r.used_at, used_by=r.used_by,
+                                serial=format(r.serial, "x") if r.serial is not None else None)
+
+
+def pending_response(p: Pending) -> PendingResponse:
+    return PendingResponse(id=p.id, label=p.label, principal=p.principal, device_id=p.device_id, subject=p.subject,
+                           sans=list(p.sans), status=p.status,
+                           serial=format(p.serial, "x") if p.serial is not None else None, created_at=p.created_at)
+
+
+def register_devices(service: EstService, devices: list[DeviceRegistration], actor: str) -> list[Any]:
+    """Shared by the API and the CLI: profile names are checked against the label profiles."""
+    known = {label.profile for label in service.settings.labels.values()}
+    for d in devices:
+        if d.profile not in known:
+            raise PKIError(ErrorKind.BAD_REQUEST, f"device {d.device_id}: profile {d.profile!r} is not served "
+                                                  f"by any EST label ({', '.join(sorted(known))})")
+    dep = service.dep
+    now = dep.clock.now()
+    issued = service.registrations.register(devices, now, actor, service.settings.registration_default_hours)
+    dep.audit.append(now, actor, "est-register", "admin-api" if actor.startswith("admin:") else "cli",
+                     devices=[d.device_id for d in devices][:1000], count=len(devices))
+    return issued
+
+
+def admin_app(service: EstService) -> FastAPI:
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    dep = service.dep
+
+    async def admin(request: Request) -> str:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise PKIError(ErrorKind.UNAUTHORIZED, "admin bearer token required")
+        found = await anyio.to_thread.run_sync(dep.store.verify_admin_token, token.strip())
+        if found is None:
+            raise PKIError(ErrorKind.UNAUTHORIZED, "invalid admin token")
+        name, role = found
+        if role != "admin":
+            raise PKIError(ErrorKind.FORBIDDEN, f"role {role} may not manage EST registrations")
+        return f"admin:{name}"
+
+    @app.exception_handler(PKIError)
+    async def pki_error(_request: Request, exc: PKIError) -> JSONResponse:
+        status = STATUS.get(exc.kind, 500)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return JSONResponse({"error": exc.kind.value, "detail": exc.detail if status < 500 else "internal error"},
+                            status, headers=headers)
+
+    @app.post("/admin/v1/est/registrations", status_code=201)
+    async def create_registrations(request: Request) -> RegistrationsResponse:
+        actor = await admin(request)
+        body = await _bounded_json(request)
+        try:
+            parsed = RegistrationsRequest.model_validate_json(body)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise PKIError(ErrorKind.BAD_REQUEST, f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        devices = [DeviceRegistration(d.device_id, d.profile, tuple(d.sans), d.ek_fingerprint, d.expires_hours)
+                   for d in parsed.devices]
+        issued = await anyio.to_thread.run_sync(register_devices, service, devices, actor)
+        return RegistrationsResponse(registrations=[
+            RegistrationSecretResponse(device_id=i.device_id, secret=i.secret, expires_at=i.expires_at)
+            for i in issued])
+
+    @app.get("/admin/v1/est/registrations/{device_id}")
+    async def get_registration(device_id: str, request: Request) -> RegistrationResponse:
+        await admin(request)
+        found = await anyio.to_thread.run_sync(service.registrations.get, device_id)
+        if found is None:
+            raise PKIError(ErrorKind.NOT_FOUND, f"no registration for device {device_id!r}")
+        return registration_response(found)
+
+    @app.get("/admin/v1/est/pending")
+    async def list_pending(request: Request) -> list[PendingResponse]:
+        await admin(request)
+        return [pending_response(p) for p in await anyio.to_thread.run_sync(service.registrations.list_pending)]
+
+    @app.post("/admin/v1/est/pending/{pending_id}/{decision}")
+    async def decide(pending_id: str, decision: str, request: Request) -> PendingResponse:
+        actor = await admin(request)
+        if decision not in ("approve", "reject"):
+            raise PKIError(ErrorKind.NOT_FOUND, "use …/approve or …/reject")
+        result = await anyio.to_thread.run_sync(
+            lambda: service.registrations.decide(pending_id, decision == "approve", dep.clock.now(), actor))
+        dep.audit.append(dep.clock.now(), actor, f"est-{decision}", "admin-api", pending=pending_id)
+        return pending_response(result)
+
+    return app
+
+
+async def _bounded_json(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_ADMIN_BODY):
+        raise PKIError(ErrorKind.BAD_REQUEST, f"request body larger than {MAX_ADMIN_BODY} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_ADMIN_BODY:
+            raise PKIError(ErrorKind.BAD_REQUEST, f"request body larger than {MAX_ADMIN_BODY} bytes")
+    return bytes(body)
