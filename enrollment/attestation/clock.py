@@ -1,16 +1,12 @@
-"""Injectable clock: every time comparison in this package goes through a :data:`Clock`."""
+"""Time for this package: the house :class:`ca.clock.Clock` (``.now()`` → aware UTC) plus a guard."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
 
-Clock = Callable[[], datetime]
+from ca.clock import Clock, FixedClock, SystemClock
 
-
-def system_clock() -> datetime:
-    """Aware UTC now (the production :data:`Clock`)."""
-    return datetime.now(UTC)
+__all__ = ["Clock", "FixedClock", "SystemClock", "require_aware"]
 
 
 def require_aware(moment: datetime) -> datetime:

@@ -90,7 +90,7 @@ class CredentialActivation:
         self._ttl = ttl
 
     def _now(self) -> datetime:
-        return require_aware(self._clock())
+        return require_aware(self._clock.now())
 
     def start(self, ek_certificate_der: bytes, ak_public: bytes) -> CredentialBlob:
         """Validate EK + AK and produce the encrypted credential (raises AttestationError)."""

@@ -2,8 +2,8 @@
 
 * ``permanent-identifier`` (RFC 4043 §2, draft-ietf-acme-device-attest-09 §3): the identifier value
   is the **lower-case hex SHA-256 of the DER SubjectPublicKeyInfo of the EK** (64 characters, never
-  contains "/"), and the assigner is :data:`EK_SPKI_SHA256_ASSIGNER`, an OID minted for ikepki under
-  the UUID arc (ITU-T X.667, ``2.25.<uuid>``) that names exactly this derivation.  The EK public key
+  contains "/"), and the assigner is :data:`EK_SPKI_SHA256_ASSIGNER` = ``<IKEPKI_OID_ARC>.3.1``, an
+  ikepki OID (see :mod:`ca.oids`; arc 3 = identifier assigners) that names exactly this derivation.  The EK public key
   is stable for the life of the TPM (re-certification of the EK does not change it), while the EK
   certificate serial is not; that is why the SPKI, not the certificate, is hashed.
 * ``hardware-module`` (RFC 4108 §5, draft §4): ``hwType`` = TCG TPM 2.0 (2.23.133.1.2),
@@ -23,10 +23,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
+from ca.oids import IKEPKI_ARC
+
 ID_ON_PERMANENT_IDENTIFIER = x509.ObjectIdentifier("1.3.6.1.5.5.7.8.3")  # RFC 4043 §2
 ID_ON_HARDWARE_MODULE_NAME = x509.ObjectIdentifier("1.3.6.1.5.5.7.8.4")  # RFC 4108 §5
 TCG_TPM20_HW_TYPE = "2.23.133.1.2"  # TCG "TPM 2.0" hardware type
-EK_SPKI_SHA256_ASSIGNER = "2.25.115441296830308266394560830964442904382"  # ikepki: hex SHA-256(EK SPKI)
+EK_SPKI_SHA256_ASSIGNER = f"{IKEPKI_ARC}.3.1"  # ikepki assigner: hex SHA-256(EK SPKI)
 
 _MAX_OTHERNAME_DER = 512
 _OID_RE = re.compile(r"^(?:[01]\.(?:[0-9]|[1-3][0-9])|2\.(?:0|[1-9][0-9]*))(?:\.(?:0|[1-9][0-9]*))*$")

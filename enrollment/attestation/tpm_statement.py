@@ -329,7 +329,7 @@ class DeviceAttestationVerifier:
         ttl: timedelta = DEFAULT_CHALLENGE_TTL,
     ) -> AttestationChallenge:
         """Create and store a challenge (id defaults to 128+ bits of CSPRNG, draft-09 §8)."""
-        now = require_aware(self._clock())
+        now = require_aware(self._clock.now())
         challenge = AttestationChallenge(challenge_id or secrets.token_urlsafe(24), expected_identifier, now, now + ttl)
         self._repository.add(challenge)
         return challenge
@@ -338,7 +338,7 @@ class DeviceAttestationVerifier:
         self, challenge_id: str, att_obj: bytes, key_authorization: str, csr_public_key: PublicKeyTypes
     ) -> AttestationResult:
         """Consume the challenge (even if verification then fails), then verify."""
-        now = require_aware(self._clock())
+        now = require_aware(self._clock.now())
         challenge = self._repository.get(challenge_id)
         if challenge is None:
             raise AttestationError(Reason.UNKNOWN_CHALLENGE, "no such attestation challenge")

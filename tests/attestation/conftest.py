@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from enrollment.attestation.ak_cert import issue_ak_certificate
+from enrollment.attestation.clock import Clock, SystemClock
 from enrollment.attestation.credential import CredentialActivation, CredentialChallenge
 from enrollment.attestation.device import TpmDevice
 from enrollment.attestation.ek import EkTrustStore
@@ -185,13 +186,13 @@ def attestation_ca() -> SoftwareCa:
 
 
 @pytest.fixture()
-def clock() -> Callable[[], datetime]:
+def clock() -> Clock:
     """Real aware-UTC time."""
-    return lambda: datetime.now(UTC)
+    return SystemClock()
 
 
 @pytest.fixture()
-def activation(ek_trust: EkTrustStore, clock: Callable[[], datetime]) -> CredentialActivation:
+def activation(ek_trust: EkTrustStore, clock: Clock) -> CredentialActivation:
     """A credential-activation service with a fresh in-memory repository."""
     return CredentialActivation(ek_trust, InMemoryChallengeRepository[CredentialChallenge](), clock)
 

@@ -17,6 +17,7 @@ from enrollment.attestation.ak_cert import (
     check_ak_certificate,
     issue_ak_certificate,
 )
+from enrollment.attestation.clock import FixedClock
 from enrollment.attestation.credential import CredentialActivation, CredentialChallenge
 from enrollment.attestation.device import TpmDevice
 from enrollment.attestation.errors import AttestationError, Reason
@@ -75,17 +76,17 @@ def test_credential_for_another_ak_name_cannot_be_activated(swtpm_device, activa
 
 
 def test_expired_challenge(swtpm_device, ek_trust):
-    now = [datetime.now(UTC)]
+    clock = FixedClock(datetime.now(UTC))
     activation = CredentialActivation(
         ek_trust,
         InMemoryChallengeRepository[CredentialChallenge](),
-        lambda: now[0],
+        clock,
         ttl=timedelta(seconds=30),
     )
     with TpmDevice(swtpm_device.tcti) as device:
         blob = activation.start(device.ek_certificate(), device.ak_public())
         secret = device.activate_credential(blob.id_object, blob.encrypted_secret)
-    now[0] += timedelta(seconds=31)
+    clock.advance(timedelta(seconds=31))
     with pytest.raises(AttestationError) as err:
         activation.finish(blob.challenge_id, secret)
     assert err.value.reason is Reason.EXPIRED

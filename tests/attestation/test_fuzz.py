@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from enrollment.attestation.ak_cert import issue_ak_certificate
+from enrollment.attestation.clock import SystemClock
 from enrollment.attestation.credential import CredentialActivation, CredentialChallenge
 from enrollment.attestation.device import TpmDevice
 from enrollment.attestation.errors import AttestationError
@@ -42,14 +43,14 @@ class Genuine:
 
 @pytest.fixture(scope="session")
 def genuine(swtpm_device, ek_trust, attestation_ca) -> Genuine:
-    clock = lambda: datetime.now(UTC)  # noqa: E731
+    clock = SystemClock()
     activation = CredentialActivation(ek_trust, InMemoryChallengeRepository[CredentialChallenge](), clock)
     with TpmDevice(swtpm_device.tcti) as device:
         blob = activation.start(device.ek_certificate(), device.ak_public())
         activated = activation.finish(
             blob.challenge_id, device.activate_credential(blob.id_object, blob.encrypted_secret)
         )
-        ak_cert = issue_ak_certificate(activated, attestation_ca.key, attestation_ca.cert, clock())
+        ak_cert = issue_ak_certificate(activated, attestation_ca.key, attestation_ca.cert, clock.now())
         device.create_device_key()
         csr = device.build_csr()
         att_obj = device.att_obj(KEY_AUTHORIZATION, [ak_cert.public_bytes(Encoding.DER)])

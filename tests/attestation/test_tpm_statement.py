@@ -26,6 +26,7 @@ from tpm2_pytss.types import TPM2B_PUBLIC, TPM2B_SENSITIVE_CREATE, TPMT_PUBLIC
 
 from enrollment.attestation.acme_challenge import DeviceAttest01, DeviceAttest01Response
 from enrollment.attestation.ak_cert import issue_ak_certificate
+from enrollment.attestation.clock import FixedClock
 from enrollment.attestation.credential import ActivatedAk
 from enrollment.attestation.device import TpmDevice
 from enrollment.attestation.ek import EkIdentity, validate_ek_certificate
@@ -194,12 +195,12 @@ def test_replay_against_consumed_challenge(attested, attestation_ca, clock):
 
 
 def test_expired_attestation_challenge(attested, attestation_ca):
-    now = [datetime.now(UTC)]
+    clock = FixedClock(datetime.now(UTC))
     verifier = DeviceAttestationVerifier(
-        [attestation_ca.cert], InMemoryChallengeRepository[AttestationChallenge](), lambda: now[0]
+        [attestation_ca.cert], InMemoryChallengeRepository[AttestationChallenge](), clock
     )
     challenge = verifier.new_challenge(attested.identifier, ttl=timedelta(seconds=5))
-    now[0] += timedelta(seconds=6)
+    clock.advance(timedelta(seconds=6))
     call = lambda: verifier.verify(  # noqa: E731
         challenge.id, attested.att_obj, attested.key_authorization, attested.csr.public_key()
     )
