@@ -1,0 +1,1 @@
+"""SCEP server (RFC 8894) issuing from the RSA issuing CA through the Authority."""

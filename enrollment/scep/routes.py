@@ -1,0 +1,165 @@
+"""HTTP binding of SCEP (RFC 8894 §4.1): ``GET|POST /scep[/<profile>][/pkiclient.exe]?operation=…``.
+
+A bare ASGI app (no framework on this path), mounted on both listeners. Bodies and query
+strings are bounded before anything is parsed; blocking work (HSM, database, webhook) runs in
+a worker thread. Also mounts the admin endpoint ``POST /admin/v1/scep/challenges`` (HTTPS).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+from typing import Any
+from urllib.parse import parse_qs
+
+from ca.errors import ErrorKind, PKIError
+from ca.service.mounts import HTTP, HTTPS, HttpMount, Receive, Scope, Send
+from enrollment.scep.messages import HttpAnswer
+from enrollment.scep.service import ScepService
+
+log = logging.getLogger("ikepki.scep.http")
+PREFIX = "/scep"
+ADMIN_PREFIX = "/admin/v1/scep"
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(receive: Receive, limit: int, declared: int | None) -> bytes:
+    if declared is not None and declared > limit:
+        raise BodyTooLarge
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def respond(send: Send, answer: HttpAnswer, head: bool = False) -> None:
+    await send({"type": "http.response.start", "status": answer.status,
+                "headers": [(b"content-type", answer.content_type.encode()),
+                            (b"content-length", str(len(answer.body)).encode())]})
+    await send({"type": "http.response.body", "body": b"" if head else answer.body})
+
+
+def _text(status: int, text: str) -> HttpAnswer:
+    return HttpAnswer(status, (text + "\n").encode(), "text/plain; charset=utf-8")
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def client_ip(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else ""
+
+
+def decode_message(raw: str | bytes) -> bytes:
+    """The base64 ``message`` of a GET PKIOperation ('+' may arrive as ' ' when not URL-encoded)."""
+    text = raw.decode("ascii", "replace") if isinstance(raw, bytes) else raw
+    text = "".join(text.replace(" ", "+").split())
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("message is not base64") from None
+
+
+class ScepApp:
+    """RFC 8894 operations: GetCACaps, GetCACert, GetNextCACert, PKIOperation."""
+
+    def __init__(self, deployment: Any) -> None:
+        self.deployment = deployment
+        self._service: ScepService | None = None
+
+    @property
+    def service(self) -> ScepService:
+        if self._service is None:
+            self._service = ScepService(self.deployment)
+        return self._service
+
+    def _profile(self, path: str) -> str | None:
+        rest = path[len(PREFIX):].strip("/").split("/") if path.startswith(PREFIX) else []
+        parts = [p for p in rest if p and p.lower() != "pkiclient.exe"]
+        if len(parts) > 1:
+            return None
+        name = parts[0] if parts else self.service.settings.default_profile
+        return name if self.service.has_profile(name) else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        method = scope["method"]
+        try:
+            answer = await self._handle(scope, receive, method)
+        except BodyTooLarge:
+            answer = _text(413, "request too large")
+        except PKIError as exc:
+            answer = _text(503 if exc.kind is ErrorKind.UNAVAILABLE else 400, exc.detail)
+        await respond(send, answer, head=method == "HEAD")
+
+    async def _handle(self, scope: Scope, receive: Receive, method: str) -> HttpAnswer:
+        limit = self.service.settings.max_body_bytes
+        query = scope.get("query_string", b"")
+        if len(query) > limit * 2:
+            return _text(414, "query string too long")
+        profile = self._profile(scope["path"])
+        if profile is None:
+            return _text(404, "unknown SCEP profile")
+        params = parse_qs(query.decode("latin-1"), max_num_fields=8)
+        operation = (params.get("operation") or [""])[0]
+        if method in ("GET", "HEAD"):
+            return await self._get(operation, params, profile, scope)
+        if method == "POST":
+            declared = header(scope, b"content-length")
+            body = await read_body(receive, limit, int(declared) if declared and declared.isdigit() else None)
+            if operation != "PKIOperation":
+                return _text(400, "POST is only for operation=PKIOperation")
+            if body[:1] != b"\x30":  # some clients POST base64
+                try:
+                    body = decode_message(body)
+                except ValueError:
+                    return _text(400, "body is neither DER nor base64")
+            return await asyncio.to_thread(self.service.pki_operation, body, profile, client_ip(scope))
+        return _text(405, "method not allowed")
+
+    async def _get(self, operation: str, params: dict[str, list[str]], profile: str, scope: Scope) -> HttpAnswer:
+        service = self.service
+        if operation == "GetCACaps":
+            return await asyncio.to_thread(service.caps)
+        if operation == "GetCACert":
+            return await asyncio.to_thread(service.ca_certs, (params.get("message") or [""])[0][:64])
+        if operation == "GetNextCACert":
+            answer = await asyncio.to_thread(service.next_ca_cert)
+            return answer or _text(404, "no CA rollover is staged")
+        if operation == "PKIOperation":
+            try:
+                body = decode_message((params.get("message") or [""])[0])
+            except ValueError:
+                return _text(400, "message is not base64")
+            if not body:
+                return _text(400, "message is missing")
+            return await asyncio.to_thread(service.pki_operation, body, profile, client_ip(scope))
+        return _text(400, "unknown operation")
+
+
+def http_mounts(deployment: Any) -> list[HttpMount]:
+    from enrollment.scep.admin import AdminApp
+
+    scep = ScepApp(deployment)
+    return [HttpMount(PREFIX, scep, frozenset({HTTP, HTTPS})),
+            HttpMount(ADMIN_PREFIX, AdminApp(scep), frozenset({HTTPS}))]
