@@ -1,0 +1,91 @@
+"""``ikepki ocsp serve`` (the OCSP + CRL mounts alone, to scale as their own deployment reading
+the store) and ``ikepki crl publish`` (write the current CRLs for static hosting)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ca.cli.common import (
+    DEFAULT_DIR,
+    ConfigOption,
+    DirOption,
+    JsonOption,
+    cli_errors,
+    console,
+    open_deployment,
+    print_json,
+    setup_logging,
+)
+from ca.errors import ErrorKind, PKIError
+
+ocsp_app = typer.Typer(no_args_is_help=True, help="OCSP responder (RFC 6960 / RFC 5019) and CRL distribution.")
+crl_app = typer.Typer(no_args_is_help=True, help="Certificate revocation lists (RFC 5280 §5).")
+
+
+@ocsp_app.command("serve")
+@cli_errors
+def serve(directory: DirOption = DEFAULT_DIR, config: ConfigOption = None,
+          host: Annotated[str | None, typer.Option(help="Listen address (default from config).")] = None,
+          port: Annotated[int | None, typer.Option(help="Plain HTTP port (default: http_port, 8080).")] = None,
+          no_workers: Annotated[bool, typer.Option("--no-workers", help="Do not run the CRL publisher and "
+                                                   "signer rotation here.")] = False) -> None:
+    """Serve /ocsp and /crl (plus /healthz, /readyz, /metrics, /ca) over plain HTTP."""
+    from ca.service.server import run_servers
+    from ocsp.http import http_mounts
+    from ocsp.worker import background_tasks
+
+    setup_logging()
+    dep = open_deployment(directory, config)
+    h, p = host or dep.settings.host, port or dep.settings.http_port
+    mounts = http_mounts(dep)
+    tasks = [] if no_workers else background_tasks(dep)
+
+    def ready() -> None:
+        console.print(f"ikepki OCSP/CRL serving http://{h}:{p} (OCSP /ocsp, CRL /crl)", highlight=False)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_servers(dep, h, None, p, mounts=mounts, tasks=tasks, ready=ready))
+
+
+@crl_app.command("publish")
+@cli_errors
+def publish(out: Annotated[Path, typer.Option("--out", help="Write the CRLs into this directory.")],
+            directory: DirOption = DEFAULT_DIR, config: ConfigOption = None,
+            force: Annotated[bool, typer.Option("--force", help="Issue new CRLs now even if not due.")] = False,
+            json_out: JsonOption = False) -> None:
+    """Publish what is due (under the publisher lease), then write every issuer's current CRLs
+    (<issuer>.crl, <issuer>-delta.crl, DER, and .pem) into --out for static hosting."""
+    from ocsp.runtime import runtime_for
+
+    dep = open_deployment(directory, config)
+    rt = runtime_for(dep)
+    published = rt.publish(force)
+    if published is None:
+        console.print("another replica holds the publisher lease: writing its newest CRLs", highlight=False) \
+            if not json_out else None
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for issuer_id in sorted(rt.crl_issuer_ids):
+        for kind in ("full", "delta"):
+            served = rt.crls.refresh(issuer_id, kind)
+            if served is None:
+                continue
+            stem = issuer_id if kind == "full" else f"{issuer_id}-delta"
+            (out / f"{stem}.crl").write_bytes(served.der)
+            (out / f"{stem}.pem").write_bytes(served.pem)
+            written.append({"issuer": issuer_id, "kind": kind, "number": served.number,
+                            "file": str(out / f"{stem}.crl")})
+    if not written:
+        raise PKIError(ErrorKind.UNAVAILABLE, "no CRL has been published yet (another replica holds the lease)")
+    if json_out:
+        print_json({"published": published or [], "written": written})
+        return
+    for line in published or []:
+        console.print(f"published {line}", highlight=False)
+    for w in written:
+        console.print(f"{w['file']}: {w['issuer']} {w['kind']} CRL #{w['number']}", highlight=False)

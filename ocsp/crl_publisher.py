@@ -1,0 +1,210 @@
+"""The CRL publisher: full and delta CRLs per issuing CA plus the root CA's CRL (RFC 5280 §5),
+stored in ``ocsp_crl_publications`` so every replica serves the same bytes.
+
+One publisher at a time: callers hold the ``crl-publisher`` lease (:mod:`ocsp.lease`). CRL
+numbers come from the table (max + 1 per issuer, shared by full and delta CRLs, §5.2.3) and a
+unique constraint on (issuer, number) makes a racing second publisher fail rather than reuse a
+number, so numbers strictly increase across replicas.
+
+Policy (``crl:`` settings):
+- A scheduled full CRL every ``full_interval_hours`` (nextUpdate ``full_validity_hours``) is a
+  *base*: delta CRLs name the newest base in deltaCRLIndicator and list everything revoked since
+  its cut time (minus a safety margin), plus removeFromCRL entries for holds released since then
+  (§5.2.4, §5.3.1). A client keeping any full CRL numbered >= that base can apply the delta.
+- On revocation (seen in the core's outbox), a new delta and — unless ``full_on_revocation`` is
+  off — a new full CRL (not a base) are published; the caller debounces.
+- A delta is also re-issued every ``delta_interval_minutes`` (before its nextUpdate).
+- The root CA's CRL (no revoked CAs in the store: an empty list with number, AKI, nextUpdate
+  ``root_validity_days``) is re-issued at half its validity.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, func, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from ca.clock import as_utc
+from ocsp.crl import CrlIssuer, build_crl, remove_from_crl_entries
+from ocsp.records import CrlPublicationRecord
+from ocsp.settings import CrlSettings
+
+CRLS = CrlPublicationRecord.__table__  # type: ignore[attr-defined]
+ROOT = "root"
+DELTA_MARGIN = timedelta(seconds=60)  # in-flight revocations committed just after a base was cut
+log = logging.getLogger("ikepki.crl")
+
+
+@dataclass(frozen=True)
+class Published:
+    """A row of ``ocsp_crl_publications`` without the DER."""
+
+    id: int
+    issuer_id: str
+    kind: str
+    crl_number: int
+    base_number: int | None
+    is_base: bool
+    cut_at: datetime
+    feed_cursor: int
+    this_update: datetime
+    next_update: datetime
+    entries: int
+
+
+_COLUMNS = [CRLS.c.id, CRLS.c.issuer_id, CRLS.c.kind, CRLS.c.crl_number, CRLS.c.base_number, CRLS.c.is_base,
+            CRLS.c.cut_at, CRLS.c.feed_cursor, CRLS.c.this_update, CRLS.c.next_update, CRLS.c.entries]
+
+
+def _published(row: Any) -> Published:
+    return Published(row.id, row.issuer_id, row.kind, int(row.crl_number), row.base_number, bool(row.is_base),
+                     as_utc(row.cut_at), int(row.feed_cursor), as_utc(row.this_update), as_utc(row.next_update),
+                     int(row.entries))
+
+
+def latest(conn: Any, issuer_id: str, kind: str, base_only: bool = False) -> Published | None:
+    stmt = select(*_COLUMNS).where(CRLS.c.issuer_id == issuer_id, CRLS.c.kind == kind)
+    if base_only:
+        stmt = stmt.where(CRLS.c.is_base.is_(True))
+    row = conn.execute(stmt.order_by(CRLS.c.crl_number.desc()).limit(1)).first()
+    return _published(row) if row else None
+
+
+def crl_issuers(dep: Any) -> dict[str, CrlIssuer]:
+    """Every issuing CA (with its delta URL for FreshestCRL) and the root CA."""
+    out = {i: CrlIssuer(i, iss.certificate, iss.key, iss.urls.delta_crl) for i, iss in dep.issuers.items()}
+    out[ROOT] = CrlIssuer(ROOT, dep.root, dep.signing_key(dep.manifest["root"]["key"]), None)
+    return out
+
+
+class CrlPublisher:
+    """Builds, signs and records CRLs (blocking: call from a thread)."""
+
+    def __init__(self, dep: Any, settings: CrlSettings | None = None) -> None:
+        self.dep = dep
+        self.settings = settings or dep.settings_for(CrlSettings, "crl")
+        self._issuers: dict[str, CrlIssuer] | None = None
+
+    @property
+    def issuers(self) -> dict[str, CrlIssuer]:
+        if self._issuers is None:
+            self._issuers = crl_issuers(self.dep)
+        return self._issuers
+
+    # -- decisions ----------------------------------------------------------------------------
+
+    def run_once(self, force: bool = False) -> list[str]:
+        """Publish whatever is due now; returns descriptions of what was published."""
+        done: list[str] = []
+        s = self.settings
+        for issuer_id in self.issuers:
+            now = self.dep.clock.now()
+            with self.dep.db.read() as conn:
+                full = latest(conn, issuer_id, "full")
+                base = latest(conn, issuer_id, "full", base_only=True)
+                delta = latest(conn, issuer_id, "delta")
+                feed = self.feed_position(conn, issuer_id)
+            if issuer_id == ROOT:
+                if force or full is None or now - full.this_update >= timedelta(days=s.root_validity_days) / 2:
+                    done.append(self.publish_full(issuer_id, is_base=True))
+                continue
+            new_base = force or base is None or now - base.this_update >= timedelta(hours=s.full_interval_hours)
+            if new_base:
+                done.append(self.publish_full(issuer_id, is_base=True))
+            elif full is not None and feed > full.feed_cursor and s.full_on_revocation:
+                done.append(self.publish_full(issuer_id, is_base=False))
+            stale = delta is None or now - delta.this_update >= timedelta(minutes=s.delta_interval_minutes)
+            if new_base or stale or feed > delta.feed_cursor:  # type: ignore[union-attr]
+                done.append(self.publish_delta(issuer_id))
+        return done
+
+    def feed_position(self, conn: Any, issuer_id: str) -> int:
+        """The newest outbox event (revocation or release) for this issuer."""
+        from ca.store.sql import OUTBOX
+
+        return int(conn.execute(select(func.coalesce(func.max(OUTBOX.c.id), 0)).where(
+            OUTBOX.c.issuer_id == issuer_id)).scalar_one())
+
+    def feed_max(self) -> int:
+        from ca.store.sql import OUTBOX
+
+        with self.dep.db.read() as conn:
+            return int(conn.execute(select(func.coalesce(func.max(OUTBOX.c.id), 0))).scalar_one())
+
+    # -- publishing ---------------------------------------------------------------------------
+
+    def publish_full(self, issuer_id: str, is_base: bool) -> str:
+        issuer = self.issuers[issuer_id]
+        validity = (timedelta(days=self.settings.root_validity_days) if issuer_id == ROOT
+                    else timedelta(hours=self.settings.full_validity_hours))
+        for _ in range(3):
+            now = self.dep.clock.now().replace(microsecond=0)
+            with self.dep.db.read() as conn:
+                feed = self.feed_position(conn, issuer_id)
+                number = self._next_number(conn, issuer_id)
+            entries = [] if issuer_id == ROOT else [e for _, e in self.dep.store.revoked_entries(issuer_id)]
+            der, count = build_crl(issuer, entries, number, now, now + validity)
+            if self._record(issuer_id, "full", number, None, is_base, now, feed, now, now + validity, count, der):
+                return f"{issuer_id} full #{number} ({count} entries{', base' if is_base else ''})"
+        raise RuntimeError(f"could not publish a full CRL for {issuer_id}: CRL numbers kept colliding")
+
+    def publish_delta(self, issuer_id: str) -> str:
+        issuer = self.issuers[issuer_id]
+        validity = timedelta(hours=self.settings.delta_validity_hours)
+        for _ in range(3):
+            now = self.dep.clock.now().replace(microsecond=0)
+            with self.dep.db.read() as conn:
+                base = latest(conn, issuer_id, "full", base_only=True)
+                feed = self.feed_position(conn, issuer_id)
+                number = self._next_number(conn, issuer_id)
+            if base is None:
+                self.publish_full(issuer_id, is_base=True)
+                continue
+            since = base.cut_at - DELTA_MARGIN
+            revoked = dict(self.dep.store.revoked_entries(issuer_id, since=since))
+            released = remove_from_crl_entries(sorted(set(self.dep.store.released_since(issuer_id, since))), now,
+                                               skip=set(revoked))
+            der, count = build_crl(issuer, [*revoked.values(), *released], number, now, now + validity,
+                                   delta_base=base.crl_number)
+            if self._record(issuer_id, "delta", number, base.crl_number, False, now, feed, now, now + validity,
+                            count, der):
+                return f"{issuer_id} delta #{number} (base #{base.crl_number}, {count} entries)"
+        raise RuntimeError(f"could not publish a delta CRL for {issuer_id}")
+
+    def _next_number(self, conn: Any, issuer_id: str) -> int:
+        current = conn.execute(select(func.max(CRLS.c.crl_number)).where(CRLS.c.issuer_id == issuer_id)).scalar()
+        return int(current or 0) + 1
+
+    def _record(self, issuer_id: str, kind: str, number: int, base_number: int | None, is_base: bool,
+                cut_at: datetime, feed: int, this_update: datetime, next_update: datetime, entries: int,
+                der: bytes) -> bool:
+        try:
+            with self.dep.db.write() as conn:
+                conn.execute(insert(CRLS), {
+                    "issuer_id": issuer_id, "kind": kind, "crl_number": number, "base_number": base_number,
+                    "is_base": is_base, "cut_at": cut_at, "feed_cursor": feed, "this_update": this_update,
+                    "next_update": next_update, "entries": entries, "sha256": hashlib.sha256(der).hexdigest(),
+                    "der": der, "created_at": self.dep.clock.now()})
+                self._prune(conn, issuer_id, kind)
+        except IntegrityError:
+            log.warning("CRL number %d for %s already taken (another publisher?); retrying", number, issuer_id)
+            return False
+        log.info("published %s %s CRL #%d (%d entries)", issuer_id, kind, number, entries)
+        return True
+
+    def _prune(self, conn: Any, issuer_id: str, kind: str) -> None:
+        """Keep the newest ``keep_history`` CRLs of this kind, and always the newest base."""
+        keep = conn.execute(select(CRLS.c.crl_number).where(CRLS.c.issuer_id == issuer_id, CRLS.c.kind == kind)
+                            .order_by(CRLS.c.crl_number.desc()).limit(1).offset(self.settings.keep_history - 1)
+                            ).scalar()
+        if keep is None:
+            return
+        newest_base = conn.execute(select(func.max(CRLS.c.crl_number)).where(
+            CRLS.c.issuer_id == issuer_id, CRLS.c.is_base.is_(True))).scalar()
+        conn.execute(delete(CRLS).where(and_(CRLS.c.issuer_id == issuer_id, CRLS.c.kind == kind,
+                                             CRLS.c.crl_number < keep, CRLS.c.crl_number != (newest_base or -1))))

@@ -1,0 +1,129 @@
+"""Delegated OCSP signers (RFC 6960 §4.2.2.2): one HSM key per issuing CA (``ocsp-<issuer>``) with a
+short-lived certificate (EKU id-kp-OCSPSigning + id-pkix-ocsp-nocheck).
+
+The newest certificate of each signer lives in ``ocsp_signer_certs`` so every replica signs with
+the same one; the file named in the manifest (``services/ocsp-<issuer>.pem``) is the seed and is
+rewritten on rotation. Rotation runs under the ``ocsp-signer-rotation`` lease (one replica).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from sqlalchemy import insert, select
+
+from ca.clock import as_utc
+from ca.errors import PKIError
+from ca.keys.signer import SigningKey
+from ca.model import Requester
+from ocsp.records import OcspSignerCertRecord
+from ocsp.signing import algorithm_identifier
+
+SIGNER_CERTS = OcspSignerCertRecord.__table__  # type: ignore[attr-defined]
+log = logging.getLogger("ikepki.ocsp.signers")
+_HASHES = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha384": hashlib.sha384, "sha512": hashlib.sha512}
+
+
+def public_key_bits(cert: x509.Certificate) -> bytes:
+    """The subjectPublicKey BIT STRING contents (what CertID issuerKeyHash and byKey hash)."""
+    pub = cert.public_key()
+    if isinstance(pub, ec.EllipticCurvePublicKey):
+        return pub.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+    if isinstance(pub, rsa.RSAPublicKey):
+        return pub.public_bytes(Encoding.DER, PublicFormat.PKCS1)
+    raise TypeError(f"unsupported issuer key {type(pub).__name__}")
+
+
+def issuer_hashes(cert: x509.Certificate) -> list[tuple[str, bytes, bytes]]:
+    """(hash name, issuerNameHash, issuerKeyHash) for every CertID hash we accept (RFC 6960 §4.1.1)."""
+    name, key = cert.subject.public_bytes(), public_key_bits(cert)
+    return [(h, fn(name).digest(), fn(key).digest()) for h, fn in _HASHES.items()]
+
+
+@dataclass(frozen=True)
+class Signer:
+    """What signs responses for one issuing CA: the delegated key + cert (or the CA itself)."""
+
+    issuer_id: str
+    key: SigningKey
+    certificate: x509.Certificate
+    delegated: bool
+
+    @property
+    def key_hash(self) -> bytes:
+        return hashlib.sha1(public_key_bits(self.certificate)).digest()  # noqa: S324  (RFC 6960 byKey)
+
+    @property
+    def alg_id(self) -> bytes:
+        return algorithm_identifier(self.key)
+
+    @property
+    def certs_der(self) -> list[bytes]:
+        return [self.certificate.public_bytes(Encoding.DER)] if self.delegated else []
+
+    @property
+    def not_after(self) -> datetime:
+        return self.certificate.not_valid_after_utc
+
+
+def service_name(issuer_id: str) -> str:
+    return f"ocsp-{issuer_id}"
+
+
+def load_signer(dep: Any, issuer_id: str) -> Signer:
+    """The delegated signer with its newest certificate; the issuing CA itself when the deployment
+    has no delegated key for it."""
+    try:
+        svc = dep.service_key(service_name(issuer_id))
+    except PKIError:
+        issuer = dep.issuers[issuer_id]
+        return Signer(issuer_id, issuer.key, issuer.certificate, delegated=False)
+    cert = newest_cert(dep, issuer_id, svc.certificate)
+    return Signer(issuer_id, svc.key, cert, delegated=True)
+
+
+def newest_cert(dep: Any, issuer_id: str, seed: x509.Certificate) -> x509.Certificate:
+    """The table's newest cert for this signer key (falls back to ``seed``, the manifest file)."""
+    with dep.db.read() as conn:
+        row = conn.execute(select(SIGNER_CERTS.c.der).where(SIGNER_CERTS.c.issuer_id == issuer_id)
+                           .order_by(SIGNER_CERTS.c.not_after.desc()).limit(1)).first()
+    if row is None:
+        return seed
+    cert = x509.load_der_x509_certificate(bytes(row.der))
+    same_key = public_key_bits(cert) == public_key_bits(seed)
+    return cert if same_key and cert.not_valid_after_utc > seed.not_valid_after_utc else seed
+
+
+def needs_rotation(cert: x509.Certificate, now: datetime, before: timedelta) -> bool:
+    return cert.not_valid_after_utc - now <= before
+
+
+def rotate(dep: Any, issuer_id: str) -> x509.Certificate:
+    """Issue a fresh certificate for the signer key through the Authority, record it in the table
+    (so other replicas switch) and rewrite the manifest's PEM file. Blocking."""
+    from ca.deployment import issue_service_cert
+
+    name = service_name(issuer_id)
+    svc = dep.service_key(name)
+    entry = dep.manifest["service_keys"][name]
+    issued = issue_service_cert(dep, entry.get("profile", "ocsp-signer"), issuer_id, svc.key,
+                                svc.certificate.subject, Requester("ocsp", "signer-rotation"))
+    cert = issued.certificate
+    now = dep.clock.now()
+    with dep.db.write() as conn:
+        conn.execute(insert(SIGNER_CERTS), {"issuer_id": issuer_id, "serial": format(cert.serial_number, "x"),
+                                            "not_after": cert.not_valid_after_utc,
+                                            "der": cert.public_bytes(Encoding.DER), "created_at": now})
+    path = dep.path(entry["cert"])
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(issued.pem_chain())
+    tmp.replace(path)
+    log.info("rotated OCSP signer %s: serial %x until %s", name, cert.serial_number, as_utc(cert.not_valid_after_utc))
+    return cert
