@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 from gw_lab import Lab
-from gw_pki import build_pki
+from gw_ocsp import OcspServer
+from gw_pki import build_pki, make_root
 from gw_procs import Charon, Conn, ResponderProc, free_port, free_udp_pair
 
 POLICY = """
@@ -46,7 +47,11 @@ def _responder(d: Path, name: str, args: list[str]) -> ResponderProc:
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     _need_root()
     d = tmp_path_factory.mktemp("gwlab")
-    pki = build_pki()
+    ocsp = OcspServer(make_root("placeholder"))
+    ocsp.start()
+    pki = build_pki(ocsp.url)
+    rita = pki.clients["rita"].cert
+    ocsp.issuer, ocsp.certs, ocsp.revoked = pki.root, {rita.serial_number: rita}, {rita.serial_number}
     pki.write(d)
     (d / "policy.yaml").write_text(POLICY)
     main = _responder(d, "main", ["--policy", str(d / "policy.yaml"), "--ocsp", "relaxed"])
@@ -64,6 +69,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         Conn("mallory", "mallory", "mallory@example.test"),
         Conn("olga", "olga", "olga@example.test"),
         Conn("walt", "walt", "walt@example.test"),
+        Conn("rita", "rita", "rita@example.test"),
         Conn("legacy", "alice", "alice@example.test", proposals="aes256-sha1-modp1024"),
         Conn("x25519first", "erin", "erin@example.test", proposals="aes256gcm16-prfsha256-x25519-ecp256"),
         Conn("wrongid", "alice", "mallory@example.test"),
@@ -91,3 +97,4 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     finally:
         for proc in reversed(started):
             proc.stop()
+        ocsp.stop()

@@ -115,9 +115,9 @@ charon {{
   port_nat_t = {self.nat_port}
   install_routes = no
   install_virtual_ip = no
-  retransmit_timeout = 1.0
+  retransmit_timeout = 2.0
   retransmit_base = 1.4
-  retransmit_tries = 2
+  retransmit_tries = 3
   syslog {{
     daemon {{
       default = -1
@@ -175,7 +175,7 @@ swanctl {{
         s.connect(str(self.vici_path))
         return vici.Session(s)
 
-    def initiate(self, ike: str, child: str | None = None, timeout_ms: int = 8000) -> tuple[bool, str]:
+    def initiate(self, ike: str, child: str | None = None, timeout_ms: int = 15000) -> tuple[bool, str]:
         """Initiate and return (success, charon's log lines for this initiation)."""
         req: dict[str, Any] = {"ike": ike, "timeout": str(timeout_ms), "loglevel": "2"}
         if child:

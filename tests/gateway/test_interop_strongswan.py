@@ -93,6 +93,7 @@ def test_no_policy_file_grants_ike_sa_but_no_child(lab: Lab) -> None:
     ("olga", "expired"),
     ("walt", "EKU"),
     ("wrongid", "identity does not match"),
+    ("rita", "OCSP: certificate revoked"),
 ])
 def test_bad_certificates_are_refused_with_authentication_failed(lab: Lab, conn: str, reason: str) -> None:
     ok, log = connect(lab, conn)
