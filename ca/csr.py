@@ -71,6 +71,7 @@ def parse_csr(data: bytes) -> CertificationRequest:
     der = decode_csr_bytes(data)
     try:
         csr = x509.load_der_x509_csr(der)
+        _check_signature_hash(csr)
         if not csr.is_signature_valid:
             raise PKIError(ErrorKind.BAD_CSR, "CSR signature is invalid")
     except PKIError:

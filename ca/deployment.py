@@ -42,7 +42,6 @@ from ca.keys.signer import SigningKey
 from ca.keys.uri import parse as parse_uri
 from ca.model import IssuedCertificate, Requester
 from ca.profiles import BUILTIN_PROFILES, Profile, with_lifetimes
-from ca.store import migrate
 from ca.store.db import Database
 from ca.store.sql import SqlCertificateStore
 
@@ -259,6 +258,8 @@ def init_deployment(directory: Path, ceremony_path: Path | None = None, force: b
     (directory / MANIFEST).write_text(yaml.safe_dump(manifest, sort_keys=False))
     if not (directory / "ikepki.yaml").exists():
         (directory / "ikepki.yaml").write_text(DEFAULT_CONFIG)
+    from ca.store import migrate
+
     migrate.upgrade(f"sqlite:///{directory / 'ikepki.db'}" if not os.environ.get("IKEPKI_DATABASE_URL")
                     else os.environ["IKEPKI_DATABASE_URL"])
     result.made.append(("store", (os.environ.get("IKEPKI_DATABASE_URL") and "database at IKEPKI_DATABASE_URL")

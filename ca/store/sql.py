@@ -172,10 +172,15 @@ class SqlCertificateReader:
         out: list[dict[str, Any]] = []
         with self.db.read() as conn:
             if serials is None:
-                return [dict(r._mapping) for r in conn.execute(stmt.limit(max(1, min(limit, 100_000))))]
-            hexes = [_hex(s) for s in serials]
-            for i in range(0, len(hexes), 500):
-                out += [dict(r._mapping) for r in conn.execute(stmt.where(OUTBOX.c.serial.in_(hexes[i:i + 500])))]
+                out = [dict(r._mapping) for r in conn.execute(stmt.limit(max(1, min(limit, 100_000))))]
+            else:
+                hexes = [_hex(s) for s in serials]
+                for i in range(0, len(hexes), 500):
+                    out += [dict(r._mapping) for r in conn.execute(stmt.where(OUTBOX.c.serial.in_(hexes[i:i + 500])))]
+        for row in out:
+            for key in ("next_attempt_at", "delivered_at", "created_at"):
+                if row[key] is not None:
+                    row[key] = as_utc(row[key])
         return out
 
     def gateway_health(self) -> list[dict[str, Any]]:
@@ -189,8 +194,9 @@ class SqlCertificateReader:
             rows = [dict(r._mapping) for r in conn.execute(stmt)]
         for row in rows:
             row["pending"] = int(row["pending"] or 0)
-            if row["oldest_pending"] is not None:
-                row["oldest_pending"] = as_utc(row["oldest_pending"])
+            for key in ("oldest_pending", "created_at", "last_success_at"):
+                if row[key] is not None:
+                    row[key] = as_utc(row[key])
         return rows
 
 

@@ -1,0 +1,147 @@
+"""Issuance through SoftHSM for every profile and client key type; every result verified by
+openssl and pkilint (independent checkers), keys reported non-extractable by the token."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from ca.authority import Authority
+from ca.csr import parse_csr
+from ca.keys.signer import KeySpec
+from ca.model import IssuanceRequest, Requester
+from ca.profiles import EKU_IPSEC_IKE
+from tests.core.csr_factory import KEY_TYPES, SANS_FOR_PROFILE, make_csr, make_key
+
+PKILINT = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "lint_pkix_cert")
+
+
+def openssl_verify(tmp_path: Path, root: x509.Certificate, chain: tuple[x509.Certificate, ...],
+                   leaf: x509.Certificate, purpose: str | None = None) -> None:
+    (tmp_path / "root.pem").write_bytes(root.public_bytes(Encoding.PEM))
+    (tmp_path / "chain.pem").write_bytes(b"".join(c.public_bytes(Encoding.PEM) for c in chain))
+    (tmp_path / "leaf.pem").write_bytes(leaf.public_bytes(Encoding.PEM))
+    cmd = ["openssl", "verify", "-x509_strict", "-CAfile", str(tmp_path / "root.pem"), "-untrusted",
+           str(tmp_path / "chain.pem")]
+    if purpose:
+        cmd += ["-purpose", purpose]
+    proc = subprocess.run([*cmd, str(tmp_path / "leaf.pem")], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith(": OK"), proc.stdout + proc.stderr
+
+
+def pkilint(tmp_path: Path, cert: x509.Certificate, allowed: tuple[str, ...] = ()) -> None:
+    """No pkilint finding at WARNING or above, except the named ``allowed`` ones."""
+    path = tmp_path / "lint.pem"
+    path.write_bytes(cert.public_bytes(Encoding.PEM))
+    proc = subprocess.run([PKILINT, "lint", "-s", "WARNING", "-f", "JSON", str(path)], capture_output=True, text=True,
+                          check=False)
+    import json
+
+    report = json.loads(proc.stdout or "{}")
+    findings = [f"{r['validator']}: {f['code']} {f.get('message')}" for r in report.get("results", [])
+                for f in r.get("finding_descriptions", []) if f"{f['code']} {f.get('message')}" not in allowed]
+    assert not findings and not proc.stderr.strip(), f"pkilint findings: {findings}\n{proc.stderr}"
+
+
+@pytest.mark.parametrize("profile", ["machine", "user", "gateway"])
+@pytest.mark.parametrize("key_type", KEY_TYPES)
+def test_issue_every_profile_and_key_type(deployment, tmp_path: Path, profile: str, key_type: str) -> None:
+    csr = parse_csr(make_csr(make_key(key_type), SANS_FOR_PROFILE[profile]))
+    issued = deployment.authority.issue(IssuanceRequest(csr, profile, Requester("test", "pytest")))
+    cert = issued.certificate
+    openssl_verify(tmp_path, deployment.root, issued.chain, cert)
+    pkilint(tmp_path, cert)
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert EKU_IPSEC_IKE in eku and ExtendedKeyUsageOID.CLIENT_AUTH in eku
+    assert (ExtendedKeyUsageOID.SERVER_AUTH in eku) == (profile == "gateway")
+    lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
+    expected = deployment.profiles[profile].default_lifetime
+    assert expected <= lifetime <= expected + timedelta(minutes=2)
+    assert cert.serial_number.bit_length() >= 64
+    stored = deployment.store.get(cert.serial_number)
+    assert stored is not None and stored.der == cert.public_bytes(Encoding.DER) and stored.profile == profile
+
+
+@pytest.mark.parametrize("profile", ["machine", "gateway"])
+def test_issue_from_rsa_issuing_ca(deployment, tmp_path: Path, profile: str) -> None:
+    """The RSA-3072 issuing CA (SCEP, legacy clients) signs through the HSM too."""
+    auth = deployment.authority
+    scoped = Authority(auth.issuers, auth.store, {**auth.profiles, profile: replace(auth.profiles[profile],
+                                                                                   issuer="rsa")},
+                       auth.audit, auth.clock)
+    csr = parse_csr(make_csr(make_key("rsa-2048"), SANS_FOR_PROFILE[profile]))
+    issued = scoped.issue(IssuanceRequest(csr, profile, Requester("test", "pytest")))
+    assert issued.chain[0] == deployment.issuers["rsa"].certificate
+    openssl_verify(tmp_path, deployment.root, issued.chain, issued.certificate)
+    pkilint(tmp_path, issued.certificate)
+
+
+def test_internal_profiles_lint_clean(deployment, tmp_path: Path) -> None:
+    for name in deployment.service_key_names():
+        svc = deployment.service_key(name)
+        issuer = deployment.issuers[svc.issuer_id]
+        openssl_verify(tmp_path, deployment.root, issuer.chain_for_leaf(), svc.certificate)
+        pkilint(tmp_path, svc.certificate)
+    tls = x509.load_pem_x509_certificates(deployment.tls_files[0].read_bytes())
+    openssl_verify(tmp_path, deployment.root, tuple(tls[1:]), tls[0], purpose="sslserver")
+    # "localhost" is a valid single-label host name (RFC 1123) that pkilint's preferred-name check rejects;
+    # the HTTPS listener needs it for https://localhost:8443.
+    pkilint(tmp_path, tls[0], allowed=('pkix.invalid_domain_name_syntax Invalid domain name syntax: "localhost"',))
+
+
+def test_ca_keys_are_non_extractable_on_the_token(deployment) -> None:
+    labels = ["root-ca", *(f"issuing-{i}" for i in deployment.issuers), *deployment.service_key_names()]
+    for label in labels:
+        protection = deployment.token.protection(label)
+        assert protection.sensitive and not protection.extractable and protection.never_extractable, label
+
+
+@pytest.mark.parametrize("spec", ["ec:P-256", "ec:P-384", "rsa:3072", "rsa-pss:3072", "rsa:4096", "rsa-pss:4096"])
+def test_signer_algorithms_on_softhsm(deployment, tmp_path: Path, spec: str) -> None:
+    """Every supported CA key type signs a CA certificate that openssl verifies."""
+    from datetime import UTC, datetime
+
+    from ca.ceremony import build_ca_certificate
+
+    token = deployment.token
+    label = f"test-{spec.replace(':', '-')}"
+    if token.has_key(label):
+        token.destroy(label)
+    token.generate(KeySpec.parse(spec), label)
+    try:
+        assert token.protection(label).non_extractable
+        key = token.signing_key(label, rsa_pss=spec.startswith("rsa-pss"))
+        name = x509.Name.from_rfc4514_string(f"CN={label}")
+        cert = build_ca_certificate(name, key, name, key, datetime.now(UTC), 1, None, None, None)
+        cert.verify_directly_issued_by(cert)
+        (tmp_path / "ca.pem").write_bytes(cert.public_bytes(Encoding.PEM))
+        proc = subprocess.run(["openssl", "verify", "-CAfile", str(tmp_path / "ca.pem"), str(tmp_path / "ca.pem")],
+                              capture_output=True, text=True, check=False)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        if spec.startswith("rsa-pss"):
+            assert cert.signature_algorithm_oid == x509.oid.SignatureAlgorithmOID.RSASSA_PSS
+    finally:
+        token.destroy(label)
+
+
+def test_strongswan_pki_csr_with_non_der_attribute_order(deployment, tmp_path: Path) -> None:
+    """strongSwan's `pki --req` puts extensionRequest before challengePassword (not DER
+    order); cryptography rejects it, the fallback parser verifies the original bytes."""
+    key = tmp_path / "k.pem"
+    subprocess.run(["pki", "--gen", "--type", "rsa", "--size", "2048", "--outform", "pem"], stdout=key.open("wb"),
+                   check=True, stderr=subprocess.DEVNULL)
+    proc = subprocess.run(["pki", "--req", "--in", str(key), "--type", "priv", "--dn", "O=Example, CN=h1.example.test",
+                           "--san", "h1.example.test", "--password", "s3cret", "--outform", "pem"],
+                          capture_output=True, check=True)
+    csr = parse_csr(proc.stdout)
+    assert csr.challenge_password == "s3cret"
+    issued = deployment.authority.issue(IssuanceRequest(csr, "machine", Requester("test", "pytest")))
+    assert issued.certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value \
+        .get_values_for_type(x509.DNSName) == ["h1.example.test"]
