@@ -89,8 +89,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     text += extra[2].render(cookie.port, port) + "\n}\n"
     conf.write_text(text)
     started: list[ResponderProc | Charon] = []
+    procs: list[ResponderProc | Charon] = [*remote.values(), charon]
     try:
-        for proc in (*remote.values(), charon):
+        for proc in procs:
             proc.start()
             started.append(proc)
         yield Lab(pki, main, nopol, cookie, charon, d)

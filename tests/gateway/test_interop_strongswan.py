@@ -12,9 +12,12 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 from gw_lab import Lab
 from gw_pki import make_leaf, make_root
 
@@ -145,11 +148,13 @@ def test_cookie_round_trip_under_load_threshold(lab: Lab) -> None:
     assert "received COOKIE notify" in log
 
 
-def _event(lab: Lab, serial_hex: str, key=None, chain=None) -> str:
+def _event(lab: Lab, serial_hex: str, key: Any = None, chain: list[x509.Certificate] | None = None) -> str:
     ev = RevocationEvent(event_id=str(uuid.uuid4()), type="revoked", issuer=lab.pki.root.cert.subject.rfc4514_string(),
                          issuer_key_id=key_id(lab.pki.root.cert), serial=serial_hex, reason="keyCompromise",
                          revoked_at=now_rfc3339(), identities=["email:carol@example.test"], created_at=now_rfc3339())
-    return sign_event(ev, key or lab.pki.push_signer.key, chain or [lab.pki.push_signer.cert])
+    signer = key or lab.pki.push_signer.key
+    assert isinstance(signer, ec.EllipticCurvePrivateKey)
+    return sign_event(ev, signer, chain or [lab.pki.push_signer.cert])
 
 
 def test_pushed_revocation_deletes_sa_and_refuses_reconnect(lab: Lab) -> None:
