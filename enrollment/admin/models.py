@@ -76,6 +76,7 @@ class RevocationResult(BaseModel):
     not_found: list[Hex] = []
     blocked_devices: list[str] = []
     gateways: list[str] = []  # enabled gateways that get a push for each revoked serial
+    live_sas: dict[Hex, list[str]] = {}  # dry run: serial -> gateways holding a live SA of it (when known)
 
 
 class DeliveryQuery(Wire):

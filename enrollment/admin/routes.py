@@ -19,6 +19,7 @@ import anyio
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 
+from ca.cli import revoke as targets
 from ca.errors import ErrorKind, PKIError
 from ca.model import CertificateQuery, CertStatus, Requester
 from ca.service.mounts import HTTPS, HttpMount
@@ -164,7 +165,7 @@ def _routes(app: FastAPI, dep: Any, settings: AdminSettings) -> None:
                expires_before: datetime | None = None, expires_after: datetime | None = None,
                limit: Annotated[int, Query(ge=1, le=1000)] = 100, offset: Annotated[int, Query(ge=0)] = 0
                ) -> CertificateList:
-        q = CertificateQuery(serial=service.parse_serial(serial) if serial else None, subject_contains=subject,
+        q = CertificateQuery(serial=targets.parse_serial(serial) if serial else None, subject_contains=subject,
                              san=san, profile=profile, status=CertStatus(status) if status else None,
                              device_id=device_id, ek_fingerprint=ek_fingerprint, expires_before=expires_before,
                              expires_after=expires_after, limit=limit, offset=offset)
@@ -173,7 +174,7 @@ def _routes(app: FastAPI, dep: Any, settings: AdminSettings) -> None:
 
     @app.get(f"{PREFIX}/certificates/{{serial}}", response_model=CertificateOut)
     def certificate(serial: str, p: Viewer) -> CertificateOut:
-        info = dep.store.get(service.parse_serial(serial))
+        info = dep.store.get(targets.parse_serial(serial))
         if info is None:
             raise PKIError(ErrorKind.NOT_FOUND, f"no certificate with serial {serial[:50]}")
         return CertificateOut.of(info)
@@ -187,18 +188,20 @@ def _routes(app: FastAPI, dep: Any, settings: AdminSettings) -> None:
             raise PKIError(ErrorKind.FORBIDDEN, f"role {p.role} may not revoke (needs revoker)")
         if len(body.serials) > settings.max_serials:
             raise PKIError(ErrorKind.BAD_REQUEST, f"at most {settings.max_serials} serials per request")
-        reason = service.parse_reason(body.reason, body.hold)
-        sel = service.select_targets(dep, body, settings.max_targets)
-        gateways = [g["name"] for g in dep.store.gateways() if g["enabled"]]
+        reason = targets.parse_reason(body.reason, body.hold)
+        sel = targets.select_targets(dep.store, service.selector(body, targets.parse_serial), settings.max_targets)
+        gateways = [g for g in dep.store.gateways() if g["enabled"]]
         result = RevocationResult(dry_run=body.dry_run, reason=reason.name,
                                   targets=[CertificateOut.of(t) for t in sel.targets],
-                                  not_found=[format(s, "x") for s in sel.not_found], gateways=gateways)
+                                  not_found=[format(s, "x") for s in sel.not_found],
+                                  gateways=[g["name"] for g in gateways])
         if body.dry_run:
+            result.live_sas = targets.live_sas(sel.targets, gateways)
             return result
         if sel.not_found:
             raise PKIError(ErrorKind.NOT_FOUND, f"no certificate with serial "
                                                 f"{', '.join(result.not_found[:20])}; nothing revoked")
-        done, blocked = service.execute(dep, sel.targets, reason, requester(p), body.block_device,
+        done, blocked = targets.execute(dep, sel.targets, reason, requester(p), body.block_device,
                                         body.invalidity_date)
         changed = {d.serial for d in done}
         result.revoked = [d.serial_hex for d in done]
@@ -211,12 +214,12 @@ def _routes(app: FastAPI, dep: Any, settings: AdminSettings) -> None:
     @app.delete(f"{PREFIX}/revocations/{{serial}}", response_model=CertificateOut)
     def release_hold(serial: str, p: Revoker) -> CertificateOut:
         """Release a certificateHold (RFC 5280 §5.3.1): the certificate is valid again."""
-        return CertificateOut.of(dep.authority.release_hold(service.parse_serial(serial), requester(p)))
+        return CertificateOut.of(dep.authority.release_hold(targets.parse_serial(serial), requester(p)))
 
     @app.post(f"{PREFIX}/deliveries/search", response_model=list[DeliveryOut])
     def deliveries(body: DeliveryQuery, p: Viewer) -> list[DeliveryOut]:
         """Push delivery state per (event, gateway)."""
-        serials = [service.parse_serial(s) for s in body.serials] or None
+        serials = [targets.parse_serial(s) for s in body.serials] or None
         gid = None
         if body.gateway:
             gid = next((g["id"] for g in dep.store.gateways() if g["name"] == body.gateway), None)

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import httpx
 import vici
 
+from ca.cli.revoke import identity_keys, peer_keys
 from ca.revocation_event import EVENT_REVOKED, MEDIA_TYPE, RevocationEvent
 from ocsp.push.queue import Gateway
 
@@ -93,29 +94,6 @@ class ResponderDriver(_HttpDriver):
         return gateway.url.rstrip("/") + "/v1/revocations"
 
 
-def identity_keys(identities: Sequence[str], subject: str) -> set[str]:
-    """IKE identities a certificate may present, normalised for comparison with VICI ``remote-id``."""
-    keys = {_norm(i.partition(":")[2]) for i in identities if ":" in i}
-    if subject:
-        keys.add(_dn_key(subject))
-    keys.discard("")
-    return keys
-
-
-def _norm(value: str) -> str:
-    return value.strip().lower()
-
-
-def _dn_key(dn: str) -> str:
-    """Order-insensitive DN key: strongSwan prints ``C=US, O=x, CN=y``; RFC 4514 ``CN=y,O=x,C=US``."""
-    parts = sorted(p.strip().lower() for p in dn.replace(", ", ",").split(",") if "=" in p)
-    return "dn:" + "|".join(parts)
-
-
-def remote_keys(remote_id: str) -> set[str]:
-    return {_norm(remote_id), _dn_key(remote_id)} if "=" in remote_id else {_norm(remote_id)}
-
-
 class VICIGatewayDriver:
     """strongSwan over VICI (strongswan.md §8): load the fresh CRL, flush the CRL and OCSP
     caches, then terminate every IKE_SA whose ``remote-id`` is one of the revoked identities."""
@@ -177,7 +155,7 @@ class VICIGatewayDriver:
         for entry in session.list_sas({"noblock": "yes"}):
             for sa in entry.values():
                 remote = sa.get("remote-id", b"").decode(errors="replace")
-                if remote_keys(remote) & wanted:
+                if peer_keys(remote) & wanted:
                     victims.append(sa["uniqueid"].decode())
         for ike_id in victims:
             try:

@@ -11,7 +11,8 @@ class PushSettings(IkepkiSettings):
     model_config = SettingsConfigDict(extra="forbid", env_prefix="IKEPKI_PUSH_")
 
     enabled: bool = True
-    poll_interval_ms: float = 5.0  # idle poll of the deliveries table (the p99 < 1 s budget)
+    poll_interval_ms: float = 10.0  # change probe interval (SQLite: a stat of the DB files, no query)
+    idle_query_ms: float = 250.0  # query anyway this often (retries coming due, other writers)
     lease_seconds: float = 30.0  # a claimed delivery is retried by anyone after this
     backoff_base_seconds: float = 0.25  # first retry delay; doubles per attempt
     backoff_max_seconds: float = 5.0  # cap, so a gateway that returns is caught up quickly

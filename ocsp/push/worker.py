@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections import OrderedDict
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -56,19 +58,30 @@ class PushWorker:
     # -- the loop -----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        poll = max(self.settings.poll_interval_ms, 1.0) / 1000
-        log.info("push worker started (poll %.0f ms)", poll * 1000)
+        """Poll cheaply: on SQLite, stat the database and its WAL every ``poll_interval_ms`` (a commit
+        by any process changes them) and query only then, or every ``idle_query_ms`` for retries
+        that came due. Other databases: query every ``poll_interval_ms`` * 10."""
+        s = self.settings
+        poll = max(s.poll_interval_ms, 1.0) / 1000
+        changes = DbChangeProbe(self.dep.db)
+        if not changes.available:
+            poll *= 10
+        idle_query = max(s.idle_query_ms / 1000, poll)
+        last_query = 0.0
+        log.info("push worker started (poll %.0f ms, change probe %s)", poll * 1000, changes.available)
+        loop = asyncio.get_running_loop()
         while True:
-            try:
-                started = await self.tick()
-            except PKIError as exc:  # database briefly unavailable: keep going
-                log.warning("push worker: %s", exc.detail)
-                started = 0
-                await asyncio.sleep(1)
-            except Exception:
-                log.exception("push worker round failed")
-                await asyncio.sleep(1)
-                started = 0
+            started = 0
+            if changes.changed() or loop.time() - last_query >= idle_query:
+                last_query = loop.time()
+                try:
+                    started = await self.tick()
+                except PKIError as exc:  # database briefly unavailable: keep going
+                    log.warning("push worker: %s", exc.detail)
+                    await asyncio.sleep(1)
+                except Exception:
+                    log.exception("push worker round failed")
+                    await asyncio.sleep(1)
             if not started:
                 await asyncio.sleep(poll)
 
@@ -145,6 +158,39 @@ class PushWorker:
             while len(self._signed) > JWS_CACHE:
                 self._signed.popitem(last=False)
         return {e: self._signed[e] for e in event_ids if e in self._signed}
+
+
+class DbChangeProbe:
+    """Did anyone commit since the last look? For SQLite in WAL mode, every commit writes the
+    ``-wal`` file (and a checkpoint the main file): compare their stat signatures."""
+
+    def __init__(self, db: Any) -> None:
+        self.paths: list[Path] = []
+        url = str(db.url)
+        if url.startswith("sqlite:///") and ":memory:" not in url:
+            main = Path(url[len("sqlite:///"):])
+            self.paths = [main, main.with_name(main.name + "-wal")]
+        self._last: tuple[tuple[int, int, int], ...] | None = None
+
+    @property
+    def available(self) -> bool:
+        return bool(self.paths)
+
+    def changed(self) -> bool:
+        if not self.paths:
+            return True
+        sig = []
+        for p in self.paths:
+            try:
+                st = os.stat(p)
+                sig.append((st.st_mtime_ns, st.st_size, st.st_ino))
+            except OSError:
+                sig.append((0, 0, 0))
+        now = tuple(sig)
+        if now == self._last:
+            return False
+        self._last = now
+        return True
 
 
 def background_tasks(deployment: Any) -> list[BackgroundTask]:
