@@ -127,8 +127,10 @@ def test_core_environment(rendered: tuple[str, list[dict[str, Any]]]) -> None:
         assert env["IKEPKI_HSM_MODULE"].endswith(".so")
         assert env["IKEPKI_HSM_TOKEN_LABEL"]
         assert env["IKEPKI_HSM_PIN_FILE"] == "/run/secrets/ikepki/hsm/pin"
-        assert env["IKEPKI_PUBLIC_BASE_URL"].startswith("https://")
+        # AIA/CDP URLs: relying parties fetch them over plain HTTP (RFC 5280 §4.2.1.13, RFC 6960)
+        assert env["IKEPKI_PUBLIC_BASE_URL"].startswith("http://")
         assert env["IKEPKI_OCSP_BASE_URL"].startswith("http://")
+        assert "IKEPKI_CONFIG" not in env, "no config file unless config.file is set"
         assert ("SOFTHSM2_CONF" in env) == (env["IKEPKI_HSM_MODULE"] == "/usr/lib/softhsm/libsofthsm2.so")
     if "api" in procs:
         assert procs["api"].env["IKEPKI_ADMIN_TOKEN_FILE"] == "/run/secrets/ikepki/admin/token"
@@ -390,9 +392,11 @@ def test_notes_tell_how_to_get_the_root_and_the_acme_url() -> None:
     notes = render_notes()
     assert "kubectl -n pki exec deploy/pki-ikepki-api -c api -- cat /var/lib/ikepki/root-ca.pem" in notes
     assert "/ca/root.pem" in notes and "/crl/" in notes
-    assert "https://pki.example.internal/acme/directory" in notes
+    assert "https://pki-ikepki-api.pki.svc:8443/acme/directory" in notes
+    assert "ikepki admin token --name ops --role admin --dir /var/lib/ikepki" in notes
     demo = render_notes("values-demo.yaml")
     assert "http://ocsp.demo.example.internal/ca/root.pem" in demo
+    assert "https://pki.demo.example.internal/acme/directory" in demo
     assert "kubectl -n pki create secret generic pki-est-client-ca --from-file=ca.crt=root-ca.pem" in demo
     edge = render.render_notes("values-ocsp-edge.yaml")
     assert "root-ca.pem" not in edge and "http://ocsp-edge.example.internal/ocsp" in edge
@@ -425,3 +429,18 @@ def test_responder_yaml_uses_the_responders_option_names() -> None:
     if options is None:
         pytest.skip("gateway/cli.py has no serve command yet")
     assert set(config) <= options, set(config) - options
+
+
+def test_api_background_workers_switch() -> None:
+    assert "--no-workers" not in component_processes()["api"].args
+    api = component_processes(None, {"api": {"backgroundWorkers": False}})["api"]
+    assert [*api.command, *api.args] == [*EXPECTED_ARGV["api"], "--no-workers"]
+
+
+def test_worker_health_listener_switch() -> None:
+    manifests = render_manifests(None, {"worker": {"health": {"enabled": True}}})
+    worker = component_processes(manifests=manifests)["worker"]
+    assert [*worker.command, *worker.args] == [*EXPECTED_ARGV["worker"], "--host", "0.0.0.0", "--port", "8080"]
+    assert worker.probes["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert worker.probes["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert _policy(manifests, "worker")["spec"]["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]

@@ -4,6 +4,8 @@ other consistently (selectors, Services, volumes, Secrets)."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,17 @@ EXTERNAL_SECRETS = {
     "ikepki-ca", "ikepki-ocsp-edge", "ikepki-hsm-client", "pki-gateway-identity", "regcred",
 }
 EXTERNAL_CONFIGMAPS = {"hsm-client-conf"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _cached_kubernetes_schemas() -> Iterator[None]:
+    """kubernetes-validate re-reads the (large) definitions JSON for every object; the schema
+    files are immutable, so cache them for this module."""
+    utils = kubernetes_validate.utils
+    original = utils.schema_contents
+    utils.schema_contents = functools.cache(original)
+    yield
+    utils.schema_contents = original
 
 
 @pytest.fixture(scope="module", params=sorted(VARIANTS))
@@ -196,15 +209,18 @@ def test_references_are_consistent(variant: tuple[str, list[dict[str, Any]]]) ->
         assert "replicas" not in target["spec"], "the HPA owns the replica count"
 
 
-def test_config_file_is_passed_with_config_flag_only_when_set() -> None:
+def test_config_file_is_passed_through_ikepki_config_only_when_set() -> None:
     plain = render.component_processes()
-    assert all("--config" not in p.args for k, p in plain.items() if k != "gateway")
-    with_file = render.component_processes(None, {"config": {"file": {"tls_min_version": "1.3"}}})
-    for component in ("api", "ocsp", "worker", "migrate"):
-        assert with_file[component].args[-2:] == ["--config", "/etc/ikepki/ikepki.yaml"], component
-    cm = find(render_manifests(None, {"config": {"file": {"tls_min_version": "1.3"}}}), "ConfigMap",
-              "pki-ikepki-config")[0]
+    assert all("IKEPKI_CONFIG" not in p.env for p in plain.values())
+    overrides = {"config": {"file": {"tls_min_version": "1.3"}}}
+    with_file = render.component_processes(None, overrides)
+    for component in ("api", "ocsp", "worker", "migrate", "init-ca"):
+        assert with_file[component].env["IKEPKI_CONFIG"] == "/etc/ikepki/ikepki.yaml", component
+        assert "--config" not in with_file[component].args, "args stay exactly as contracted"
+    cm = find(render_manifests(None, overrides), "ConfigMap", "pki-ikepki-config")[0]
     assert yaml.safe_load(cm["data"]["ikepki.yaml"]) == {"tls_min_version": "1.3"}
+    job_cm = find(render_manifests("values-production.yaml", overrides), "ConfigMap", "pki-ikepki-migrate")[0]
+    assert yaml.safe_load(job_cm["data"]["ikepki.yaml"]) == {"tls_min_version": "1.3"}
 
 
 def test_release_name_containing_chart_name_is_not_doubled() -> None:

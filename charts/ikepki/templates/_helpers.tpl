@@ -93,14 +93,6 @@ initContainer
 {{- /* DIR/tokens: where "ikepki init" creates a SoftHSM token (ca/ceremony.py). */ -}}
 {{- define "ikepki.softhsmTokenDir" -}}/var/lib/ikepki/tokens{{- end -}}
 
-{{/* "--config <file>" when config.file has settings, as a YAML list fragment. */}}
-{{- define "ikepki.configArgs" -}}
-{{- if .Values.config.file }}
-- --config
-- {{ include "ikepki.configFile" . }}
-{{- end }}
-{{- end -}}
-
 {{/* Pod-level security context: non-root uid 10001, RuntimeDefault seccomp. */}}
 {{- define "ikepki.podSecurityContext" -}}
 runAsNonRoot: true
@@ -181,6 +173,11 @@ migrate, init).  Call with (dict "ctx" $ "component" "api").
 {{- if eq .component "init" }}
 - name: IKEPKI_HSM_SO_PIN_FILE
   value: {{ include "ikepki.hsmSoPinFile" $ctx | quote }}
+{{- end }}
+{{- if $v.config.file }}
+# --config through its environment variable (ca/cli/common.py), so the args stay as contracted.
+- name: IKEPKI_CONFIG
+  value: {{ include "ikepki.configFile" $ctx | quote }}
 {{- end }}
 - name: TMPDIR
   value: /tmp
