@@ -251,14 +251,14 @@ def _spki(key: PublicKeyTypes) -> bytes:
     return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-def _check_device_key(pub_area: TPMT_PUBLIC, csr_public_key: PublicKeyTypes) -> PublicKeyTypes:
+def _check_device_key(pub_area: TPMT_PUBLIC, csr_public_key: PublicKeyTypes | None) -> PublicKeyTypes:
     if not has_attributes(pub_area, RESIDENT_KEY_ATTRIBUTES | TPMA_OBJECT.SIGN_ENCRYPT):
         raise AttestationError(
             Reason.KEY_ATTRIBUTES,
             "certified key is not a fixedTPM/fixedParent/sensitiveDataOrigin signing key",
         )
     device_key = public_key_of(pub_area)
-    if not hmac.compare_digest(_spki(device_key), _spki(csr_public_key)):
+    if csr_public_key is not None and not hmac.compare_digest(_spki(device_key), _spki(csr_public_key)):
         raise AttestationError(Reason.KEY_MISMATCH, "CSR public key is not the attested TPM key")
     return device_key
 
@@ -274,13 +274,16 @@ def verify_tpm_attestation(
     att_obj: bytes,
     *,
     key_authorization: str,
-    csr_public_key: PublicKeyTypes,
+    csr_public_key: PublicKeyTypes | None,
     attestation_roots: Sequence[x509.Certificate],
     now: datetime,
     intermediates: Sequence[x509.Certificate] = (),
     expected_identifier: PermanentIdentifier | HardwareModuleName | None = None,
 ) -> AttestationResult:
     """Stateless verification; every failure raises one :class:`AttestationError`.
+
+    ``csr_public_key`` None defers the CSR comparison (ACME validates before finalize): the caller must
+    then compare ``AttestationResult.device_public_key`` with the CSR key itself.
 
     Order: decode → AK chain and profile → signature over certInfo → certInfo contents → key checks
     → identifier (content is only interpreted once it is authenticated).

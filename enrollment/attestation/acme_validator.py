@@ -1,0 +1,130 @@
+"""``device-attest-01`` validator for the ACME server (plug-in of :mod:`enrollment.acme.challenges`).
+
+draft-ietf-acme-device-attest-09 §5: the server constructs the key authorization from the challenge
+token and the account key, verifies the attestation object (here: fmt "tpm",
+:func:`enrollment.attestation.tpm_statement.verify_tpm_attestation`) and checks that the attested
+device identifier equals the order identifier (``permanent-identifier`` §3 / ``hardware-module`` §4).
+Any failure is a ``badAttestationStatement`` problem whose detail starts with the machine-readable
+reason.  The CSR does not exist yet at validation time, so the attested key travels in the evidence
+(``attested_spki``) and :func:`check_csr_key` must be called at finalize.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+from collections.abc import Sequence
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from enrollment.acme.challenges import ValidationResult, key_authorization
+from enrollment.acme.model import Account, Authz, Challenge
+from enrollment.attestation.chain import is_self_issued
+from enrollment.attestation.clock import Clock
+from enrollment.attestation.errors import AttestationError, Reason
+from enrollment.attestation.identity import HardwareModuleName, PermanentIdentifier
+from enrollment.attestation.settings import AttestationSettings, load_certificates
+from enrollment.attestation.tpm_statement import AttestationResult, decode_att_obj, verify_tpm_attestation
+
+PERMANENT_IDENTIFIER = "permanent-identifier"
+HARDWARE_MODULE = "hardware-module"
+PROBLEM = "badAttestationStatement"
+
+
+def parse_identifier(identifier_type: str, value: str) -> PermanentIdentifier | HardwareModuleName:
+    """Order identifier → typed identifier (draft-09 §3.1 / §4.1 ABNF); ValueError when malformed."""
+    if identifier_type == PERMANENT_IDENTIFIER:
+        return PermanentIdentifier.parse_acme(value)
+    if identifier_type == HARDWARE_MODULE:
+        serial, sep, hw_type = value.partition("/")
+        if not sep:
+            raise ValueError("hardware-module value needs '<serial>/<hwType OID>'")
+        return HardwareModuleName(hw_type, serial.encode("utf-8"))
+    raise ValueError(f"not a device identifier type: {identifier_type}")
+
+
+def acme_general_name(identifier_type: str, value: str) -> x509.GeneralName:
+    """SAN form of a device identifier (RFC 4043 / RFC 4108 otherName; draft-09 §3.2 / §4.2)."""
+    return parse_identifier(identifier_type, value).to_other_name()
+
+
+def _spki(key: PublicKeyTypes) -> bytes:
+    return key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+
+
+def attestation_evidence(result: AttestationResult) -> dict[str, Any]:
+    """JSON-safe evidence stored on the authorization (keys read by finalize / IssuanceRequest)."""
+    return {
+        "device_id": result.permanent_identifier.acme_value(),
+        "hardware_module": result.hardware_module.acme_value(),
+        "ek_fingerprint": result.ek_fingerprint,
+        "ak_cert_serial": format(result.ak_cert_serial, "x"),
+        "attested_spki": base64.urlsafe_b64encode(_spki(result.device_public_key)).decode("ascii").rstrip("="),
+        "tpm": None if result.tpm is None else [result.tpm.manufacturer, result.tpm.model, result.tpm.version],
+    }
+
+
+def check_csr_key(evidence: dict[str, Any], csr_public_key: PublicKeyTypes) -> None:
+    """Finalize-time check: the CSR key is the attested TPM key (raises ``key-mismatch``)."""
+    encoded = evidence.get("attested_spki")
+    if not isinstance(encoded, str):
+        raise AttestationError(Reason.KEY_MISMATCH, "authorization carries no attested key")
+    attested = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+    if not hmac.compare_digest(attested, _spki(csr_public_key)):
+        raise AttestationError(Reason.KEY_MISMATCH, "CSR public key is not the attested TPM key")
+
+
+class DeviceAttest01Validator:
+    """Implements the ``ChallengeValidator`` protocol of :mod:`enrollment.acme.challenges`."""
+
+    type = "device-attest-01"
+    identifier_types = frozenset({PERMANENT_IDENTIFIER, HARDWARE_MODULE})
+
+    def __init__(
+        self,
+        attestation_roots: Sequence[x509.Certificate],
+        clock: Clock,
+        intermediates: Sequence[x509.Certificate] = (),
+    ) -> None:
+        self._roots = tuple(attestation_roots)
+        self._intermediates = tuple(intermediates)
+        self._clock = clock
+
+    def applies(self, authz: Authz) -> bool:
+        """Offered for every device identifier."""
+        return authz.identifier.type in self.identifier_types
+
+    def validate(
+        self, challenge: Challenge, authz: Authz, account: Account, payload: dict[str, Any]
+    ) -> ValidationResult:
+        """Never raises: every failure becomes a badAttestationStatement result."""
+        try:
+            expected = parse_identifier(authz.identifier.type, authz.identifier.value)
+        except (ValueError, UnicodeError) as exc:
+            return ValidationResult.failure("malformed", f"device identifier: {exc}")
+        try:
+            result = verify_tpm_attestation(
+                decode_att_obj(payload.get("attObj")),  # type: ignore[arg-type]
+                key_authorization=key_authorization(challenge.token, account),
+                csr_public_key=None,
+                attestation_roots=self._roots,
+                intermediates=self._intermediates,
+                now=self._clock.now(),
+                expected_identifier=expected,
+            )
+        except AttestationError as exc:
+            return ValidationResult.failure(PROBLEM, f"{exc.reason.value}: {exc.detail}")
+        return ValidationResult.success(evidence=attestation_evidence(result))
+
+
+def acme_validators(deployment: Any) -> list[DeviceAttest01Validator]:
+    """Entry point called by :func:`enrollment.acme.routes.build_registry`; [] until configured."""
+    settings = deployment.settings_for(AttestationSettings, "attestation")
+    if not settings.ak_ca_certs:
+        return []
+    certs = load_certificates(deployment.path(settings.ak_ca_certs))
+    roots = [c for c in certs if is_self_issued(c)]
+    return [DeviceAttest01Validator(roots, deployment.clock, [c for c in certs if c not in roots])]
