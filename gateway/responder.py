@@ -324,13 +324,15 @@ class Responder:
     async def _ike_auth(self, sa: IkeSa, hdr: c.Header, payloads: tuple[c.Payload, ...], peer: Address
                         ) -> None:
         """RFC 7296 §1.2, §2.15; certificates RFC 4945; children RFC 6023 / §1.3."""
+        attempt: dict[str, str] = {}
         try:
-            auth = await self._authenticate(sa, payloads)
+            auth = await self._authenticate(sa, payloads, attempt)
         except Refused as r:
             sa.state = SaState.FAILED
             self._reply_sk(sa, hdr, peer, [c.Notify(N.AUTHENTICATION_FAILED)])
             self.log.emit(ev.AUTH_FAILED, ike_sa=sa.name, peer=f"{peer[0]}:{peer[1]}", reason=r.reason,
-                          peer_id=r.data.decode(errors="replace") or None)
+                          peer_id=attempt.get("peer_id"), serial=attempt.get("serial"),
+                          issuer=attempt.get("issuer"))
             self._schedule_expiry(sa, 10.0)
             return
         sa.auth, sa.state, sa.established = auth, SaState.ESTABLISHED, self.clock.now()
@@ -356,31 +358,35 @@ class Responder:
             raise Refused(N.AUTHENTICATION_FAILED, f"missing {what}")
         return found[0]
 
-    async def _authenticate(self, sa: IkeSa, payloads: tuple[c.Payload, ...]) -> PeerAuth:
+    async def _authenticate(self, sa: IkeSa, payloads: tuple[c.Payload, ...], attempt: dict[str, str]
+                            ) -> PeerAuth:
+        """Certificate path, ID binding, AUTH signature, revocation, policy (in that order);
+        ``attempt`` collects the claimed identity and certificate for the failure log."""
         idi = self._one(payloads, c.ID, "IDi")
         auth = self._one(payloads, c.Auth, "AUTH")
         assert isinstance(idi, c.ID) and isinstance(auth, c.Auth)
-        certs = self._peer_certs(payloads)
         try:
             identity = Identity(IdType(idi.id_type), idi.data)
         except ValueError as exc:
             raise Refused(N.AUTHENTICATION_FAILED, f"unsupported ID type {idi.id_type}") from exc
-        label = str(identity).encode()
+        attempt["peer_id"] = str(identity)
+        certs = self._peer_certs(payloads)
+        attempt.update(serial=format(certs[0].serial_number, "x"), issuer=certs[0].issuer.rfc4514_string())
         try:
             path = validate_path(certs, self.cfg.roots, self.clock.now())
         except CertificateRejected as exc:
-            raise Refused(N.AUTHENTICATION_FAILED, exc.reason, label) from exc
+            raise Refused(N.AUTHENTICATION_FAILED, exc.reason) from exc
         if not identity_matches(identity, path.leaf):
-            raise Refused(N.AUTHENTICATION_FAILED, "identity does not match certificate", label)
+            raise Refused(N.AUTHENTICATION_FAILED, "identity does not match certificate")
         octets = signed_octets(sa.init_request, sa.nr, sa.suite.prf, sa.keys.sk_pi, idi.body())
         try:
             verify_auth(path.leaf.public_key(), auth.method, auth.data, octets,  # type: ignore[arg-type]
                         sa.peer_hashes & frozenset(OUR_HASHES))
         except AuthError as exc:
-            raise Refused(N.AUTHENTICATION_FAILED, f"AUTH: {exc}", label) from exc
-        await self._check_revocation(path.leaf, path.issuer, label)
-        rule = self._rule_for(path.leaf, label)
-        return PeerAuth(identity, path.leaf, key_id(path.issuer), rule.name if rule else None)
+            raise Refused(N.AUTHENTICATION_FAILED, f"AUTH: {exc}") from exc
+        await self._check_revocation(path.leaf, path.issuer)
+        rule = self._rule_for(path.leaf)
+        return PeerAuth(identity, path.leaf, path.issuer, key_id(path.issuer), rule.name if rule else None)
 
     def _peer_certs(self, payloads: tuple[c.Payload, ...]) -> list[x509.Certificate]:
         out = []
@@ -394,20 +400,21 @@ class Responder:
             raise Refused(N.AUTHENTICATION_FAILED, "no certificate sent")
         return out
 
-    async def _check_revocation(self, leaf: x509.Certificate, issuer: x509.Certificate, label: bytes) -> None:
+    async def _check_revocation(self, leaf: x509.Certificate, issuer: x509.Certificate) -> None:
+        """Pushed block list first, then OCSP (see :mod:`gateway.revocation`)."""
         if self.blocklist.blocks(key_id(issuer), leaf.serial_number):
-            raise Refused(N.AUTHENTICATION_FAILED, "certificate revoked (pushed)", label)
+            raise Refused(N.AUTHENTICATION_FAILED, "certificate revoked (pushed)")
         try:
             await self.ocsp.check(leaf, issuer)
         except Revoked as exc:
-            raise Refused(N.AUTHENTICATION_FAILED, str(exc), label) from exc
+            raise Refused(N.AUTHENTICATION_FAILED, str(exc)) from exc
 
-    def _rule_for(self, cert: x509.Certificate, label: bytes) -> Rule | None:
+    def _rule_for(self, cert: x509.Certificate) -> Rule | None:
         if self.cfg.policy is None:
             return None
         rule = self.cfg.policy.match(cert)
         if rule is None:
-            raise Refused(N.AUTHENTICATION_FAILED, "no policy rule matches", label)
+            raise Refused(N.AUTHENTICATION_FAILED, "no policy rule matches")
         return rule
 
     def _auth_payloads(self, sa: IkeSa) -> list[c.Payload]:
@@ -524,15 +531,10 @@ class Responder:
                          nonce: c.Nonce, peer: Address) -> None:
         """IKE SA rekey (RFC 7296 §1.3.2, keys §2.18); revocation is checked again first."""
         assert sa.auth is not None
-        issuer = next((r for r in self.cfg.roots if key_id(r) == sa.auth.issuer_key_id), None)
-        label = str(sa.auth.identity).encode()
-        if self.blocklist.blocks(sa.auth.issuer_key_id, sa.auth.serial):
-            raise Refused(N.NO_PROPOSAL_CHOSEN, "revoked (pushed) at IKE rekey")
-        if issuer is not None:
-            try:
-                await self.ocsp.check(sa.auth.cert, issuer)
-            except Revoked as exc:
-                raise Refused(N.NO_PROPOSAL_CHOSEN, f"revoked at IKE rekey: {exc}", label) from exc
+        try:
+            await self._check_revocation(sa.auth.cert, sa.auth.issuer)
+        except Refused as r:
+            raise Refused(N.NO_PROPOSAL_CHOSEN, f"revoked at IKE rekey: {r.reason}") from r
         ke = next((p for p in payloads if isinstance(p, c.KE)), None)
         choice = select_ike(sa_p.proposals, self.cfg.prefs, ke.group if ke else -1)
         if choice.want_group is not None:

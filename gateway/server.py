@@ -104,6 +104,12 @@ class Gateway:
             self.log.emit("control_socket_unavailable", path=str(path), error=str(exc))
 
     async def stop(self) -> None:
+        """Delete live IKE SAs (RFC 7296 §1.4.1) for up to 1.5 s, then close the sockets."""
+        r = self.responder
+        deletes = [r.delete_ike_sa(sa, "responder shutdown") for sa in r.established()]
+        if deletes:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*deletes, return_exceptions=True), 1.5)
         for ep in self.endpoints.values():
             if ep.transport:
                 ep.transport.close()

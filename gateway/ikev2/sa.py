@@ -51,6 +51,7 @@ class PeerAuth:
 
     identity: Identity
     cert: x509.Certificate
+    issuer: x509.Certificate
     issuer_key_id: str
     rule: str | None
 

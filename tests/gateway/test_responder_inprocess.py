@@ -255,3 +255,43 @@ def test_no_answer_to_responses_or_non_initiator_ike_sa_init(tmp_path: Path, fla
                                list(msg.payloads))
         assert await ini.send(raw) == [] and not r.sas
     asyncio.run(go())
+
+
+def test_ike_rekey_rechecks_revocation(tmp_path: Path) -> None:
+    async def go() -> None:
+        from gw_initiator import ike_proposal
+
+        from gateway.ikev2.crypto import DhPrivate
+
+        r, wire = _responder(tmp_path)
+        ini = _initiator(r, wire)
+        await ini.establish()
+        (sa,) = r.established()
+        assert sa.auth is not None
+        r.blocklist.add(sa.auth.issuer_key_id, sa.auth.serial)  # block without the push-time delete
+        got = await ini.request(Exchange.CREATE_CHILD_SA, [
+            c.SA(proposals=(ike_proposal(19, os.urandom(8)),)), c.Nonce(data=os.urandom(32)),
+            c.KE(group=19, data=DhPrivate.generate(19).public())])
+        assert _notify_types(got) == [Notify.NO_PROPOSAL_CHOSEN]
+        await asyncio.sleep(0)
+        (delete,) = wire.take()
+        assert ini.open(delete) == (c.Delete(protocol=Protocol.IKE),)
+        assert not r.established()
+    asyncio.run(go())
+
+
+def test_initial_contact_drops_older_sas_of_the_same_identity(tmp_path: Path) -> None:
+    async def go() -> None:
+        r, wire = _responder(tmp_path)
+        first = _initiator(r, wire)
+        await first.establish()
+        second = _initiator(r, wire)
+        await second.ike_sa_init()
+        await second.request(Exchange.IKE_AUTH, [*second.auth_payloads(), c.Notify(Notify.INITIAL_CONTACT)])
+        (only,) = r.established()
+        assert only.spi_i == second.spi_i
+        other = _initiator(r, wire, "carol")
+        await other.ike_sa_init()
+        await other.request(Exchange.IKE_AUTH, [*other.auth_payloads(), c.Notify(Notify.INITIAL_CONTACT)])
+        assert len(r.established()) == 2, "other identities are untouched"
+    asyncio.run(go())

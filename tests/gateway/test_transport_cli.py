@@ -1,0 +1,73 @@
+"""Non-ESP marker rules on real UDP sockets (strongSwan note §4) and the CLI with --config."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from gw_pki import build_pki
+from gw_procs import ResponderProc, free_port
+
+from gateway.ikev2.constants import NON_ESP_MARKER
+from gateway.transport import open_endpoint, uses_marker
+
+
+def test_marker_rule() -> None:
+    assert uses_marker(4500, 4500) and uses_marker(15500, 25501)
+    assert not uses_marker(500, 500) and not uses_marker(500, 4500) and not uses_marker(4500, 500)
+
+
+def test_endpoint_strips_marker_drops_esp_and_replies_to_source() -> None:
+    async def go() -> None:
+        got: list[tuple[bytes, tuple[str, int], int]] = []
+
+        async def handler(data: bytes, peer: tuple[str, int], port: int) -> None:
+            got.append((data, peer, port))
+
+        port = free_port()
+        ep = await open_endpoint("127.0.0.1", port, handler)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as cl:
+            cl.bind(("127.0.0.1", 0))
+            cl.setblocking(False)
+            loop = asyncio.get_running_loop()
+            await loop.sock_sendto(cl, NON_ESP_MARKER + b"IKE-message", ("127.0.0.1", port))
+            await loop.sock_sendto(cl, b"\x11\x22\x33\x44ESP", ("127.0.0.1", port))  # ESP: dropped
+            await loop.sock_sendto(cl, b"\xff", ("127.0.0.1", port))  # NAT keepalive: dropped
+            await asyncio.sleep(0.1)
+            assert got == [(b"IKE-message", cl.getsockname(), port)]
+            ep.send(b"reply", got[0][1])
+            data = await asyncio.wait_for(loop.sock_recv(cl, 100), 2)
+            assert data == NON_ESP_MARKER + b"reply"
+        assert ep.transport is not None
+        ep.transport.close()
+    asyncio.run(go())
+
+
+def test_serve_from_config_file_and_sas_over_control_socket(tmp_path: Path) -> None:
+    pki = build_pki()
+    pki.write(tmp_path)
+    (tmp_path / "r").mkdir()
+    proc = ResponderProc(tmp_path / "r", free_port(), free_port(socket.SOCK_STREAM), [])
+    cfg = {"cert": str(tmp_path / "gw.pem"), "key": str(tmp_path / "gw.key"),
+           "ca_bundle": str(tmp_path / "root.pem"), "ocsp": "off", "nat_port": free_port()}
+    (tmp_path / "responder.yaml").write_text(yaml.safe_dump(cfg))
+    proc.args = ["--config", str(tmp_path / "responder.yaml")]
+    proc.start()
+    try:
+        out = subprocess.run([sys.executable, "-m", "gateway.cli", "sas", "--json", "--control", str(proc.control)],
+                             capture_output=True, text=True, timeout=20, check=True)
+        assert json.loads(out.stdout) == {"sas": []}
+        started = next(e for e in proc.events() if e["event"] == "responder_started")
+        assert started["nat_port"] == cfg["nat_port"] and started["identity"] == "gw.example.test"
+    finally:
+        proc.stop()
+    assert proc.proc is not None and proc.proc.returncode == 0
+    assert any(e["event"] == "responder_stopped" for e in proc.events())
+    bad = subprocess.run([sys.executable, "-m", "gateway.cli", "serve", "--listen", "127.0.0.1:1"],
+                         capture_output=True, text=True, timeout=20)
+    assert bad.returncode != 0 and "--cert" in bad.stderr
