@@ -231,7 +231,7 @@ def test_security_contexts(rendered: tuple[str, list[dict[str, Any]]]) -> None:
             assert pod_sc["runAsGroup"] == pod_sc["fsGroup"] == 10001, where
         mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
         volumes = {v["name"]: v for v in spec.get("volumes", [])}
-        if container["name"] != "copy-pkcs11-module":
+        if container["name"] not in ("copy-pkcs11-module", "wait-for-ca"):  # cp / test only
             assert "emptyDir" in volumes[mounts["/tmp"]], where
 
 
@@ -444,3 +444,17 @@ def test_worker_health_listener_switch() -> None:
     assert worker.probes["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert worker.probes["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert _policy(manifests, "worker")["spec"]["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]
+
+
+def test_ocsp_and_worker_wait_for_the_demo_ca() -> None:
+    manifests = render_manifests()
+    for name in ("ocsp", "worker"):
+        (wait,) = pod_spec(find(manifests, "Deployment", f"pki-ikepki-{name}")[0])["initContainers"]
+        assert wait["name"] == "wait-for-ca"
+        assert wait["args"] == ['until test -e "$IKEPKI_DIR/deployment.yaml"; do echo "waiting for ikepki init in '
+                                'the api pod"; sleep 3; done']
+        assert wait["volumeMounts"] == [{"name": "state", "mountPath": STATE_DIR, "readOnly": True}]
+    both = render_manifests(None, {"hsm": {"type": "pkcs11", "modulePath": "/opt/pkcs11/lib/vendor.so", "vendor": {
+        "copyFromImage": {"enabled": True, "image": "vendor/hsm-client:1"}}}})
+    inits = pod_spec(find(both, "Deployment", "pki-ikepki-ocsp")[0])["initContainers"]
+    assert [c["name"] for c in inits] == ["copy-pkcs11-module", "wait-for-ca"]

@@ -422,3 +422,27 @@ imagePullSecrets:
 {{ toYaml . }}
 {{- end }}
 {{- end -}}
+
+{{/* ocsp/worker: wait until the api's init-ca container has written the deployment (demo). */}}
+{{- define "ikepki.waitForCa" -}}
+{{- if and .Values.ca.init.enabled .Values.api.enabled }}
+- name: wait-for-ca
+  image: {{ include "ikepki.image" . | quote }}
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  command: ["/bin/sh", "-c"]
+  args:
+    - 'until test -e "$IKEPKI_DIR/deployment.yaml"; do echo "waiting for ikepki init in the api pod"; sleep 3; done'
+  env:
+    - name: IKEPKI_DIR
+      value: {{ include "ikepki.stateDir" . | quote }}
+  securityContext:
+    {{- include "ikepki.containerSecurityContext" . | nindent 4 }}
+  resources:
+    requests: {cpu: 10m, memory: 16Mi}
+    limits: {memory: 32Mi}
+  volumeMounts:
+    - name: state
+      mountPath: {{ include "ikepki.stateDir" . }}
+      readOnly: true
+{{- end }}
+{{- end -}}
