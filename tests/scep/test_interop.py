@@ -1,0 +1,119 @@
+"""Independent SCEP clients against `ikepki serve`: strongSwan `pki --scepca/--scep` (5.9.8) and
+Debian's micromdm `scepclient` (2.1.0)."""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography import x509
+
+from tests.conftest import require_binary, run_ikepki
+from tests.scep.conftest import ScepEnv
+
+pytestmark = pytest.mark.interop
+PKI_CONF = ("pki { load = random nonce aes sha1 sha2 md5 pem pkcs1 pkcs7 pkcs8 pkcs12 pgp dnskey sshkey x509 pubkey "
+            "revocation constraints gmp openssl curl }\n")
+
+
+def pki(tmp: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    conf = tmp / "strongswan.conf"
+    if not conf.exists():
+        conf.write_text(PKI_CONF)
+    proc = subprocess.run([require_binary("pki"), *args], cwd=tmp, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "STRONGSWAN_CONF": str(conf)}, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"pki {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def admin_challenge(scep: ScepEnv, profile: str = "machine") -> str:
+    srv = scep.server
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(srv.root_pem)), timeout=30) as client:
+        r = client.post(f"{srv.https_url}/admin/v1/scep/challenges", json={"profile": profile},
+                        headers={"authorization": f"Bearer {srv.admin_token()}"})
+    assert r.status_code == 201, r.text
+    return str(r.json()["challenge"])
+
+
+def cli_challenge(scep: ScepEnv, profile: str = "machine") -> str:
+    out = run_ikepki("scep", "challenge", "create", "--profile", profile, "--json", directory=scep.server.dir)
+    return str(json.loads(out.stdout)["challenge"])
+
+
+def verify_chain(scep: ScepEnv, leaf: Path) -> None:
+    root = scep.server.dir / "root-ca.pem"
+    rsa_ca = scep.server.dir / "ca" / "rsa.pem"
+    proc = subprocess.run(["openssl", "verify", "-CAfile", str(root), "-untrusted", str(rsa_ca), str(leaf)],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_strongswan_enroll_with_one_time_password_then_renew(scep: ScepEnv, tmp_path: Path) -> None:
+    pki(tmp_path, "--scepca", "--url", scep.url, "--caout", "ca.crt", "--raout", "ra.crt", "--outform", "pem")
+    assert {"ca.crt", "ca-1.crt", "ra.crt"} <= {p.name for p in tmp_path.iterdir()}
+    key = pki(tmp_path, "--gen", "--type", "rsa", "--size", "2048", "--outform", "pem").stdout
+    (tmp_path / "h1.key").write_text(key)
+    otp = admin_challenge(scep)
+    common = ["--url", scep.url, "--dn", "O=Example, CN=h1.example.test", "--san", "h1.example.test",
+              "--cacert-enc", "ra.crt", "--cacert-sig", "ra.crt", "--cacert", "ca.crt", "--cacert", "ca-1.crt",
+              "--outform", "pem"]
+    out = pki(tmp_path, "--scep", "--in", "h1.key", "--password", otp, *common)
+    (tmp_path / "h1.crt").write_text(out.stdout)
+    cert = x509.load_pem_x509_certificate(out.stdout.encode())
+    assert "Issuing CA RSA1" in cert.issuer.rfc4514_string()
+    assert cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.DNSName) == ["h1.example.test"]
+    verify_chain(scep, tmp_path / "h1.crt")
+
+    # the one-time password is gone: the same password again fails with badRequest
+    (tmp_path / "other.key").write_text(pki(tmp_path, "--gen", "--type", "rsa", "--size", "2048",
+                                            "--outform", "pem").stdout)
+    again = pki(tmp_path, "--scep", "--in", "other.key", "--password", otp, *common, check=False)
+    assert again.returncode != 0 and "badRequest" in again.stderr + again.stdout
+
+    # RenewalReq signed with the current certificate, new key
+    (tmp_path / "h1b.key").write_text(pki(tmp_path, "--gen", "--type", "rsa", "--size", "2048",
+                                          "--outform", "pem").stdout)
+    renewed = pki(tmp_path, "--scep", "--in", "h1b.key", "--cert", "h1.crt", "--key", "h1.key", *common)
+    new = x509.load_pem_x509_certificate(renewed.stdout.encode())
+    assert new.serial_number != cert.serial_number and new.subject == cert.subject
+    assert new.public_key().public_numbers() != cert.public_key().public_numbers()  # type: ignore[union-attr]
+
+
+def test_strongswan_des3_wrong_password_issues_nothing(scep: ScepEnv, tmp_path: Path) -> None:
+    pki(tmp_path, "--scepca", "--url", scep.url, "--caout", "ca.crt", "--raout", "ra.crt", "--outform", "pem")
+    (tmp_path / "k.key").write_text(pki(tmp_path, "--gen", "--type", "rsa", "--size", "2048",
+                                        "--outform", "pem").stdout)
+    before = scep.counts()
+    out = pki(tmp_path, "--scep", "--url", scep.url, "--in", "k.key", "--dn", "CN=h2.example.test", "--san",
+              "h2.example.test", "--password", "not-a-valid-one", "--cipher", "des3", "--digest", "sha512",
+              "--cacert-enc", "ra.crt", "--cacert-sig", "ra.crt", "--cacert", "ca.crt", "--outform", "pem",
+              check=False)
+    assert out.returncode != 0
+    assert "badRequest" in out.stdout + out.stderr
+    assert scep.counts() == before
+
+
+def test_micromdm_scepclient_enrolls(scep: ScepEnv, tmp_path: Path) -> None:
+    """scepclient: DES-CBC + SHA-1 (the server runs with IKEPKI_SCEP_ALLOW_SINGLE_DES=1), BER
+    encryptedContent, encrypts to every GetCACert certificate (CA-IDENT rsa-only: no EC root)."""
+    binary = require_binary("scepclient")
+    otp = cli_challenge(scep)
+    work = tmp_path / "cwd"  # scepclient writes and re-uses csr.pem in its working directory
+    work.mkdir()
+    proc = subprocess.run([binary, "-server-url", scep.url, "-challenge", otp, "-cn", "h3.example.test",
+                           "-organization", "Example", "-private-key", "h3.key", "-certificate", "h3.pem",
+                           "-keySize", "2048", "-cacert-message", "rsa-only"],
+                          cwd=work, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cert = x509.load_pem_x509_certificate((work / "h3.pem").read_bytes())
+    assert cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value == "h3.example.test"
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.DNSName) == ["h3.example.test"]  # SAN taken from the CN
+    verify_chain(scep, work / "h3.pem")
