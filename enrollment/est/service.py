@@ -155,6 +155,8 @@ class EstService:
         lifetime = timedelta(hours=label.lifetime_hours) if label.lifetime_hours else None
         plan = _Plan(principal, label_name, label.profile, csr, None, None, None, None, lifetime, call.source)
         kind = principal.kind
+        if call.operation == "simplereenroll":  # also for an RA renewing its own certificate
+            return self._for_renewal(plan, call)
         if kind is PrincipalKind.DEVICE:
             return self._for_registration(plan, principal.registration)
         if kind is PrincipalKind.RA or (kind is PrincipalKind.PIPELINE and principal.pipeline

@@ -1,0 +1,145 @@
+"""One EST deployment for this package: a fresh CA with an ``est:`` config (labels, pipelines,
+RA subject, manual approval), served twice over the same store: ``est.server`` (no proxy
+header trusted) and ``est.proxied`` (IKEPKI_EST_TRUSTED_PROXY_HEADER=ssl-client-cert and
+IKEPKI_EST_DEFAULT_LABEL=approval: strongSwan pki cannot name a label)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography import x509
+
+from enrollment.est.auth import hash_password
+from tests.conftest import Server, init_deployment_dir, start_server
+from tests.est.est_helpers import StoreView, enroll, issued_cert, make_csr, new_key, write_pem
+
+PIPELINE_PASSWORD = "intune-pipeline-pw"
+STRICT_PASSWORD = "strict-pipeline-pw"
+RA_SUBJECT = "CN=mdm-ra,O=Example"
+PROXY_HEADER = "ssl-client-cert"
+
+
+def est_config() -> str:
+    return f"""\
+public_base_url: http://127.0.0.1:8080
+est:
+  default_label: machine
+  labels:
+    machine: {{profile: machine}}
+    user: {{profile: user}}
+    gateway: {{profile: gateway, auth: [basic, client-cert]}}
+    approval: {{profile: machine, manual_approval: true, retry_after_seconds: 1}}
+    certonly: {{profile: machine, auth: [client-cert]}}
+    shortlived: {{profile: machine, auth: [basic], lifetime_hours: 0.0006}}
+  pipelines:
+    intune:
+      password_hash: "{hash_password(PIPELINE_PASSWORD, 1000)}"
+      labels: [machine, user, gateway, approval, shortlived]
+    strict: {{password_hash: "{hash_password(STRICT_PASSWORD, 1000)}", registered_only: true}}
+  ra_subjects: ["{RA_SUBJECT}"]
+"""
+
+
+@dataclass
+class EstEnv:
+    dir: Path
+    server: Server
+    proxied: Server
+    store: StoreView
+    ra_cert: Path  # PEM: RA client cert; ra_key its key
+    ra_key: Path
+
+    @property
+    def url(self) -> str:
+        return self.server.https_url
+
+    @property
+    def root(self) -> str:
+        return str(self.dir / "root-ca.pem")
+
+    def client(self, cert: tuple[str, str] | None = None) -> httpx.Client:
+        return httpx.Client(verify=self.root, cert=cert, timeout=30)
+
+    def admin_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.server.admin_token()}"}
+
+    def register(self, devices: list[dict[str, object]]) -> dict[str, str]:
+        with self.client() as c:
+            r = c.post(f"{self.url}/admin/v1/est/registrations", json={"devices": devices},
+                       headers=self.admin_headers())
+        assert r.status_code == 201, r.text
+        return {d["device_id"]: d["secret"] for d in r.json()["registrations"]}
+
+    def register_one(self, device: str, sans: list[str], profile: str = "machine") -> str:
+        return self.register([{"device_id": device, "profile": profile, "sans": sans}])[device]
+
+    def issue(self, tmp: Path, cn: str, san: str, label: str = "machine") -> tuple[Path, Path]:
+        """A client certificate obtained over EST by the ``intune`` pipeline: (cert PEM, key PEM)."""
+        key = new_key()
+        with self.client() as c:
+            r = enroll(c, self.url, make_csr(key, cn, [f"DNS:{san}"]), auth=("intune", PIPELINE_PASSWORD),
+                       label=label)
+        cert = issued_cert(r)
+        return write_pem(tmp / f"{cn}.pem", certs=[cert]), write_pem(tmp / f"{cn}.key", key)
+
+    def revoke(self, serial: int) -> None:
+        with self.client() as c:
+            r = c.post(f"{self.url}/admin/v1/revocations", headers=self.admin_headers(),
+                       json={"serials": [format(serial, "x")], "reason": "keyCompromise"})
+        assert r.status_code == 200 and r.json()["revoked"], r.text
+
+    def pending(self) -> list[dict[str, object]]:
+        with self.client() as c:
+            r = c.get(f"{self.url}/admin/v1/est/pending", headers=self.admin_headers())
+        assert r.status_code == 200, r.text
+        return list(r.json())
+
+    def decide(self, pending_id: str, decision: str = "approve") -> None:
+        with self.client() as c:
+            r = c.post(f"{self.url}/admin/v1/est/pending/{pending_id}/{decision}", headers=self.admin_headers())
+        assert r.status_code == 200, r.text
+
+
+@pytest.fixture(scope="session")
+def est(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EstEnv]:
+    base = tmp_path_factory.mktemp("est")
+    directory = init_deployment_dir(base / "ikepki", est_config())
+    env = EstEnv(directory, None, None, StoreView(directory / "ikepki.db"), base / "ra.pem", base / "ra.key")  # type: ignore[arg-type]
+    started: dict[str, Server] = {}
+    errors: list[BaseException] = []
+
+    def start(name: str, extra: dict[str, str]) -> None:
+        try:
+            started[name] = start_server(directory, env=extra)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=("server", {})),
+               threading.Thread(target=start, args=("proxied", {"IKEPKI_EST_TRUSTED_PROXY_HEADER": PROXY_HEADER,
+                                                                "IKEPKI_EST_DEFAULT_LABEL": "approval"}))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        for srv in started.values():
+            srv.stop()
+        raise errors[0]
+    env.server, env.proxied = started["server"], started["proxied"]
+    env.ra_cert, env.ra_key = env.issue(base, "mdm-ra", "mdm-ra.example.test")
+    yield env
+    env.proxied.stop()
+    env.server.stop()
+
+
+def pending_ids(env: EstEnv) -> list[str]:
+    return [str(p["id"]) for p in env.pending()]
+
+
+def load_pem_cert(path: Path) -> x509.Certificate:
+    return x509.load_pem_x509_certificates(path.read_bytes())[0]
