@@ -36,7 +36,7 @@ from ca.keys.pin import Pin
 from ca.keys.signer import KeySpec, SigningKey
 from ca.keys.software import generate_software_key
 
-DEFAULT_CEREMONY = Path(__file__).resolve().parent.parent / "hsm-config" / "ceremony.yaml"
+DEFAULT_CEREMONY = Path(__file__).resolve().parent / "default_ceremony.yaml"  # = hsm-config/ceremony.yaml
 
 
 class _KeyedName(BaseModel):
@@ -129,17 +129,28 @@ def wipe(directory: Path) -> None:
         (directory / name).unlink(missing_ok=True)
 
 
-def init_softhsm_token(directory: Path, label: str) -> tuple[Path, Pin]:
-    """Create a private SoftHSM config and token under ``directory`` (absolute paths)."""
+def init_softhsm_token(directory: Path, label: str, pin_file: Path | None = None,
+                       so_pin_file: Path | None = None) -> tuple[Path, Pin]:
+    """Create a private SoftHSM config and token under ``directory`` (absolute paths).
+
+    PINs come from ``pin_file``/``so_pin_file`` when they exist (e.g. a Kubernetes Secret),
+    otherwise fresh random PINs are written to DIR/hsm-pin and DIR/hsm-so-pin (mode 0600)."""
     directory = directory.resolve()
     tokens = directory / "tokens"
     tokens.mkdir(parents=True, exist_ok=True)
     conf = directory / "softhsm2.conf"
     conf.write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n"
                     "slots.removable = false\n")
-    pin, so_pin = secrets.token_hex(16), secrets.token_hex(16)
-    _write_secret(directory / "hsm-pin", pin)
-    _write_secret(directory / "hsm-so-pin", so_pin)
+    if pin_file is not None and pin_file.exists():
+        pin = pin_file.read_text().strip()
+    else:
+        pin = secrets.token_hex(16)
+        _write_secret(directory / "hsm-pin", pin)
+    if so_pin_file is not None and so_pin_file.exists():
+        so_pin = so_pin_file.read_text().strip()
+    else:
+        so_pin = secrets.token_hex(16)
+        _write_secret(directory / "hsm-so-pin", so_pin)
     env = {**os.environ, "SOFTHSM2_CONF": str(conf)}
     util = shutil.which("softhsm2-util")
     if util is None:

@@ -49,6 +49,7 @@ class CaSettings(IkepkiSettings):
     hsm_pin_env: str | None = None  # name of an environment variable holding the PIN
     softhsm_conf: str | None = None  # default DIR/softhsm2.conf when it exists
     public_base_url: str = "http://127.0.0.1:8080"  # put into AIA/CDP of issued certs
+    ocsp_base_url: str | None = None  # OCSP responder base if it runs elsewhere (default public_base_url)
     host: str = "127.0.0.1"
     https_port: int = 8443
     http_port: int = 8080

@@ -6,6 +6,7 @@ once, at C_Initialize), so a process opens one deployment's token.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from dataclasses import dataclass
@@ -122,6 +123,9 @@ class Deployment:
     def pin(self) -> Pin:
         if self.settings.hsm_pin_env:
             return resolve_pin(f"env:{self.settings.hsm_pin_env}")
+        recorded = self.manifest.get("token", {}).get("pin_source") if (self.dir / MANIFEST).exists() else None
+        if recorded and not self.settings.hsm_pin_file:
+            return resolve_pin(recorded, base=self.dir)
         return resolve_pin(f"file:{self.settings.hsm_pin_file or 'hsm-pin'}", base=self.dir)
 
     @cached_property
@@ -154,7 +158,8 @@ class Deployment:
         for issuer_id, entry in self.manifest["issuers"].items():
             cert = x509.load_pem_x509_certificate(self.path(entry["cert"]).read_bytes())
             out[issuer_id] = Issuer(issuer_id, cert, self.signing_key(entry["key"], entry.get("rsa_pss", False)),
-                                    (), self.root, IssuerUrls.for_issuer(self.settings.public_base_url, issuer_id))
+                                    (), self.root, IssuerUrls.for_issuer(self.settings.public_base_url, issuer_id,
+                                                                  self.settings.ocsp_base_url))
         return out
 
     @cached_property
@@ -213,7 +218,8 @@ def init_deployment(directory: Path, ceremony_path: Path | None = None, force: b
             raise PKIError(ErrorKind.CONFLICT, f"{directory} already holds a CA (use --force to replace it)")
         wipe(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    os.chmod(directory, 0o700)
+    with contextlib.suppress(PermissionError):  # a mounted volume may belong to root (Kubernetes fsGroup)
+        os.chmod(directory, 0o700)
     ceremony = Ceremony.load(ceremony_path or DEFAULT_CEREMONY)
     result = InitResult(directory)
     clock = clock or SystemClock()
@@ -224,9 +230,14 @@ def init_deployment(directory: Path, ceremony_path: Path | None = None, force: b
     if ceremony.key_backend == "pkcs11":
         if ceremony.token.module:  # an existing token on a real HSM
             token_info["module"] = ceremony.token.module
-            pin = resolve_pin(ceremony.token.pin_source or "env:IKEPKI_HSM_PIN", base=directory)
+            token_info["pin_source"] = ceremony.token.pin_source or "env:IKEPKI_HSM_PIN"
+            pin = resolve_pin(token_info["pin_source"], base=directory)
         else:
-            conf, pin = init_softhsm_token(directory, ceremony.token.label)
+            pre = ConfigSource.load(directory / "ikepki.yaml").settings(CaSettings)
+            so_pin_env = os.environ.get("IKEPKI_HSM_SO_PIN_FILE")
+            conf, pin = init_softhsm_token(directory, ceremony.token.label,
+                                           Path(pre.hsm_pin_file) if pre.hsm_pin_file else None,
+                                           Path(so_pin_env) if so_pin_env else None)
             result.made.append(("SoftHSM token", f"{ceremony.token.label} ({conf})"))
         settings = ConfigSource.load(directory / "ikepki.yaml").settings(CaSettings)
         token = open_token(ceremony.token.module or settings.hsm_module, ceremony.token.label, pin)
@@ -267,11 +278,15 @@ def init_deployment(directory: Path, ceremony_path: Path | None = None, force: b
 
     dep = Deployment.open(directory, clock=clock)
     _issue_service_certs(dep, ceremony, result)
-    token_value = secrets.token_urlsafe(32)
-    dep.store.add_admin_token("admin", "admin", token_value, now)
-    from ca.ceremony import _write_secret
+    token_file = dep.path(dep.settings.admin_token_file or "admin-token")
+    if token_file.exists() and token_file.read_text().strip():  # provided (e.g. a Kubernetes Secret)
+        token_value = token_file.read_text().strip()
+    else:
+        token_value = secrets.token_urlsafe(32)
+        from ca.ceremony import _write_secret
 
-    _write_secret(dep.path("admin-token"), token_value)
+        _write_secret(token_file, token_value)
+    dep.store.add_admin_token("admin", "admin", token_value, now)
     result.made.append(("admin API credential", "admin-token (role admin)"))
     dep.audit.append(now, "ikepki init", "init", "cli", root=root.subject.rfc4514_string(),
                      issuers=list(manifest["issuers"]))

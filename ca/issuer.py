@@ -20,9 +20,10 @@ class IssuerUrls:
     delta_crl: str
 
     @classmethod
-    def for_issuer(cls, base_url: str, issuer_id: str) -> IssuerUrls:
+    def for_issuer(cls, base_url: str, issuer_id: str, ocsp_base_url: str | None = None) -> IssuerUrls:
         base = base_url.rstrip("/")
-        return cls(ocsp=f"{base}/ocsp", ca_issuers=f"{base}/ca/{issuer_id}.der", crl=f"{base}/crl/{issuer_id}.crl",
+        return cls(ocsp=f"{(ocsp_base_url or base).rstrip('/')}/ocsp", ca_issuers=f"{base}/ca/{issuer_id}.der",
+                   crl=f"{base}/crl/{issuer_id}.crl",
                    delta_crl=f"{base}/crl/{issuer_id}-delta.crl")
 
 

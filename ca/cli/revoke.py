@@ -316,7 +316,9 @@ class LocalBackend:
         done, blocked = execute(self.dep, found.targets, reason, Requester("cli", _whoami()), block_device)
         changed = {d.serial for d in done}
         result.update(revoked=[d.serial_hex for d in done], blocked_devices=blocked,
-                      unchanged=[t.serial_hex for t in found.targets if t.serial not in changed])
+                      unchanged=[t.serial_hex for t in found.targets if t.serial not in changed],
+                      targets=[cert_json(d) for d in done] + [cert_json(t) for t in found.targets
+                                                              if t.serial not in changed])
         return result
 
     def deliveries(self, serials: Sequence[str]) -> list[dict[str, Any]]:
