@@ -27,10 +27,7 @@ def make_csr(key, sans: list[x509.GeneralName], cn: str = "test", hash_alg=None)
         x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        alg = None
-    else:
-        alg = hash_alg or hashes.SHA256()
+    alg = None if isinstance(key, ed25519.Ed25519PrivateKey) else hash_alg or hashes.SHA256()
     return builder.sign(key, alg).public_bytes(serialization.Encoding.PEM)
 
 
