@@ -12,8 +12,10 @@
   signing key; the device identifier is taken from the AK certificate SAN
   (:mod:`enrollment.attestation.ak_cert`) and compared with the order identifier (draft §5 step 3).
 
-``sig`` is the bare signature as produced by the TPM: DER ECDSA-Sig-Value for ECDSA, the RSASSA octets
-for RSA (what Windows and py_webauthn exchange), not a marshalled TPMT_SIGNATURE.
+``sig``: WebAuthn L2 §8.3 describes it as a TPMT_SIGNATURE (TPM 2.0 Part 2 §11.3.4), while deployed
+clients (Windows, py_webauthn, SimpleWebAuthn) send the bare signature: DER ECDSA-Sig-Value or the
+RSASSA/RSAPSS octets.  Both are accepted (a marshalled TPMT_SIGNATURE is recognised by exact length and
+algorithm and converted; the forms cannot be confused); ikepki's device library sends the bare form.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
-from tpm2_pytss.constants import TPM2_GENERATED, TPM2_ST, TPMA_OBJECT
-from tpm2_pytss.types import TPMS_ATTEST, TPMT_PUBLIC
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from tpm2_pytss.constants import TPM2_ALG, TPM2_GENERATED, TPM2_ST, TPMA_OBJECT
+from tpm2_pytss.types import TPMS_ATTEST, TPMT_PUBLIC, TPMT_SIGNATURE
 
 from enrollment.attestation.ak_cert import AkCertificateInfo, check_ak_certificate
 from enrollment.attestation.chain import ChainError, load_der_certificate, validate_path
@@ -222,6 +225,28 @@ def _ak_public_key(info: AkCertificateInfo) -> PublicKeyTypes:
         raise AttestationError(Reason.UNSUPPORTED_ALGORITHM, "AK certificate key is not usable") from exc
 
 
+_TPM_HASH = {hashes.SHA256: TPM2_ALG.SHA256, hashes.SHA384: TPM2_ALG.SHA384, hashes.SHA512: TPM2_ALG.SHA512}
+_TPM_SIG_ALG = {"ecdsa": TPM2_ALG.ECDSA, "pkcs1": TPM2_ALG.RSASSA, "pss": TPM2_ALG.RSAPSS}
+
+
+def bare_signature(sig: bytes, alg: CoseAlgorithm) -> bytes:
+    """The bare signature: unwrap a marshalled TPMT_SIGNATURE of the expected scheme, else ``sig``."""
+    try:
+        parsed, used = TPMT_SIGNATURE.unmarshal(sig)
+    except Exception:  # not a TPMT_SIGNATURE: the bare form
+        return sig
+    if used != len(sig) or parsed.sigAlg != _TPM_SIG_ALG[alg.family]:
+        return sig
+    if alg.family == "ecdsa":
+        ecdsa = parsed.signature.ecdsa
+        if ecdsa.hash != _TPM_HASH[alg.hash]:
+            return sig
+        r, s = int.from_bytes(bytes(ecdsa.signatureR), "big"), int.from_bytes(bytes(ecdsa.signatureS), "big")
+        return encode_dss_signature(r, s)
+    rsa_sig = parsed.signature.rsassa if alg.family == "pkcs1" else parsed.signature.rsapss
+    return bytes(rsa_sig.sig) if rsa_sig.hash == _TPM_HASH[alg.hash] else sig
+
+
 def _verify_signature(key: PublicKeyTypes, alg: CoseAlgorithm, signature: bytes, data: bytes) -> None:
     try:
         if alg.family == "ecdsa" and isinstance(key, ec.EllipticCurvePublicKey):
@@ -293,7 +318,7 @@ def verify_tpm_attestation(
     attest = parse_attest(stmt.cert_info)
     pub_area = parse_public_area(stmt.pub_area)
     info = _verify_ak_chain(stmt, attestation_roots, intermediates, require_aware(now))
-    _verify_signature(_ak_public_key(info), alg, stmt.sig, stmt.cert_info)
+    _verify_signature(_ak_public_key(info), alg, bare_signature(stmt.sig, alg), stmt.cert_info)
     _check_cert_info(attest, expected_extra_data(key_authorization, stmt.alg), pub_area)
     device_key = _check_device_key(pub_area, csr_public_key)
     _check_identifier(info, expected_identifier)

@@ -18,11 +18,19 @@ from acme import challenges
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from tpm2_pytss import ESAPI
-from tpm2_pytss.constants import ESYS_TR, TPMA_OBJECT
+from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPMA_OBJECT
 from tpm2_pytss.TSS2_Exception import TSS2_Exception
-from tpm2_pytss.types import TPM2B_PUBLIC, TPM2B_SENSITIVE_CREATE, TPMT_PUBLIC
+from tpm2_pytss.types import (
+    TPM2B_PUBLIC,
+    TPM2B_SENSITIVE_CREATE,
+    TPMS_SIGNATURE_ECC,
+    TPMT_PUBLIC,
+    TPMT_SIGNATURE,
+    TPMU_SIGNATURE,
+)
 
 from enrollment.attestation.acme_challenge import DeviceAttest01, DeviceAttest01Response
 from enrollment.attestation.ak_cert import issue_ak_certificate
@@ -298,4 +306,26 @@ def test_other_format_is_rejected(attested, attestation_ca):
     att_obj = cbor2.dumps(top)
     assert reason_of(lambda: verify(replace(attested, att_obj=att_obj), [attestation_ca.cert])) is (
         Reason.UNSUPPORTED_FORMAT
+    )
+
+
+def _tpmt_ecdsa(der: bytes, hash_alg: TPM2_ALG) -> bytes:
+    r, s = decode_dss_signature(der)
+    signature = TPMT_SIGNATURE(
+        sigAlg=TPM2_ALG.ECDSA,
+        signature=TPMU_SIGNATURE(
+            ecdsa=TPMS_SIGNATURE_ECC(hash=hash_alg, signatureR=r.to_bytes(32, "big"), signatureS=s.to_bytes(32, "big"))
+        ),
+    )
+    return bytes(signature.marshal())
+
+
+def test_sig_as_marshalled_tpmt_signature_is_accepted(attested, attestation_ca):
+    """WebAuthn L2 §8.3 names sig a TPMT_SIGNATURE; that form verifies like the bare DER form."""
+    statement = cbor2.loads(attested.att_obj)["attStmt"]
+    wrapped = mutate(attested.att_obj, sig=_tpmt_ecdsa(statement["sig"], TPM2_ALG.SHA256))
+    verify(replace(attested, att_obj=wrapped), [attestation_ca.cert])
+    wrong_hash = mutate(attested.att_obj, sig=_tpmt_ecdsa(statement["sig"], TPM2_ALG.SHA384))
+    assert reason_of(lambda: verify(replace(attested, att_obj=wrong_hash), [attestation_ca.cert])) is (
+        Reason.BAD_SIGNATURE
     )
