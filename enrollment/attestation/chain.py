@@ -26,8 +26,12 @@ class ChainError(ValueError):
     """The path could not be validated (the caller maps it to its own reason)."""
 
 
-def load_der_certificate(der: bytes) -> x509.Certificate:
-    """Parse one bounded DER certificate (raises ChainError)."""
+def load_der_certificate(der: bytes, *, strict_serial: bool = True) -> x509.Certificate:
+    """Parse one bounded DER certificate (raises ChainError).
+
+    ``strict_serial=False`` tolerates a non-positive serial (RFC 5280 §4.1.2.2 violation found in some
+    TPM vendors' EK certificates); our own AK certificates are always checked strictly.
+    """
     if not isinstance(der, bytes) or not 0 < len(der) <= MAX_CERT_DER:
         raise ChainError("certificate missing or larger than the bound")
     try:
@@ -37,7 +41,7 @@ def load_der_certificate(der: bytes) -> x509.Certificate:
         _ = (cert.extensions, cert.public_key(), cert.signature_algorithm_oid)
     except (ValueError, x509.InvalidVersion, UnsupportedAlgorithm) as exc:
         raise ChainError(f"certificate does not parse: {exc}") from exc
-    if cert.serial_number <= 0:  # RFC 5280 §4.1.2.2; cryptography only warns (for now)
+    if strict_serial and cert.serial_number <= 0:  # RFC 5280 §4.1.2.2; cryptography only warns (for now)
         raise ChainError("certificate serial number is not positive")
     return cert
 

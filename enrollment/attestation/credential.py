@@ -11,11 +11,13 @@ use; they are persisted through an injected :class:`ChallengeRepository`.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from tpm2_pytss.utils import make_credential
@@ -56,6 +58,38 @@ class CredentialBlob:
     id_object: bytes
     encrypted_secret: bytes
     expires_at: datetime
+
+    def to_json(self) -> dict[str, str]:
+        """Wire form: base64url (no padding) binaries, RFC 3339 expiry."""
+        return {
+            "challengeId": self.challenge_id,
+            "idObject": _b64e(self.id_object),
+            "encryptedSecret": _b64e(self.encrypted_secret),
+            "expires": self.expires_at.isoformat().replace("+00:00", "Z"),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CredentialBlob:
+        """Parse the wire form (raises AttestationError ``malformed``)."""
+        try:
+            return cls(
+                str(data["challengeId"]),
+                _b64d(data["idObject"]),
+                _b64d(data["encryptedSecret"]),
+                require_aware(datetime.fromisoformat(str(data["expires"]))),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise AttestationError(Reason.MALFORMED, f"credential blob: {exc}") from exc
+
+
+def _b64e(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
+
+
+def _b64d(text: object) -> bytes:
+    if not isinstance(text, str) or len(text) > 4096:
+        raise ValueError("expected a bounded base64url string")
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 @dataclass(frozen=True)

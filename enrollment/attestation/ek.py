@@ -146,7 +146,7 @@ def validate_ek_certificate(
     Raises :class:`AttestationError` with ``untrusted-ek`` (path) or ``ek-profile`` (contents).
     """
     try:
-        cert = load_der_certificate(cert_der)
+        cert = load_der_certificate(cert_der, strict_serial=False)
         validate_path(cert, trust.intermediates, trust.roots, require_aware(now))
     except ChainError as exc:
         raise _fail(Reason.UNTRUSTED_EK, str(exc)) from exc

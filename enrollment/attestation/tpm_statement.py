@@ -196,8 +196,12 @@ def expected_extra_data(key_authorization: str, alg: int) -> bytes:
     """``extraData`` = H_alg(attToBeSigned), attToBeSigned = UTF-8 key authorization (draft-09 §5)."""
     if not isinstance(key_authorization, str) or not 0 < len(key_authorization) <= MAX_KEY_AUTHORIZATION:
         raise _malformed("key authorization missing or too long")
+    try:
+        encoded = key_authorization.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _malformed("key authorization is not valid UTF-8 text") from exc
     digest = hashes.Hash(cose_algorithm(alg).hash())
-    digest.update(key_authorization.encode("utf-8"))
+    digest.update(encoded)
     return digest.finalize()
 
 

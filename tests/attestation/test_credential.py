@@ -18,7 +18,7 @@ from enrollment.attestation.ak_cert import (
     issue_ak_certificate,
 )
 from enrollment.attestation.clock import FixedClock
-from enrollment.attestation.credential import CredentialActivation, CredentialChallenge
+from enrollment.attestation.credential import CredentialActivation, CredentialBlob, CredentialChallenge
 from enrollment.attestation.device import TpmDevice
 from enrollment.attestation.errors import AttestationError, Reason
 from enrollment.attestation.repository import InMemoryChallengeRepository
@@ -127,3 +127,17 @@ def test_untrusted_ek_is_rejected_at_start(foreign_swtpm, activation):
     with TpmDevice(foreign_swtpm.tcti) as device, pytest.raises(AttestationError) as err:
         activation.start(device.ek_certificate(), device.ak_public())
     assert err.value.reason is Reason.UNTRUSTED_EK
+
+
+def test_credential_blob_wire_form_round_trips(swtpm_device, activation):
+    with TpmDevice(swtpm_device.tcti) as device:
+        blob = activation.start(device.ek_certificate(), device.ak_public())
+        wire = blob.to_json()
+        assert set(wire) == {"challengeId", "idObject", "encryptedSecret", "expires"}
+        received = CredentialBlob.from_json(wire)
+        assert received == blob
+        secret = device.activate_credential(received.id_object, received.encrypted_secret)
+    activation.finish(blob.challenge_id, secret)
+    with pytest.raises(AttestationError) as err:
+        CredentialBlob.from_json({"challengeId": "x", "idObject": 5})
+    assert err.value.reason is Reason.MALFORMED
