@@ -98,11 +98,12 @@ def openssl(*args: str | Path, check: bool = True, input: bytes | None = None) -
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    """Poll until ``predicate`` returns something truthy (a wait, not a timing assertion)."""
+    """Poll until ``predicate`` returns something other than None/False (a wait, not a timing
+    assertion; an empty CRL object is falsy but a valid result)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
-        if value:
+        if value is not None and value is not False:
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
