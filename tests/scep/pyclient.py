@@ -149,3 +149,14 @@ def _is_ca(cert: x509.Certificate) -> bool:
         return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
     except x509.ExtensionNotFound:
         return False
+
+
+def verify_signed_data(body: bytes) -> tuple[x509.Certificate, bytes]:
+    """Verify a SignedData without SCEP attributes (GetNextCACert); return (signer, content)."""
+    sd = asn1_cms.ContentInfo.load(body)["content"]
+    si = sd["signer_infos"][0]
+    content = bytes(sd["encap_content_info"]["content"].native)
+    signer_der = cms._find_signer(sd, si)
+    cms._verify_signer(si, si["signed_attrs"], signer_der, si["digest_algorithm"]["algorithm"].native, content)
+    assert signer_der is not None
+    return x509.load_der_x509_certificate(signer_der), content
