@@ -5,6 +5,7 @@ IKEPKI_EST_DEFAULT_LABEL=approval: strongSwan pki cannot name a label)."""
 
 from __future__ import annotations
 
+import ssl
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -63,7 +64,10 @@ class EstEnv:
         return str(self.dir / "root-ca.pem")
 
     def client(self, cert: tuple[str, str] | None = None) -> httpx.Client:
-        return httpx.Client(verify=self.root, cert=cert, timeout=30)
+        ctx = ssl.create_default_context(cafile=self.root)
+        if cert is not None:  # httpx 0.28 ignores cert= when verify is a path
+            ctx.load_cert_chain(*cert)
+        return httpx.Client(verify=ctx, timeout=30)
 
     def admin_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.server.admin_token()}"}
