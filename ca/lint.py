@@ -34,17 +34,17 @@ def lint_issued(cert: x509.Certificate, profile: Profile, issuer: Issuer) -> Non
     if cert.issuer != issuer.certificate.subject:
         raise _fail("issuer name differs from the CA subject")
     ext = cert.extensions
-    bc = ext.get_extension_for_oid(ExtensionOID.BASIC_CONSTRAINTS)
+    bc = ext.get_extension_for_class(x509.BasicConstraints)
     if not bc.critical or bc.value.ca:
         raise _fail("basicConstraints must be critical with cA=false")
-    ku = ext.get_extension_for_oid(ExtensionOID.KEY_USAGE)
+    ku = ext.get_extension_for_class(x509.KeyUsage)
     if not ku.critical or not ku.value.digital_signature or ku.value.key_cert_sign or ku.value.crl_sign:
         raise _fail("keyUsage must be critical digitalSignature without certificate/CRL signing")
     if profile.ekus:
-        eku = ext.get_extension_for_oid(ExtensionOID.EXTENDED_KEY_USAGE).value
+        eku = ext.get_extension_for_class(x509.ExtendedKeyUsage).value
         if list(eku) != list(profile.ekus):
             raise _fail("extendedKeyUsage differs from the profile")
-    aki = ext.get_extension_for_oid(ExtensionOID.AUTHORITY_KEY_IDENTIFIER).value
+    aki = ext.get_extension_for_class(x509.AuthorityKeyIdentifier).value
     if aki.key_identifier != issuer.key_id:
         raise _fail("authorityKeyIdentifier does not match the issuer")
     ext.get_extension_for_oid(ExtensionOID.SUBJECT_KEY_IDENTIFIER)

@@ -90,7 +90,7 @@ def with_lifetimes(profiles: dict[str, Profile], overrides: dict[str, dict[str, 
     for name, values in overrides.items():
         if name not in out:
             raise PKIError(ErrorKind.CONFIG, f"unknown profile {name!r} in configuration")
-        prof = replace(out[name], **values)
+        prof = replace(out[name], **values)  # type: ignore[arg-type]
         if prof.default_lifetime > prof.max_lifetime:
             raise PKIError(ErrorKind.CONFIG, f"profile {name}: default lifetime exceeds maximum")
         out[name] = prof

@@ -183,7 +183,7 @@ class Pkcs11Token:
         return SigningKey(uri, Pkcs11RsaPrivateKey(self, label, pub), rsa_pss=rsa_pss)
 
 
-def _digest(data: bytes, algorithm: hashes.HashAlgorithm | asym_utils.Prehashed) -> tuple[bytes, hashes.HashAlgorithm]:
+def _digest(data: bytes, algorithm: Any) -> tuple[bytes, hashes.HashAlgorithm]:
     if isinstance(algorithm, asym_utils.Prehashed):
         return data, algorithm._algorithm
     h = hashes.Hash(algorithm)
@@ -197,10 +197,11 @@ class Pkcs11EcPrivateKey(ec.EllipticCurvePrivateKey):
     def __init__(self, token: Pkcs11Token, label: str, public: ec.EllipticCurvePublicKey) -> None:
         self._token, self._label, self._public = token, label, public
 
-    def sign(self, data: bytes, signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
+    def sign(self, data: bytes | bytearray | memoryview, signature_algorithm: ec.EllipticCurveSignatureAlgorithm
+             ) -> bytes:
         if not isinstance(signature_algorithm, ec.ECDSA):
             raise TypeError("only ECDSA is supported")
-        digest, _ = _digest(data, signature_algorithm.algorithm)
+        digest, _ = _digest(bytes(data), signature_algorithm.algorithm)
         raw = self._token.sign(self._label, digest, Mechanism.ECDSA)
         return bytes(encode_ecdsa_signature(raw))
 
@@ -240,9 +241,10 @@ class Pkcs11RsaPrivateKey(rsa.RSAPrivateKey):
     def __init__(self, token: Pkcs11Token, label: str, public: rsa.RSAPublicKey) -> None:
         self._token, self._label, self._public = token, label, public
 
-    def sign(self, data: bytes, padding_: padding.AsymmetricPadding,
-             algorithm: asym_utils.Prehashed | hashes.HashAlgorithm) -> bytes:
-        if isinstance(algorithm, asym_utils.Prehashed):
+    def sign(self, data: bytes | bytearray | memoryview, padding_: padding.AsymmetricPadding,
+             algorithm: Any) -> bytes:
+        data = bytes(data)
+        if not isinstance(algorithm, hashes.HashAlgorithm):
             raise NotImplementedError("pre-hashed RSA signing is not supported by the HSM adapter")
         mech_hash, mgf, pkcs1_mech, pss_mech = _HASH_MECH[algorithm.name]
         if isinstance(padding_, padding.PSS):

@@ -60,10 +60,10 @@ class SigningKey:
     rsa_pss: bool = False
 
     @property
-    def hash_algorithm(self) -> hashes.HashAlgorithm | None:
+    def hash_algorithm(self) -> hashes.SHA256 | hashes.SHA384 | None:
         return signature_hash_for(self.key)
 
-    def rsa_padding(self) -> padding.AsymmetricPadding | None:
+    def rsa_padding(self) -> padding.PSS | padding.PKCS1v15 | None:
         """The padding x509 builders need for this key (PSS with salt = digest length)."""
         if not isinstance(self.key, rsa.RSAPrivateKey):
             return None
@@ -73,7 +73,7 @@ class SigningKey:
         return padding.PKCS1v15()
 
 
-def signature_hash_for(key: object) -> hashes.HashAlgorithm | None:
+def signature_hash_for(key: object) -> hashes.SHA256 | hashes.SHA384 | None:
     """The hash matched to the key's strength (RFC 5480 §4: P-384 with SHA-384)."""
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return None

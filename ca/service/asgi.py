@@ -10,7 +10,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from ca.service.mounts import ASGIApp, HttpMount, Receive, Scope, Send
+from ca.service.mounts import ASGIApp, HttpMount, Message, Receive, Scope, Send
 
 
 async def send_bytes(send: Send, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8",
@@ -71,7 +71,7 @@ class Router:
         path: str = scope["path"]
         status_box: dict[str, int] = {}
 
-        async def counting_send(message: dict[str, Any]) -> None:
+        async def counting_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_box["s"] = message["status"]
             await send(message)

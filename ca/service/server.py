@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -46,7 +46,7 @@ class TlsAwareProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         if self._tls_ext is not None:
-            self.scope["extensions"] = {"tls": self._tls_ext}  # type: ignore[typeddict-unknown-key]
+            self.scope["extensions"] = {"tls": self._tls_ext}  # type: ignore[typeddict-unknown-key, dict-item]
 
 
 def client_ca_bundle(deployment: Any) -> Path:
@@ -75,7 +75,7 @@ class BackgroundTask:
     """A long-running coroutine started with the server (CRL publisher, push worker, ...)."""
 
     name: str
-    run: Callable[[], Awaitable[None]]
+    run: Callable[[], Coroutine[Any, Any, None]]
 
 
 def load_background_tasks(deployment: Any, only: set[str] | None = None) -> list[BackgroundTask]:

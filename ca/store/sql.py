@@ -319,6 +319,6 @@ class SqlCertificateStore(SqlCertificateReader):
             with self.db.write() as conn:
                 result = conn.execute(insert(GATEWAYS), {"name": name, "kind": kind, "url": url, "enabled": True,
                                                          "created_at": at})
-                return int(result.inserted_primary_key[0])
+                return int(result.inserted_primary_key[0])  # type: ignore[index]
         except IntegrityError:
             raise PKIError(ErrorKind.CONFLICT, f"gateway {name!r} exists") from None
