@@ -62,7 +62,7 @@ class Webhook:
             self.server = None
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def webhook() -> Iterator[Webhook]:
     hook = Webhook(free_port())
     hook.start()
@@ -100,7 +100,7 @@ class ScepEnv:
         return int(certs), int(txs)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def scep(deployment_dir: Path, webhook: Webhook, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScepEnv]:
     staged = staged_rollover(tmp_path_factory.mktemp("scep-rollover") / "next-ca.pem")
     profiles = {"gateway": {"manual_approval": True},

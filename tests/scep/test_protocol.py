@@ -4,7 +4,6 @@ get a protocol-correct failure (or HTTP 400 when it is not SCEP), never a 5xx, n
 
 from __future__ import annotations
 
-import json
 import ssl
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,8 +13,11 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from ca.errors import PKIError
 from ca.model import Requester as ModelRequester
 from ca.model import RevocationReason, RevocationRequest
+from enrollment.scep.service import ScepService
+from enrollment.scep.settings import ScepSettings
 from tests.conftest import run_ikepki
 from tests.scep.conftest import WEBHOOK_YES, ScepEnv
 from tests.scep.pyclient import (
@@ -159,7 +161,8 @@ def test_webhook_down_fails_closed(http: ScepHttp, ra: x509.Certificate, scep: S
     assert "webhook unreachable" in scep.server.log.read_text()
 
 
-def test_manual_approval_with_cert_poll(http: ScepHttp, ra: x509.Certificate, scep: ScepEnv) -> None:
+def test_manual_approval_with_cert_poll(http: ScepHttp, ra: x509.Certificate, scep: ScepEnv,
+                                        deployment: Any) -> None:
     url = f"{scep.url}/gateway/pkiclient.exe"
     rep, req = enroll(http, ra, otp(scep, "gateway"), "gw1.example.test", url=url)
     assert rep.status == PENDING
@@ -167,8 +170,8 @@ def test_manual_approval_with_cert_poll(http: ScepHttp, ra: x509.Certificate, sc
     poll_body = issuer_and_subject(rsa_ca.subject, x509.Name.from_rfc4514_string("CN=gw1.example.test,O=Example"))
     poll = read_certrep(ScepHttp(url, http.client).post(req.message("20", poll_body, ra)).content, req)
     assert poll.status == PENDING
-    pending = json.loads(run_ikepki("scep", "pending", "--json", directory=scep.server.dir).stdout)
-    assert req.transaction_id in [p["transaction_id"] for p in pending]
+    service = ScepService(deployment, ScepSettings())
+    assert req.transaction_id in [t.transaction_id for t in service.repo.pending()]
     run_ikepki("scep", "approve", req.transaction_id, directory=scep.server.dir)
     done = read_certrep(ScepHttp(url, http.client).post(req.message("20", poll_body, ra)).content, req)
     assert done.status == SUCCESS
@@ -177,7 +180,10 @@ def test_manual_approval_with_cert_poll(http: ScepHttp, ra: x509.Certificate, sc
 
     rep2, req2 = enroll(http, ra, otp(scep, "gateway"), "gw2.example.test", url=url)
     assert rep2.status == PENDING
-    run_ikepki("scep", "reject", req2.transaction_id, directory=scep.server.dir)
+    (row,) = service.repo.get(req2.transaction_id)
+    service.reject(row.id, "scep-tests")
+    with pytest.raises(PKIError):  # no longer pending
+        service.approve(row.id, "scep-tests")
     refused = read_certrep(ScepHttp(url, http.client).post(req2.message("20", poll_body, ra)).content, req2)
     assert (refused.status, refused.fail_info) == (FAILURE, BAD_REQUEST)
 
