@@ -179,7 +179,14 @@ class ScepService:
         if reply.status is not PkiStatus.SUCCESS:
             log.info("scep: %s %s for transaction %s from %s: %s", reply.status.name,
                      reply.fail_info.name if reply.fail_info else "", request.transaction_id, source, reply.detail)
-        return HttpAnswer(200, self._cert_rep(ex, reply), PKI_MESSAGE)
+        try:
+            return HttpAnswer(200, self._cert_rep(ex, reply), PKI_MESSAGE)
+        except cms.CmsError as exc:  # e.g. the requester's certificate has no RSA key to encrypt to
+            log.info("scep: cannot answer transaction %s: %s", request.transaction_id, exc.detail)
+            return HttpAnswer(200, self._cert_rep(ex, ScepReply(PkiStatus.FAILURE, exc.fail_info)), PKI_MESSAGE)
+        except PKIError as exc:
+            log.warning("scep: cannot sign the reply: %s", exc.detail)
+            return HttpAnswer(503, b"temporarily unavailable\n", "text/plain")
 
     def _cert_rep(self, ex: _Exchange, reply: ScepReply) -> bytes:
         """CertRep (RFC 8894 §3.3.2): transactionID echoed, recipientNonce = the request's
@@ -224,16 +231,17 @@ class ScepService:
         return handlers[kind](ex, opened.data)
 
     def _unwrap(self, wrapped: bytes) -> bytes:
-        """RSA PKCS#1 v1.5 key transport through PKCS#11; a token refusal reads as a bad key."""
+        """RSA PKCS#1 v1.5 key transport through PKCS#11. SoftHSM reports bad padding as
+        CKR_GENERAL_ERROR, so every token refusal reads as a wrong key (implicit rejection in
+        cms.open_envelope: no padding oracle). A token that is really down fails the signature
+        of the CertRep next, which answers 503."""
         key = self._ra.key.key
         if len(wrapped) != (key.key_size + 7) // 8:
             raise ValueError("wrapped key length")
         try:
             return key.decrypt(wrapped, padding.PKCS1v15())  # type: ignore[no-any-return]
-        except PKIError as exc:
-            if "EncryptedData" in exc.detail or "DataInvalid" in exc.detail or "DataLen" in exc.detail:
-                raise ValueError("unwrap failed") from None
-            raise
+        except PKIError:
+            raise ValueError("unwrap failed") from None
 
     def _check_time(self, signing_time: datetime | None) -> None:
         if signing_time is None:

@@ -76,9 +76,15 @@ class Requester:
         return cls(key, self_signed(key))
 
     def message(self, message_type: str, data: bytes, ra: x509.Certificate, *, cipher: str = "aes256_cbc",
-                digest: str = "sha256", signing_time: datetime | None = None, nonce: bytes | None = None) -> bytes:
+                digest: str = "sha256", signing_time: datetime | None = None, nonce: bytes | None = None,
+                corrupt_key: bool = False) -> bytes:
         """A pkiMessage (RFC 8894 §3.2): ``data`` enveloped to ``ra``, signed by this requester."""
         enveloped = cms.envelope(data, ra, cipher)
+        if corrupt_key:  # a random wrapped content-encryption key (bad PKCS#1 padding)
+            info = asn1_cms.ContentInfo.load(enveloped)
+            ktri = info["content"]["recipient_infos"][0].chosen
+            ktri["encrypted_key"] = os.urandom(len(ktri["encrypted_key"].native))
+            enveloped = info.dump(force=True)
         signer = cms.Signer(self.cert, lambda payload, h: self.key.sign(payload, padding.PKCS1v15(), h))
         attrs = [(cms.OID_MESSAGE_TYPE, cms.printable(message_type)),
                  (cms.OID_TRANSACTION_ID, cms.printable(self.transaction_id)),

@@ -280,6 +280,7 @@ def test_protocol_failures(http: ScepHttp, ra: x509.Certificate, scep: ScepEnv) 
     good[sig_at + 10] ^= 0x01
     assert failure(http, req, bytes(good)) == BAD_MESSAGE_CHECK
 
+    assert failure(http, req, req.message("19", csr, ra, corrupt_key=True)) == BAD_MESSAGE_CHECK
     assert failure(http, req, req.message("99", csr, ra)) == BAD_REQUEST
     assert failure(http, req, req.message("3", csr, ra)) == BAD_REQUEST
     old = datetime.now(UTC) - timedelta(days=3)
