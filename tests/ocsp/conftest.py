@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from ocsp_helpers import Pki
+
+from tests.ocsp.ocsp_helpers import Pki
 
 
 @pytest.fixture(scope="module")

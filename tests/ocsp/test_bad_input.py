@@ -14,10 +14,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ocsp_helpers import Pki
 
 from ocsp.der import der_integer, der_octets, der_oid, der_seq, der_tlv, explicit
 from ocsp.request import MalformedRequest, parse_request
+from tests.ocsp.ocsp_helpers import Pki
 
 SHA1_ALG = bytes.fromhex("300906052b0e03021a0500")
 OCSP_HEADERS = {"Content-Type": "application/ocsp-request"}

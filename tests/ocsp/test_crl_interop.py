@@ -10,10 +10,10 @@ import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from ocsp_helpers import Pki, fetch_crl, openssl, wait_for
 
 from ca.model import RevocationReason
 from tests.conftest import run_ikepki
+from tests.ocsp.ocsp_helpers import Pki, fetch_crl, openssl, wait_for
 
 pytestmark = pytest.mark.interop
 

@@ -20,9 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
-from ocsp_helpers import Pki, openssl, wait_for
 
 from ca.model import RevocationReason
+from tests.ocsp.ocsp_helpers import Pki, openssl, wait_for
 
 pytestmark = pytest.mark.interop
 
