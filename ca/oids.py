@@ -16,3 +16,4 @@ from cryptography.x509 import ObjectIdentifier
 IKEPKI_ARC = os.environ.get("IKEPKI_OID_ARC", "1.3.6.1.4.1.32473.7")
 PROFILE_POLICY_ARC = f"{IKEPKI_ARC}.1"  # certificate policy per profile: ARC.1.<n>
 PUSH_SIGNER_EKU = ObjectIdentifier(f"{IKEPKI_ARC}.2.1")  # EKU of the revocation push signer
+IDENTIFIER_ASSIGNER_ARC = f"{IKEPKI_ARC}.3"  # RFC 4043 assigner OIDs (e.g. .3.1: TPM EK-derived identifiers)
