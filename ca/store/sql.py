@@ -10,10 +10,11 @@ import hashlib
 import json
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ca.clock import as_utc
@@ -221,9 +222,13 @@ class SqlCertificateStore(SqlCertificateReader):
             raise PKIError(ErrorKind.CONFLICT, "serial collision") from None
 
     def _ensure_device(self, conn: Connection, device_id: str, ek: str | None, at: datetime) -> None:
-        if conn.execute(select(DEVICES.c.device_id).where(DEVICES.c.device_id == device_id)).first() is None:
-            conn.execute(insert(DEVICES), {"device_id": device_id, "ek_fingerprint": ek, "blocked": False,
-                                           "created_at": at})
+        """Insert the device row unless it exists (race-free on SQLite and PostgreSQL)."""
+        if conn.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
+        conn.execute(dialect_insert(DEVICES).values(device_id=device_id, ek_fingerprint=ek, blocked=False,
+                                                    created_at=at).on_conflict_do_nothing())
 
     def revoke(self, serials: Sequence[int], reason: RevocationReason, at: datetime, actor: str, channel: str,
                source: str, invalidity_date: datetime | None, identity_of: Any) -> list[CertificateInfo]:
@@ -231,31 +236,50 @@ class SqlCertificateStore(SqlCertificateReader):
         delivery row per enabled gateway, and audit rows. Already revoked serials are skipped;
         a held certificate may be revoked for good (RFC 5280 §5.3.1)."""
         hold = reason is RevocationReason.certificateHold
+        status = "hold" if hold else "revoked"
         done: list[CertificateInfo] = []
+        wanted = list(dict.fromkeys(_hex(s) for s in serials))  # batched: a 10k incident is one command
+        changes: list[dict[str, Any]] = []
+        revocations: list[dict[str, Any]] = []
+        outbox: list[dict[str, Any]] = []
+        deliveries: list[dict[str, Any]] = []
+        audits: list[dict[str, Any]] = []
         with self.db.write() as conn:
             gateways = [g.id for g in conn.execute(select(GATEWAYS.c.id).where(GATEWAYS.c.enabled.is_(True)))]
-            for serial in serials:
-                row = conn.execute(select(CERTS).where(CERTS.c.serial == _hex(serial))).first()
+            rows = {r.serial: r for i in range(0, len(wanted), 500)
+                    for r in conn.execute(select(CERTS).where(CERTS.c.serial.in_(wanted[i:i + 500])))}
+            for hexed in wanted:
+                row = rows.get(hexed)
                 if row is None or row.status == "revoked" or (hold and row.status == "hold"):
                     continue
+                serial = int(hexed, 16)
                 entry = crl_entry_der(serial, at, reason.value, invalidity_date)
-                conn.execute(update(CERTS).where(CERTS.c.serial == row.serial).values(
-                    status="hold" if hold else "revoked", revoked_at=at, revocation_reason=reason.name,
-                    invalidity_date=invalidity_date, crl_entry_der=entry))
-                conn.execute(insert(REVOCATIONS), {"serial": row.serial, "issuer_id": row.issuer_id,
-                                                   "reason": reason.name, "revoked_at": at, "actor": actor,
-                                                   "channel": channel})
-                info = _info(conn.execute(select(CERTS).where(CERTS.c.serial == row.serial)).one())
-                self._enqueue(conn, info, EVENT_REVOKED, at, gateways, identity_of)
-                conn.execute(insert(AUDIT), audit_row(at, actor, "hold" if hold else "revoke", channel, source,
-                                                      serial, reason=reason.name))
+                changes.append({"b_serial": hexed, "b_status": status, "b_at": at, "b_reason": reason.name,
+                                "b_invalidity": invalidity_date, "b_entry": entry})
+                revocations.append({"serial": hexed, "issuer_id": row.issuer_id, "reason": reason.name,
+                                    "revoked_at": at, "actor": actor, "channel": channel})
+                info = replace(_info(row), status=CertStatus(status), revoked_at=at, revocation_reason=reason,
+                               invalidity_date=invalidity_date, crl_entry_der=entry)
+                event_row, delivery_rows = self._event_rows(info, EVENT_REVOKED, at, gateways, identity_of)
+                outbox.append(event_row)
+                deliveries += delivery_rows
+                audits.append(audit_row(at, actor, status if hold else "revoke", channel, source, serial,
+                                        reason=reason.name))
                 done.append(info)
+            if changes:
+                conn.execute(update(CERTS).where(CERTS.c.serial == bindparam("b_serial")).values(
+                    status=bindparam("b_status"), revoked_at=bindparam("b_at"), revocation_reason=bindparam("b_reason"),
+                    invalidity_date=bindparam("b_invalidity"), crl_entry_der=bindparam("b_entry")), changes)
+                for table, values in ((REVOCATIONS, revocations), (OUTBOX, outbox), (DELIVERIES, deliveries),
+                                      (AUDIT, audits)):
+                    if values:
+                        conn.execute(insert(table), values)
         return done
 
     def release_hold(self, serial: int, at: datetime, actor: str, channel: str, source: str,
                      identity_of: Any) -> CertificateInfo:
         with self.db.write() as conn:
-            row = conn.execute(select(CERTS).where(CERTS.c.serial == _hex(serial))).first()
+            row = conn.execute(select(CERTS).where(CERTS.c.serial == _hex(serial)).with_for_update()).first()
             if row is None:
                 raise PKIError(ErrorKind.NOT_FOUND, f"no certificate with serial {_hex(serial)}")
             if row.status != "hold":
@@ -272,17 +296,25 @@ class SqlCertificateStore(SqlCertificateReader):
 
     def _enqueue(self, conn: Connection, info: CertificateInfo, kind: str, at: datetime, gateways: list[int],
                  identity_of: Any) -> None:
+        event_row, delivery_rows = self._event_rows(info, kind, at, gateways, identity_of)
+        conn.execute(insert(OUTBOX), event_row)
+        if delivery_rows:
+            conn.execute(insert(DELIVERIES), delivery_rows)
+
+    @staticmethod
+    def _event_rows(info: CertificateInfo, kind: str, at: datetime, gateways: list[int], identity_of: Any
+                    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The outbox row of one revocation event and its delivery row per gateway."""
         issuer, issuer_key_id = identity_of(info.issuer_id)
         event = RevocationEvent(
             event_id=uuid.uuid4().hex, type=kind, issuer=issuer, issuer_key_id=issuer_key_id,
             serial=info.serial_hex, reason=info.revocation_reason.name if info.revocation_reason else None,
             revoked_at=now_rfc3339(info.revoked_at) if info.revoked_at else None, identities=list(info.sans),
             device_id=info.device_id, created_at=now_rfc3339(at))
-        conn.execute(insert(OUTBOX), {"event_id": event.event_id, "kind": kind, "issuer_id": info.issuer_id,
-                                      "serial": info.serial_hex, "payload": event.to_json().decode(), "created_at": at})
-        for gw in gateways:
-            conn.execute(insert(DELIVERIES), {"event_id": event.event_id, "gateway_id": gw, "status": "pending",
-                                              "attempts": 0, "next_attempt_at": at, "created_at": at})
+        event_row = {"event_id": event.event_id, "kind": kind, "issuer_id": info.issuer_id,
+                     "serial": info.serial_hex, "payload": event.to_json().decode(), "created_at": at}
+        return event_row, [{"event_id": event.event_id, "gateway_id": gw, "status": "pending", "attempts": 0,
+                            "next_attempt_at": at, "created_at": at} for gw in gateways]
 
     def set_device_blocked(self, device_id: str, blocked: bool, at: datetime, actor: str, channel: str,
                            reason: str | None = None) -> None:

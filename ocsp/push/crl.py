@@ -1,10 +1,14 @@
 """A fresh CRL for the VICI driver to ``load-cert`` into strongSwan (strongswan.md §8 step 1).
 
-Preferred source: the CRL the OCSP/CRL service publishes at the issuer's CDP URL, accepted only
-if its signature verifies with the issuing CA and it already lists the serials being pushed.
-Fallback: a CRL built here from the store's precomputed entry DER (RFC 5280 §5.1), signed by
-the issuing CA key. It carries cRLNumber 0, so any CRL the CRL service publishes later is
-"newer" for relying parties, and a short nextUpdate.
+Sources, in order:
+1. the newest full CRL the CRL publisher recorded (``ocsp_crl_publications``, the bytes every
+   replica serves at the CDP URL) if it already lists the serials being pushed;
+2. a new full CRL published right now through :class:`ocsp.crl_publisher.CrlPublisher` (next
+   cRLNumber, recorded and served like any other; a racing publisher is handled by its unique
+   CRL number);
+3. the issuer's CDP URL over HTTP (another deployment's publisher), signature-checked;
+4. last resort: a CRL built here from the store's entry DER with cRLNumber 0 (so any published
+   CRL is "newer" for relying parties) and a short nextUpdate.
 """
 
 from __future__ import annotations
@@ -83,12 +87,45 @@ class CrlSource:
         if self.mode == "none" or issuer_id not in self.dep.issuers:
             return None
         issuer = self.dep.issuers[issuer_id]
+        if self.mode == "auto":
+            der = self._published(issuer_id, must_list) or self._publish(issuer_id, must_list)
+            if der is not None:
+                return der
         if self.mode in ("http", "auto"):
             fetched = self._fetch(issuer, must_list)
             if fetched is not None or self.mode == "http":
                 return fetched
         entries = (der for _serial, der in self.dep.store.revoked_entries(issuer_id))
         return build_local_crl(issuer, entries, self.dep.clock.now(), self.next_update)
+
+    def _published(self, issuer_id: str, must_list: set[int]) -> bytes | None:
+        try:
+            from sqlalchemy import select
+
+            from ocsp.crl_publisher import CRLS
+
+            with self.dep.db.read() as conn:
+                row = conn.execute(select(CRLS.c.der).where(CRLS.c.issuer_id == issuer_id, CRLS.c.kind == "full")
+                                   .order_by(CRLS.c.crl_number.desc()).limit(1)).first()
+        except Exception:  # the CRL publisher's tables are not there (older schema): other sources
+            log.debug("no published CRLs for %s", issuer_id, exc_info=True)
+            return None
+        if row is None:
+            return None
+        der = bytes(row.der)
+        crl = x509.load_der_x509_crl(der)
+        if any(crl.get_revoked_certificate_by_serial_number(s) is None for s in must_list):
+            return None
+        return der
+
+    def _publish(self, issuer_id: str, must_list: set[int]) -> bytes | None:
+        try:
+            from ocsp.crl_publisher import CrlPublisher
+
+            log.info("push: %s", CrlPublisher(self.dep).publish_full(issuer_id, is_base=False))
+        except Exception:
+            log.warning("could not publish a fresh CRL for %s", issuer_id, exc_info=True)
+        return self._published(issuer_id, must_list)
 
     def _fetch(self, issuer: Any, must_list: set[int]) -> bytes | None:
         try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import secrets
 import shutil
 import signal
 import ssl
@@ -23,15 +24,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.conftest import Server, free_port, init_deployment_dir, run_ikepki, start_server
+from tests.conftest import Server, free_port, run_ikepki, start_server
 from tests.incident.swan import GW_ID, Charon, Netns, client_conf, gateway_conf
 
-PUSH_CONFIG = """
-push:
-  backoff_base_seconds: 0.2
-  backoff_max_seconds: 1.0
-  lease_seconds: 3
-"""
+# this module's server: quick retries and a short lease, so outages and crashes resolve in seconds
+PUSH_ENV = {"IKEPKI_PUSH_BACKOFF_BASE_SECONDS": "0.2", "IKEPKI_PUSH_BACKOFF_MAX_SECONDS": "1.0",
+            "IKEPKI_PUSH_LEASE_SECONDS": "3"}
 
 
 @dataclass
@@ -40,6 +38,7 @@ class Incident:
 
     dir: Path
     server: Server
+    deployment: Any  # the same deployment opened in this process (fast issuance through the Authority)
 
     @property
     def url(self) -> str:
@@ -52,7 +51,7 @@ class Incident:
 
     def restart(self, sig: int = signal.SIGTERM) -> None:
         self.server.stop(sig)
-        self.server = start_server(self.dir)
+        self.server = start_server(self.dir, env=PUSH_ENV)
 
     def ikepki(self, *args: str, check: bool = True, input: str | None = None) -> Any:
         return run_ikepki(*args, directory=self.dir, check=check, input=input)
@@ -62,25 +61,53 @@ class Incident:
                           "--ca-bundle", str(self.dir / "root-ca.pem"), check=check)
 
     def token_file(self, name: str, role: str) -> Path:
-        proc = self.ikepki("admin", "token", "--name", name, "--role", role)
-        path = self.dir / f"token-{name}"
-        path.write_text(proc.stdout.strip())
+        token = secrets.token_urlsafe(32)
+        self.deployment.store.add_admin_token(f"{name}-{secrets.token_hex(3)}", role, token,
+                                              self.deployment.clock.now())
+        path = self.dir / f"token-{name}-{secrets.token_hex(3)}"
+        path.write_text(token)
         return path
 
-    def issue(self, profile: str, san: x509.GeneralName, stem: str) -> tuple[Path, Path, str]:
-        """Key + CSR made here, certificate from ``ikepki issue``: (cert chain PEM, key PEM, serial hex)."""
+    def make_csr(self, san: x509.GeneralName, stem: str) -> tuple[Path, Path]:
         key = ec.generate_private_key(ec.SECP256R1())
         csr = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name.from_rfc4514_string(f"CN={stem}"))
                .add_extension(x509.SubjectAlternativeName([san]), critical=False).sign(key, hashes.SHA256()))
-        out = self.dir / "issued"
+        out = self.dir / "incident-issued"
         out.mkdir(exist_ok=True)
         (out / f"{stem}.csr").write_bytes(csr.public_bytes(serialization.Encoding.PEM))
         (out / f"{stem}.key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
                                                             serialization.PrivateFormat.PKCS8,
                                                             serialization.NoEncryption()))
-        proc = self.ikepki("issue", "--csr", str(out / f"{stem}.csr"), "--profile", profile, "--out",
-                           str(out / f"{stem}.pem"), "--json")
-        return out / f"{stem}.pem", out / f"{stem}.key", json.loads(proc.stdout)["serial"]
+        return out / f"{stem}.csr", out / f"{stem}.key"
+
+    def issue_cli(self, profile: str, san: x509.GeneralName, stem: str) -> tuple[Path, Path, str]:
+        """Through ``ikepki issue``: (cert chain PEM, key PEM, serial hex)."""
+        csr, key = self.make_csr(san, stem)
+        pem = csr.with_suffix(".pem")
+        proc = self.ikepki("issue", "--csr", str(csr), "--profile", profile, "--out", str(pem), "--json")
+        return pem, key, json.loads(proc.stdout)["serial"]
+
+    def issue(self, profile: str, san: x509.GeneralName, stem: str, device_id: str | None = None
+              ) -> tuple[Path, Path, str]:
+        """Through the in-process Authority: (cert chain PEM, key PEM, serial hex)."""
+        from ca.csr import parse_csr
+        from ca.model import IssuanceRequest, Requester
+
+        csr, key = self.make_csr(san, stem)
+        issued = self.deployment.authority.issue(IssuanceRequest(parse_csr(csr.read_bytes()), profile,
+                                                                 Requester("test", "incident"), device_id=device_id))
+        pem = csr.with_suffix(".pem")
+        pem.write_bytes(issued.pem_chain())
+        return pem, key, issued.info.serial_hex
+
+    def add_gateway(self, name: str, kind: str, url: str) -> None:
+        with self.api() as api:
+            resp = api.post("/gateways", json={"name": name, "kind": kind, "url": url})
+            assert resp.status_code == 201, resp.text
+
+    def disable_gateway(self, name: str) -> None:
+        with self.api() as api:
+            api.patch(f"/gateways/{name}", json={"enabled": False})
 
     def cert_status(self, serial: str) -> str:
         with self.api() as api:
@@ -92,9 +119,10 @@ class Incident:
 
 
 @pytest.fixture(scope="module")
-def incident(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Incident]:
-    directory = init_deployment_dir(tmp_path_factory.mktemp("incident") / "ikepki", PUSH_CONFIG)
-    inc = Incident(directory, start_server(directory))
+def incident(deployment_dir: Path, deployment: Any) -> Iterator[Incident]:
+    """The session deployment with a server of this module's own (a second replica if the session
+    server runs too: claims keep them off each other's deliveries)."""
+    inc = Incident(deployment_dir, start_server(deployment_dir, env=PUSH_ENV), deployment)
     yield inc
     inc.server.stop()
 
@@ -186,7 +214,7 @@ def swan_rig(incident: Incident, tmp_path: Path) -> Iterator[SwanRig]:
     tag = os.urandom(3).hex()
     client_id = f"client-{tag}@example.test"
     gw_pem, gw_key, _ = incident.issue("gateway", x509.DNSName(GW_ID), f"gw-{tag}")
-    cl_pem, cl_key, cl_serial = incident.issue("user", x509.RFC822Name(client_id), f"client-{tag}")
+    cl_pem, cl_key, cl_serial = incident.issue_cli("user", x509.RFC822Name(client_id), f"client-{tag}")
     root = (incident.dir / "root-ca.pem").read_bytes()
     ns = Netns(tag)
     ns.create()
@@ -205,7 +233,7 @@ def swan_rig(incident: Incident, tmp_path: Path) -> Iterator[SwanRig]:
         incident.ikepki("gateways", "add", "--name", name, "--kind", "vici", "--url", gw.vici_url)
         yield SwanRig(ns, gw, cl, client_id, cl_serial, name)
     finally:
-        incident.ikepki("gateways", "disable", f"swan-{tag}", check=False)
+        incident.disable_gateway(f"swan-{tag}")
         cl.stop()
         gw.stop()
         ns.delete()

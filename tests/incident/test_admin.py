@@ -1,0 +1,141 @@
+"""Admin API roles and the revoke CLI's safety rails: dry run by default, viewer cannot revoke,
+no credential is 401, refusals change nothing and are audited."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import httpx
+from cryptography import x509
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ca.cli.common import EXIT, EXIT_DRY_RUN
+from ca.cli.revoke import parse_serial, read_serials_file
+from ca.errors import ErrorKind, PKIError
+
+
+def _cert(incident, what: str, device: str | None = None) -> str:  # type: ignore[no-untyped-def]
+    tag = os.urandom(3).hex()
+    return str(incident.issue("user", x509.RFC822Name(f"{what}-{tag}@example.test"), f"{what}-{tag}",
+                              device_id=device)[2])
+
+
+def _audit_lines(incident) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    return [json.loads(line) for line in (incident.dir / "audit.log").read_text().splitlines()]
+
+
+def test_dry_run_is_the_default_and_changes_nothing(incident):  # type: ignore[no-untyped-def]
+    serial = _cert(incident, "dry")
+    local = incident.ikepki("revoke", serial, "--reason", "keyCompromise", check=False)
+    assert local.returncode == EXIT_DRY_RUN, local.stderr
+    assert serial[:8] in local.stdout and "nothing changed" in local.stdout
+    remote = incident.remote("revoke", serial, "--reason", "keyCompromise", "--json", check=False)
+    assert remote.returncode == EXIT_DRY_RUN, remote.stderr
+    plan = json.loads(remote.stdout)
+    assert plan["dry_run"] is True and [t["serial"] for t in plan["targets"]] == [serial]
+    assert incident.cert_status(serial) == "valid"
+    assert incident.deliveries(serial) == []
+
+
+def test_viewer_token_cannot_revoke(incident):  # type: ignore[no-untyped-def]
+    serial = _cert(incident, "viewer")
+    viewer = incident.token_file("viewer", "viewer")
+    proc = incident.remote("revoke", serial, "--reason", "keyCompromise", "--yes", token_file=viewer, check=False)
+    assert proc.returncode == EXIT[ErrorKind.FORBIDDEN], proc.stdout + proc.stderr
+    assert "403" in proc.stderr
+    with incident.api(viewer.read_text()) as api:
+        assert api.get(f"/certificates/{serial}").status_code == 200  # viewers may look
+        resp = api.post("/revocations", json={"serials": [serial], "reason": "keyCompromise"})
+        assert resp.status_code == 403 and resp.headers["content-type"] == "application/problem+json"
+        assert api.post("/revocations", json={"serials": [serial], "reason": "keyCompromise",
+                                              "dry_run": True}).status_code == 200
+        assert api.post("/devices/d1/block", json={}).status_code == 403
+        assert api.post("/tokens", json={"name": "x", "role": "admin"}).status_code == 403
+    assert incident.cert_status(serial) == "valid"
+    assert incident.deliveries(serial) == []
+    denied = [a for a in _audit_lines(incident) if a["action"] == "admin-api" and a.get("status") == 403]
+    assert any(a["actor"].startswith("viewer-") and a["path"] == "/admin/v1/revocations" for a in denied)
+
+
+def test_unauthenticated_is_401_and_changes_nothing(incident):  # type: ignore[no-untyped-def]
+    serial = _cert(incident, "anon")
+    for headers in ({}, {"authorization": "Bearer not-a-token"}, {"authorization": "Basic YWRtaW46YWRtaW4="}):
+        with incident.api("") as api:
+            resp = api.post("/revocations", json={"serials": [serial], "reason": "keyCompromise"}, headers=headers)
+            assert resp.status_code == 401, resp.text
+            assert resp.headers["www-authenticate"].startswith("Bearer")
+            assert api.get("/certificates", headers=headers).status_code == 401
+    assert incident.cert_status(serial) == "valid"
+    assert any(a["action"] == "admin-api" and a.get("status") == 401 and a["actor"] == "anonymous"
+               for a in _audit_lines(incident))
+
+
+def test_revoker_role_hold_unhold_and_device_block(incident):  # type: ignore[no-untyped-def]
+    device = f"dev-{os.urandom(3).hex()}"
+    serial = _cert(incident, "hold", device)
+    revoker = incident.token_file("revoker", "revoker").read_text()
+    with incident.api(revoker) as api:
+        found = api.get("/certificates", params={"device_id": device}).json()["items"]
+        assert [c["serial"] for c in found] == [serial]
+        resp = api.post("/revocations", json={"device_id": device, "reason": "unspecified", "hold": True})
+        assert resp.status_code == 200 and resp.json()["revoked"] == [serial], resp.text
+        assert api.get(f"/certificates/{serial}").json()["status"] == "hold"
+        assert api.delete(f"/revocations/{serial}").json()["status"] == "valid"
+        blocked = api.post(f"/devices/{device}/block", json={"reason": "stolen"}).json()
+        assert blocked["blocked"] is True and blocked["block_reason"] == "stolen"
+        assert api.delete(f"/devices/{device}/block").json()["blocked"] is False
+        assert api.post("/gateways", json={"name": "nope", "kind": "webhook", "url": "http://x"}).status_code == 403
+        assert api.get("/tokens").status_code == 403
+        unknown = api.post("/revocations", json={"serials": ["abcdef12345"], "reason": "keyCompromise"})
+        assert unknown.status_code == 404
+        bad = api.post("/revocations", json={"serials": [serial], "reason": "becauseISaidSo"})
+        assert bad.status_code == 400
+
+
+def test_cli_identity_selector_and_exit_codes(incident):  # type: ignore[no-untyped-def]
+    tag = os.urandom(3).hex()
+    ident = f"ident-{tag}@example.test"
+    serials = [incident.issue("user", x509.RFC822Name(ident), f"ident-{tag}-{i}")[2] for i in range(2)]
+    proc = incident.remote("revoke", "--identity", ident, "--reason", "affiliationChanged", "--yes", "--json",
+                           "--wait", "0")
+    result = json.loads(proc.stdout)
+    assert sorted(result["revoked"]) == sorted(serials)
+    assert all(incident.cert_status(s) == "revoked" for s in serials)
+    with incident.api() as api:
+        openapi = api.get("/openapi.json").json()
+    assert "/admin/v1/revocations" in openapi["paths"]
+    assert incident.ikepki("revoke", "ffff01", "--reason", "keyCompromise", check=False).returncode == 3
+    assert incident.ikepki("revoke", serials[0], "--reason", "nonsense", check=False).returncode == 5
+
+
+def test_openapi_and_body_bound(incident):  # type: ignore[no-untyped-def]
+    with incident.api() as api:
+        big = api.post("/revocations", content=b"{" + b" " * (3 * 1024 * 1024) + b"}",
+                       headers={"content-type": "application/json"})
+        assert big.status_code == 413
+    with httpx.Client(verify=False) as c:
+        assert c.get(f"{incident.url}/admin/v1/openapi.json").status_code == 200
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=400))
+def test_serials_file_parser_never_crashes(tmp_path_factory, data: bytes) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path_factory.mktemp("fuzz") / "serials"
+    path.write_bytes(data)
+    try:
+        for s in read_serials_file(path):
+            assert 0 < s < 2 ** 160
+    except PKIError as exc:
+        assert exc.kind is ErrorKind.BAD_REQUEST
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=60))
+def test_serial_parser_never_crashes(text: str) -> None:
+    try:
+        assert 0 < parse_serial(text) < 2 ** 160
+    except PKIError as exc:
+        assert exc.kind is ErrorKind.BAD_REQUEST
