@@ -39,6 +39,8 @@ def serve(
     ca_bundle: Annotated[Path | None, typer.Option(help="PEM roots for peers + push")] = None,
     policy: Annotated[Path | None, typer.Option(help="YAML authorization policy")] = None,
     push_listen: Annotated[str | None, typer.Option(help="HTTP ADDR:PORT for POST /v1/revocations")] = None,
+    push_tls_cert: Annotated[Path | None, typer.Option(help="PEM cert (+chain): serve push over HTTPS")] = None,
+    push_tls_key: Annotated[Path | None, typer.Option(help="PEM key for --push-tls-cert")] = None,
     control: Annotated[Path | None, typer.Option(help="Unix control socket path")] = None,
     ocsp: Annotated[OcspMode | None, typer.Option(help="OCSP checking mode")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML file with any of these options")] = None,
@@ -51,13 +53,14 @@ def serve(
     """Serve IKEv2 as responder (RFC 7296)."""
     opts = _merge(config, {
         "listen": listen, "nat_port": nat_port, "cert": cert, "key": key, "ca_bundle": ca_bundle,
-        "policy": policy, "push_listen": push_listen, "control": control, "ocsp": ocsp,
+        "policy": policy, "push_listen": push_listen, "push_tls_cert": push_tls_cert,
+        "push_tls_key": push_tls_key, "control": control, "ocsp": ocsp,
         "event_log": event_log, "local_id": local_id, "dh_groups": dh_groups,
         "cookie_threshold": cookie_threshold, "half_open_timeout": half_open_timeout})
     missing = [k for k in ("listen", "cert", "key", "ca_bundle") if not opts.get(k)]
     if missing:
         raise typer.BadParameter(f"missing: {', '.join('--' + m.replace('_', '-') for m in missing)}")
-    for k in ("cert", "key", "ca_bundle", "policy", "control", "event_log"):
+    for k in ("cert", "key", "ca_bundle", "policy", "control", "event_log", "push_tls_cert", "push_tls_key"):
         if opts.get(k) is not None:
             opts[k] = Path(opts[k])
     if isinstance(opts.get("dh_groups"), str):

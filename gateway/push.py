@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,8 +111,9 @@ def make_handler(api: ControlApi) -> Any:
     return handle
 
 
-async def serve_tcp(api: ControlApi, host: str, port: int) -> asyncio.Server:
-    return await asyncio.start_server(make_handler(api), host, port, limit=MAX_HEADER)
+async def serve_tcp(api: ControlApi, host: str, port: int, tls: ssl.SSLContext | None = None) -> asyncio.Server:
+    """HTTP, or HTTPS when ``tls`` is given (server certificate only; events carry their own proof)."""
+    return await asyncio.start_server(make_handler(api), host, port, limit=MAX_HEADER, ssl=tls)
 
 
 async def serve_unix(api: ControlApi, path: str) -> asyncio.Server:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,8 @@ class ServeOptions:
     nat_port: int | None = None
     policy: Path | None = None
     push_listen: str | None = None
+    push_tls_cert: Path | None = None
+    push_tls_key: Path | None = None
     control: Path | None = None
     ocsp: OcspMode = OcspMode.RELAXED
     event_log: Path | None = None
@@ -89,11 +92,20 @@ class Gateway:
             if p:
                 self.endpoints[p] = await open_endpoint(host, p, self.responder.receive)
         if self.opts.push_listen:
-            self.servers.append(await serve_tcp(self.api, *split_hostport(self.opts.push_listen)))
+            host, port = split_hostport(self.opts.push_listen)
+            self.servers.append(await serve_tcp(self.api, host, port, self._push_tls()))
         if self.opts.control:
             await self._start_control(self.opts.control)
         self.log.emit("responder_started", listen=self.opts.listen, nat_port=self.opts.nat_port,
                       push_listen=self.opts.push_listen, identity=str(self.responder.identity))
+
+    def _push_tls(self) -> ssl.SSLContext | None:
+        if not self.opts.push_tls_cert:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(self.opts.push_tls_cert, self.opts.push_tls_key)
+        return ctx
 
     async def _start_control(self, path: Path) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -221,10 +221,12 @@ class ResponderProc:
     push_port: int
     args: list[str]
     proc: subprocess.Popen[bytes] | None = None
+    scheme: str = "http"
+    verify: Any = True
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.push_port}"
+        return f"{self.scheme}://127.0.0.1:{self.push_port}"
 
     @property
     def control(self) -> Path:
@@ -246,7 +248,7 @@ class ResponderProc:
             if self.proc.poll() is not None:
                 raise RuntimeError((self.state / "stderr.log").read_text())
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                if httpx.get(self.url + "/healthz", timeout=1, verify=self.verify).status_code == 200:
                     return
             time.sleep(0.05)
         raise RuntimeError("responder did not start")

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import socket
+import ssl
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import yaml
-from gw_pki import build_pki
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID
+from gw_pki import build_pki, make_leaf
 from gw_procs import ResponderProc, free_port
 
 from gateway.ikev2.constants import NON_ESP_MARKER
@@ -52,9 +58,20 @@ def test_serve_from_config_file_and_sas_over_control_socket(tmp_path: Path) -> N
     pki = build_pki()
     pki.write(tmp_path)
     (tmp_path / "r").mkdir()
-    proc = ResponderProc(tmp_path / "r", free_port(), free_port(socket.SOCK_STREAM), [])
+    tls = make_leaf(pki.root, "push endpoint", ekus=(ExtendedKeyUsageOID.SERVER_AUTH,))
+    tls_cert = (x509.CertificateBuilder().subject_name(tls.cert.subject).issuer_name(tls.cert.issuer)
+                .public_key(tls.cert.public_key()).serial_number(tls.cert.serial_number)  # type: ignore[arg-type]
+                .not_valid_before(tls.cert.not_valid_before_utc).not_valid_after(tls.cert.not_valid_after_utc)
+                .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
+                .sign(pki.root.key, hashes.SHA256()))  # type: ignore[arg-type]
+    (tmp_path / "tls.pem").write_bytes(tls_cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "tls.key").write_bytes(tls.key_pem())
+    ctx = ssl.create_default_context(cafile=str(tmp_path / "root.pem"))
+    proc = ResponderProc(tmp_path / "r", free_port(), free_port(socket.SOCK_STREAM), [], scheme="https", verify=ctx)
     cfg = {"cert": str(tmp_path / "gw.pem"), "key": str(tmp_path / "gw.key"),
-           "ca_bundle": str(tmp_path / "root.pem"), "ocsp": "off", "nat_port": free_port()}
+           "ca_bundle": str(tmp_path / "root.pem"), "ocsp": "off", "nat_port": free_port(),
+           "push_tls_cert": str(tmp_path / "tls.pem"), "push_tls_key": str(tmp_path / "tls.key")}
     (tmp_path / "responder.yaml").write_text(yaml.safe_dump(cfg))
     proc.args = ["--config", str(tmp_path / "responder.yaml")]
     proc.start()
@@ -62,6 +79,7 @@ def test_serve_from_config_file_and_sas_over_control_socket(tmp_path: Path) -> N
         out = subprocess.run([sys.executable, "-m", "gateway.cli", "sas", "--json", "--control", str(proc.control)],
                              capture_output=True, text=True, timeout=20, check=True)
         assert json.loads(out.stdout) == {"sas": []}
+        assert httpx.post(proc.url + "/v1/revocations", content=b"x", verify=ctx, timeout=10).status_code == 400
         started = next(e for e in proc.events() if e["event"] == "responder_started")
         assert started["nat_port"] == cfg["nat_port"] and started["identity"] == "gw.example.test"
     finally:
