@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -37,6 +38,7 @@ from ocsp.settings import CrlSettings
 
 CRLS = CrlPublicationRecord.__table__  # type: ignore[attr-defined]
 ROOT = "root"
+RETRIES = 8
 DELTA_MARGIN = timedelta(seconds=60)  # in-flight revocations committed just after a base was cut
 log = logging.getLogger("ikepki.crl")
 
@@ -205,7 +207,7 @@ class CrlPublisher:
         issuer = self.issuers[issuer_id]
         validity = (timedelta(days=self.settings.root_validity_days) if issuer_id == ROOT
                     else timedelta(hours=self.settings.full_validity_hours))
-        for _ in range(3):
+        for attempt in range(RETRIES):
             now = self.dep.clock.now().replace(microsecond=0)
             with self.dep.db.read() as conn:
                 feed = self.feed_position(conn, issuer_id)
@@ -214,12 +216,13 @@ class CrlPublisher:
             der, count = build_crl(issuer, entries, number, now, now + validity)
             if self._record(issuer_id, "full", number, None, is_base, now, feed, now, now + validity, count, der):
                 return f"{issuer_id} full #{number} ({count} entries{', base' if is_base else ''})"
+            time.sleep(random.uniform(0, 0.05 * (attempt + 1)))
         raise RuntimeError(f"could not publish a full CRL for {issuer_id}: CRL numbers kept colliding")
 
     def publish_delta(self, issuer_id: str) -> str:
         issuer = self.issuers[issuer_id]
         validity = timedelta(hours=self.settings.delta_validity_hours)
-        for _ in range(3):
+        for attempt in range(RETRIES):
             now = self.dep.clock.now().replace(microsecond=0)
             with self.dep.db.read() as conn:
                 base = latest(conn, issuer_id, "full", base_only=True)
@@ -237,6 +240,7 @@ class CrlPublisher:
             if self._record(issuer_id, "delta", number, base.crl_number, False, now, feed, now, now + validity,
                             count, der):
                 return f"{issuer_id} delta #{number} (base #{base.crl_number}, {count} entries)"
+            time.sleep(random.uniform(0, 0.05 * (attempt + 1)))
         raise RuntimeError(f"could not publish a delta CRL for {issuer_id}")
 
     def _next_number(self, conn: Any, issuer_id: str) -> int:

@@ -1,0 +1,183 @@
+"""The responder and publisher in-process against the session deployment (real HSM keys, real
+SQLite): extended revoked for non-issued serials, tryLater when the signer fails, mixed issuers,
+signer rotation, leases, and CRL numbers under two concurrent publishers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509 import ocsp
+from sqlalchemy import select
+
+from ca.errors import ErrorKind, PKIError
+from ca.keys.signer import SigningKey
+from ocsp import lease
+from ocsp.crl_publisher import CRLS, CrlPublisher
+from ocsp.der import der_integer, der_octets, der_seq
+from ocsp.request import parse_request
+from ocsp.responder import Responder
+from ocsp.settings import OcspSettings
+from ocsp.signers import SIGNER_CERTS, Signer, issuer_hashes, load_signer, rotate
+from tests.ocsp.ocsp_helpers import Pki
+from tests.ocsp.test_bad_input import ocsp_request
+
+
+def request_for(dep: Any, issuer_id: str, serials: list[int], nonce: bool = False) -> bytes:
+    _, nh, kh = issuer_hashes(dep.issuers[issuer_id].certificate)[0]
+    alg = bytes.fromhex("300906052b0e03021a0500")
+    ids = [der_seq(alg, der_octets(nh), der_octets(kh), der_integer(s)) for s in serials]
+    return ocsp_request(ids, der_octets(os.urandom(16)) if nonce else None)
+
+
+def respond(responder: Responder, body: bytes) -> ocsp.OCSPResponse:
+    async def go() -> bytes:
+        try:
+            return (await responder.respond(body)).body
+        finally:
+            if responder._maintenance is not None:
+                responder._maintenance.cancel()
+
+    return ocsp.load_der_ocsp_response(asyncio.run(go()))
+
+
+def test_non_issued_serial_as_extended_revoked(pki: Pki) -> None:
+    responder = Responder(pki.dep, OcspSettings(non_issued="revoked"))
+    try:
+        resp = respond(responder, request_for(pki.dep, "ec", [int.from_bytes(os.urandom(16), "big")]))
+        assert resp.certificate_status is ocsp.OCSPCertStatus.REVOKED
+        assert resp.revocation_reason is x509.ReasonFlags.certificate_hold
+        assert resp.revocation_time_utc == datetime(1970, 1, 1, tzinfo=UTC)
+        oids = [e.oid.dotted_string for e in resp.extensions]
+        assert "1.3.6.1.5.5.7.48.1.9" in oids  # RFC 6960 §4.4.8 extended revoke
+        signer = load_signer(pki.dep, "ec")
+        assert resp.certificates[0] == signer.certificate
+        signer.certificate.public_key().verify(resp.signature, resp.tbs_response_bytes,  # type: ignore[union-attr]
+                                               ec.ECDSA(hashes.SHA256()))
+    finally:
+        responder.close()
+
+
+class FailingHsmKey(ec.EllipticCurvePrivateKey):
+    """Stands in for an HSM that stopped answering: signing raises what the PKCS#11 adapter raises."""
+
+    def __init__(self) -> None:
+        self._key = ec.generate_private_key(ec.SECP256R1())
+
+    def sign(self, data: bytes, signature_algorithm: Any) -> bytes:
+        raise PKIError(ErrorKind.UNAVAILABLE, "HSM operation failed: DeviceRemoved()")
+
+    def public_key(self) -> ec.EllipticCurvePublicKey:
+        return self._key.public_key()
+
+    @property
+    def curve(self) -> ec.EllipticCurve:
+        return self._key.curve
+
+    @property
+    def key_size(self) -> int:
+        return 256
+
+    def exchange(self, *args: Any) -> bytes:
+        raise NotImplementedError
+
+    def private_numbers(self) -> Any:
+        raise NotImplementedError
+
+    def private_bytes(self, *args: Any) -> bytes:
+        raise NotImplementedError
+
+    def __copy__(self) -> FailingHsmKey:
+        return self
+
+    def __deepcopy__(self, memo: Any) -> FailingHsmKey:
+        return self
+
+
+def test_try_later_when_the_signer_fails_and_mixed_issuers(pki: Pki) -> None:
+    responder = Responder(pki.dep)
+    try:
+        good = load_signer(pki.dep, "ec")
+        responder.reload_signers()
+        responder.signers["ec"] = Signer("ec", SigningKey("software:failing", FailingHsmKey()), good.certificate,
+                                         True)
+        responder._signers_loaded = time.monotonic()
+        cert, _ = pki.issue()
+        for nonce in (True, False):
+            resp = respond(responder, request_for(pki.dep, "ec", [cert.serial_number], nonce=nonce))
+            assert resp.response_status is ocsp.OCSPResponseStatus.TRY_LATER
+        mixed = request_for(pki.dep, "ec", [cert.serial_number])
+        ids = [c.der for c in parse_request(mixed).cert_ids]
+        ids += [c.der for c in parse_request(request_for(pki.dep, "rsa", [5])).cert_ids]
+        assert respond(responder, ocsp_request(ids)).response_status is ocsp.OCSPResponseStatus.UNAUTHORIZED
+    finally:
+        responder.close()
+
+
+def test_signer_rotation_is_recorded_and_used(pki: Pki) -> None:
+    before = load_signer(pki.dep, "attestation").certificate
+    new = rotate(pki.dep, "attestation")
+    assert new.serial_number != before.serial_number and new.public_key() == before.public_key()
+    assert x509.ExtendedKeyUsageOID.OCSP_SIGNING in new.extensions.get_extension_for_class(
+        x509.ExtendedKeyUsage).value
+    with pki.dep.db.read() as conn:
+        serials = {r.serial for r in conn.execute(select(SIGNER_CERTS.c.serial).where(
+            SIGNER_CERTS.c.issuer_id == "attestation"))}
+    assert format(new.serial_number, "x") in serials
+    assert load_signer(pki.dep, "attestation").certificate == new
+    assert x509.load_pem_x509_certificates(pki.dep.path("services/ocsp-attestation.pem").read_bytes())[0] == new
+    responder = Responder(pki.dep)
+    try:
+        resp = respond(responder, request_for(pki.dep, "attestation", [7], nonce=True))
+        assert resp.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL and resp.certificates[0] == new
+    finally:
+        responder.close()
+
+
+def test_lease_has_one_holder(pki: Pki) -> None:
+    db, now, ttl = pki.dep.db, datetime.now(UTC), timedelta(seconds=30)
+    name = f"test-{os.urandom(4).hex()}"
+    assert lease.acquire(db, name, "a", now, ttl)
+    assert not lease.acquire(db, name, "b", now, ttl)
+    assert lease.acquire(db, name, "a", now + timedelta(seconds=10), ttl)  # renewal
+    assert not lease.acquire(db, name, "b", now + timedelta(seconds=35), ttl)
+    assert lease.acquire(db, name, "b", now + timedelta(seconds=41), ttl)  # expired: taken over
+    lease.release(db, name, "b")
+    assert lease.acquire(db, name, "c", now, ttl)
+
+
+def test_crl_numbers_strictly_increase_with_two_publishers(pki: Pki) -> None:
+    """Two publishers racing (as two replicas would without the lease) never share a CRL number."""
+    publishers = [CrlPublisher(pki.dep), CrlPublisher(pki.dep)]
+    errors: list[BaseException] = []
+
+    def work(p: CrlPublisher) -> None:
+        try:
+            for _ in range(4):
+                p.publish_full("attestation", is_base=False)
+                p.publish_delta("attestation")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(p,)) for p in publishers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    with pki.dep.db.read() as conn:
+        rows = conn.execute(select(CRLS.c.crl_number, CRLS.c.der).where(CRLS.c.issuer_id == "attestation")
+                            .order_by(CRLS.c.id)).all()
+    numbers = [r.crl_number for r in rows]
+    assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers)
+    for row in rows[-3:]:
+        crl = x509.load_der_x509_crl(bytes(row.der))
+        assert crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == row.crl_number
+        assert crl.is_signature_valid(pki.dep.issuers["attestation"].certificate.public_key())  # type: ignore[arg-type]
