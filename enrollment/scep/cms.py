@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from asn1crypto import algos, cms, core, parser
+from asn1crypto import cms, core, parser
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -207,11 +207,16 @@ def _find_signer(sd: cms.SignedData, si: cms.SignerInfo) -> bytes | None:
         cert = choice.chosen
         if sid.name == "issuer_and_serial_number":
             ias = sid.chosen
-            if cert.serial_number == ias["serial_number"].native and cert.issuer == ias["issuer"]:
+            if cert.serial_number == ias["serial_number"].native and _same_name(cert.issuer, ias["issuer"]):
                 return bytes(cert.dump())
         elif sid.name == "subject_key_identifier" and cert.key_identifier == sid.chosen.native:
             return bytes(cert.dump())
     return None
+
+
+def _same_name(a: asn1_x509.Name, b: asn1_x509.Name) -> bool:
+    """Byte-equal DER first (the usual case, cheap), RFC 5280 §7.1 comparison otherwise."""
+    return bool(a.dump() == b.dump() or a == b)
 
 
 def _verify_signer(si: cms.SignerInfo, attrs: cms.CMSAttributes, signer_der: bytes | None, digest_name: str,
@@ -295,7 +300,7 @@ def _recipient_key(recipients: cms.RecipientInfos, ra_cert: x509.Certificate) ->
         if rid.name != "issuer_and_serial_number":
             continue
         ias = rid.chosen
-        if ias["serial_number"].native == ra_cert.serial_number and ias["issuer"] == ra_issuer:
+        if ias["serial_number"].native == ra_cert.serial_number and _same_name(ias["issuer"], ra_issuer):
             if ktri["key_encryption_algorithm"]["algorithm"].native not in ("rsaes_pkcs1v15", "rsa"):
                 raise CmsError(FailInfo.badAlg, "key transport must be RSA PKCS#1 v1.5")
             return bytes(ktri["encrypted_key"].native)
@@ -328,17 +333,63 @@ def _decrypt(name: str, key: bytes, iv: bytes, ciphertext: bytes) -> bytes:
 # -- building -----------------------------------------------------------------------------
 
 
-def _asn1_cert(cert: x509.Certificate) -> asn1_x509.Certificate:
-    return asn1_x509.Certificate.load(cert.public_bytes(Encoding.DER))
+# A minimal DER writer: building with asn1crypto dicts cost more than the HSM operations.
+
+_OID_DER = {
+    "data": bytes.fromhex("06092a864886f70d010701"),
+    "signed_data": bytes.fromhex("06092a864886f70d010702"),
+    "enveloped_data": bytes.fromhex("06092a864886f70d010703"),
+    "rsa": bytes.fromhex("06092a864886f70d010101"),
+    "sha1": bytes.fromhex("06052b0e03021a"),
+    "sha256": bytes.fromhex("0609608648016503040201"),
+    "sha384": bytes.fromhex("0609608648016503040202"),
+    "sha512": bytes.fromhex("0609608648016503040203"),
+    "aes128_cbc": bytes.fromhex("0609608648016503040102"),
+    "aes192_cbc": bytes.fromhex("0609608648016503040116"),
+    "aes256_cbc": bytes.fromhex("060960864801650304012a"),
+    DES3: bytes.fromhex("06082a864886f70d0307"),
+    DES: bytes.fromhex("06052b0e030207"),
+}
+_NULL = b"\x05\x00"
+
+
+def _tlv(tag: int, content: bytes) -> bytes:
+    n = len(content)
+    if n < 0x80:
+        return bytes([tag, n]) + content
+    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(raw)]) + raw + content
+
+
+def _seq(*parts: bytes) -> bytes:
+    return _tlv(0x30, b"".join(parts))
+
+
+def _set(*parts: bytes) -> bytes:
+    return _tlv(0x31, b"".join(sorted(parts)))  # DER SET OF order
+
+
+def _int(value: int) -> bytes:
+    return _tlv(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big", signed=True))
+
+
+def _alg(name: str, params: bytes = _NULL) -> bytes:
+    return _seq(_OID_DER[name], params)
+
+
+def _issuer_and_serial(cert: x509.Certificate) -> bytes:
+    return _seq(cert.issuer.public_bytes(), _int(cert.serial_number))
+
+
+def _content_info(kind: str, content: bytes) -> bytes:
+    return _seq(_OID_DER[kind], _tlv(0xA0, content))
 
 
 def degenerate(certs: Sequence[x509.Certificate]) -> bytes:
     """A certificates-only SignedData (RFC 8894 §3.4): no content, no signers."""
-    sd = cms.SignedData({
-        "version": "v1", "digest_algorithms": [], "encap_content_info": {"content_type": "data"},
-        "certificates": [cms.CertificateChoices({"certificate": _asn1_cert(c)}) for c in certs],
-        "signer_infos": []})
-    return bytes(cms.ContentInfo({"content_type": "signed_data", "content": sd}).dump())
+    sd = _seq(_int(1), _set(), _seq(_OID_DER["data"]),
+              _tlv(0xA0, b"".join(c.public_bytes(Encoding.DER) for c in certs)), _set())
+    return _content_info("signed_data", sd)
 
 
 def envelope(data: bytes, recipient: x509.Certificate, cipher_name: str) -> bytes:
@@ -352,23 +403,10 @@ def envelope(data: bytes, recipient: x509.Certificate, cipher_name: str) -> byte
     padder = padding.PKCS7(block * 8).padder()
     enc = _cipher(cipher_name, cek, iv).encryptor()
     ciphertext = enc.update(padder.update(data) + padder.finalize()) + enc.finalize()
-    ias = cms.IssuerAndSerialNumber({"issuer": asn1_x509.Name.load(recipient.issuer.public_bytes()),
-                                     "serial_number": recipient.serial_number})
-    ktri = cms.KeyTransRecipientInfo({
-        "version": "v0", "rid": cms.RecipientIdentifier({"issuer_and_serial_number": ias}),
-        "key_encryption_algorithm": {"algorithm": "rsaes_pkcs1v15", "parameters": core.Null()},
-        "encrypted_key": key.encrypt(cek, asym_padding.PKCS1v15())})
-    ed = cms.EnvelopedData({
-        "version": "v0", "recipient_infos": [cms.RecipientInfo({"ktri": ktri})],
-        "encrypted_content_info": {
-            "content_type": "data",
-            "content_encryption_algorithm": {"algorithm": cipher_name, "parameters": core.OctetString(iv)},
-            "encrypted_content": ciphertext}})
-    return bytes(cms.ContentInfo({"content_type": "enveloped_data", "content": ed}).dump())
-
-
-def _attr(oid: str, value: core.Asn1Value) -> cms.CMSAttribute:
-    return cms.CMSAttribute({"type": oid, "values": [value]})
+    ktri = _seq(_int(0), _issuer_and_serial(recipient), _alg("rsa"),
+                _tlv(0x04, key.encrypt(cek, asym_padding.PKCS1v15())))
+    eci = _seq(_OID_DER["data"], _alg(cipher_name, _tlv(0x04, iv)), _tlv(0x80, ciphertext))
+    return _content_info("enveloped_data", _seq(_int(0), _set(ktri), eci))
 
 
 @dataclass(frozen=True)
@@ -379,34 +417,28 @@ class Signer:
     sign: Callable[[bytes, hashes.HashAlgorithm], bytes]
 
 
+def _attribute(oid: str, value: bytes) -> bytes:
+    return _seq(bytes(core.ObjectIdentifier(oid).dump()), _set(value))
+
+
 def signed_data(signer: Signer, content: bytes | None, attributes: Sequence[tuple[str, core.Asn1Value]],
                 digest_name: str = "sha256", signing_time: datetime | None = None) -> bytes:
     """A SignedData over ``content`` (id-data) with one SignerInfo whose digestEncryptionAlgorithm is
     rsaEncryption (strongSwan 5.9.8 accepts nothing else) and the given signed attributes."""
-    attrs = [_attr("1.2.840.113549.1.9.3", cms.ContentType("data")),
-             _attr("1.2.840.113549.1.9.4", core.OctetString(_digest(digest_name, content or b"")))]
+    attrs = [_attribute("1.2.840.113549.1.9.3", _OID_DER["data"]),
+             _attribute("1.2.840.113549.1.9.4", _tlv(0x04, _digest(digest_name, content or b"")))]
     if signing_time is not None:
-        attrs.append(_attr("1.2.840.113549.1.9.5", cms.Time({"utc_time": signing_time})))
-    attrs += [_attr(oid, value) for oid, value in attributes]
-    attrs.sort(key=lambda a: a.dump())  # DER SET OF order
-    signed_attrs = cms.CMSAttributes(attrs)
-    signature = signer.sign(bytes(signed_attrs.dump()), HASHES[digest_name]())
+        attrs.append(_attribute("1.2.840.113549.1.9.5", bytes(cms.Time({"utc_time": signing_time}).dump())))
+    attrs += [_attribute(oid, bytes(value.dump())) for oid, value in attributes]
+    signed_attrs = _set(*attrs)
+    signature = signer.sign(signed_attrs, HASHES[digest_name]())
     ra = signer.certificate
-    sid = cms.SignerIdentifier({"issuer_and_serial_number": cms.IssuerAndSerialNumber({
-        "issuer": asn1_x509.Name.load(ra.issuer.public_bytes()), "serial_number": ra.serial_number})})
-    si = cms.SignerInfo({
-        "version": "v1", "sid": sid, "digest_algorithm": algos.DigestAlgorithm({"algorithm": digest_name}),
-        "signed_attrs": signed_attrs,
-        "signature_algorithm": algos.SignedDigestAlgorithm({"algorithm": "rsassa_pkcs1v15", "parameters": core.Null()}),
-        "signature": signature})
-    encap: dict[str, object] = {"content_type": "data"}
-    if content is not None:
-        encap["content"] = content
-    sd = cms.SignedData({
-        "version": "v1", "digest_algorithms": [algos.DigestAlgorithm({"algorithm": digest_name})],
-        "encap_content_info": encap, "certificates": [cms.CertificateChoices({"certificate": _asn1_cert(ra)})],
-        "signer_infos": [si]})
-    return bytes(cms.ContentInfo({"content_type": "signed_data", "content": sd}).dump())
+    si = _seq(_int(1), _issuer_and_serial(ra), _alg(digest_name), b"\xa0" + signed_attrs[1:], _alg("rsa"),
+              _tlv(0x04, signature))
+    encap = _seq(_OID_DER["data"], _tlv(0xA0, _tlv(0x04, content))) if content is not None \
+        else _seq(_OID_DER["data"])
+    sd = _seq(_int(1), _set(_alg(digest_name)), encap, _tlv(0xA0, ra.public_bytes(Encoding.DER)), _set(si))
+    return _content_info("signed_data", sd)
 
 
 def printable(text: str) -> core.PrintableString:
