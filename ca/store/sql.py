@@ -246,8 +246,9 @@ class SqlCertificateStore(SqlCertificateReader):
         audits: list[dict[str, Any]] = []
         with self.db.write() as conn:
             gateways = [g.id for g in conn.execute(select(GATEWAYS.c.id).where(GATEWAYS.c.enabled.is_(True)))]
+            # FOR UPDATE: replicas revoking the same serial concurrently must not both write events
             rows = {r.serial: r for i in range(0, len(wanted), 500)
-                    for r in conn.execute(select(CERTS).where(CERTS.c.serial.in_(wanted[i:i + 500])))}
+                    for r in conn.execute(select(CERTS).where(CERTS.c.serial.in_(wanted[i:i + 500])).with_for_update())}
             for hexed in wanted:
                 row = rows.get(hexed)
                 if row is None or row.status == "revoked" or (hold and row.status == "hold"):
