@@ -8,27 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gw_lab import Lab
+from gw_lab import POLICY, Lab
 from gw_ocsp import OcspServer
 from gw_pki import build_pki, make_root
 from gw_procs import Charon, Conn, ResponderProc, free_port, free_udp_pair
-
-POLICY = """
-role_attribute: OU
-rules:
-  - name: staff
-    match:
-      profile: 1.3.6.1.4.1.55555.1.1
-      san: ["*@example.test", "DNS:*.example.test"]
-      role: staff
-    local_ts: ["10.231.1.0/24"]
-    remote_ts: ["10.231.2.0/25"]
-  - name: guests
-    match:
-      role: guests
-    local_ts: ["10.231.9.0/24"]
-    remote_ts: ["10.231.2.0/24"]
-"""
 
 
 def _need_root() -> None:

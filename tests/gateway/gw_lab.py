@@ -5,13 +5,30 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from gw_pki import TestPki
+from gw_pki import GwPki
 from gw_procs import Charon, ResponderProc
+
+POLICY = """
+role_attribute: OU
+rules:
+  - name: staff
+    match:
+      profile: 1.3.6.1.4.1.55555.1.1
+      san: ["*@example.test", "DNS:*.example.test"]
+      role: staff
+    local_ts: ["10.231.1.0/24"]
+    remote_ts: ["10.231.2.0/25"]
+  - name: guests
+    match:
+      role: guests
+    local_ts: ["10.231.9.0/24"]
+    remote_ts: ["10.231.2.0/24"]
+"""
 
 
 @dataclass
 class Lab:
-    pki: TestPki
+    pki: GwPki
     main: ResponderProc
     nopolicy: ResponderProc
     cookie: ResponderProc

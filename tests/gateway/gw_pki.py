@@ -90,7 +90,7 @@ def make_leaf(issuer: Issued, cn: str, *, email: str | None = None, dns: str | N
 
 
 @dataclass(frozen=True)
-class TestPki:
+class GwPki:
     root: Issued
     foreign: Issued
     gateway: Issued
@@ -104,7 +104,7 @@ class TestPki:
         (d / "gw.key").write_bytes(self.gateway.key_pem())
 
 
-def build_pki(ocsp_url: str | None = None) -> TestPki:
+def build_pki(ocsp_url: str | None = None) -> GwPki:
     root, foreign = make_root("ikepki test root"), make_root("foreign root")
     gw = make_leaf(root, "gw.example.test", dns="gw.example.test",
                    ekus=(IPSEC_IKE_EKU, ExtendedKeyUsageOID.SERVER_AUTH))
@@ -127,4 +127,4 @@ def build_pki(ocsp_url: str | None = None) -> TestPki:
                           ekus=(ExtendedKeyUsageOID.SERVER_AUTH,)),
         "rita": make_leaf(root, "rita", email="rita@example.test", ou="staff", ocsp_url=ocsp_url),
     }
-    return TestPki(root, foreign, gw, push, clients)
+    return GwPki(root, foreign, gw, push, clients)

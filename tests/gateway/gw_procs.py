@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import vici
 
 CHARON = "/usr/lib/ipsec/charon"
@@ -92,6 +91,8 @@ class Charon:
     nat_port: int
     proc: subprocess.Popen[bytes] | None = None
     env: dict[str, str] = field(default_factory=dict)
+    wrap: tuple[str, ...] = ()  # e.g. ("ip", "netns", "exec", NS)
+    kernel_plugins: str = "kernel-netlink"
     loglevels: str = "default = 1\n      ike = 2"
 
     @property
@@ -110,7 +111,7 @@ class Charon:
             (sw / "x509ca" / f"{name}.pem").write_bytes(pem)
         (self.state / "strongswan.conf").write_text(f"""
 charon {{
-  load = {PLUGINS}
+  load = {PLUGINS.replace("kernel-netlink", self.kernel_plugins)}
   port = {self.port}
   port_nat_t = {self.nat_port}
   install_routes = no
@@ -148,7 +149,7 @@ swanctl {{
         with contextlib.suppress(FileNotFoundError):
             self.vici_path.unlink()
         script = f"mount --bind {self.state}/run /run && exec {CHARON}"
-        self.proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+        self.proc = subprocess.Popen([*self.wrap, "unshare", "--mount", "--propagation", "private", "sh", "-c", script],
                                      env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -223,6 +224,7 @@ class ResponderProc:
     proc: subprocess.Popen[bytes] | None = None
     scheme: str = "http"
     verify: Any = True
+    wrap: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -237,7 +239,7 @@ class ResponderProc:
         return self.state / "events.jsonl"
 
     def start(self) -> None:
-        cmd = [sys.executable, "-m", "gateway.cli", "serve", "--listen", f"127.0.0.1:{self.port}",
+        cmd = [*self.wrap, sys.executable, "-m", "gateway.cli", "serve", "--listen", f"127.0.0.1:{self.port}",
                "--push-listen", f"127.0.0.1:{self.push_port}", "--control", str(self.control),
                "--event-log", str(self.events_path), *self.args]
         with open(self.state / "stderr.log", "wb") as err:
@@ -247,8 +249,8 @@ class ResponderProc:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError((self.state / "stderr.log").read_text())
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + "/healthz", timeout=1, verify=self.verify).status_code == 200:
+            with contextlib.suppress(OSError, ValueError):
+                if self.control_get("/healthz") == {"ok": True}:
                     return
             time.sleep(0.05)
         raise RuntimeError("responder did not start")
@@ -262,8 +264,19 @@ class ResponderProc:
                 self.proc.kill()
                 self.proc.wait(5)
 
+    def control_get(self, path: str) -> dict[str, Any]:
+        """GET over the Unix control socket (reachable from any network namespace)."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(5)
+            s.connect(str(self.control))
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        return dict(json.loads(data.partition(b"\r\n\r\n")[2]))
+
     def sas(self) -> list[dict[str, Any]]:
-        return list(httpx.get(self.url + "/v1/sas", timeout=5).json()["sas"])
+        return list(self.control_get("/v1/sas")["sas"])
 
     def events(self) -> list[dict[str, Any]]:
         if not self.events_path.exists():
