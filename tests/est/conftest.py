@@ -5,6 +5,7 @@ IKEPKI_EST_DEFAULT_LABEL=approval: strongSwan pki cannot name a label)."""
 
 from __future__ import annotations
 
+import json
 import ssl
 import threading
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ import pytest
 from cryptography import x509
 
 from enrollment.est.auth import hash_password
-from tests.conftest import Server, init_deployment_dir, start_server
+from tests.conftest import Server, init_deployment_dir, run_ikepki, start_server
 from tests.est.est_helpers import StoreView, enroll, issued_cert, make_csr, new_key, write_pem
 
 PIPELINE_PASSWORD = "intune-pipeline-pw"
@@ -54,6 +55,7 @@ class EstEnv:
     store: StoreView
     ra_cert: Path  # PEM: RA client cert; ra_key its key
     ra_key: Path
+    cli_registration: dict[str, str] | None = None  # `ikepki est register --json` output for cli-dev-1
 
     @property
     def url(self) -> str:
@@ -123,7 +125,16 @@ def est(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EstEnv]:
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=start, args=("server", {})),
+    def cli_register() -> None:  # the CLI's own process start is slow: overlap it with the servers'
+        try:
+            env.cli_registration = json.loads(run_ikepki(
+                "est", "register", "--device", "cli-dev-1", "--profile", "machine", "--san",
+                "DNS:cli-dev-1.example.test,IP:192.0.2.10", "--ek-fingerprint", "ab" * 32, "--expires", "2", "--json",
+                directory=directory).stdout)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=cli_register), threading.Thread(target=start, args=("server", {})),
                threading.Thread(target=start, args=("proxied", {"IKEPKI_EST_TRUSTED_PROXY_HEADER": PROXY_HEADER,
                                                                 "IKEPKI_EST_DEFAULT_LABEL": "approval"}))]
     for t in threads:

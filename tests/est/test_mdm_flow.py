@@ -4,7 +4,6 @@ pipelines, manual approval, the trusted ingress header."""
 from __future__ import annotations
 
 import base64
-import json
 import threading
 import time
 import urllib.parse
@@ -15,7 +14,6 @@ import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from tests.conftest import run_ikepki
 from tests.est.conftest import PIPELINE_PASSWORD, PROXY_HEADER, STRICT_PASSWORD, EstEnv, load_pem_cert
 from tests.est.est_helpers import enroll, issued_cert, make_csr, new_key, san_values
 
@@ -118,10 +116,8 @@ def test_blocked_device_is_refused_and_secret_not_consumed(est: EstEnv) -> None:
 
 
 def test_cli_register_prints_secret_for_enrollment(est: EstEnv) -> None:
-    out = run_ikepki("est", "register", "--device", "cli-dev-1", "--profile", "machine", "--san",
-                     "DNS:cli-dev-1.example.test,IP:192.0.2.10", "--ek-fingerprint", "ab" * 32, "--expires", "2",
-                     "--json", directory=est.dir).stdout
-    data = json.loads(out)
+    data = est.cli_registration  # `ikepki est register … --json`, run while the servers started
+    assert data is not None
     assert data["device_id"] == "cli-dev-1" and len(data["secret"]) >= 32
     with est.client() as c:
         cert = issued_cert(enroll(c, est.url, make_csr(new_key(), "cli-dev-1", ["DNS:cli-dev-1.example.test"]),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -18,11 +17,21 @@ NOW = datetime(2026, 11, 27, tzinfo=UTC)
 TIMEOUT = timedelta(minutes=5)
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> RegistrationStore:
-    url = f"sqlite:///{tmp_path / 'est.db'}"
+@pytest.fixture(scope="module")
+def migrated(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One database migrated by Alembic (all branches, as `ikepki init` does) for the module."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('est-store') / 'est.db'}"
     migrate.upgrade(url)
-    return RegistrationStore(Database(url))
+    return url
+
+
+@pytest.fixture
+def store(migrated: str) -> RegistrationStore:
+    db = Database(migrated)
+    with db.write() as conn:  # every test starts from empty EST tables
+        conn.exec_driver_sql("DELETE FROM est_registrations")
+        conn.exec_driver_sql("DELETE FROM est_pending")
+    return RegistrationStore(db)
 
 
 def register(store: RegistrationStore, device: str = "d1", hours: float = 1) -> str:

@@ -30,13 +30,13 @@ def decode_and_parse(body: bytes) -> None:
         assert exc.detail and "\n" not in exc.detail
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=2048))
 def test_fuzz_decoder_raw_bytes(body: bytes) -> None:
     decode_and_parse(body)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.integers(0, len(CSR) - 1), st.binary(min_size=1, max_size=8), st.booleans())
 def test_fuzz_decoder_mutated_csr(index: int, junk: bytes, wrap: bool) -> None:
     der = bytearray(CSR)
@@ -62,7 +62,7 @@ def test_whitespace_anywhere_in_base64_is_accepted(spaces: list[bytes], rnd: obj
     assert wire.decode_pkcs10_body(bytes(text)) == CSR
 
 
-@settings(max_examples=300)
+@settings(max_examples=150)
 @given(st.one_of(st.none(), st.text(max_size=200), st.binary(max_size=200).map(
     lambda b: "Basic " + base64.b64encode(b).decode())))
 def test_fuzz_basic_header(header: str | None) -> None:
