@@ -66,6 +66,7 @@ class AdminApp:
             return _json(404, {"error": "not found"})
         if scope["method"] != "POST":
             return _json(405, {"error": "method not allowed"})
+        await self.scep.ready()
         name = await asyncio.to_thread(self._authenticate, header(scope, b"authorization"))
         declared = header(scope, b"content-length")
         body = await read_body(receive, MAX_ADMIN_BODY, int(declared) if declared and declared.isdigit() else None)

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import binascii
 import logging
+import threading
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -85,12 +86,20 @@ class ScepApp:
     def __init__(self, deployment: Any) -> None:
         self.deployment = deployment
         self._service: ScepService | None = None
+        self._lock = threading.Lock()
 
     @property
     def service(self) -> ScepService:
-        if self._service is None:
-            self._service = ScepService(self.deployment)
-        return self._service
+        """Built once, off the event loop (it opens HSM keys): see :meth:`ready`."""
+        with self._lock:
+            if self._service is None:
+                service = ScepService(self.deployment)
+                service.warm_up()
+                self._service = service
+            return self._service
+
+    async def ready(self) -> ScepService:
+        return self._service or await asyncio.to_thread(lambda: self.service)
 
     def _profile(self, path: str) -> str | None:
         rest = path[len(PREFIX):].strip("/").split("/") if path.startswith(PREFIX) else []
@@ -113,6 +122,7 @@ class ScepApp:
         await respond(send, answer, head=method == "HEAD")
 
     async def _handle(self, scope: Scope, receive: Receive, method: str) -> HttpAnswer:
+        await self.ready()
         limit = self.service.settings.max_body_bytes
         query = scope.get("query_string", b"")
         if len(query) > limit * 2:

@@ -66,6 +66,10 @@ class ScepService:
         self.repo = ScepRepository(deployment.db)
         self._authorities: dict[str, Authority] = {}
 
+    def warm_up(self) -> None:
+        """Open the RA key, the RSA issuer and the profiles now (HSM and file access), not per request."""
+        _ = (self.signer, self.issuer, self.ciphers, self.digests, self.dep.authority.profiles)
+
     # -- keys and certificates ----------------------------------------------------------------
 
     @cached_property
