@@ -181,7 +181,7 @@ class RegistrationStore:
             row = conn.execute(select(REGS).where(REGS.c.device_id == device_id)).first()
         return _registration(row) if row else None
 
-    def list(self, limit: int = 1000) -> list[Registration]:
+    def all(self, limit: int = 1000) -> list[Registration]:
         with self.db.read() as conn:
             rows = conn.execute(select(REGS).order_by(REGS.c.created_at.desc()).limit(limit)).all()
         return [_registration(r) for r in rows]
