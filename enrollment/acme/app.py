@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-
-import anyio
-from anyio import CapacityLimiter
+from concurrent.futures import ThreadPoolExecutor
 
 from ca.service.mounts import Receive, Scope, Send
 from enrollment.acme.service import AcmeService, RequestContext, Response
@@ -20,7 +19,8 @@ class AcmeApp:
     def __init__(self, service: AcmeService, max_threads: int = 32) -> None:
         self.service = service
         self.max_body = service.settings.max_body_bytes
-        self.limiter = CapacityLimiter(max_threads)
+        # our own pool (not anyio's): its idle threads end at once at shutdown
+        self.pool = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="acme-http")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -36,9 +36,9 @@ class AcmeApp:
                              headers.get("content-type", ""), body or b"")
         if body is None:
             ctx = RequestContext("POST", "/__too_large__", base, ctx.source)
-            resp = await anyio.to_thread.run_sync(self.service.too_large, ctx, limiter=self.limiter)
+            resp = await asyncio.get_running_loop().run_in_executor(self.pool, self.service.too_large, ctx)
         else:
-            resp = await anyio.to_thread.run_sync(self.service.handle, ctx, limiter=self.limiter)
+            resp = await asyncio.get_running_loop().run_in_executor(self.pool, self.service.handle, ctx)
         await _send(send, resp, scope["method"])
 
     def _base(self, scope: Scope, headers: dict[str, str]) -> str | None:

@@ -21,7 +21,7 @@ from ca.cli.common import (
 )
 from ca.errors import ErrorKind, PKIError
 from enrollment.acme.jws import b64e
-from enrollment.acme.messages import Identifier, matches_pattern
+from enrollment.acme.messages import DEVICE_PATTERN, Identifier, matches_pattern
 from enrollment.acme.settings import AcmeSettings
 from enrollment.acme.store import AcmeStore
 
@@ -54,6 +54,8 @@ def parse_patterns(value: str) -> list[str]:
     if not patterns or len(patterns) > MAX_PATTERNS:
         raise PKIError(ErrorKind.BAD_REQUEST, f"--identifiers needs 1 to {MAX_PATTERNS} patterns")
     for p in patterns:
+        if p == DEVICE_PATTERN:
+            continue
         if len(p) > 255 or " " in p or ("*" in p and not (p == "*" or (p.startswith("*.") and "*" not in p[1:]))):
             raise PKIError(ErrorKind.BAD_REQUEST, f"invalid identifier pattern {p!r} (use *.example.test, a name, "
                                                   "an IP or a CIDR)")

@@ -15,6 +15,8 @@ from enrollment.acme.problems import AcmeProblem, malformed
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 MAX_CONTACTS = 5
 MAX_CONTACT_LEN = 255
+DEVICE_TYPES = frozenset({"permanent-identifier", "hardware-module"})  # draft-ietf-acme-device-attest-09
+DEVICE_PATTERN = "device:*"  # EAB policy pattern allowing every device identifier
 
 
 class Urls:
@@ -59,11 +61,9 @@ def parse_rfc3339(value: Any, what: str) -> datetime:
 
 
 def account_json(account: Account, urls: Urls) -> dict[str, Any]:
-    out: dict[str, Any] = {"status": account.status, "contact": account.contact,
+    out: dict[str, Any] = {"status": account.status, "contact": account.contact, "key": account.jwk,
                            "orders": f"{urls.account(account.id)}/orders", "termsOfServiceAgreed": True,
                            "createdAt": rfc3339(account.created_at)}
-    if account.eab_kid:
-        out["externalAccountBinding"] = {"kid": account.eab_kid}
     return out
 
 
@@ -117,13 +117,37 @@ def parse_identifier(raw: Any) -> Identifier:
             return Identifier("ip", str(ipaddress.ip_address(value)))
         except ValueError:
             raise AcmeProblem("rejectedIdentifier", f"invalid IP identifier {value[:80]!r}") from None
+    if type_ in DEVICE_TYPES:  # draft-ietf-acme-device-attest-09 §3.1, §4.1 (validated by the plug-in's parser)
+        from enrollment.attestation.acme_validator import parse_identifier as parse_device_identifier
+
+        try:
+            parse_device_identifier(type_, value)
+        except (ValueError, UnicodeError):
+            raise AcmeProblem("rejectedIdentifier", f"invalid {type_} identifier {value[:80]!r}") from None
+        return Identifier(type_, value)
     raise AcmeProblem("unsupportedIdentifier", f"identifier type {type_[:32]!r} is not supported")
 
 
 def general_name(ident: Identifier) -> x509.GeneralName:
     if ident.type == "dns":
         return x509.DNSName(ident.value)
+    if ident.type in DEVICE_TYPES:  # RFC 4043 / RFC 4108 otherName (draft-ietf-acme-device-attest-09 §3.2, §4.2)
+        from enrollment.attestation.acme_validator import acme_general_name
+
+        return acme_general_name(ident.type, ident.value)
     return x509.IPAddress(ipaddress.ip_address(ident.value))
+
+
+def device_identifier(name: x509.OtherName) -> Identifier:
+    """A CSR otherName SAN as an order identifier (permanent-identifier / hardware-module)."""
+    from enrollment.attestation.identity import ID_ON_PERMANENT_IDENTIFIER, HardwareModuleName, PermanentIdentifier
+
+    try:
+        if name.type_id == ID_ON_PERMANENT_IDENTIFIER:
+            return Identifier("permanent-identifier", PermanentIdentifier.from_other_name(name).acme_value())
+        return Identifier("hardware-module", HardwareModuleName.from_other_name(name).acme_value())
+    except (ValueError, UnicodeError):
+        raise AcmeProblem("badCSR", f"CSR contains an unsupported otherName {name.type_id.dotted_string}") from None
 
 
 def parse_contacts(raw: Any) -> list[str]:
@@ -153,6 +177,8 @@ def matches_pattern(ident: Identifier, pattern: str) -> bool:
             return ipaddress.ip_address(ident.value) in ipaddress.ip_network(pattern, strict=False)
         except ValueError:
             return False
+    if ident.type in DEVICE_TYPES:  # ``device:*`` (any attested device) or the exact identifier value
+        return pattern in (DEVICE_PATTERN, ident.value.lower())
     if pattern == "*":
         return True
     if pattern.startswith("*."):

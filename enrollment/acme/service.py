@@ -501,6 +501,7 @@ class AcmeService:
         payload = _require_payload(s)
         csr = parse_csr(b64d(payload.get("csr"), "csr"))
         self._check_csr(csr, order, s.key)
+        self._check_attested_key(order, csr.public_key)
         if not self.store.transition_order(order.id, "ready", "processing"):
             raise AcmeProblem("orderNotReady", "order is no longer ready")
         evidence = self._evidence(order)
@@ -509,6 +510,7 @@ class AcmeService:
             issued = self.dep.authority.issue(IssuanceRequest(
                 csr=csr, profile=order.profile, requester=Requester("acme", s.account.id, ctx.source),
                 lifetime=lifetime, replace_sans=tuple(m.general_name(i) for i in order.identifiers),
+                extra_sans=_device_sans(evidence),
                 device_id=evidence.get("device_id"), ek_fingerprint=evidence.get("ek_fingerprint")))
         except PKIError as exc:
             problem = from_pki_error(exc)
@@ -531,6 +533,8 @@ class AcmeService:
                 names.add(Identifier("dns", san.value.lower()))
             elif isinstance(san, x509.IPAddress):
                 names.add(Identifier("ip", str(san.value)))
+            elif isinstance(san, x509.OtherName):
+                names.add(m.device_identifier(san))
             else:
                 raise AcmeProblem("badCSR", f"CSR contains an unsupported name type {type(san).__name__}")
         wanted = set(order.identifiers)
@@ -549,6 +553,23 @@ class AcmeService:
         for authz in self.store.authzs(order.authz_ids):
             out.update(authz.evidence or {})
         return out
+
+    def _check_attested_key(self, order: Order, csr_key: Any) -> None:
+        """draft-ietf-acme-device-attest-09 §5: the CSR key is the TPM key every device-attest-01 attested."""
+        attested = [a.evidence for a in self.store.authzs(order.authz_ids)
+                    if a.evidence and "attested_spki" in a.evidence]
+        if not attested:
+            return
+        from enrollment.attestation.acme_validator import check_csr_key
+        from enrollment.attestation.errors import AttestationError
+
+        if len({e.get("ek_fingerprint") for e in attested}) != 1:
+            raise AcmeProblem("badCSR", "the order's device identifiers were attested by different TPMs")
+        try:
+            for evidence in attested:
+                check_csr_key(evidence, csr_key)
+        except AttestationError as exc:
+            raise AcmeProblem("badCSR", f"{exc.reason.value}: {exc.detail}") from None
 
     # -- authorizations and challenges (§7.5) ---------------------------------------------------
 
@@ -704,8 +725,17 @@ class AcmeService:
             lifetime = info.not_after - info.not_before
             start, end = info.not_before + lifetime * 2 / 3, info.not_before + lifetime * 5 / 6
             why = "renew in the final third of the lifetime"
-        body = {"suggestedWindow": {"start": m.rfc3339(start), "end": m.rfc3339(end)}, "explanation": why}
+        body = {"suggestedWindow": {"start": m.rfc3339(start), "end": m.rfc3339(end)}}
+        log.debug("acme: renewal info %s: %s", cert_id, why)
         return Response(200, body, headers={"Retry-After": str(self.settings.ari_retry_after_seconds)})
+
+
+def _device_sans(evidence: dict[str, Any]) -> tuple[x509.GeneralName, ...]:
+    """The EK-derived identifiers of an attested device (RFC 4043 / RFC 4108 otherNames) for its certificate."""
+    names = [Identifier(t, evidence[k]) for t, k in (("permanent-identifier", "device_id"),
+                                                      ("hardware-module", "hardware_module"))
+             if isinstance(evidence.get(k), str)]
+    return tuple(m.general_name(i) for i in names)
 
 
 def _require_payload(s: Signed) -> dict[str, Any]:

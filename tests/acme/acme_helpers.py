@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -77,7 +77,24 @@ class AcmeServer:
         path.write_bytes((self.dir / "ca" / "ec.pem").read_bytes())
         return path
 
-    def eab(self, profile: str = "machine", identifiers: str = "*.test", *extra: str) -> Eab:
+    def eab(self, profile: str = "machine", identifiers: str = "*.test", single_use: bool = False,
+            expires: datetime | None = None) -> Eab:
+        """An EAB key written straight into the deployment's database (fast; the CLI has its own test)."""
+        import secrets
+
+        from ca.store.db import Database
+        from enrollment.acme.store import AcmeStore
+
+        kid, key = "eab-t-" + secrets.token_urlsafe(9), secrets.token_bytes(32)
+        db = Database(f"sqlite:///{self.dir / 'ikepki.db'}")
+        try:
+            AcmeStore(db).add_eab_key(kid, key, profile, identifiers.split(","), expires, single_use,
+                                      datetime.now(UTC))
+        finally:
+            db.dispose()
+        return Eab(kid, b64u(key))
+
+    def eab_cli(self, profile: str = "machine", identifiers: str = "*.test", *extra: str) -> Eab:
         out = run_ikepki("acme", "eab", "create", "--profile", profile, "--identifiers", identifiers, "--json",
                          *extra, directory=self.dir)
         data = json.loads(out.stdout)

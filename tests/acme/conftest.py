@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +12,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from acme_helpers import AcmeServer, free_port, start_server  # noqa: E402
+from acme_helpers import AcmeServer, free_port, root_conftest, start_server  # noqa: E402
+
+Server = root_conftest.Server
 
 
 def acme_env(http01_port: int, tlsalpn_port: int, **extra: str) -> dict[str, str]:
@@ -26,4 +30,15 @@ def acme(deployment_dir: Path) -> Iterator[AcmeServer]:
     http01, tlsalpn = free_port(), free_port()
     srv = start_server(deployment_dir, env=acme_env(http01, tlsalpn), extra_args=("--no-workers",))
     yield AcmeServer(srv, http01, tlsalpn)
-    srv.stop()
+    stop_quickly(srv)
+
+
+def stop_quickly(srv: Server) -> None:
+    """SIGTERM, then SIGKILL after 3 s: uvicorn waits for TLS close_notify on idle keep-alive
+    connections a client library left open (requests pools), which would cost 10 s per module."""
+    srv.process.send_signal(signal.SIGTERM)
+    try:
+        srv.process.wait(3)
+    except subprocess.TimeoutExpired:
+        srv.process.kill()
+        srv.process.wait(5)
