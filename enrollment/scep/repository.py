@@ -72,7 +72,7 @@ class ScepRepository:
             result = conn.execute(insert(CHALLENGES).values(
                 secret_sha256=secret_digest(secret), profile=profile, created_by=created_by[:255], created_at=now,
                 expires_at=expires))
-            new_id = int(result.inserted_primary_key[0])
+            new_id = int(result.inserted_primary_key[0])  # type: ignore[index]
         return OneTimeChallenge(new_id, secret, profile, expires)
 
     def consume_challenge(self, secret: str, profile: str, now: datetime, transaction_id: str) -> bool:

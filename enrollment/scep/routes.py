@@ -99,7 +99,9 @@ class ScepApp:
             return self._service
 
     async def ready(self) -> ScepService:
-        return self._service or await asyncio.to_thread(lambda: self.service)
+        if self._service is not None:
+            return self._service
+        return await asyncio.to_thread(lambda: self.service)
 
     def _profile(self, path: str) -> str | None:
         rest = path[len(PREFIX):].strip("/").split("/") if path.startswith(PREFIX) else []

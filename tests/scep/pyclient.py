@@ -15,12 +15,17 @@ from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import NameOID
 
 from enrollment.scep import cms
 
 ALL_CIPHERS = frozenset({"aes128_cbc", "aes192_cbc", "aes256_cbc", cms.DES3, cms.DES})
+
+
+def same_key(cert: x509.Certificate, key: rsa.RSAPrivateKey) -> bool:
+    spki = Encoding.DER, PublicFormat.SubjectPublicKeyInfo
+    return cert.public_key().public_bytes(*spki) == key.public_key().public_bytes(*spki)
 
 
 def new_key() -> rsa.RSAPrivateKey:
@@ -69,6 +74,7 @@ class Requester:
     key: rsa.RSAPrivateKey
     cert: x509.Certificate
     transaction_id: str = field(default_factory=lambda: hashlib.sha256(os.urandom(16)).hexdigest().upper())
+    last_nonce: bytes = b""
 
     @classmethod
     def new(cls, key: rsa.RSAPrivateKey | None = None) -> Requester:
@@ -85,10 +91,11 @@ class Requester:
             ktri = info["content"]["recipient_infos"][0].chosen
             ktri["encrypted_key"] = os.urandom(len(ktri["encrypted_key"].native))
             enveloped = info.dump(force=True)
+        self.last_nonce = nonce or os.urandom(16)
         signer = cms.Signer(self.cert, lambda payload, h: self.key.sign(payload, padding.PKCS1v15(), h))
         attrs = [(cms.OID_MESSAGE_TYPE, cms.printable(message_type)),
                  (cms.OID_TRANSACTION_ID, cms.printable(self.transaction_id)),
-                 (cms.OID_SENDER_NONCE, cms.octet_string(nonce or os.urandom(16)))]
+                 (cms.OID_SENDER_NONCE, cms.octet_string(self.last_nonce))]
         return cms.signed_data(signer, enveloped, attrs, digest, signing_time)
 
 

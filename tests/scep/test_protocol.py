@@ -29,6 +29,7 @@ from tests.scep.pyclient import (
     make_csr,
     read_certrep,
     read_degenerate,
+    same_key,
     self_signed,
     verify_signed_data,
 )
@@ -65,7 +66,8 @@ def enroll(http: ScepHttp, ra: x509.Certificate, password: str | None, cn: str, 
     r = client.post(body)
     assert r.status_code == 200, r.text
     rep = read_certrep(r.content, req)
-    assert rep.transaction_id == req.transaction_id
+    assert rep.transaction_id == req.transaction_id  # RFC 8894 §3.2.1.1: echoed
+    assert rep.recipient_nonce == req.last_nonce  # §3.2.1.5: recipientNonce = the request's senderNonce
     assert rep.signer.serial_number == ra.serial_number
     return rep, req
 
@@ -98,7 +100,7 @@ def test_one_time_password_is_single_use(http: ScepHttp, ra: x509.Certificate, s
     rep, req = enroll(http, ra, password, "otp1.example.test")
     assert rep.status == SUCCESS, rep
     leaf = rep.certificates[0]
-    assert leaf.public_key().public_numbers() == req.key.public_key().public_numbers()  # type: ignore[union-attr]
+    assert same_key(leaf, req.key)
     assert scep.counts()[0] == before[0] + 1
     reused, _ = enroll(http, ra, password, "otp2.example.test")
     assert (reused.status, reused.fail_info) == (FAILURE, BAD_REQUEST)
@@ -175,8 +177,7 @@ def test_manual_approval_with_cert_poll(http: ScepHttp, ra: x509.Certificate, sc
     run_ikepki("scep", "approve", req.transaction_id, directory=scep.server.dir)
     done = read_certrep(ScepHttp(url, http.client).post(req.message("20", poll_body, ra)).content, req)
     assert done.status == SUCCESS
-    assert done.certificates[0].public_key().public_numbers() == \
-        req.key.public_key().public_numbers()  # type: ignore[union-attr]
+    assert same_key(done.certificates[0], req.key)
 
     rep2, req2 = enroll(http, ra, otp(scep, "gateway"), "gw2.example.test", url=url)
     assert rep2.status == PENDING
