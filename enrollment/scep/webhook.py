@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import logging
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -21,15 +22,21 @@ class WebhookVerdict(enum.Enum):
     UNREACHABLE = "unreachable"
 
 
+def _where(url: str) -> str:
+    """scheme://host:port only: a URL may carry credentials or tokens."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}"
+
+
 def ask_webhook(url: str, timeout: float, payload: dict[str, Any]) -> WebhookVerdict:
     try:
         with httpx.Client(timeout=timeout, follow_redirects=False) as client:
             response = client.post(url, json=payload, headers={"user-agent": "ikepki-scep"})
     except httpx.HTTPError as exc:
-        log.warning("scep webhook %s unreachable: %s", url, exc.__class__.__name__)
+        log.warning("scep webhook %s unreachable: %s", _where(url), exc.__class__.__name__)
         return WebhookVerdict.UNREACHABLE
     if 200 <= response.status_code < 300:
         return WebhookVerdict.ALLOW
-    log.info("scep webhook %s answered %d for transaction %s", url, response.status_code,
+    log.info("scep webhook %s answered %d for transaction %s", _where(url), response.status_code,
              payload.get("transaction_id"))
     return WebhookVerdict.DENY
