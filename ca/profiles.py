@@ -76,6 +76,10 @@ BUILTIN_PROFILES: dict[str, Profile] = {
                 frozenset(), require_san=False, enrollable=False),
         Profile("scep-ra", _policy(7), 365 * _D, 3 * 365 * _D, (), frozenset(), require_san=False,
                 enrollable=False, issuer="rsa"),
+        # TPM attestation-key certificates: built by enrollment.attestation.ak_cert (TCG AK profile, EKU
+        # 2.23.133.8.3), signed by the attestation CA, recorded under this name (never via Authority.issue)
+        Profile("attestation-ak", _policy(8), 7 * _D, 30 * _D, (), frozenset({SAN_PERMANENT_ID, SAN_HW_MODULE}),
+                require_san=False, enrollable=False, issuer="attestation"),
     )
 }
 

@@ -20,6 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from ca.errors import PKIError
 from enrollment.acme.challenges import ValidationResult, key_authorization
 from enrollment.acme.model import Account, Authz, Challenge
 from enrollment.attestation.chain import is_self_issued
@@ -120,11 +121,26 @@ class DeviceAttest01Validator:
         return ValidationResult.success(evidence=attestation_evidence(result))
 
 
+def deployment_attestation_ca(deployment: Any) -> x509.Certificate | None:
+    """The deployment's own attestation issuing CA certificate (from the manifest, no HSM access)."""
+    try:
+        entry = deployment.manifest["issuers"]["attestation"]
+        return x509.load_pem_x509_certificate(deployment.path(entry["cert"]).read_bytes())
+    except (OSError, KeyError, TypeError, ValueError, PKIError):
+        return None
+
+
 def acme_validators(deployment: Any) -> list[DeviceAttest01Validator]:
-    """Entry point called by :func:`enrollment.acme.routes.build_registry`; [] until configured."""
+    """Entry point called by :func:`enrollment.acme.routes.build_registry`.
+
+    Trust anchors: ``attestation.ak_ca_certs`` when set, else the deployment's attestation issuer itself
+    (anchored at the intermediate, so no other certificate under the root can pose as an AK certificate);
+    [] when neither exists.
+    """
     settings = deployment.settings_for(AttestationSettings, "attestation")
     if not settings.ak_ca_certs:
-        return []
+        own = deployment_attestation_ca(deployment)
+        return [] if own is None else [DeviceAttest01Validator([own], deployment.clock)]
     certs = load_certificates(deployment.path(settings.ak_ca_certs))
     roots = [c for c in certs if is_self_issued(c)]
     return [DeviceAttest01Validator(roots, deployment.clock, [c for c in certs if c not in roots])]

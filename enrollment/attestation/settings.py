@@ -18,8 +18,9 @@ class AttestationSettings(IkepkiSettings):
 
     ek_roots: str | None = None  # directory of TPM manufacturer roots + intermediates (PEM)
     ak_ca_certs: str | None = None  # PEM file or directory: attestation CA(s) that sign AK certificates
-    ak_validity_days: int = 365
+    ak_validity_days: int = 7  # short-lived AK certificates: devices re-run credential activation to renew
     credential_ttl_seconds: int = 300
+    require_eab: bool = True  # /attest/v1/ak/start needs an ACME EAB key id + HMAC (enrollment.attestation.routes)
 
 
 def load_certificates(path: Path) -> tuple[x509.Certificate, ...]:

@@ -1,0 +1,325 @@
+"""HTTPS edge of AK enrollment by credential activation (mounted at ``/attest``).
+
+TPM 2.0 Library Part 1 §24 (credential protection), Part 3 §12.5/§12.6 (MakeCredential /
+ActivateCredential); TCG EK Credential Profile §2-3; RFC 7807 problem documents.
+
+``POST /attest/v1/ak/start`` (``application/json``, body ≤ 32 KiB)::
+
+    {"ekCertificate": b64url(EK cert DER), "akPublic": b64url(AK TPMT_PUBLIC),
+     "eab": {"kid": "<ACME EAB key id>", "mac": b64url(HMAC-SHA256(eab_hmac_key, MAC_INPUT))}}
+
+    MAC_INPUT = "ikepki-attest-v1\\n" + ekCertificate + "\\n" + akPublic   (the two b64url strings as sent)
+
+→ 201 ``{"challengeId", "idObject", "encryptedSecret", "expires"}`` (see ``CredentialBlob.to_json``).
+
+Authorisation (``attestation.require_eab``, default true): the ACME External Account Binding key that
+the device also uses for its ACME account (RFC 8555 §7.3.4; ``ikepki acme eab create``).  The key must
+be enabled and unexpired, bound to profile ``machine``, and its identifier patterns must allow the
+device's permanent identifier (``device:*`` or the exact ``<hex>/<assigner>`` value).  A single-use
+key still authorises AK enrollment after it bound its account (AK certificates are short-lived and
+re-enrolled).  The MAC binds the EK and AK, so a captured request yields nothing but a credential blob
+that only the same TPM can open.
+
+``POST /attest/v1/ak/finish`` ``{"challengeId", "secret": b64url(activated secret)}``
+→ 201 ``{"akCertificate": b64url(DER), "chain": [b64url(attestation CA DER)], "permanentIdentifier",
+"hardwareModule", "ekFingerprint", "expires"}``.
+
+Every challenge is single use (conditional UPDATE in :mod:`enrollment.attestation.store`) and expires
+after ``attestation.credential_ttl_seconds``.  The AK certificate is signed by the attestation CA in the
+HSM and recorded in the core store under profile ``attestation-ak`` with the EK fingerprint (auditable,
+revocable, answered by OCSP).  Errors: 400 ``badAttestationStatement`` (with ``reason``), 400
+``malformed``, 401/403 ``unauthorized`` (missing/bad EAB, blocked device), 413, 415, 503.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import anyio
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ca.errors import ErrorKind, PKIError
+from ca.model import CertificateInfo, CertStatus
+from ca.profiles import san_text
+from ca.service.mounts import HTTPS, HttpMount
+from ca.store.sql import audit_row
+from enrollment.acme.messages import matches_pattern
+from enrollment.acme.model import Identifier
+from enrollment.acme.store import AcmeStore
+from enrollment.attestation.ak_cert import issue_ak_certificate
+from enrollment.attestation.chain import ChainError
+from enrollment.attestation.credential import ActivatedAk, CredentialActivation
+from enrollment.attestation.ek import EkTrustStore, validate_ek_certificate
+from enrollment.attestation.errors import AttestationError
+from enrollment.attestation.settings import AttestationSettings
+from enrollment.attestation.store import SqlCredentialChallengeRepository
+
+PREFIX = "/attest"
+PROFILE = "attestation-ak"
+MAX_BODY = 32 * 1024
+MAC_CONTEXT = "ikepki-attest-v1"
+NS = "urn:ietf:params:acme:error:"
+log = logging.getLogger("ikepki.attestation")
+
+
+class Problem(Exception):
+    """An RFC 7807 problem (ACME error namespace) raised anywhere below the edge."""
+
+    def __init__(self, type_: str, detail: str, status: int = 400, **extra: Any) -> None:
+        super().__init__(detail)
+        self.type, self.detail, self.status, self.extra = type_, detail, status, extra
+
+    def response(self) -> JSONResponse:
+        body = {"type": NS + self.type, "detail": self.detail, "status": self.status, **self.extra}
+        headers = {"Retry-After": "5"} if self.status == 503 else None
+        return JSONResponse(body, self.status, headers=headers, media_type="application/problem+json")
+
+
+_PKI_STATUS = {ErrorKind.BLOCKED: ("unauthorized", 403), ErrorKind.UNAUTHORIZED: ("unauthorized", 403),
+               ErrorKind.FORBIDDEN: ("unauthorized", 403), ErrorKind.BAD_REQUEST: ("malformed", 400),
+               ErrorKind.UNAVAILABLE: ("serverInternal", 503)}
+
+
+def _from_pki(exc: PKIError) -> Problem:
+    type_, status = _PKI_STATUS.get(exc.kind, ("serverInternal", 500))
+    return Problem(type_, exc.detail if status < 500 or status == 503 else "internal error", status)
+
+
+def _from_attestation(exc: AttestationError) -> Problem:
+    return Problem("badAttestationStatement", f"{exc.reason.value}: {exc.detail}", reason=exc.reason.value)
+
+
+# -- wire models -------------------------------------------------------------------------------------
+
+
+def b64e(data: bytes) -> str:
+    """base64url without padding (RFC 4648 §5)."""
+    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
+
+
+def b64d(value: Any, what: str, bound: int = 8192) -> bytes:
+    if not isinstance(value, str) or not 0 < len(value) <= bound * 4 // 3 + 4:
+        raise Problem("malformed", f"{what} must be a non-empty base64url string of at most {bound} bytes")
+    try:
+        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except (binascii.Error, ValueError):
+        raise Problem("malformed", f"{what} is not base64url") from None
+
+
+def start_mac_input(ek_certificate_b64: str, ak_public_b64: str) -> bytes:
+    """The bytes the EAB HMAC covers (module docstring)."""
+    return f"{MAC_CONTEXT}\n{ek_certificate_b64}\n{ak_public_b64}".encode("ascii")
+
+
+def start_mac(hmac_key: bytes, ek_certificate_b64: str, ak_public_b64: str) -> str:
+    """Client side: the ``eab.mac`` value."""
+    return b64e(hmac.new(hmac_key, start_mac_input(ek_certificate_b64, ak_public_b64), hashlib.sha256).digest())
+
+
+@dataclass(frozen=True)
+class AkStartRequest:
+    ek_certificate_b64: str
+    ak_public_b64: str
+    eab_kid: str | None
+    eab_mac: bytes | None
+
+    @classmethod
+    def parse(cls, body: dict[str, Any]) -> AkStartRequest:
+        ek, ak = body.get("ekCertificate"), body.get("akPublic")
+        b64d(ek, "ekCertificate")
+        b64d(ak, "akPublic", 1024)
+        eab = body.get("eab")
+        if eab is None:
+            return cls(str(ek), str(ak), None, None)
+        if not isinstance(eab, dict) or not isinstance(eab.get("kid"), str) or not 0 < len(eab["kid"]) <= 64:
+            raise Problem("malformed", "eab must be {kid, mac}")
+        return cls(str(ek), str(ak), eab["kid"], b64d(eab.get("mac"), "eab.mac", 64))
+
+    @property
+    def ek_der(self) -> bytes:
+        return b64d(self.ek_certificate_b64, "ekCertificate")
+
+    @property
+    def ak_public(self) -> bytes:
+        return b64d(self.ak_public_b64, "akPublic", 1024)
+
+
+@dataclass(frozen=True)
+class AkFinishRequest:
+    challenge_id: str
+    secret: bytes
+
+    @classmethod
+    def parse(cls, body: dict[str, Any]) -> AkFinishRequest:
+        cid = body.get("challengeId")
+        if not isinstance(cid, str) or not 0 < len(cid) <= 64:
+            raise Problem("malformed", "challengeId must be a short string")
+        return cls(cid, b64d(body.get("secret"), "secret", 64))
+
+
+# -- service -----------------------------------------------------------------------------------------
+
+
+class AkEnrollmentService:
+    """Start/finish of credential activation and AK certificate issuance (blocking: DB + HSM)."""
+
+    def __init__(self, deployment: Any, settings: AttestationSettings) -> None:
+        self.dep = deployment
+        self.settings = settings
+        self.repository = SqlCredentialChallengeRepository(deployment.db)
+        self.trust = EkTrustStore.from_directory(deployment.path(settings.ek_roots)) if settings.ek_roots else None
+
+    def _activation(self, principal: str = "") -> CredentialActivation:
+        if self.trust is None:
+            raise PKIError(ErrorKind.UNAVAILABLE, "attestation.ek_roots is not configured on this server")
+        return CredentialActivation(self.trust, self.repository.with_principal(principal), self.dep.clock,
+                                    timedelta(seconds=self.settings.credential_ttl_seconds))
+
+    def start(self, request: AkStartRequest, source: str) -> dict[str, str]:
+        if self.trust is None:
+            raise PKIError(ErrorKind.UNAVAILABLE, "attestation.ek_roots is not configured on this server")
+        now = self.dep.clock.now()
+        ek = validate_ek_certificate(request.ek_der, self.trust, now)
+        principal = self._authorize(request, ek.permanent_identifier.acme_value(), now)
+        if self.dep.store.is_device_blocked(ek.permanent_identifier.acme_value(), ek.fingerprint):
+            raise PKIError(ErrorKind.BLOCKED, "this device is blocked from enrollment")
+        blob = self._activation(principal).start(request.ek_der, request.ak_public)
+        self.dep.audit.append(now, principal or "anonymous", "attest-ak-start", "attestation", source=source,
+                              device=ek.permanent_identifier.acme_value(), challenge=blob.challenge_id)
+        return blob.to_json()
+
+    def _authorize(self, request: AkStartRequest, device_id: str, now: datetime) -> str:
+        if request.eab_kid is None or request.eab_mac is None:
+            if self.settings.require_eab:
+                raise PKIError(ErrorKind.UNAUTHORIZED, "this server requires eab {kid, mac} on ak/start")
+            return ""
+        key = AcmeStore(self.dep.db).eab_key(request.eab_kid)
+        expected = hmac.new(key.hmac_key if key else b"\0" * 32,
+                            start_mac_input(request.ek_certificate_b64, request.ak_public_b64), hashlib.sha256)
+        if key is None or not hmac.compare_digest(expected.digest(), request.eab_mac):
+            raise PKIError(ErrorKind.UNAUTHORIZED, "unknown EAB key id or wrong MAC")
+        if key.disabled or (key.expires is not None and key.expires <= now):
+            raise PKIError(ErrorKind.UNAUTHORIZED, "the EAB key is disabled or expired")
+        ident = Identifier("permanent-identifier", device_id)
+        if key.profile != "machine" or not any(matches_pattern(ident, p) for p in key.identifiers):
+            raise PKIError(ErrorKind.UNAUTHORIZED, "the EAB key's policy does not allow this device")
+        return key.kid
+
+    def finish(self, request: AkFinishRequest, source: str) -> dict[str, Any]:
+        principal = self.repository.principal_of(request.challenge_id) or "anonymous"
+        activated = self._activation().finish(request.challenge_id, request.secret)
+        device_id = activated.ek.permanent_identifier.acme_value()
+        if self.dep.store.is_device_blocked(device_id, activated.ek.fingerprint):
+            raise PKIError(ErrorKind.BLOCKED, "this device is blocked from enrollment")
+        cert, issuer_cert = self._issue(activated, principal, source)
+        return {"akCertificate": b64e(cert.public_bytes(Encoding.DER)),
+                "chain": [b64e(issuer_cert.public_bytes(Encoding.DER))],
+                "permanentIdentifier": device_id, "hardwareModule": activated.ek.hardware_module.acme_value(),
+                "ekFingerprint": activated.ek.fingerprint,
+                "expires": cert.not_valid_after_utc.isoformat().replace("+00:00", "Z")}
+
+    def _issue(self, activated: ActivatedAk, principal: str, source: str) -> tuple[x509.Certificate,
+                                                                                  x509.Certificate]:
+        issuer = self.dep.issuers["attestation"]
+        now = self.dep.clock.now()
+        validity = self.dep.authority.profile(PROFILE, allow_internal=True).lifetime(
+            timedelta(days=self.settings.ak_validity_days))
+        cert = issue_ak_certificate(activated, issuer.key.key, issuer.certificate, now, validity)
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        device_id = activated.ek.permanent_identifier.acme_value()
+        info = CertificateInfo(
+            serial=cert.serial_number, issuer_id=issuer.id, subject=cert.subject.rfc4514_string(),
+            sans=tuple(san_text(n) for n in sans), profile=PROFILE, not_before=cert.not_valid_before_utc,
+            not_after=cert.not_valid_after_utc, status=CertStatus.valid, der=cert.public_bytes(Encoding.DER),
+            requester=principal, channel="attestation", device_id=device_id,
+            ek_fingerprint=activated.ek.fingerprint)
+        self.dep.store.insert_certificate(info, now, audit_row(
+            now, principal, "issue", "attestation", source, info.serial, profile=PROFILE, sans=list(info.sans),
+            device=device_id))
+        self.dep.audit.append(now, principal, "issue", "attestation", source=source, serial=info.serial_hex,
+                              profile=PROFILE, device=device_id, ek_fingerprint=activated.ek.fingerprint)
+        return cert, issuer.certificate
+
+
+# -- HTTP ----------------------------------------------------------------------------------------------
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+        raise Problem("malformed", "Content-Type must be application/json", 415)
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
+        raise Problem("malformed", f"request body larger than {MAX_BODY} bytes", 413)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise Problem("malformed", f"request body larger than {MAX_BODY} bytes", 413)
+    try:
+        data = json.loads(bytes(body))
+    except (ValueError, UnicodeDecodeError):
+        raise Problem("malformed", "body is not JSON") from None
+    if not isinstance(data, dict):
+        raise Problem("malformed", "body must be a JSON object")
+    return data
+
+
+def _source(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+def _run(fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except AttestationError as exc:
+        raise _from_attestation(exc) from None
+    except PKIError as exc:
+        raise _from_pki(exc) from None
+    except ChainError as exc:
+        raise Problem("badAttestationStatement", str(exc)) from None
+
+
+def build_app(service: AkEnrollmentService) -> Starlette:
+    """Starlette app with the two endpoints (paths relative to the /attest prefix)."""
+
+    async def start(request: Request) -> Response:
+        try:
+            parsed = AkStartRequest.parse(await _json_body(request))
+            result = await anyio.to_thread.run_sync(_run, service.start, parsed, _source(request))
+        except Problem as problem:
+            return problem.response()
+        return JSONResponse(result, 201)
+
+    async def finish(request: Request) -> Response:
+        try:
+            parsed = AkFinishRequest.parse(await _json_body(request))
+            result = await anyio.to_thread.run_sync(_run, service.finish, parsed, _source(request))
+        except Problem as problem:
+            return problem.response()
+        return JSONResponse(result, 201)
+
+    return Starlette(routes=[Route("/v1/ak/start", start, methods=["POST"]),
+                             Route("/v1/ak/finish", finish, methods=["POST"])])
+
+
+def http_mounts(deployment: Any) -> list[HttpMount]:
+    """Entry point (group ikepki.http): AK enrollment on the HTTPS listener."""
+    settings = deployment.settings_for(AttestationSettings, "attestation")
+    service = AkEnrollmentService(deployment, settings)
+    return [HttpMount(PREFIX, build_app(service), frozenset({HTTPS}), "attestation", strip_prefix=True)]
+
+
+__all__ = ["AkEnrollmentService", "b64d", "b64e", "http_mounts", "start_mac", "start_mac_input"]
