@@ -53,12 +53,39 @@ class Identity:
         return dn_text(self.data)
 
 
+_SHORT = {"2.5.4.3": "CN", "2.5.4.6": "C", "2.5.4.7": "L", "2.5.4.8": "ST", "2.5.4.10": "O",
+          "2.5.4.11": "OU", "2.5.4.5": "serialNumber", "0.9.2342.19200300.100.1.25": "DC",
+          "0.9.2342.19200300.100.1.1": "UID", "1.2.840.113549.1.9.1": "emailAddress"}
+
+
+def _escape(value: str) -> str:
+    out = value.replace("\\", "\\\\")
+    for ch in ',+"<>;=':
+        out = out.replace(ch, "\\" + ch)
+    return out
+
+
 def dn_text(der: bytes) -> str:
-    """Human-readable form of a DER Name (for logs), or hex if it does not parse."""
+    """RFC 4514 string of a DER Name (last RDN first, like cryptography's ``rfc4514_string``);
+    hex if it does not parse."""
     try:
-        return str(Asn1Name.load(der).human_friendly)
-    except (ValueError, TypeError):
+        rdns = Asn1Name.load(der).chosen
+        parts = ["+".join(f"{_SHORT.get(atv['type'].dotted, atv['type'].dotted)}={_escape(str(atv['value'].native))}"
+                          for atv in rdn) for rdn in reversed(list(rdns))]
+        return ",".join(parts)
+    except (ValueError, TypeError, KeyError):
         return der.hex()
+
+
+def dn_equal(a: bytes, b: bytes) -> bool:
+    """RFC 5280 §7.1 name comparison (string types and case/space differences ignored), which
+    RFC 4945 §3.1.5 asks for: peers encode the same DN as PrintableString or UTF8String."""
+    if a == b:
+        return True
+    try:
+        return bool(Asn1Name.load(a) == Asn1Name.load(b))
+    except (ValueError, TypeError):
+        return False
 
 
 def parse_identity(text: str) -> Identity:
@@ -93,10 +120,8 @@ def identity_matches(identity: Identity, cert: x509.Certificate) -> bool:
     sans = _sans(cert)
     try:
         if identity.id_type == IdType.DER_ASN1_DN:
-            if identity.data == cert.subject.public_bytes():
-                return True
-            dirs = sans.get_values_for_type(x509.DirectoryName) if sans else []
-            return any(d.public_bytes() == identity.data for d in dirs)
+            names = [cert.subject, *(sans.get_values_for_type(x509.DirectoryName) if sans else [])]
+            return any(dn_equal(identity.data, n.public_bytes()) for n in names)
         if sans is None:
             return False
         if identity.id_type in (IdType.IPV4_ADDR, IdType.IPV6_ADDR):

@@ -346,6 +346,7 @@ class Responder:
             out.append(c.Notify(N.MOBIKE_SUPPORTED))
         self._reply_sk(sa, hdr, peer, out)
         self.log.emit(ev.SA_UP, ike_sa=sa.name, peer=f"{peer[0]}:{peer[1]}", peer_id=str(auth.identity),
+                      id_type=auth.identity.id_type.name, auth=auth.scheme,
                       serial=format(auth.serial, "x"), issuer_key_id=auth.issuer_key_id, rule=auth.rule,
                       suite=sa.to_dict()["suite"])
         for child in sa.children.values():
@@ -380,13 +381,13 @@ class Responder:
             raise Refused(N.AUTHENTICATION_FAILED, "identity does not match certificate")
         octets = signed_octets(sa.init_request, sa.nr, sa.suite.prf, sa.keys.sk_pi, idi.body())
         try:
-            verify_auth(path.leaf.public_key(), auth.method, auth.data, octets,  # type: ignore[arg-type]
-                        sa.peer_hashes & frozenset(OUR_HASHES))
+            scheme = verify_auth(path.leaf.public_key(), auth.method, auth.data, octets,  # type: ignore[arg-type]
+                                 sa.peer_hashes & frozenset(OUR_HASHES))
         except AuthError as exc:
             raise Refused(N.AUTHENTICATION_FAILED, f"AUTH: {exc}") from exc
         await self._check_revocation(path.leaf, path.issuer)
         rule = self._rule_for(path.leaf)
-        return PeerAuth(identity, path.leaf, path.issuer, key_id(path.issuer), rule.name if rule else None)
+        return PeerAuth(identity, path.leaf, path.issuer, key_id(path.issuer), rule.name if rule else None, scheme)
 
     def _peer_certs(self, payloads: tuple[c.Payload, ...]) -> list[x509.Certificate]:
         out = []

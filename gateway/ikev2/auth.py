@@ -46,7 +46,7 @@ def _hash_obj(name: str) -> hashes.HashAlgorithm:
     return _HASHES[name]()
 
 
-def _verify_digital_signature(key: PublicKey, data: bytes, octets: bytes, allowed: frozenset[int]) -> None:
+def _verify_digital_signature(key: PublicKey, data: bytes, octets: bytes, allowed: frozenset[int]) -> str:
     """RFC 7427 §3: parse the AlgorithmIdentifier and check the signature with ``key``."""
     if not data or data[0] + 1 > len(data):
         raise AuthError("bad signature payload")
@@ -60,7 +60,7 @@ def _verify_digital_signature(key: PublicKey, data: bytes, octets: bytes, allowe
         if HashAlg.IDENTITY not in allowed:
             raise AuthError("identity hash not negotiated")
         key.verify(sig, octets)
-        return
+        return "ed25519"
     hash_id = {v: k for k, v in _HASH_IDS.items()}.get(hash_name)
     if hash_id not in allowed:
         raise AuthError(f"hash {hash_name} not negotiated")
@@ -75,6 +75,7 @@ def _verify_digital_signature(key: PublicKey, data: bytes, octets: bytes, allowe
         key.verify(sig, octets, padding.PKCS1v15(), _hash_obj(hash_name))
     else:
         raise AuthError(f"{sig_algo} does not fit the certificate key")
+    return f"{sig_algo}-{hash_name}"
 
 
 def _verify_classic_ecdsa(key: PublicKey, method: int, data: bytes, octets: bytes) -> None:
@@ -89,15 +90,18 @@ def _verify_classic_ecdsa(key: PublicKey, method: int, data: bytes, octets: byte
     key.verify(der, octets, ec.ECDSA(hcls()))
 
 
-def verify_auth(key: PublicKey, method: int, data: bytes, octets: bytes, allowed: frozenset[int]) -> None:
-    """Verify an AUTH payload made with the private key of ``key`` over ``octets``."""
+def verify_auth(key: PublicKey, method: int, data: bytes, octets: bytes, allowed: frozenset[int]) -> str:
+    """Verify an AUTH payload made with the private key of ``key`` over ``octets``;
+    return a label of the scheme used (for the event log), e.g. ``ecdsa-sha256`` or ``ECDSA_384``."""
     try:
         if method == AuthMethod.DIGITAL_SIGNATURE:
-            _verify_digital_signature(key, data, octets, allowed)
-        elif method in _CLASSIC:
+            return f"DIGITAL_SIGNATURE/{_verify_digital_signature(key, data, octets, allowed)}"
+        if method in _CLASSIC:
             _verify_classic_ecdsa(key, method, data, octets)
-        elif method == AuthMethod.RSA_SIG and isinstance(key, rsa.RSAPublicKey):
+            return AuthMethod(method).name
+        if method == AuthMethod.RSA_SIG and isinstance(key, rsa.RSAPublicKey):
             key.verify(data, octets, padding.PKCS1v15(), hashes.SHA1())  # noqa: S303 - RFC 7296 §3.8
+            return AuthMethod.RSA_SIG.name
         else:
             raise AuthError(f"unsupported AUTH method {method}")
     except InvalidSignature as exc:

@@ -54,6 +54,7 @@ class PeerAuth:
     issuer: x509.Certificate
     issuer_key_id: str
     rule: str | None
+    scheme: str = ""
 
     @property
     def serial(self) -> int:
@@ -102,6 +103,7 @@ class IkeSa:
             "serial": format(auth.serial, "x") if auth else None,
             "issuer_key_id": auth.issuer_key_id if auth else None,
             "rule": auth.rule if auth else None,
+            "auth": auth.scheme if auth else None,
             "established": self.established.isoformat() if self.established else None,
             "next_msgid": self.expected_id,
             "children": [c.to_dict() for c in self.children.values()],

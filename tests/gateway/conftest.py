@@ -56,6 +56,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         Conn("legacy", "alice", "alice@example.test", proposals="aes256-sha1-modp1024"),
         Conn("x25519first", "erin", "erin@example.test", proposals="aes256gcm16-prfsha256-x25519-ecp256"),
         Conn("wrongid", "alice", "mallory@example.test"),
+        Conn("alice-dn", "alice", '"O=ikepki test, OU=staff, CN=alice"'),
+        Conn("ivan", "ivan", "127.0.0.1"),
+        Conn("frank-pss", "frank", "frank@example.test", auth="rsa/pss-sha256"),
     ]
     remote = {"main": main, "nopol": nopol, "cookie": cookie}
     charon.state.mkdir()
@@ -72,12 +75,18 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     text += extra[2].render(cookie.port, port) + "\n}\n"
     conf.write_text(text)
     started: list[ResponderProc | Charon] = []
-    procs: list[ResponderProc | Charon] = [*remote.values(), charon]
+    port2, nat2 = free_udp_pair()
+    classic = Charon(d / "classic", port2, nat2, settings="signature_authentication = no")
+    classic.state.mkdir()
+    classic.write_config([Conn(f"{n}-classic", n, f"{n}@example.test") for n in ("alice", "erin", "gina")],
+                         main.port, {n: (i.cert_pem(), i.key_pem()) for n, i in pki.clients.items()},
+                         {"root": pki.root.cert_pem()})
+    procs: list[ResponderProc | Charon] = [*remote.values(), charon, classic]
     try:
         for proc in procs:
             proc.start()
             started.append(proc)
-        yield Lab(pki, main, nopol, cookie, charon, d)
+        yield Lab(pki, main, nopol, cookie, charon, classic, d)
     finally:
         for proc in reversed(started):
             proc.stop()

@@ -14,7 +14,7 @@ rules:
   - name: staff
     match:
       profile: 1.3.6.1.4.1.55555.1.1
-      san: ["*@example.test", "DNS:*.example.test"]
+      san: ["*@example.test", "DNS:*.example.test", "IP:127.0.0.1"]
       role: staff
     local_ts: ["10.231.1.0/24"]
     remote_ts: ["10.231.2.0/25"]
@@ -33,4 +33,5 @@ class Lab:
     nopolicy: ResponderProc
     cookie: ResponderProc
     charon: Charon
+    classic: Charon  # signature_authentication = no: RFC 4754 methods 9/10/11
     dir: Path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -57,7 +58,7 @@ def make_root(cn: str) -> Issued:
 def make_leaf(issuer: Issued, cn: str, *, email: str | None = None, dns: str | None = None,
               ekus: tuple[x509.ObjectIdentifier, ...] = (IPSEC_IKE_EKU,), ou: str | None = None,
               key: Key | None = None, expired: bool = False, policies: tuple[x509.ObjectIdentifier, ...] = (),
-              ocsp_url: str | None = None) -> Issued:
+              ocsp_url: str | None = None, ip: str | None = None) -> Issued:
     key = key or ec.generate_private_key(ec.SECP256R1())
     attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ikepki test")]
     if ou:
@@ -70,6 +71,8 @@ def make_leaf(issuer: Issued, cn: str, *, email: str | None = None, dns: str | N
         sans.append(x509.RFC822Name(email))
     if dns:
         sans.append(x509.DNSName(dns))
+    if ip:
+        sans.append(x509.IPAddress(ipaddress.ip_address(ip)))
     b = (x509.CertificateBuilder().subject_name(x509.Name(attrs)).issuer_name(issuer.cert.subject)
          .public_key(key.public_key()).serial_number(x509.random_serial_number())
          .not_valid_before(start).not_valid_after(end)
@@ -121,6 +124,9 @@ def build_pki(ocsp_url: str | None = None) -> GwPki:
                           key=ec.generate_private_key(ec.SECP384R1())),
         "frank": make_leaf(root, "frank", email="frank@example.test", ou="staff", policies=staff,
                            key=rsa.generate_private_key(65537, 2048)),
+        "gina": make_leaf(root, "gina", email="gina@example.test", ou="staff", policies=staff,
+                          key=ec.generate_private_key(ec.SECP521R1())),
+        "ivan": make_leaf(root, "ivan", ip="127.0.0.1", ou="staff", policies=staff),
         "mallory": make_leaf(foreign, "mallory", email="mallory@example.test", ou="staff"),
         "olga": make_leaf(root, "olga", email="olga@example.test", ou="staff", expired=True),
         "walt": make_leaf(root, "walt", email="walt@example.test", ou="staff",

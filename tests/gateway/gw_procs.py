@@ -44,6 +44,7 @@ class Conn:
     identity: str
     proposals: str = "default"
     children: bool = True
+    auth: str = "pubkey"
     local_ts: str = "10.231.2.0/24"
     remote_ts: str = "10.231.1.0/24"
     extra: str = ""
@@ -70,7 +71,7 @@ class Conn:
     unique = never
     {self.extra}
     local {{
-      auth = pubkey
+      auth = {self.auth}
       certs = {self.client}.pem
       id = {self.identity}
     }}
@@ -93,6 +94,7 @@ class Charon:
     env: dict[str, str] = field(default_factory=dict)
     wrap: tuple[str, ...] = ()  # e.g. ("ip", "netns", "exec", NS)
     kernel_plugins: str = "kernel-netlink"
+    settings: str = ""  # extra lines for the charon { } section
     loglevels: str = "default = 1\n      ike = 2"
 
     @property
@@ -119,6 +121,7 @@ charon {{
   retransmit_timeout = 2.0
   retransmit_base = 1.4
   retransmit_tries = 3
+  {self.settings}
   syslog {{
     daemon {{
       default = -1

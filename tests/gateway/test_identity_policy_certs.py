@@ -140,3 +140,20 @@ def test_intermediate_must_be_a_ca_and_may_be_sent_by_peer() -> None:
         validate_path([leaf.cert, inter.cert], [root.cert], NOW)
     with pytest.raises(CertificateRejected, match="trusted root"):
         validate_path([leaf.cert], [root.cert], NOW)
+
+
+def test_dn_identity_matches_across_string_types() -> None:
+    """RFC 4945 §3.1.5 / RFC 5280 §7.1: PrintableString vs UTF8String, case and spaces."""
+    from asn1crypto.x509 import Name as Asn1Name
+
+    printable = Asn1Name.build({"organization_name": "IKEPKI  test", "common_name": "Multi"}, use_printable=True)
+    assert printable.dump() != MULTI.subject.public_bytes()
+    assert identity_matches(Identity(IdType.DER_ASN1_DN, printable.dump()), MULTI)
+    other = Asn1Name.build({"organization_name": "ikepki test", "common_name": "other"}, use_printable=True)
+    assert not identity_matches(Identity(IdType.DER_ASN1_DN, other.dump()), MULTI)
+    assert not identity_matches(Identity(IdType.DER_ASN1_DN, b"\x30\x03junk"), MULTI)
+
+
+def test_dn_text_is_rfc4514_like_cryptography() -> None:
+    name = x509.Name.from_rfc4514_string("CN=alice+UID=7,OU=staff,O=ikepki\\, test")
+    assert str(Identity(IdType.DER_ASN1_DN, name.public_bytes())) == name.rfc4514_string()

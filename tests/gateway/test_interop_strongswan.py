@@ -142,6 +142,42 @@ def test_other_key_types_and_suites(lab: Lab, conn: str, suite: str) -> None:
     assert sas and sas[-1]["suite"] == suite
 
 
+@pytest.mark.parametrize(("conn", "peer_id", "id_type"), [
+    ("alice", "alice@example.test", "RFC822_ADDR"),
+    ("dave", "dave.example.test", "FQDN"),
+    ("alice-dn", "CN=alice,OU=staff,O=ikepki test", "DER_ASN1_DN"),
+    ("ivan", "127.0.0.1", "IPV4_ADDR"),
+])
+def test_id_types_bind_to_certificate(lab: Lab, conn: str, peer_id: str, id_type: str) -> None:
+    ok, log = connect(lab, conn)
+    assert ok, log
+    ups = [e for e in lab.main.events() if e["event"] == "ike_sa_up" and peer_id in e["peer_id"]]
+    assert ups and ups[-1]["id_type"] == id_type
+
+
+@pytest.mark.parametrize(("charon", "conn", "scheme", "ours"), [
+    ("classic", "alice-classic", "ECDSA_256", "ECDSA-256 signature"),
+    ("classic", "erin-classic", "ECDSA_384", "ECDSA-256 signature"),  # our key is P-256 whatever the peer's
+    ("classic", "gina-classic", "ECDSA_521", "ECDSA-256 signature"),
+    ("charon", "alice", "DIGITAL_SIGNATURE/ecdsa-sha256", "ECDSA_WITH_SHA256_DER"),
+    ("charon", "erin", "DIGITAL_SIGNATURE/ecdsa-sha384", "ECDSA_WITH_SHA256_DER"),
+    ("charon", "dave", "DIGITAL_SIGNATURE/ed25519", "ECDSA_WITH_SHA256_DER"),
+    ("charon", "frank", "DIGITAL_SIGNATURE/rsassa_pkcs1v15-sha256", "ECDSA_WITH_SHA256_DER"),
+    ("charon", "frank-pss", "DIGITAL_SIGNATURE/rsassa_pss-sha256", "ECDSA_WITH_SHA256_DER"),
+])
+def test_auth_methods(lab: Lab, charon: str, conn: str, scheme: str, ours: str) -> None:
+    """RFC 7427 method 14 (ECDSA, Ed25519, RSA PKCS#1/PSS) and RFC 4754 methods 9/10/11, both ways."""
+    ch = lab.classic if charon == "classic" else lab.charon
+    if ch.sas_of(conn):
+        ch.terminate(conn)
+    ok, log = ch.initiate(conn)
+    assert ok, log
+    assert f"authentication of 'gw.example.test' with {ours} successful" in log
+    spi = ch.sas_of(conn)[-1]["initiator-spi"].decode()
+    (mine,) = [sa for sa in lab.main.sas() if sa["ike_sa"].startswith(spi)]
+    assert mine["auth"] == scheme
+
+
 def test_cookie_round_trip_under_load_threshold(lab: Lab) -> None:
     ok, log = connect(lab, "alice-cookie")
     assert ok, log
