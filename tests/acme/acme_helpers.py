@@ -237,7 +237,7 @@ class Http01Responder:
         tokens = self.tokens
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 token = self.path.rsplit("/", 1)[-1]
                 body = tokens.get(token, "").encode()
                 self.send_response(200 if body else 404)

@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from acme_helpers import AcmeServer, free_port, root_conftest, start_server  # noqa: E402
+from acme_helpers import AcmeServer, free_port, root_conftest, start_server
 
 Server = root_conftest.Server
 

@@ -56,7 +56,7 @@ def csr_for(*names: str) -> tuple[bytes, ec.EllipticCurvePrivateKey]:
 
 def obtain(acme: AcmeServer, cl: client.ClientV2, *names: str, profile: str | None = None,
            cert_key: ec.EllipticCurvePrivateKey | None = None) -> messages.OrderResource:
-    csr_pem, key = csr_for(*names)
+    csr_pem, _ = csr_for(*names)
     if cert_key is not None:
         csr_pem = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
                    .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
