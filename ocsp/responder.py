@@ -1,6 +1,8 @@
 """The OCSP responder (RFC 6960, RFC 5019 profile, RFC 8954 nonce) for every ikepki issuing CA.
 
 Answers:
+- For the issuing CAs' certificates too, under the root CA and signed by the root key (no AIA OCSP
+  in the intermediates: relying parties configure the URL, e.g. strongSwan ``authorities``).
 - Issuer matched by CertID issuerNameHash + issuerKeyHash (SHA-1, SHA-256, SHA-384, SHA-512).
 - good / revoked (time, reason; holds as certificateHold) / unknown for serials ikepki never
   issued under that CA (``ocsp.non_issued: revoked`` answers revoked + certificateHold at the epoch
@@ -62,6 +64,7 @@ from ocsp.signers import Signer, issuer_hashes, load_signer
 from ocsp.signing import sign
 
 log = logging.getLogger("ikepki.ocsp")
+ROOT = "root"  # the root CA answers for the issuing CA certificates (signed with the root key)
 SHA1_CERTID_ALG = bytes.fromhex("300906052b0e03021a0500")
 FEED_BATCH = 5000
 SIGNER_RELOAD_SECONDS = 30.0
@@ -123,8 +126,10 @@ class Responder:
         self.bucket = self.settings.bucket_seconds
         self.issuer_by_hash: dict[tuple[str, bytes, bytes], str] = {}
         self.sha1_ids: dict[str, tuple[bytes, bytes]] = {}
-        for issuer_id, issuer in dep.issuers.items():
-            for name, nh, kh in issuer_hashes(issuer.certificate):
+        issuer_certs = {**{i: iss.certificate for i, iss in dep.issuers.items()}, ROOT: dep.root}
+        self.ca_serials = {iss.certificate.serial_number for iss in dep.issuers.values()}
+        for issuer_id, certificate in issuer_certs.items():
+            for name, nh, kh in issuer_hashes(certificate):
                 self.issuer_by_hash[(name, nh, kh)] = issuer_id
                 if name == "sha1":
                     self.sha1_ids[issuer_id] = (nh, kh)
@@ -291,7 +296,7 @@ class Responder:
 
     def reload_signers(self) -> None:
         """(Re)load every issuer's signer: picks up certificates rotated by another replica."""
-        for issuer_id in self.dep.issuers:
+        for issuer_id in [*self.dep.issuers, ROOT]:
             signer = load_signer(self.dep, issuer_id)
             old = self.signers.get(issuer_id)
             if old is not None and old.certificate != signer.certificate:
@@ -309,7 +314,10 @@ class Responder:
             raise Unavailable(f"store: {exc}") from None
 
     def lookup(self, issuer_id: str, serials: list[int]) -> list[CertState]:
-        """The status of each serial under ``issuer_id`` from the store (blocking)."""
+        """The status of each serial under ``issuer_id`` from the store (blocking). Under the root CA:
+        the issuing CA certificates (good; CA revocation is not recorded in the store)."""
+        if issuer_id == ROOT:
+            return [GOOD if s in self.ca_serials else self._state(None, ROOT) for s in serials]
         hexes = [format(s, "x") for s in serials]
         with self.dep.db.read() as conn:
             rows = {r.serial: r for r in conn.execute(

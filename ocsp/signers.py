@@ -79,7 +79,9 @@ def service_name(issuer_id: str) -> str:
 
 def load_signer(dep: Any, issuer_id: str) -> Signer:
     """The delegated signer with its newest certificate; the issuing CA itself when the deployment
-    has no delegated key for it."""
+    has no delegated key for it; the root CA key for ``root`` (answers about issuing CAs)."""
+    if issuer_id == "root":
+        return Signer(issuer_id, dep.signing_key(dep.manifest["root"]["key"]), dep.root, delegated=False)
     try:
         svc = dep.service_key(service_name(issuer_id))
     except PKIError:

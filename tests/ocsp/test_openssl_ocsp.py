@@ -158,3 +158,14 @@ def test_presigned_response_is_cached_and_deterministic(pki: Pki, tmp_path: Path
     assert parsed.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL
     assert parsed.this_update_utc.second == 0 and parsed.produced_at_utc == parsed.this_update_utc
     assert parsed.next_update_utc is not None
+
+
+def test_root_answers_for_the_issuing_cas(pki: Pki) -> None:
+    """The issuing CA certificates' status comes from the root CA key (strongSwan strict checks them)."""
+    ca_path = pki.issuer_pem("rsa")
+    out = openssl("ocsp", "-issuer", pki.root_pem(), "-cert", ca_path, "-url", f"{pki.url}/ocsp", "-CAfile",
+                  pki.root_pem(), "-nonce")
+    assert "Response verify OK" in out.stdout + out.stderr and f"{ca_path}: good" in out.stdout
+    out = openssl("ocsp", "-issuer", pki.root_pem(), "-serial", "0x1234", "-url", f"{pki.url}/ocsp", "-CAfile",
+                  pki.root_pem(), "-no_nonce")
+    assert "Response verify OK" in out.stdout + out.stderr and ": unknown" in out.stdout
