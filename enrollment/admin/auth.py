@@ -4,6 +4,7 @@ in ``admin.cert_roles``. Roles are ordered viewer < revoker < admin."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +38,7 @@ def bearer_token(header: str | None) -> str | None:
 
 
 def authenticate(deployment: Any, cert_roles: dict[str, str], authorization: str | None,
-                 scope: dict[str, Any], source: str) -> Principal | None:
+                 scope: Mapping[str, Any], source: str) -> Principal | None:
     """A presented token decides alone (a wrong token is not rescued by a certificate)."""
     if authorization:
         token = bearer_token(authorization)
@@ -46,7 +47,7 @@ def authenticate(deployment: Any, cert_roles: dict[str, str], authorization: str
     return _certificate_principal(deployment, cert_roles, scope, source)
 
 
-def _certificate_principal(deployment: Any, cert_roles: dict[str, str], scope: dict[str, Any], source: str
+def _certificate_principal(deployment: Any, cert_roles: dict[str, str], scope: Mapping[str, Any], source: str
                            ) -> Principal | None:
     der = ((scope.get("extensions") or {}).get("tls") or {}).get("client_cert_der")
     if not der or not cert_roles:

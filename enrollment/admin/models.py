@@ -101,7 +101,7 @@ class DeliveryOut(BaseModel):
 
     @classmethod
     def of(cls, row: dict[str, Any]) -> DeliveryOut:
-        return cls(**{k: row.get(k) for k in cls.model_fields})
+        return cls.model_validate({k: row.get(k) for k in cls.model_fields})
 
 
 class GatewayIn(Wire):
@@ -128,7 +128,7 @@ class GatewayOut(BaseModel):
 
     @classmethod
     def of(cls, row: dict[str, Any]) -> GatewayOut:
-        return cls(**{k: row.get(k) for k in cls.model_fields if k in row})
+        return cls.model_validate({k: row.get(k) for k in cls.model_fields if k in row})
 
 
 class DeviceBlock(Wire):

@@ -93,7 +93,7 @@ def create_app(dep: Any) -> Any:
         p: Principal | None = getattr(request.state, "principal", None)
         actor = p.name if p else "anonymous"
         source = request.client.host if request.client else ""
-        fields = {"method": request.method, "path": request.url.path[:300], "status": status,
+        fields: dict[str, Any] = {"method": request.method, "path": request.url.path[:300], "status": status,
                   "role": p.role if p else None, "auth": p.method if p else None}
         now = dep.clock.now()
         try:

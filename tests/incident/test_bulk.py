@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,9 @@ def _ocsp_statuses(url: str, certs: list[x509.Certificate], issuer: x509.Certifi
 
 def test_bulk_revoke_10000_serials_from_a_file(incident, tmp_path: Path, capsys):  # type: ignore[no-untyped-def]
     dep = incident.deployment
+    started = time.monotonic()
     certs = bulk_issue(dep, N)
+    seeded = time.monotonic() - started
     serials = [c.serial_number for c in certs]
     csv_file = tmp_path / "serials.csv"
     csv_file.write_text("serial,note\n" + "".join(f"{s:x},compromised laptop batch\n" for s in serials))
@@ -80,7 +83,8 @@ def test_bulk_revoke_10000_serials_from_a_file(incident, tmp_path: Path, capsys)
     result = json.loads(proc.stdout)
     assert len(result["revoked"]) == N and result["unchanged"] == [] and result["not_found"] == []
     with capsys.disabled():
-        print(f"\n[incident] bulk revoke of {N} serials: {result['elapsed_s']:.1f} s after CLI start-up")
+        print(f"\n[incident] bulk: {N} certificates seeded in {seeded:.1f} s; revoked in one command: "
+              f"{result['elapsed_s']:.1f} s after CLI start-up")
 
     hexes = [format(s, "x") for s in serials]
     revoked = 0
@@ -91,6 +95,9 @@ def test_bulk_revoke_10000_serials_from_a_file(incident, tmp_path: Path, capsys)
     assert revoked == N
     statuses = _ocsp_statuses(incident.server.http_url, certs[:: N // 20], dep.issuers["ec"].certificate)
     assert all(s == ocsp.OCSPCertStatus.REVOKED for s in statuses), statuses
+    with capsys.disabled():
+        print(f"[incident] OCSP: {len(statuses)} sampled serials answered revoked" if statuses
+              else "[incident] OCSP responder not mounted: store check only")
 
 
 def test_json_lines_file(tmp_path: Path) -> None:
