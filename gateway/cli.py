@@ -49,6 +49,7 @@ def serve(
     dh_groups: Annotated[str | None, typer.Option(help="preferred DH groups, e.g. 19,31,20,21")] = None,
     cookie_threshold: Annotated[int | None, typer.Option(help="half-open SAs before COOKIEs")] = None,
     half_open_timeout: Annotated[float | None, typer.Option(help="seconds a half-open SA lives")] = None,
+    fragment_size: Annotated[int | None, typer.Option(help="RFC 7383: fragment SK messages above this")] = None,
 ) -> None:
     """Serve IKEv2 as responder (RFC 7296)."""
     opts = _merge(config, {
@@ -56,7 +57,8 @@ def serve(
         "policy": policy, "push_listen": push_listen, "push_tls_cert": push_tls_cert,
         "push_tls_key": push_tls_key, "control": control, "ocsp": ocsp,
         "event_log": event_log, "local_id": local_id, "dh_groups": dh_groups,
-        "cookie_threshold": cookie_threshold, "half_open_timeout": half_open_timeout})
+        "cookie_threshold": cookie_threshold, "half_open_timeout": half_open_timeout,
+        "fragment_size": fragment_size})
     missing = [k for k in ("listen", "cert", "key", "ca_bundle") if not opts.get(k)]
     if missing:
         raise typer.BadParameter(f"missing: {', '.join('--' + m.replace('_', '-') for m in missing)}")

@@ -28,7 +28,7 @@ from gateway.clock import Clock, SystemClock
 from gateway.events import EventLog
 from gateway.ikev2 import codec as c
 from gateway.ikev2.auth import AuthError, PrivateKey, sign_auth, signed_octets, verify_auth
-from gateway.ikev2.constants import HEADER_LEN, Exchange, HashAlg, Protocol
+from gateway.ikev2.constants import HEADER_LEN, Exchange, HashAlg, PayloadType, Protocol
 from gateway.ikev2.constants import Notify as N
 from gateway.ikev2.crypto import (
     DhPrivate,
@@ -36,6 +36,7 @@ from gateway.ikev2.crypto import (
     derive_keys,
     open_sk,
     seal,
+    seal_fragments,
     skeyseed_initial,
     skeyseed_rekey,
 )
@@ -65,6 +66,7 @@ class ResponderConfig:
     listen_host: str = "0.0.0.0"
     half_open_timeout: float = 30.0
     cookie_threshold: int = 64
+    fragment_size: int = 1280  # largest SK message sent whole once RFC 7383 is negotiated
 
 
 class Refused(Exception):
@@ -143,11 +145,15 @@ class Responder:
         return data
 
     def _reply_sk(self, sa: IkeSa, req: c.Header, peer: Address, payloads: list[c.Payload]) -> None:
+        """Answer inside SK, in RFC 7383 fragments if negotiated and too large; cache for §2.1."""
         hdr = c.Header(sa.spi_i, sa.spi_r, 0, req.exchange, 0x20, req.message_id)
-        data = seal(sa.suite, sa.keys.sk_er, hdr, payloads)
-        sa.cached_response = (req.message_id, data)
+        datagrams = [seal(sa.suite, sa.keys.sk_er, hdr, payloads)]
+        if sa.fragmentation and len(datagrams[0]) > self.cfg.fragment_size:
+            datagrams = seal_fragments(sa.suite, sa.keys.sk_er, hdr, payloads, self.cfg.fragment_size)
+        sa.cached_response = (req.message_id, datagrams)
         sa.expected_id = req.message_id + 1
-        self.send(data, peer, sa.local_port)
+        for data in datagrams:
+            self.send(data, peer, sa.local_port)
 
     # ----------------------------------------------------------------- entry
     async def receive(self, data: bytes, peer: Address, port: int) -> None:
@@ -177,19 +183,44 @@ class Responder:
         fut.set_result(data)
 
     def _decrypt(self, sa: IkeSa, data: bytes) -> tuple[int, bytes] | None:
-        """Authenticate and open SK (RFC 7296 §3.14); None means drop silently (§2.21.2)."""
+        """Authenticate and open SK (RFC 7296 §3.14) or collect an SKF (RFC 7383 §2.6);
+        None means drop silently (§2.21.2) or wait for more fragments."""
         try:
             msg = c.parse_message(data)
-            if len(msg.payloads) != 1 or not isinstance(msg.payloads[0], c.Encrypted):
+            if len(msg.payloads) != 1:
                 return None
+            sk = msg.payloads[0]
             # the peer is always the original initiator, so it always sends under SK_ei
-            return msg.payloads[0].first_inner, open_sk(sa.suite, sa.keys.sk_ei, data, HEADER_LEN)
+            if isinstance(sk, c.Encrypted):
+                return sk.first_inner, open_sk(sa.suite, sa.keys.sk_ei, data, HEADER_LEN)
+            if isinstance(sk, c.EncryptedFragment) and sa.fragmentation:
+                return self._reassemble(sa, sk, open_sk(sa.suite, sa.keys.sk_ei, data, HEADER_LEN, True))
+            return None
         except c.MalformedMessage:
             return None
 
+    @staticmethod
+    def _reassemble(sa: IkeSa, frag: c.EncryptedFragment, plain: bytes) -> tuple[int, bytes] | None:
+        """RFC 7383 §2.6.2: keep authenticated fragments of the current request; a larger Total
+        restarts reassembly, a smaller one is ignored."""
+        have = next(iter(sa.reassembly.values()), None)
+        if have is not None and frag.total != sa.reassembly_total:
+            if frag.total < sa.reassembly_total:
+                return None
+            sa.reassembly.clear()
+        sa.reassembly_total = frag.total
+        sa.reassembly[frag.number] = (frag.first_inner, plain)
+        if len(sa.reassembly) < frag.total:
+            return None
+        parts = [sa.reassembly[n] for n in range(1, frag.total + 1)]
+        sa.reassembly.clear()
+        return parts[0][0], b"".join(p for _, p in parts)
+
     async def _request(self, sa: IkeSa, data: bytes, hdr: c.Header, peer: Address, port: int) -> None:
         if sa.cached_response and hdr.message_id == sa.cached_response[0]:
-            self.send(sa.cached_response[1], peer, port)  # §2.1 retransmission
+            if hdr.next_payload != PayloadType.SKF or data[HEADER_LEN + 4 : HEADER_LEN + 6] == b"\x00\x01":
+                for out in sa.cached_response[1]:  # §2.1; RFC 7383 §2.6.1: on fragment #1 only
+                    self.send(out, peer, port)
             return
         if hdr.message_id != sa.expected_id or sa.busy or sa.state == SaState.FAILED:
             return
@@ -292,11 +323,14 @@ class Responder:
             payloads += [c.Notify(N.NAT_DETECTION_SOURCE_IP, _natd(hdr.spi_i, spi_r, me)),
                          c.Notify(N.NAT_DETECTION_DESTINATION_IP, _natd(hdr.spi_i, spi_r, peer))]
         hashes = b"".join(h.to_bytes(2, "big") for h in OUR_HASHES)
+        fragmentation = msg.notify(N.IKEV2_FRAGMENTATION_SUPPORTED) is not None
         payloads += [c.CertReq(encoding=4, data=self._certreq), c.Notify(N.SIGNATURE_HASH_ALGORITHMS, hashes),
                      c.Notify(N.CHILDLESS_IKEV2_SUPPORTED)]
+        if fragmentation:
+            payloads.append(c.Notify(N.IKEV2_FRAGMENTATION_SUPPORTED))
         resp = self._reply_plain(hdr, peer, port, payloads, spi_r)
         sa = IkeSa(hdr.spi_i, spi_r, choice.suite, keys, nonce_p.data, nr, msg.raw, resp, peer, port,
-                   self._peer_hashes(msg), self.clock.now())
+                   self._peer_hashes(msg), self.clock.now(), fragmentation=fragmentation)
         self.sas[spi_r] = sa
         self.init_index[(hdr.spi_i, peer[0])] = sa
         self._schedule_expiry(sa, self.cfg.half_open_timeout)

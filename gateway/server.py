@@ -50,6 +50,7 @@ class ServeOptions:
     dh_groups: tuple[int, ...] = ()
     cookie_threshold: int = 64
     half_open_timeout: float = 30.0
+    fragment_size: int = 1280
 
 
 def _load_key(path: Path) -> PrivateKey:
@@ -67,7 +68,7 @@ def build_config(o: ServeOptions) -> ResponderConfig:
         cert_chain=chain, key=_load_key(o.key), roots=roots,
         policy=Policy.load(o.policy) if o.policy else None, ocsp_mode=o.ocsp, prefs=prefs,
         local_id=parse_identity(o.local_id) if o.local_id else None, listen_host=split_hostport(o.listen)[0],
-        half_open_timeout=o.half_open_timeout, cookie_threshold=o.cookie_threshold)
+        half_open_timeout=o.half_open_timeout, cookie_threshold=o.cookie_threshold, fragment_size=o.fragment_size)
 
 
 class Gateway:

@@ -283,6 +283,23 @@ class Encrypted(Payload):
 
 
 @dataclass(frozen=True)
+class EncryptedFragment(Payload):
+    """RFC 7383 §2.5 Encrypted Fragment payload, still sealed (``first_inner`` only in #1)."""
+
+    ptype: ClassVar[int] = PayloadType.SKF
+    first_inner: int = 0
+    number: int = 1
+    total: int = 1
+    data: bytes = b""
+
+    def body(self) -> bytes:
+        return struct.pack("!HH", self.number, self.total) + self.data
+
+
+MAX_FRAGMENTS = 64
+
+
+@dataclass(frozen=True)
 class Unknown(Payload):
     """A payload this codec does not interpret (non-critical, or CP/EAP/SKF kept raw)."""
 
@@ -428,6 +445,11 @@ def decode_payload(ptype: int, body: bytes, critical: bool, next_payload: int) -
         return _decode_ts(body, ptype == PayloadType.TSI)
     if ptype == PayloadType.SK:
         return Encrypted(first_inner=next_payload, data=body)
+    if ptype == PayloadType.SKF:
+        _need(len(body) >= 4, "short SKF")
+        number, total = struct.unpack_from("!HH", body)
+        _need(1 <= number <= total <= MAX_FRAGMENTS, "bad fragment numbering")  # RFC 7383 §2.5
+        return EncryptedFragment(first_inner=next_payload, number=number, total=total, data=body[4:])
     if ptype not in KNOWN_PAYLOADS and critical:
         raise UnsupportedCritical(ptype)
     return Unknown(raw_type=ptype, data=body, critical=critical)
@@ -444,7 +466,7 @@ def parse_chain(first: int, data: bytes) -> tuple[Payload, ...]:
         payload = decode_payload(nxt, data[off + 4 : off + plen], bool(flags & 0x80), following)
         out.append(payload)
         off += plen
-        if isinstance(payload, Encrypted):
+        if isinstance(payload, Encrypted | EncryptedFragment):
             _need(off == len(data), "SK payload is not last")
             return tuple(out)
         nxt = following
@@ -467,7 +489,7 @@ def encode_chain(payloads: tuple[Payload, ...] | list[Payload], trailing_type: i
     for i, p in enumerate(payloads):
         body = p.body()
         nxt = payloads[i + 1].payload_type if i + 1 < len(payloads) else trailing_type
-        if isinstance(p, Encrypted):
+        if isinstance(p, Encrypted | EncryptedFragment):
             nxt = p.first_inner
         crit = 0x80 if isinstance(p, Unknown) and p.critical else 0
         out += struct.pack("!BBH", nxt, crit, 4 + len(body)) + body

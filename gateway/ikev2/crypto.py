@@ -113,14 +113,37 @@ def seal(suite: Suite, key: bytes, header: Header, payloads: list[Payload], iv: 
     return aad + iv + ct
 
 
-def open_sk(suite: Suite, key: bytes, raw: bytes, sk_offset: int) -> bytes:
-    """Authenticate and decrypt the SK payload at ``sk_offset`` of ``raw``; return the inner chain."""
-    body = raw[sk_offset + 4 :]
+def seal_fragments(suite: Suite, key: bytes, header: Header, payloads: list[Payload], max_size: int
+                   ) -> list[bytes]:
+    """Split the inner chain over SKF payloads of at most ``max_size`` octets (RFC 7383 §2.5).
+
+    Each fragment is padded and protected on its own; the AAD is the IKE header plus the SKF
+    header including Fragment Number and Total Fragments (RFC 7383 §2.5.3, RFC 5282 §5)."""
+    inner = encode_chain(payloads)
+    room = max(64, max_size - (HEADER_LEN + 8 + IV_LEN + 1 + ICV_LEN))
+    parts = [inner[i : i + room] for i in range(0, len(inner), room)] or [b""]
+    first_inner = payloads[0].payload_type if payloads else 0
+    out = []
+    for number, part in enumerate(parts, 1):
+        iv = os.urandom(IV_LEN)
+        skf_len = 8 + IV_LEN + len(part) + 1 + ICV_LEN
+        hdr = Header(header.spi_i, header.spi_r, PayloadType.SKF, header.exchange, header.flags,
+                     header.message_id, HEADER_LEN + skf_len, header.version)
+        aad = hdr.encode() + struct.pack("!BBHHH", first_inner if number == 1 else 0, 0, skf_len, number, len(parts))
+        out.append(aad + iv + _aead(suite, key).encrypt(key[-SALT_LEN:] + iv, part + b"\x00", aad))
+    return out
+
+
+def open_sk(suite: Suite, key: bytes, raw: bytes, sk_offset: int, fragment: bool = False) -> bytes:
+    """Authenticate and decrypt the SK (or SKF) payload at ``sk_offset`` of ``raw``; return its
+    plaintext without padding. The AAD runs up to the IV (RFC 5282 §5, RFC 7383 §2.5.3)."""
+    aad_end = sk_offset + (8 if fragment else 4)
+    body = raw[aad_end:]
     if len(body) < IV_LEN + ICV_LEN + 1:
         raise MalformedMessage("SK payload too short")
     iv, ct = body[:IV_LEN], body[IV_LEN:]
     try:
-        pt = _aead(suite, key).decrypt(key[-SALT_LEN:] + iv, ct, raw[: sk_offset + 4])
+        pt = _aead(suite, key).decrypt(key[-SALT_LEN:] + iv, ct, raw[:aad_end])
     except Exception as exc:  # cryptography raises InvalidTag
         raise IntegrityError("SK integrity check failed") from exc
     pad = pt[-1]

@@ -79,7 +79,10 @@ class IkeSa:
     created: datetime
     state: SaState = SaState.HALF_OPEN
     expected_id: int = 1
-    cached_response: tuple[int, bytes] | None = None
+    cached_response: tuple[int, list[bytes]] | None = None
+    fragmentation: bool = False  # RFC 7383 negotiated
+    reassembly: dict[int, tuple[int, bytes]] = field(default_factory=dict)  # number -> (first_inner, plain)
+    reassembly_total: int = 0
     busy: bool = False
     my_next_id: int = 0
     pending: dict[int, asyncio.Future[bytes]] = field(default_factory=dict)

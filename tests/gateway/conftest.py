@@ -39,7 +39,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     (d / "policy.yaml").write_text(POLICY)
     main = _responder(d, "main", ["--policy", str(d / "policy.yaml"), "--ocsp", "relaxed"])
     nopol = _responder(d, "nopol", ["--ocsp", "off", "--dh-groups", "31,19"])
-    cookie = _responder(d, "cookie", ["--ocsp", "off", "--cookie-threshold", "0"])
+    cookie = _responder(d, "cookie", ["--ocsp", "off", "--cookie-threshold", "0", "--fragment-size", "500"])
     port, nat = free_udp_pair()
     charon = Charon(d / "charon", port, nat)
     conns = [
@@ -76,11 +76,14 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     conf.write_text(text)
     started: list[ResponderProc | Charon] = []
     port2, nat2 = free_udp_pair()
-    classic = Charon(d / "classic", port2, nat2, settings="signature_authentication = no")
+    classic = Charon(d / "classic", port2, nat2, settings="signature_authentication = no\n  fragment_size = 500")
     classic.state.mkdir()
+    frag = Conn("alice-frag", "alice", "alice@example.test")
     classic.write_config([Conn(f"{n}-classic", n, f"{n}@example.test") for n in ("alice", "erin", "gina")],
                          main.port, {n: (i.cert_pem(), i.key_pem()) for n, i in pki.clients.items()},
                          {"root": pki.root.cert_pem()})
+    conf = classic.state / "swanctl" / "swanctl.conf"
+    conf.write_text(conf.read_text().rstrip().rstrip("}") + frag.render(cookie.port, port2) + "\n}\n")
     procs: list[ResponderProc | Charon] = [*remote.values(), charon, classic]
     try:
         for proc in procs:

@@ -17,7 +17,16 @@ from gw_pki import Issued
 from gateway.ikev2 import codec as c
 from gateway.ikev2.auth import sign_auth, signed_octets
 from gateway.ikev2.constants import HEADER_LEN, Encr, Exchange, Notify, Prf, Protocol
-from gateway.ikev2.crypto import DhPrivate, Keys, Suite, derive_keys, open_sk, seal, skeyseed_initial
+from gateway.ikev2.crypto import (
+    DhPrivate,
+    Keys,
+    Suite,
+    derive_keys,
+    open_sk,
+    seal,
+    seal_fragments,
+    skeyseed_initial,
+)
 from gateway.responder import Responder
 
 PEER = ("192.0.2.10", 40500)
@@ -67,7 +76,8 @@ class PyInitiator:
         self.dh = DhPrivate.generate(group)
         hdr = c.Header(self.spi_i, bytes(8), 0, Exchange.IKE_SA_INIT, 0x08, 0)
         payloads = [*extra, c.SA(proposals=(ike_proposal(group),)), c.KE(group=group, data=self.dh.public()),
-                    c.Nonce(data=self.ni), c.Notify(Notify.SIGNATURE_HASH_ALGORITHMS, b"\x00\x02")]
+                    c.Nonce(data=self.ni), c.Notify(Notify.SIGNATURE_HASH_ALGORITHMS, b"\x00\x02"),
+                    c.Notify(Notify.IKEV2_FRAGMENTATION_SUPPORTED)]
         return c.encode_message(hdr, payloads)
 
     async def send(self, raw: bytes, peer: tuple[str, int] = PEER) -> list[bytes]:
@@ -97,6 +107,21 @@ class PyInitiator:
         sk = c.parse_message(raw).payloads[0]
         assert isinstance(sk, c.Encrypted)
         return c.parse_chain(sk.first_inner, open_sk(SUITE, self.keys.sk_er, raw, HEADER_LEN))
+
+    def open_fragments(self, datagrams: list[bytes]) -> tuple[c.Payload, ...]:
+        """Reassemble an RFC 7383 fragmented response."""
+        assert self.keys is not None
+        frags = [(c.parse_message(d).payloads[0], d) for d in datagrams]
+        frags.sort(key=lambda f: f[0].number)  # type: ignore[attr-defined]
+        first = frags[0][0]
+        assert isinstance(first, c.EncryptedFragment) and first.total == len(frags)
+        plain = b"".join(open_sk(SUITE, self.keys.sk_er, d, HEADER_LEN, fragment=True) for _, d in frags)
+        return c.parse_chain(first.first_inner, plain)
+
+    def sk_fragments(self, exchange: int, payloads: list[c.Payload], size: int) -> list[bytes]:
+        assert self.keys is not None
+        hdr = c.Header(self.spi_i, self.spi_r, 0, exchange, 0x08, self.msg_id)
+        return seal_fragments(SUITE, self.keys.sk_ei, hdr, payloads, size)
 
     def auth_payloads(self, child: bool = False) -> list[c.Payload]:
         assert self.keys is not None

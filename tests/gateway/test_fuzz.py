@@ -115,7 +115,7 @@ def test_garbage_inside_an_established_sa(tmp_path: Path, body: bytes, exchange:
         raw = c.encode_message(hdr, [c.Encrypted(first_inner=41, data=body)])
         out = await _feed(r, wire, raw)
         if msg_id == 1:  # the IKE_AUTH message ID: only the cached response may be re-sent
-            assert all(o == sa.cached_response[1] for o in out)  # type: ignore[index]
+            assert all(o in sa.cached_response[1] for o in out)  # type: ignore[index]
         else:
             assert out == []
         assert sa.expected_id == before and r.established() == [sa]

@@ -178,6 +178,16 @@ def test_auth_methods(lab: Lab, charon: str, conn: str, scheme: str, ours: str) 
     assert mine["auth"] == scheme
 
 
+def test_rfc7383_fragmentation_both_ways(lab: Lab) -> None:
+    """charon (fragment_size 500) fragments IKE_AUTH; the responder (--fragment-size 500) too."""
+    mark = len(lab.classic.log())
+    ok, log = lab.classic.initiate("alice-frag")
+    assert ok, log
+    new = lab.classic.log()[mark:]
+    assert "splitting IKE message" in new, "charon sent IKE_AUTH in fragments"
+    assert "reassembled fragmented IKE message" in new, "charon reassembled our fragments"
+
+
 def test_cookie_round_trip_under_load_threshold(lab: Lab) -> None:
     ok, log = connect(lab, "alice-cookie")
     assert ok, log

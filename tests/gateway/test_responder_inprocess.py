@@ -295,3 +295,24 @@ def test_initial_contact_drops_older_sas_of_the_same_identity(tmp_path: Path) ->
         await other.request(Exchange.IKE_AUTH, [*other.auth_payloads(), c.Notify(Notify.INITIAL_CONTACT)])
         assert len(r.established()) == 2, "other identities are untouched"
     asyncio.run(go())
+
+
+def test_rfc7383_fragmented_ike_auth_both_ways(tmp_path: Path) -> None:
+    async def go() -> None:
+        r, wire = _responder(tmp_path, fragment_size=400)
+        ini = _initiator(r, wire)
+        await ini.ike_sa_init()
+        assert Notify.IKEV2_FRAGMENTATION_SUPPORTED in _notify_types(c.parse_message(ini.init_response).payloads)
+        frags = ini.sk_fragments(Exchange.IKE_AUTH, ini.auth_payloads(), 300)
+        assert len(frags) >= 3
+        for f in reversed(frags[1:]):  # out of order, and a duplicate
+            assert await ini.send(f) == []
+        assert await ini.send(frags[2]) == []
+        out = await ini.send(frags[0])
+        assert len(out) >= 2 and all(len(d) <= 400 for d in out)
+        got = ini.open_fragments(out)
+        assert [type(p).__name__ for p in got][:3] == ["ID", "Cert", "Auth"]
+        assert r.established()
+        assert await ini.send(frags[1]) == [], "retransmit only on fragment #1 (RFC 7383 §2.6.1)"
+        assert await ini.send(frags[0]) == out
+    asyncio.run(go())
