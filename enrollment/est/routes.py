@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from ca.errors import ErrorKind, PKIError
 from ca.service.mounts import HTTPS, HttpMount
-from enrollment.est import wire
+from enrollment.est import keyprotect, wire
 from enrollment.est.service import EnrollCall, EnrollOutcome, EstService
 from enrollment.est.settings import EstSettings
 
@@ -87,7 +87,8 @@ def outcome_response(operation: str, outcome: EnrollOutcome) -> Response:
     if operation != "serverkeygen":
         return certs_only_response(pkcs7)
     assert outcome.private_key_der is not None
-    ctype, body = wire.multipart_mixed([wire.MultipartPart(wire.PKCS8, wire.b64_line(outcome.private_key_der)),
+    key_type = keyprotect.SERVER_GENERATED_KEY if outcome.key_encrypted else wire.PKCS8
+    ctype, body = wire.multipart_mixed([wire.MultipartPart(key_type, wire.b64_line(outcome.private_key_der)),
                                         wire.MultipartPart(wire.PKCS7_CERTS_ONLY, wire.b64_line(pkcs7))])
     return Response(body, 200, media_type=ctype)
 

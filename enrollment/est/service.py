@@ -17,7 +17,7 @@ from ca.csr import CertificationRequest, parse_csr
 from ca.errors import ErrorKind, PKIError
 from ca.model import IssuanceRequest, IssuedCertificate, Requester
 from ca.profiles import Profile, san_text
-from enrollment.est import wire
+from enrollment.est import keyprotect, wire
 from enrollment.est.auth import AUTH_METHOD, Authenticator, Principal, PrincipalKind
 from enrollment.est.registrations import Registration, RegistrationStore
 from enrollment.est.settings import EstSettings, LabelSettings
@@ -43,7 +43,8 @@ class EnrollCall:
 @dataclass(frozen=True)
 class EnrollOutcome:
     issued: IssuedCertificate | None = None
-    private_key_der: bytes | None = None  # serverkeygen: PKCS#8
+    private_key_der: bytes | None = None  # serverkeygen: PKCS#8, or CMS when key_encrypted
+    key_encrypted: bool = False  # §4.4.2 server-generated-key (EnvelopedData)
     retry_after: int | None = None  # manual approval pending (202)
     pending_id: str | None = None
 
@@ -70,6 +71,7 @@ class EstService:
         self.settings = settings
         self.registrations = RegistrationStore(deployment.db)
         self.auth = Authenticator(settings, self.registrations, deployment.store, deployment.clock)
+        self._signer: tuple[Any, list[x509.Certificate]] | None = None
         for name, label in settings.labels.items():  # fail closed on a bad profile name
             profile = deployment.profiles.get(label.profile)
             if profile is None or not profile.enrollable:
@@ -116,16 +118,33 @@ class EstService:
         label_name, label = self.label(call.label)
         principal = self._authenticate(call, label)
         csr = parse_csr(call.csr_der)
-        server_key = None
+        server_key, recipient = None, None
         if call.operation == "serverkeygen":
             if not self.settings.serverkeygen:
                 raise PKIError(ErrorKind.NOT_FOUND, "serverkeygen is disabled")
+            key_id = keyprotect.requested_key_id(call.csr_der)
+            if key_id is not None:  # §4.4.1.2: encrypt the key to a key the client holds
+                recipient = keyprotect.choose_recipient(
+                    key_id, [call.client_cert.public_key() if call.client_cert else None, csr.public_key])
             server_key = ec.generate_private_key(ec.SECP256R1())
             csr = _rekey(csr, server_key)
         plan = self._authorize(call, principal, label_name, label, csr)
         if label.manual_approval and call.operation != "simplereenroll":
             return self._with_approval(plan, label, server_key)
-        return self._issue(plan, server_key)
+        outcome = self._issue(plan, server_key)
+        if recipient is not None and outcome.private_key_der is not None:
+            signer_key, signer_chain = self._tls_signer()
+            outcome = replace(outcome, private_key_der=keyprotect.protect(
+                outcome.private_key_der, recipient, signer_key, signer_chain), key_encrypted=True)
+        return outcome
+
+    def _tls_signer(self) -> tuple[Any, list[x509.Certificate]]:
+        """The EST server's TLS identity signs server-generated keys (§4.4.2)."""
+        if self._signer is None:
+            cert_path, key_path = self.dep.tls_files
+            key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+            self._signer = (key, x509.load_pem_x509_certificates(cert_path.read_bytes()))
+        return self._signer
 
     def _authenticate(self, call: EnrollCall, label: LabelSettings) -> Principal:
         """§3.3.2 / §4.2.2: re-enrollment needs the certificate being renewed; enrollment takes an RA
