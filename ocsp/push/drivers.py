@@ -23,6 +23,7 @@ from ocsp.push.queue import Gateway
 
 log = logging.getLogger("ikepki.push")
 USER_AGENT = "ikepki-push/1"
+VICI_MAX_VALUE = 65_535 - 64  # VICI encodes value lengths in 16 bits (and the message has headers)
 
 
 @dataclass(frozen=True)
@@ -141,8 +142,12 @@ class VICIGatewayDriver:
             der = self.crl_for(issuer_id, serials)
             if der is None:
                 outcome.notes.append(f"no CRL for {issuer_id}")
-                continue
-            session.load_cert({"type": "X509_CRL", "flag": "NONE", "data": der})
+            elif len(der) > VICI_MAX_VALUE:
+                # VICI values carry a 16-bit length: a big CRL cannot be pushed. The cache flush
+                # that follows makes the gateway fetch OCSP/CRL from its URLs on the next IKE_AUTH.
+                outcome.notes.append(f"CRL of {issuer_id} is {len(der)} bytes, over the VICI limit: not loaded")
+            else:
+                session.load_cert({"type": "X509_CRL", "flag": "NONE", "data": der})
 
     def _terminate(self, session: vici.Session, events: Sequence[SignedEvent]) -> int:
         wanted: set[str] = set()

@@ -129,6 +129,8 @@ class PushWorker:
         if delivered:
             log.info("pushed %d event(s) to %s (%s), %d SA(s) terminated", len(delivered), gateway.name,
                      gateway.kind, outcome.terminated)
+        for note in outcome.notes:
+            log.warning("push to %s: %s", gateway.name, note)
         if failed:
             log.warning("push to %s failed for %d event(s): %s", gateway.name, len(failed), failed[0][1])
 

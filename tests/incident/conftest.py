@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -25,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.conftest import Server, free_port, run_ikepki, start_server
-from tests.incident.swan import GW_ID, Charon, Netns, client_conf, gateway_conf
+from tests.incident.swan import GW_ID, Charon, Netns, PortIntoNetns, client_conf, gateway_conf
 
 # this module's server: quick retries and a short lease, so outages and crashes resolve in seconds
 PUSH_ENV = {"IKEPKI_PUSH_BACKOFF_BASE_SECONDS": "0.2", "IKEPKI_PUSH_BACKOFF_MAX_SECONDS": "1.0",
@@ -223,9 +224,14 @@ def swan_rig(incident: Incident, tmp_path: Path) -> Iterator[SwanRig]:
     gw_leaf, chain = _split_chain(gw_pem.read_bytes())
     cl_leaf, _ = _split_chain(cl_pem.read_bytes())
     common = {"x509ca/root.pem": root, "x509ca/issuing.pem": chain}
-    gw.configure(gateway_conf(ns.gw_addr), {**common, "x509/gw.pem": gw_leaf, "private/gw.pem": gw_key.read_bytes()})
+    # revocation = strict: every IKE_AUTH needs a GOOD status from the OCSP URL in the client's
+    # certificate, which the gateway's namespace reaches through a port forward to the server
+    gw.configure(gateway_conf(ns.gw_addr, "strict"), {**common, "x509/gw.pem": gw_leaf,
+                                                      "private/gw.pem": gw_key.read_bytes()})
     cl.configure(client_conf(ns.cl_addr, ns.gw_addr, client_id),
                  {**common, "x509/client.pem": cl_leaf, "private/client.pem": cl_key.read_bytes()})
+    ocsp_port = urlsplit(incident.deployment.issuers["ec"].urls.ocsp).port or 80
+    forward = PortIntoNetns(ns.gw, ocsp_port, incident.server.http_port)
     try:
         gw.start()
         cl.start()
@@ -236,4 +242,5 @@ def swan_rig(incident: Incident, tmp_path: Path) -> Iterator[SwanRig]:
         incident.disable_gateway(f"swan-{tag}")
         cl.stop()
         gw.stop()
+        forward.close()
         ns.delete()

@@ -10,6 +10,7 @@ import secrets
 import signal
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -194,7 +195,7 @@ swanctl {{
                 and (remote_id is None or sa.get("remote-id") == remote_id)]
 
 
-def gateway_conf(addr: str) -> str:
+def gateway_conf(addr: str, revocation: str = "relaxed") -> str:
     return f"""connections {{
   rw {{
     version = 2
@@ -208,7 +209,7 @@ def gateway_conf(addr: str) -> str:
     }}
     remote {{
       auth = pubkey
-      revocation = relaxed
+      revocation = {revocation}
     }}
   }}
 }}
@@ -236,3 +237,64 @@ def client_conf(local: str, remote: str, identity: str, cert: str = "client.pem"
   }}
 }}
 """
+
+
+_LISTENER = """
+import os, socket, sys
+ls = socket.socket()
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("127.0.0.1", int(sys.argv[1])))
+ls.listen(64)
+socket.send_fds(socket.socket(fileno=int(sys.argv[2])), [b"x"], [ls.fileno()])
+"""
+
+
+class PortIntoNetns:
+    """Make ``127.0.0.1:<port>`` inside a network namespace reach ``127.0.0.1:<target>`` on the
+    host: a helper bound inside the namespace hands its listening socket back over a socketpair
+    (SCM_RIGHTS); this process accepts on it and connects out in the host namespace. So the
+    gateway can reach the OCSP/CRL URLs (``http://127.0.0.1:8080/…``) printed in certificates."""
+
+    def __init__(self, netns: str, port: int, target: int) -> None:
+        import sys
+
+        self.target = target
+        ours, theirs = socket.socketpair()
+        subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", _LISTENER, str(port),
+                        str(theirs.fileno())], pass_fds=[theirs.fileno()], check=True, timeout=30)
+        theirs.close()
+        _, fds, _, _ = socket.recv_fds(ours, 16, 1)
+        ours.close()
+        self.listener = socket.socket(fileno=fds[0])
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=10)
+            except OSError:
+                conn.close()
+                continue
+            for a, b in ((conn, upstream), (upstream, conn)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.closed = True
+        with contextlib.suppress(OSError):
+            self.listener.close()

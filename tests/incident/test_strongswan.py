@@ -1,5 +1,7 @@
-"""Revocation reaches a real strongSwan gateway over VICI: its IKE_SA is gone and the client
-cannot come back (IKE_AUTH fails on the pushed CRL)."""
+"""Revocation reaches a real strongSwan gateway over VICI: its IKE_SA is gone at once, and the
+client cannot come back: the gateway checks revocation strictly (OCSP from the certificate's
+AIA, reached through a port forward into its namespace) and the push flushed its OCSP/CRL
+caches (and loaded the fresh CRL when it fits in a VICI message)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,10 @@ import threading
 import time
 from datetime import datetime
 
+import httpx
 import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509 import ocsp
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
@@ -21,6 +26,18 @@ def wait_for(predicate, timeout: float, step: float = 0.01):  # type: ignore[no-
             return value
         time.sleep(step)
     return predicate()
+
+
+def ocsp_status(incident, serial: str) -> ocsp.OCSPCertStatus | None:  # type: ignore[no-untyped-def]
+    """What the server's OCSP responder says now (the gateway asks the same responder)."""
+    dep = incident.deployment
+    info = dep.store.get(int(serial, 16))
+    req = ocsp.OCSPRequestBuilder().add_certificate(info.certificate(), dep.issuers[info.issuer_id].certificate,
+                                                    hashes.SHA1()).build()
+    resp = httpx.post(f"{incident.server.http_url}/ocsp", content=req.public_bytes(serialization.Encoding.DER),
+                      headers={"content-type": "application/ocsp-request"}, timeout=5)
+    parsed = ocsp.load_der_ocsp_response(resp.content)
+    return parsed.certificate_status if parsed.response_status == ocsp.OCSPResponseStatus.SUCCESSFUL else None
 
 
 def test_revoke_yes_terminates_the_strongswan_sa_and_reconnect_fails(incident, swan_rig, capsys):  # type: ignore[no-untyped-def]
@@ -57,8 +74,9 @@ def test_revoke_yes_terminates_the_strongswan_sa_and_reconnect_fails(incident, s
               f"the rest is CLI start-up)")
 
     assert wait_for(lambda: not rig.client.established(), 5), "client still has the IKE_SA (no Delete seen)"
+    assert wait_for(lambda: ocsp_status(incident, rig.client_serial) == ocsp.OCSPCertStatus.REVOKED, 10, 0.2)
     ok, log = rig.client.initiate("vpn", timeout_ms=6000)
     assert not ok, f"reconnect with a revoked certificate succeeded:\n{log}"
     assert "AUTH_FAILED" in log or "AUTH_FAILED" in rig.client.log(), log
-    assert "revoked" in rig.gateway.log(), rig.gateway.log()[-3000:]
+    assert "revoked" in rig.gateway.log(), rig.gateway.log()[-3000:]  # the gateway's own OCSP check
     assert incident.cert_status(rig.client_serial) == "revoked"
