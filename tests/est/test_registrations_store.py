@@ -1,9 +1,10 @@
-"""The registration store on its own SQLite database: the conditional-UPDATE claim lets exactly
+"""The registration store on its own SQLite and PostgreSQL databases: the conditional-UPDATE claim lets exactly
 one of many concurrent users through; release/finalize/claim-timeout semantics."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,26 +13,37 @@ from ca.errors import PKIError
 from ca.store import migrate
 from ca.store.db import Database
 from enrollment.est.registrations import DeviceRegistration, RegistrationStore, hash_secret
+from tests.postgres import pg_cluster
 
 NOW = datetime(2026, 11, 27, tzinfo=UTC)
 TIMEOUT = timedelta(minutes=5)
 
 
 @pytest.fixture(scope="module")
-def migrated(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """One database migrated by Alembic (all branches, as `ikepki init` does) for the module."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('est-store') / 'est.db'}"
+def postgres_url() -> Iterator[str]:
+    with pg_cluster() as cluster:
+        yield cluster.url()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def migrated(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One database per backend, migrated by Alembic (all branches, as `ikepki init` does)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('est-store') / 'est.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
     migrate.upgrade(url)
     return url
 
 
 @pytest.fixture
-def store(migrated: str) -> RegistrationStore:
+def store(migrated: str) -> Iterator[RegistrationStore]:
     db = Database(migrated)
     with db.write() as conn:  # every test starts from empty EST tables
         conn.exec_driver_sql("DELETE FROM est_registrations")
         conn.exec_driver_sql("DELETE FROM est_pending")
-    return RegistrationStore(db)
+    yield RegistrationStore(db)
+    db.dispose()
 
 
 def register(store: RegistrationStore, device: str = "d1", hours: float = 1) -> str:
