@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import cached_property
@@ -195,8 +196,6 @@ class ScepService:
     def _cert_rep(self, ex: _Exchange, reply: ScepReply) -> bytes:
         """CertRep (RFC 8894 §3.3.2): transactionID echoed, recipientNonce = the request's
         senderNonce, a fresh senderNonce; on SUCCESS the payload enveloped to the requester."""
-        import os
-
         req = ex.request
         attrs: list[tuple[str, Any]] = [
             (cms.OID_MESSAGE_TYPE, cms.printable(MessageType.CertRep.value)),
