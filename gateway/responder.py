@@ -534,7 +534,8 @@ class Responder:
             if r.reason.startswith("revoked"):
                 self._spawn(self.delete_ike_sa(sa, r.reason))
 
-    def _child_ke(self, payloads: tuple[c.Payload, ...], group: int, ni: bytes) -> list[c.Payload]:
+    def _child_ke(self, payloads: tuple[c.Payload, ...], group: int) -> list[c.Payload]:
+        """PFS KE for a CREATE_CHILD_SA (RFC 7296 §1.3.1); keys are not derived: nothing is installed."""
         if not group:
             return []
         ke = next((p for p in payloads if isinstance(p, c.KE)), None)
@@ -556,7 +557,7 @@ class Responder:
             if old is None:
                 raise Refused(N.CHILD_SA_NOT_FOUND, "rekey of unknown CHILD_SA")
         child, out, group = self._negotiate_child(sa, payloads, with_dh=True)
-        ke = self._child_ke(payloads, group, nonce.data)
+        ke = self._child_ke(payloads, group)
         sa.children[child.spi_in] = child
         self._reply_sk(sa, hdr, peer, [out[0], c.Nonce(data=os.urandom(32)), *ke, *out[1:]])
         self._child_event(ev.CHILD_REKEY if old else ev.CHILD_UP, sa, child,
