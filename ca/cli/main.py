@@ -270,8 +270,20 @@ def worker(directory: DirOption = DEFAULT_DIR, config: ConfigOption = None,
 register_revoke(app)
 
 
-def _load_plugins() -> None:
-    for ep in sorted(entry_points(group="ikepki.commands"), key=lambda e: e.name):
+def _builtin_commands() -> set[str]:
+    names = {c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands}
+    return {n.replace("_", "-") for n in names} | {g.name for g in app.registered_groups if g.name}
+
+
+def _load_plugins(wanted: str | None = None) -> None:
+    """Add the protocol packages' sub-commands; only the one named on the command line when it
+    is a plug-in, none for a built-in command (their imports cost seconds of start-up)."""
+    if wanted is not None and wanted in _builtin_commands():
+        return
+    eps = sorted(entry_points(group="ikepki.commands"), key=lambda e: e.name)
+    if wanted is not None and wanted in {ep.name for ep in eps}:
+        eps = [ep for ep in eps if ep.name == wanted]
+    for ep in eps:
         try:
             sub = ep.load()
         except ModuleNotFoundError as exc:
@@ -282,7 +294,9 @@ def _load_plugins() -> None:
 
 
 def main() -> None:
-    _load_plugins()
+    import sys
+
+    _load_plugins(next((a for a in sys.argv[1:] if not a.startswith("-")), None))
     app()
 
 
