@@ -160,8 +160,8 @@ class Dns01:
         servers = self.settings.resolvers()
         resolver = dns.resolver.Resolver(configure=not servers)
         if servers:
+            resolver.port = servers[0][1]  # before nameservers: dnspython binds the port when they are set
             resolver.nameservers = [h for h, _ in servers]
-            resolver.port = servers[0][1]
         resolver.lifetime = self.settings.validation_timeout
         return resolver
 

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import importlib.util
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -32,6 +33,29 @@ start_server = root_conftest.start_server
 run_ikepki = root_conftest.run_ikepki
 free_port = root_conftest.free_port
 require_binary = root_conftest.require_binary
+
+Server = root_conftest.Server
+DNS_PORT = free_port()  # where a test's pebble-challtestsrv answers DNS (dns-01)
+
+
+def acme_env(http01_port: int, tlsalpn_port: int, **extra: str) -> dict[str, str]:
+    env = {"IKEPKI_ACME_DNS_RESOLVER": f"127.0.0.1:{DNS_PORT}", "IKEPKI_ACME_HTTP01_PORT": str(http01_port),
+           "IKEPKI_ACME_TLSALPN01_PORT": str(tlsalpn_port), "IKEPKI_ACME_VALIDATION_HOSTS": "*.test=127.0.0.1",
+           "IKEPKI_ACME_VALIDATION_TIMEOUT": "5"}
+    env.update(extra)
+    return env
+
+
+def stop_quickly(srv: Server) -> None:
+    """SIGTERM, then SIGKILL after 3 s: uvicorn waits for TLS close_notify on idle keep-alive
+    connections a client library left open (requests pools), which would cost 10 s per module."""
+    srv.process.send_signal(signal.SIGTERM)
+    try:
+        srv.process.wait(3)
+    except subprocess.TimeoutExpired:
+        srv.process.kill()
+        srv.process.wait(5)
+
 
 IPSEC_IKE = ObjectIdentifier("1.3.6.1.5.5.7.3.17")
 NS = "urn:ietf:params:acme:error:"
