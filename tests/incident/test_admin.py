@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 from typing import Any
 
 import httpx
@@ -15,6 +16,8 @@ from hypothesis import strategies as st
 from ca.cli.common import EXIT, EXIT_DRY_RUN
 from ca.cli.revoke import parse_serial, read_serials_file
 from ca.errors import ErrorKind, PKIError
+
+ADMIN_CERT_SUBJECT = "CN=incident-admin-cert"  # mapped to "revoker" in the module server's env (conftest)
 
 
 def _cert(incident, what: str, device: str | None = None) -> str:  # type: ignore[no-untyped-def]
@@ -139,3 +142,17 @@ def test_serial_parser_never_crashes(text: str) -> None:
         assert 0 < parse_serial(text) < 2 ** 160
     except PKIError as exc:
         assert exc.kind is ErrorKind.BAD_REQUEST
+
+
+def test_admin_client_certificate_maps_to_a_role_until_revoked(incident):  # type: ignore[no-untyped-def]
+    pem, key, serial = incident.issue("user", x509.RFC822Name(f"ops-{os.urandom(3).hex()}@example.test"),
+                                      "incident-admin-cert")
+    ctx = ssl.create_default_context(cafile=str(incident.dir / "root-ca.pem"))
+    ctx.load_cert_chain(str(pem), str(key))
+    with httpx.Client(base_url=f"{incident.url}/admin/v1", verify=ctx, timeout=30) as api:
+        me = api.get("/whoami").json()
+        assert me == {"name": ADMIN_CERT_SUBJECT, "role": "revoker", "method": "certificate", "source": "127.0.0.1"}
+        assert api.get("/tokens").status_code == 403  # revoker, not admin
+        done = api.post("/revocations", json={"serials": [serial], "reason": "superseded"})
+        assert done.status_code == 200 and done.json()["revoked"] == [serial]  # it revoked itself...
+        assert api.get("/whoami").status_code == 401  # ...and is refused from now on
