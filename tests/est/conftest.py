@@ -1,5 +1,5 @@
-"""One EST deployment for this package: a fresh CA with an ``est:`` config (labels, pipelines,
-RA subject, manual approval), served twice over the same store: ``est.server`` (no proxy
+"""One EST setup for this package: the session deployment with an ``est:`` config (labels,
+pipelines, RA subject, manual approval), served twice over the same store: ``est.server`` (no proxy
 header trusted) and ``est.proxied`` (IKEPKI_EST_TRUSTED_PROXY_HEADER=ssl-client-cert and
 IKEPKI_EST_DEFAULT_LABEL=approval: strongSwan pki cannot name a label)."""
 
@@ -17,7 +17,7 @@ import pytest
 from cryptography import x509
 
 from enrollment.est.auth import hash_password
-from tests.conftest import Server, init_deployment_dir, run_ikepki, start_server
+from tests.conftest import Server, run_ikepki, start_server
 from tests.est.est_helpers import StoreView, enroll, issued_cert, make_csr, new_key, write_pem
 
 PIPELINE_PASSWORD = "intune-pipeline-pw"
@@ -28,7 +28,6 @@ PROXY_HEADER = "ssl-client-cert"
 
 def est_config() -> str:
     return f"""\
-public_base_url: http://127.0.0.1:8080
 est:
   default_label: machine
   labels:
@@ -112,16 +111,20 @@ class EstEnv:
 
 
 @pytest.fixture(scope="session")
-def est(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EstEnv]:
+def est(deployment_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EstEnv]:
+    """The shared session deployment, served with this package's own config file (``--config``:
+    the deployment's ikepki.yaml plus an ``est:`` section), so no extra `ikepki init` is needed."""
     base = tmp_path_factory.mktemp("est")
-    directory = init_deployment_dir(base / "ikepki", est_config())
+    directory = deployment_dir
+    config = base / "ikepki-est.yaml"
+    config.write_text((directory / "ikepki.yaml").read_text() + "\n" + est_config())
     env = EstEnv(directory, None, None, StoreView(directory / "ikepki.db"), base / "ra.pem", base / "ra.key")  # type: ignore[arg-type]
     started: dict[str, Server] = {}
     errors: list[BaseException] = []
 
     def start(name: str, extra: dict[str, str]) -> None:
         try:
-            started[name] = start_server(directory, env=extra)
+            started[name] = start_server(directory, env=extra, extra_args=("--config", str(config)))
         except BaseException as exc:
             errors.append(exc)
 
@@ -130,7 +133,7 @@ def est(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EstEnv]:
             env.cli_registration = json.loads(run_ikepki(
                 "est", "register", "--device", "cli-dev-1", "--profile", "machine", "--san",
                 "DNS:cli-dev-1.example.test,IP:192.0.2.10", "--ek-fingerprint", "ab" * 32, "--expires", "2", "--json",
-                directory=directory).stdout)
+                "--config", str(config), directory=directory).stdout)
         except BaseException as exc:
             errors.append(exc)
 
