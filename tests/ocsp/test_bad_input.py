@@ -118,7 +118,7 @@ def test_unsupported_hash_and_foreign_issuer(pki: Pki) -> None:
 
 # -- parser fuzzing (in-process) ----------------------------------------------------------------
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=512))
 def test_parser_random_bytes(data: bytes) -> None:
     try:
@@ -128,7 +128,7 @@ def test_parser_random_bytes(data: bytes) -> None:
     assert 1 <= len(req.cert_ids) <= 32
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(st.integers(min_value=1, max_value=2**159), min_size=1, max_size=40),
        st.one_of(st.none(), st.binary(min_size=0, max_size=40)), st.data())
 def test_parser_mutated_valid_requests(serials: list[int], nonce: bytes | None, data: st.DataObject) -> None:
