@@ -1,4 +1,5 @@
-"""One ikepki server per ACME test module over the session deployment (http-01 on a free port)."""
+"""One ikepki server for the ACME tests over the session deployment (http-01 on a free port);
+test_protocol.py starts its own with a small rate limit."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from acme_helpers import AcmeServer, acme_env, free_port, start_server, stop_quickly
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def acme(deployment_dir: Path) -> Iterator[AcmeServer]:
     """`ikepki serve` over the session deployment with EAB required (the default)."""
     http01, tlsalpn = free_port(), free_port()

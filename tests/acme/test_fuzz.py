@@ -72,7 +72,7 @@ def requests(draw: Any, client: RawClient) -> tuple[str, bytes, str]:
 def test_random_jws_never_5xx_and_stores_nothing(acme: AcmeServer, fuzz_client: RawClient) -> None:
     before = counts(acme)
 
-    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
     @given(data=st.data())
     def run(data: st.DataObject) -> None:
         path, body, ctype = data.draw(requests(fuzz_client))
