@@ -180,18 +180,24 @@ swanctl {{
         return vici.Session(s)
 
     def initiate(self, ike: str, child: str | None = None, timeout_ms: int = 15000) -> tuple[bool, str]:
-        """Initiate and return (success, charon's log lines for this initiation)."""
+        """Initiate; return (success, VICI log lines + the file log written meanwhile).
+
+        The VICI stream can miss lines of an IKE_SA that was restarted (INVALID_KE, COOKIE),
+        so the daemon's own file log of the same period is appended."""
         req: dict[str, Any] = {"ike": ike, "timeout": str(timeout_ms), "loglevel": "2"}
         if child:
             req["child"] = child
+        mark = len(self.log())
         lines: list[str] = []
+        ok = True
         try:
             for msg in self.session().initiate(req):
                 lines.append(msg.get("msg", b"").decode(errors="replace"))
-            return True, "\n".join(lines)
         except vici.exception.CommandException as exc:
             lines.append(f"FAILED: {exc}")
-            return False, "\n".join(lines)
+            ok = False
+        time.sleep(0.05)  # let the file log catch up
+        return ok, "\n".join(lines) + "\n--- charon.log ---\n" + self.log()[mark:]
 
     def list_sas(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
