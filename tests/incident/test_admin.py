@@ -156,3 +156,34 @@ def test_admin_client_certificate_maps_to_a_role_until_revoked(incident):  # typ
         done = api.post("/revocations", json={"serials": [serial], "reason": "superseded"})
         assert done.status_code == 200 and done.json()["revoked"] == [serial]  # it revoked itself...
         assert api.get("/whoami").status_code == 401  # ...and is refused from now on
+
+
+def test_profile_selector_needs_a_filter(incident):  # type: ignore[no-untyped-def]
+    tag = os.urandom(3).hex()
+    serial = incident.issue("user", x509.RFC822Name(f"prof-{tag}@example.test"), f"prof-{tag}")[2]
+    with incident.api() as api:
+        plain = api.post("/revocations", json={"profile": "user", "reason": "superseded", "dry_run": True})
+        assert plain.status_code == 400  # a whole profile only with all_of_profile
+        narrowed = api.post("/revocations", json={"profile": "user", "san_contains": f"prof-{tag}@",
+                                                  "reason": "superseded", "dry_run": True}).json()
+        assert [t["serial"] for t in narrowed["targets"]] == [serial]
+    assert incident.cert_status(serial) == "valid"
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+                     lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=12), kids, max_size=4),
+                     max_leaves=12)
+_fields = st.fixed_dictionaries({}, optional={k: _json for k in (
+    "serials", "device_id", "identity", "profile", "reason", "hold", "dry_run", "expires_before", "all_of_profile")})
+
+
+@settings(max_examples=40, deadline=None)
+@given(body=_fields | _json)
+def test_revocation_body_fuzz_never_5xx(incident, body) -> None:  # type: ignore[no-untyped-def]
+    if isinstance(body, dict) and "reason" in body:
+        body["dry_run"] = True  # nothing may change even when the body happens to be valid
+    with incident.api() as api:
+        resp = api.post("/revocations", json=body)
+    assert resp.status_code < 500, (body, resp.text)
+    if resp.status_code == 200:
+        assert resp.json()["dry_run"] is True

@@ -10,8 +10,10 @@ from collections.abc import Callable
 from typing import Any
 
 from cryptography import x509
+from typer.testing import CliRunner
 
 from ca.revocation_event import MEDIA_TYPE, verify_event
+from ocsp.push.cli import gateways_app
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, step: float = 0.05) -> Any:
@@ -62,6 +64,10 @@ def test_gateway_down_during_revocation_gets_it_when_back(incident, receiver):  
         assert events and events[0].type == "revoked" and events[0].reason == "keyCompromise"
         with incident.api() as api:
             assert api.get(f"/gateways/{name}").json()["last_success_at"]
+        cli = CliRunner().invoke(gateways_app, ["deliveries", "--serial", serial, "--json", "--dir", str(incident.dir)])
+        assert cli.exit_code == 0, cli.output
+        mine = [d for d in json.loads(cli.output) if d["gateway"] == name]
+        assert mine[0]["status"] == "delivered" and mine[0]["attempts"] >= 2
     finally:
         incident.disable_gateway(name)
 
