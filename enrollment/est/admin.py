@@ -90,6 +90,8 @@ def register_devices(service: EstService, devices: list[DeviceRegistration], act
     """Shared by the API and the CLI: profile names are checked against the label profiles."""
     known = {label.profile for label in service.settings.labels.values()}
     for d in devices:
+        if d.device_id in service.settings.pipelines:
+            raise PKIError(ErrorKind.BAD_REQUEST, f"device id {d.device_id!r} is the name of an EST pipeline")
         if d.profile not in known:
             raise PKIError(ErrorKind.BAD_REQUEST, f"device {d.device_id}: profile {d.profile!r} is not served "
                                                   f"by any EST label ({', '.join(sorted(known))})")

@@ -107,7 +107,8 @@ class Authenticator:
                 raise PKIError(ErrorKind.UNAUTHORIZED, "wrong user name or password")
             return Principal(PrincipalKind.PIPELINE, user, pipeline=pipeline)
         registration = self.registrations.get(user)
-        if registration is None or not secret_matches(registration, password):
+        matched = secret_matches(registration, password)  # hashes even for unknown ids (no timing oracle)
+        if registration is None or not matched:
             raise PKIError(ErrorKind.UNAUTHORIZED, "wrong user name or password")
         now = self.clock.now()  # type: ignore[attr-defined]
         if registration.expires_at <= now:
@@ -132,8 +133,11 @@ class Authenticator:
         kind = PrincipalKind.RA if self.is_ra(cert) else PrincipalKind.CLIENT_CERT
         return Principal(kind, name, cert_info=info)
 
+    def is_ra_subject(self, subject: x509.Name) -> bool:
+        return any(subject == name for name in self._ra_subjects)
+
     def is_ra(self, cert: x509.Certificate) -> bool:
-        if any(cert.subject == name for name in self._ra_subjects):
+        if self.is_ra_subject(cert.subject):
             return True
         if not self._ra_ekus:
             return False

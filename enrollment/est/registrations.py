@@ -270,5 +270,9 @@ class RegistrationStore:
                          .values(**values))
 
 
-def secret_matches(registration: Registration, secret: str) -> bool:
-    return hmac.compare_digest(registration.secret_sha256, hash_secret(secret))
+_NO_SECRET = "0" * 64
+
+
+def secret_matches(registration: Registration | None, secret: str) -> bool:
+    stored = registration.secret_sha256 if registration is not None else _NO_SECRET
+    return hmac.compare_digest(stored, hash_secret(secret)) and registration is not None

@@ -80,6 +80,9 @@ class EstService:
                 raise PKIError(ErrorKind.CONFIG, f"invalid EST label {name!r}")
         if settings.default_label not in settings.labels:
             raise PKIError(ErrorKind.CONFIG, f"est.default_label {settings.default_label!r} is not a label")
+        for oid in settings.ra_ekus:  # an EKU every enrolled device gets would make every device an RA
+            if any(p.enrollable and oid in {e.dotted_string for e in p.ekus} for p in deployment.profiles.values()):
+                raise PKIError(ErrorKind.CONFIG, f"est.ra_ekus: {oid} is issued by an enrollable profile")
 
     # -- lookups ------------------------------------------------------------------------------
 
@@ -176,6 +179,8 @@ class EstService:
         kind = principal.kind
         if call.operation == "simplereenroll":  # also for an RA renewing its own certificate
             return self._for_renewal(plan, call)
+        if self.auth.is_ra_subject(csr.subject):
+            raise PKIError(ErrorKind.FORBIDDEN, "this subject is reserved for RA certificates (issued by an operator)")
         if kind is PrincipalKind.DEVICE:
             return self._for_registration(plan, principal.registration)
         if kind is PrincipalKind.RA or (kind is PrincipalKind.PIPELINE and principal.pipeline

@@ -137,7 +137,18 @@ def est(deployment_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=cli_register), threading.Thread(target=start, args=("server", {})),
+    def issue_ra() -> None:  # an operator issues the RA certificate; EST refuses RA subjects
+        try:
+            key = new_key()
+            (base / "ra.csr").write_bytes(make_csr(key, "mdm-ra", ["DNS:mdm-ra.example.test"]))
+            run_ikepki("issue", "--csr", str(base / "ra.csr"), "--profile", "machine", "--out", str(env.ra_cert),
+                       directory=directory)
+            write_pem(env.ra_key, key)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=cli_register), threading.Thread(target=issue_ra),
+               threading.Thread(target=start, args=("server", {})),
                threading.Thread(target=start, args=("proxied", {"IKEPKI_EST_TRUSTED_PROXY_HEADER": PROXY_HEADER,
                                                                 "IKEPKI_EST_DEFAULT_LABEL": "approval"}))]
     for t in threads:
@@ -149,7 +160,6 @@ def est(deployment_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
             srv.stop()
         raise errors[0]
     env.server, env.proxied = started["server"], started["proxied"]
-    env.ra_cert, env.ra_key = env.issue(base, "mdm-ra", "mdm-ra.example.test")
     yield env
     env.proxied.stop()
     env.server.stop()

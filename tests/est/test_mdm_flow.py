@@ -178,6 +178,21 @@ def test_ra_enrolls_for_registered_devices_only(est: EstEnv) -> None:
     assert r.status_code == 200
 
 
+def test_nobody_enrolls_an_ra_subject(est: EstEnv) -> None:
+    """Otherwise a device (or pipeline) could mint itself an RA certificate."""
+    secret = est.register_one("ra-wannabe", ["DNS:ra-wannabe.example.test"])
+    before = est.store.cert_count()
+    with est.client() as c:
+        for auth in (("ra-wannabe", secret), INTUNE):
+            r = enroll(c, est.url, make_csr(new_key(), "mdm-ra", ["DNS:ra-wannabe.example.test"]), auth=auth)
+            assert r.status_code == 403 and "reserved" in r.text
+        r = c.post(f"{est.url}/admin/v1/est/registrations", headers=est.admin_headers(),
+                   json={"devices": [{"device_id": "intune", "profile": "machine", "sans": ["DNS:x.example.test"]}]})
+        assert r.status_code == 400 and "pipeline" in r.text
+    assert est.store.cert_count() == before
+    assert est.store.registration("ra-wannabe") == (0, None)
+
+
 def test_pipelines_basic_auth(est: EstEnv) -> None:
     with est.client() as c:
         cert = issued_cert(enroll(c, est.url, make_csr(new_key(), "gw1", ["DNS:gw1.example.test"]), label="gateway",
