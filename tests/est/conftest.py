@@ -54,6 +54,7 @@ class EstEnv:
     store: StoreView
     ra_cert: Path  # PEM: RA client cert; ra_key its key
     ra_key: Path
+    config: Path | None = None  # the --config file the servers use
     cli_registration: dict[str, str] | None = None  # `ikepki est register --json` output for cli-dev-1
 
     @property
@@ -119,6 +120,7 @@ def est(deployment_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     config = base / "ikepki-est.yaml"
     config.write_text((directory / "ikepki.yaml").read_text() + "\n" + est_config())
     env = EstEnv(directory, None, None, StoreView(directory / "ikepki.db"), base / "ra.pem", base / "ra.key")  # type: ignore[arg-type]
+    env.config = config
     started: dict[str, Server] = {}
     errors: list[BaseException] = []
 

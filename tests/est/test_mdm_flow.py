@@ -4,6 +4,7 @@ pipelines, manual approval, the trusted ingress header."""
 from __future__ import annotations
 
 import base64
+import json
 import threading
 import time
 import urllib.parse
@@ -14,6 +15,7 @@ import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from tests.conftest import run_ikepki
 from tests.est.conftest import PIPELINE_PASSWORD, PROXY_HEADER, STRICT_PASSWORD, EstEnv, load_pem_cert
 from tests.est.est_helpers import enroll, issued_cert, make_csr, new_key, san_values
 
@@ -247,3 +249,20 @@ def test_trusted_proxy_header_only_when_configured(est: EstEnv, tmp_path: Path) 
         bad = {PROXY_HEADER: urllib.parse.quote(base64.b64encode(b"not a cert").decode())}
         r = enroll(c, est.proxied.https_url, csr, op="simplereenroll", label="machine", headers=bad)
         assert r.status_code == 400
+
+
+def test_cli_approve_releases_a_held_device_enrollment(est: EstEnv) -> None:
+    """`ikepki est approve ID` (the operator's CLI); the device's secret is consumed only at issuance."""
+    secret = est.register_one("held-dev", ["DNS:held-dev.example.test"])
+    csr = make_csr(new_key(), "held-dev", ["DNS:held-dev.example.test"])
+    with est.client() as c:
+        r = enroll(c, est.url, csr, label="approval", auth=("held-dev", secret))
+        assert r.status_code == 202 and int(r.headers["retry-after"]) >= 1
+        assert est.store.registration("held-dev") == (0, None)
+        (pending,) = [p for p in est.pending() if p["principal"] == "device:held-dev"]
+        out = run_ikepki("est", "approve", str(pending["id"]), "--json", "--config", str(est.config),
+                         directory=est.dir).stdout
+        assert json.loads(out)["status"] == "approved"
+        cert = issued_cert(enroll(c, est.url, csr, label="approval", auth=("held-dev", secret)))
+    assert est.store.registration("held-dev") == (1, format(cert.serial_number, "x"))
+    assert est.store.device_of(cert.serial_number) == "held-dev"
