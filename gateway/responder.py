@@ -238,11 +238,19 @@ class Responder:
                 sa.state = SaState.FAILED
                 self._schedule_expiry(sa, 10.0)
             return
+        self._follow_peer(sa, hdr, peer, port)
         sa.busy = True
         try:
             await self._dispatch(sa, hdr, payloads, peer, port)
         finally:
             sa.busy = False
+
+    @staticmethod
+    def _follow_peer(sa: IkeSa, hdr: c.Header, peer: Address, port: int) -> None:
+        """Port float at IKE_AUTH, and NAT mapping changes when the peer is behind a NAT: our own
+        requests go to the source of the latest authenticated request (RFC 7296 §2.23)."""
+        if hdr.exchange == Exchange.IKE_AUTH or (sa.peer_behind_nat and not sa.mobike):
+            sa.peer, sa.local_port = peer, port
 
     async def _dispatch(self, sa: IkeSa, hdr: c.Header, payloads: tuple[c.Payload, ...], peer: Address,
                         port: int) -> None:
@@ -329,8 +337,11 @@ class Responder:
         if fragmentation:
             payloads.append(c.Notify(N.IKEV2_FRAGMENTATION_SUPPORTED))
         resp = self._reply_plain(hdr, peer, port, payloads, spi_r)
+        natd_s = msg.notify(N.NAT_DETECTION_SOURCE_IP)
+        behind_nat = natd_s is not None and natd_s.data != _natd(hdr.spi_i, bytes(8), peer)
         sa = IkeSa(hdr.spi_i, spi_r, choice.suite, keys, nonce_p.data, nr, msg.raw, resp, peer, port,
-                   self._peer_hashes(msg), self.clock.now(), fragmentation=fragmentation)
+                   self._peer_hashes(msg), self.clock.now(), fragmentation=fragmentation,
+                   peer_behind_nat=behind_nat)
         self.sas[spi_r] = sa
         self.init_index[(hdr.spi_i, peer[0])] = sa
         self._schedule_expiry(sa, self.cfg.half_open_timeout)

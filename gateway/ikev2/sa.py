@@ -89,6 +89,7 @@ class IkeSa:
     auth: PeerAuth | None = None
     children: dict[bytes, ChildSa] = field(default_factory=dict)
     mobike: bool = False
+    peer_behind_nat: bool = False
     established: datetime | None = None
 
     @property
@@ -101,7 +102,7 @@ class IkeSa:
         auth = self.auth
         return {
             "ike_sa": self.name, "state": self.state.value, "peer": f"{self.peer[0]}:{self.peer[1]}",
-            "local_port": self.local_port, "suite": suite,
+            "local_port": self.local_port, "suite": suite, "peer_behind_nat": self.peer_behind_nat,
             "peer_id": str(auth.identity) if auth else None,
             "serial": format(auth.serial, "x") if auth else None,
             "issuer_key_id": auth.issuer_key_id if auth else None,

@@ -58,6 +58,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         Conn("wrongid", "alice", "mallory@example.test"),
         Conn("alice-dn", "alice", '"O=ikepki test, OU=staff, CN=alice"'),
         Conn("ivan", "ivan", "127.0.0.1"),
+        Conn("alice-mobike", "alice", "alice@example.test", mobike=True),
         Conn("frank-pss", "frank", "frank@example.test", auth="rsa/pss-sha256"),
     ]
     remote = {"main": main, "nopol": nopol, "cookie": cookie}

@@ -45,6 +45,7 @@ class Conn:
     proposals: str = "default"
     children: bool = True
     auth: str = "pubkey"
+    mobike: bool = False
     local_ts: str = "10.231.2.0/24"
     remote_ts: str = "10.231.1.0/24"
     extra: str = ""
@@ -66,7 +67,7 @@ class Conn:
     local_port = {local_port}
     remote_addrs = 127.0.0.1
     remote_port = {remote_port}
-    mobike = no
+    mobike = {"yes" if self.mobike else "no"}
     proposals = {self.proposals}
     unique = never
     {self.extra}

@@ -188,6 +188,19 @@ def test_rfc7383_fragmentation_both_ways(lab: Lab) -> None:
     assert "reassembled fragmented IKE message" in new, "charon reassembled our fragments"
 
 
+def test_mobike_port_float_and_requests_follow_the_peer(lab: Lab) -> None:
+    """mobike = yes: charon moves to its NAT-T port for IKE_AUTH (note §4); our answers and our
+    own requests follow it, and MOBIKE_SUPPORTED is answered (RFC 4555 §3.3)."""
+    ok, log = connect(lab, "alice-mobike")
+    assert ok, log
+    assert "N(MOBIKE_SUP)" in log.split("parsed IKE_AUTH response")[1].splitlines()[0]
+    spi = lab.charon.sas_of("alice-mobike")[-1]["initiator-spi"].decode()
+    (mine,) = [sa for sa in lab.main.sas() if sa["ike_sa"].startswith(spi)]
+    assert mine["peer"] == f"127.0.0.1:{lab.charon.nat_port}" and not mine["peer_behind_nat"]
+    lab.charon.terminate("alice-mobike")
+    assert wait_until(lambda: not [sa for sa in lab.main.sas() if sa["ike_sa"].startswith(spi)])
+
+
 def test_cookie_round_trip_under_load_threshold(lab: Lab) -> None:
     ok, log = connect(lab, "alice-cookie")
     assert ok, log
