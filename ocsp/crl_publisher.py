@@ -163,8 +163,9 @@ class CrlPublisher:
 
     # -- decisions ----------------------------------------------------------------------------
 
-    def run_once(self, force: bool = False) -> list[str]:
-        """Publish whatever is due now; returns descriptions of what was published."""
+    def run_once(self, force: bool = False, revoked: frozenset[str] = frozenset()) -> list[str]:
+        """Publish whatever is due now; returns descriptions of what was published. ``revoked``:
+        issuers with outbox rows not yet covered, even if below the newest id (committed late)."""
         done: list[str] = []
         s = self.settings
         for issuer_id in self.issuers:
@@ -181,10 +182,10 @@ class CrlPublisher:
             new_base = force or base is None or now - base.this_update >= timedelta(hours=s.full_interval_hours)
             if new_base:
                 done.append(self.publish_full(issuer_id, is_base=True))
-            elif full is not None and feed > full.feed_cursor and s.full_on_revocation:
+            elif full is not None and (feed > full.feed_cursor or issuer_id in revoked) and s.full_on_revocation:
                 done.append(self.publish_full(issuer_id, is_base=False))
             stale = delta is None or now - delta.this_update >= timedelta(minutes=s.delta_interval_minutes)
-            if new_base or stale or feed > delta.feed_cursor:  # type: ignore[union-attr]
+            if new_base or stale or issuer_id in revoked or feed > delta.feed_cursor:  # type: ignore[union-attr]
                 done.append(self.publish_delta(issuer_id))
         return done
 

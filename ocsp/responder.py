@@ -42,11 +42,12 @@ from datetime import UTC, datetime, timedelta
 from email.utils import formatdate
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from ca.clock import as_utc
 from ca.model import RevocationReason
-from ca.store.sql import CERTS, OUTBOX
+from ca.store.sql import CERTS
+from ocsp.outbox_feed import OutboxFeed
 from ocsp.request import CertIdRequest, MalformedRequest, OcspRequest, parse_request
 from ocsp.responder_der import (
     GOOD,
@@ -143,7 +144,7 @@ class Responder:
         self._inflight: dict[bytes, asyncio.Future[Presigned | None]] = {}
         self._changed: dict[tuple[str, int], int] = {}
         self._epoch = 0
-        self._feed_cursor: int | None = None
+        self._feed = OutboxFeed(FEED_BATCH)  # revocations committed out of id order too (ocsp/outbox_feed.py)
         self._pending_resign: list[tuple[str, int, bytes]] = []
         self._maintenance: asyncio.Task[None] | None = None
         self.stats = {"presigned_hits": 0, "signed": 0, "malformed": 0, "try_later": 0}
@@ -215,6 +216,8 @@ class Responder:
             del self._inflight[cid.der]
 
     async def _presign(self, issuer_id: str, cid_der: bytes, serial: int) -> Presigned | None:
+        if self._feed.cursor is None:  # the feed must start before the first status read we cache
+            await asyncio.get_running_loop().run_in_executor(self._read_pool, self._read_feed)
         epoch = self._epoch
         state = (await self._states(issuer_id, [serial]))[0]
         signer = await self._signer(issuer_id)
@@ -398,13 +401,7 @@ class Responder:
 
     def _read_feed(self) -> list[tuple[str, int]]:
         with self.dep.db.read() as conn:
-            if self._feed_cursor is None:
-                self._feed_cursor = int(conn.execute(select(func.coalesce(func.max(OUTBOX.c.id), 0))).scalar_one())
-                return []
-            rows = conn.execute(select(OUTBOX.c.id, OUTBOX.c.issuer_id, OUTBOX.c.serial).where(
-                OUTBOX.c.id > self._feed_cursor).order_by(OUTBOX.c.id).limit(FEED_BATCH)).all()
-        if rows:
-            self._feed_cursor = rows[-1].id
+            rows = self._feed.read(conn)
         return [(r.issuer_id, int(r.serial, 16)) for r in rows]
 
     async def refresh(self) -> int:

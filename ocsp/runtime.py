@@ -15,6 +15,7 @@ from typing import Any
 from ocsp import lease
 from ocsp.crl_publisher import CrlPublisher
 from ocsp.crl_serve import CrlCache
+from ocsp.outbox_feed import OutboxFeed
 from ocsp.responder import Responder
 from ocsp.settings import CrlSettings, OcspSettings
 from ocsp.signers import load_signer, needs_rotation, rotate
@@ -64,28 +65,37 @@ class OcspRuntime:
             self._lease_until = 0.0
         return False
 
-    def publish(self, force: bool = False) -> list[str] | None:
-        """Publish what is due if this process holds the publisher lease (blocking); None if not."""
+    def publish(self, force: bool = False, revoked: frozenset[str] = frozenset()) -> list[str] | None:
+        """Publish what is due if this process holds the publisher lease (blocking); None if not.
+        ``revoked``: issuers with revocations/releases seen in the outbox since the last publication."""
         with self._publish_lock:
             if not self._hold_lease():
                 return None
-            return self.publisher.run_once(force)
+            return self.publisher.run_once(force, revoked)
+
+    def _read_outbox(self, feed: OutboxFeed) -> list[Any]:
+        with self.dep.db.read() as conn:
+            return feed.read(conn)
 
     async def crl_loop(self) -> None:
-        """Background task: publish on schedule and, debounced, after revocations."""
-        cursor: int | None = None
+        """Background task: publish on schedule and, debounced, after revocations (read from the
+        outbox feed, which also sees a revocation committed after a later one: ocsp/outbox_feed.py)."""
+        feed = OutboxFeed()
+        pending: set[str] = set()
+        led = False  # until this process has published once, try every round (take over an expired lease)
         last = 0.0
         while True:
             try:
-                feed = await asyncio.to_thread(self.publisher.feed_max)
-                changed = cursor is not None and feed != cursor
-                if changed:
+                rows = await asyncio.to_thread(self._read_outbox, feed)
+                if rows and led:
                     await asyncio.sleep(self.crl_settings.debounce_seconds)
-                    feed = await asyncio.to_thread(self.publisher.feed_max)
-                if changed or cursor is None or time.monotonic() - last > SCHEDULE_SECONDS:
-                    done = await asyncio.to_thread(self.publish)
+                    rows += await asyncio.to_thread(self._read_outbox, feed)
+                pending |= {r.issuer_id for r in rows}
+                if rows or not led or time.monotonic() - last > SCHEDULE_SECONDS:
+                    done = await asyncio.to_thread(self.publish, False, frozenset(pending))
                     if done is not None:  # not the leader: keep polling, take over when the lease expires
-                        cursor, last = feed, time.monotonic()
+                        led, last = True, time.monotonic()
+                        pending.clear()
                         for line in done:
                             log.info("CRL published: %s", line)
             except asyncio.CancelledError:
