@@ -33,13 +33,15 @@ from sqlalchemy.exc import IntegrityError
 
 from ca.clock import as_utc
 from ocsp.crl import CrlIssuer, build_crl, remove_from_crl_entries
+from ocsp.outbox_feed import OutboxFeed
 from ocsp.records import CrlPublicationRecord
 from ocsp.settings import CrlSettings
 
 CRLS = CrlPublicationRecord.__table__  # type: ignore[attr-defined]
 ROOT = "root"
 RETRIES = 8
-DELTA_MARGIN = timedelta(seconds=60)  # in-flight revocations committed just after a base was cut
+DELTA_MARGIN = timedelta(minutes=10)  # revocations committed after a base was cut (cf. OutboxFeed gaps)
+FEED_BATCH = 5000
 log = logging.getLogger("ikepki.crl")
 
 
@@ -100,24 +102,31 @@ def revoked_entry_ders(db: Any, issuer_id: str) -> dict[str, bytes]:
 
 class EntryCache:
     """The revoked entries of one issuer kept in memory and brought up to date from the core's
-    outbox (every revocation and release writes one event), so a rebuild after a revocation
-    reads a handful of rows instead of all of them. Reloaded completely every ``reload_after``."""
+    outbox (every revocation and release writes one event, read through :class:`OutboxFeed`, which
+    also catches ids committed out of order), so a rebuild after a revocation reads a handful of
+    rows instead of all of them. Reloaded completely every ``reload_after`` seconds."""
 
     def __init__(self, db: Any, issuer_id: str, reload_after: float) -> None:
         self.db, self.issuer_id, self.reload_after = db, issuer_id, reload_after
         self.entries: dict[str, bytes] | None = None
-        self.cursor = 0
+        self.feed = OutboxFeed(batch=FEED_BATCH)
         self.loaded_at = 0.0
 
     def current(self) -> list[bytes]:
-        from ca.store.sql import CERTS, OUTBOX
+        from ca.store.sql import CERTS
 
+        reload = self.entries is None or time.monotonic() - self.loaded_at > self.reload_after
         with self.db.read() as conn:
-            feed = int(conn.execute(select(func.coalesce(func.max(OUTBOX.c.id), 0))).scalar_one())
-            stale = self.entries is None or time.monotonic() - self.loaded_at > self.reload_after or feed < self.cursor
-            if not stale and feed > self.cursor:
-                serials = {s for (s,) in conn.execute(select(OUTBOX.c.serial).where(
-                    OUTBOX.c.issuer_id == self.issuer_id, OUTBOX.c.id > self.cursor, OUTBOX.c.id <= feed))}
+            if reload:
+                self.feed = OutboxFeed(batch=FEED_BATCH)
+                self.feed.read(conn)  # take the position before loading: later events are replayed
+            else:
+                serials: set[str] = set()
+                while True:
+                    rows = self.feed.read(conn)
+                    serials |= {r.serial for r in rows if r.issuer_id == self.issuer_id}
+                    if len(rows) < FEED_BATCH:
+                        break
                 assert self.entries is not None
                 for serial in serials:
                     row = conn.execute(select(CERTS.c.status, CERTS.c.crl_entry_der).where(
@@ -126,10 +135,9 @@ class EntryCache:
                         self.entries[serial] = bytes(row.crl_entry_der)
                     else:
                         self.entries.pop(serial, None)
-        if stale:
+        if reload:
             self.entries = revoked_entry_ders(self.db, self.issuer_id)
             self.loaded_at = time.monotonic()
-        self.cursor = feed
         assert self.entries is not None
         return list(self.entries.values())
 
