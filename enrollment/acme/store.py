@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime
@@ -33,7 +34,8 @@ ORDERS: Table = AcmeOrderRecord.__table__  # type: ignore[attr-defined]
 AUTHZS: Table = AcmeAuthzRecord.__table__  # type: ignore[attr-defined]
 CHALLENGES: Table = AcmeChallengeRecord.__table__  # type: ignore[attr-defined]
 EAB_KEYS: Table = AcmeEabKeyRecord.__table__  # type: ignore[attr-defined]
-PURGE_EVERY = 500
+PURGE_EVERY = 50  # batches
+NONCE_BATCH = 32
 
 
 def new_id() -> str:
@@ -44,18 +46,28 @@ class AcmeStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._issued = 0
+        self._pool: list[tuple[str, int]] = []
+        self._pool_lock = threading.Lock()
 
     # -- nonces (RFC 8555 §6.5) -----------------------------------------------------------------
 
     def new_nonce(self, lifetime: int) -> str:
-        nonce = secrets.token_urlsafe(24)
+        """A nonce already stored (so any replica can redeem it); stored in batches of NONCE_BATCH
+        per transaction, handed out from memory while younger than half their lifetime."""
         now = int(time.time())
-        with self.db.write() as conn:
-            conn.execute(insert(NONCES), {"nonce": nonce, "expires": now + lifetime})
-            self._issued += 1
-            if self._issued % PURGE_EVERY == 0:
-                conn.execute(delete(NONCES).where(NONCES.c.expires < now))
-        return nonce
+        with self._pool_lock:
+            while self._pool:
+                nonce, expires = self._pool.pop()
+                if expires - now > lifetime // 2:
+                    return nonce
+            batch = [(secrets.token_urlsafe(24), now + lifetime) for _ in range(NONCE_BATCH)]
+            with self.db.write() as conn:
+                conn.execute(insert(NONCES), [{"nonce": n, "expires": e} for n, e in batch])
+                self._issued += 1
+                if self._issued % PURGE_EVERY == 0:
+                    conn.execute(delete(NONCES).where(NONCES.c.expires < now))
+            self._pool = batch
+            return self._pool.pop()[0]
 
     def redeem_nonce(self, nonce: str) -> bool:
         """Atomic single use: only the request whose DELETE removed the row may proceed."""
@@ -214,6 +226,10 @@ class AcmeStore:
         """§7.1.6: challenge processing → valid/invalid; its authorization and order follow."""
         ok = error is None
         with self.db.write() as conn:
+            # One finisher per order at a time: under PostgreSQL's READ COMMITTED two validations
+            # finishing together (two replicas' workers) would each see the other's authorization
+            # still pending and leave the order pending for good. (SQLite: BEGIN IMMEDIATE already.)
+            conn.execute(select(ORDERS.c.id).where(ORDERS.c.id == authz.order_id).with_for_update())
             conn.execute(update(CHALLENGES).where(CHALLENGES.c.id == challenge.id, CHALLENGES.c.status == "processing")
                          .values(status="valid" if ok else "invalid", validated=now if ok else None,
                                  error=None if ok else json.dumps(error)))
