@@ -4,6 +4,7 @@ round-robin "load balancer" for the acme library, and reading the shared store d
 from __future__ import annotations
 
 import base64
+import contextlib
 import threading
 import time
 from collections import Counter
@@ -22,6 +23,7 @@ from cryptography.x509 import ocsp
 from sqlalchemy import bindparam, create_engine, text
 
 from enrollment.est.wire import certs_from_certs_only
+from tests.acme.acme_helpers import Http01Responder
 from tests.conftest import Server
 
 
@@ -204,3 +206,21 @@ def _jws_nonce(body: Any) -> str | None:
         return str(header.get("nonce")) if header.get("nonce") else None
     except (ValueError, KeyError, TypeError):
         return None
+
+
+class BarrierHttp01Responder(Http01Responder):
+    """http-01 responder that answers nothing until ``parties`` validation requests are waiting, so
+    the server finishes that many challenges at the same moment (then answers at once)."""
+
+    def __init__(self, port: int, parties: int) -> None:
+        super().__init__(port)
+        barrier = threading.Barrier(parties, timeout=20)
+        inner = self.httpd.RequestHandlerClass
+
+        class Held(inner):  # type: ignore[misc, valid-type]
+            def do_GET(self) -> None:
+                with contextlib.suppress(threading.BrokenBarrierError):
+                    barrier.wait()
+                super().do_GET()
+
+        self.httpd.RequestHandlerClass = Held

@@ -9,6 +9,7 @@ OCSP refresher, push) as `ikepki serve` does by default.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import signal
@@ -31,6 +32,7 @@ from tests.acme.acme_helpers import Eab, Http01Responder, eab_binding, jws
 from tests.conftest import Server, free_port, run_ikepki, start_server
 from tests.ha.conftest import EST_PASSWORD, EST_PIPELINE, HaBase, copy_deployment
 from tests.ha.ha_helpers import (
+    BarrierHttp01Responder,
     CountingWebhook,
     RoundRobinAdapter,
     Store,
@@ -135,9 +137,8 @@ def _eab(server: Server) -> Eab:
     return Eab(data["kid"], data["hmac_key"])
 
 
-def test_acme_library_through_a_round_robin_balancer(replicas: Replicas, tmp_path: Path) -> None:
-    """certbot's ClientV2 behind an L4 round-robin over both replicas: every request lands on the
-    other replica than the previous one, so every nonce is redeemed where it was not issued."""
+def _balanced_client(replicas: Replicas) -> tuple[client.ClientV2, RoundRobinAdapter]:
+    """An EAB-registered ClientV2 whose every request goes to the other replica than the last one."""
     a, b = replicas.both
     eab = _eab(a)
     balancer = RoundRobinAdapter(a.https_port, [a.https_port, b.https_port])
@@ -149,24 +150,95 @@ def test_acme_library_through_a_round_robin_balancer(replicas: Replicas, tmp_pat
                                                         hmac_key=eab.hmac_key, directory=cl.directory)
     net.account = cl.new_account(messages.NewRegistration.from_data(
         email="ha@example.test", terms_of_service_agreed=True, external_account_binding=binding))
-    cert_key = ec.generate_private_key(ec.SECP256R1())
+    return cl, balancer
+
+
+def _obtain(cl: client.ClientV2, responder: Http01Responder, *names: str) -> x509.Certificate:
     csr = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
-           .add_extension(x509.SubjectAlternativeName([x509.DNSName("ha-lb.test")]), critical=False)
-           .sign(cert_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+           .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+           .sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
     order = cl.new_order(csr)
-    with Http01Responder(replicas.http01_port) as responder:
+    with responder:
         for authz in order.authorizations:
             challb = next(c for c in authz.body.challenges if isinstance(c.chall, challenges.HTTP01))
-            response, validation = challb.response_and_validation(cl.net.key)
+            _response, validation = challb.response_and_validation(cl.net.key)
             responder.tokens[challb.chall.encode("token")] = validation
-            cl.answer_challenge(challb, response)
+        for authz in order.authorizations:
+            challb = next(c for c in authz.body.challenges if isinstance(c.chall, challenges.HTTP01))
+            cl.answer_challenge(challb, challb.response(cl.net.key))
         done = cl.poll_and_finalize(order, datetime.datetime.now() + datetime.timedelta(seconds=90))
-    leaf = x509.load_pem_x509_certificate(done.fullchain_pem.encode())
+    return x509.load_pem_x509_certificate(done.fullchain_pem.encode())
+
+
+def test_acme_library_through_a_round_robin_balancer(replicas: Replicas) -> None:
+    """certbot's ClientV2 behind an L4 round-robin over both replicas: every request lands on the
+    other replica than the previous one, so every nonce is redeemed where it was not issued."""
+    a, b = replicas.both
+    cl, balancer = _balanced_client(replicas)
+    leaf = _obtain(cl, Http01Responder(replicas.http01_port), "ha-lb.test")
     assert "urn:ietf:params:acme:error:badNonce" not in balancer.problems, balancer.problems
     assert balancer.served[a.https_port] >= 3 and balancer.served[b.https_port] >= 3, balancer.served
     assert balancer.cross_redeemed >= 4, balancer.cross_redeemed
     assert replicas.store.certificates([leaf.serial_number])[leaf.serial_number][1] == \
         leaf.public_bytes(serialization.Encoding.DER)
+
+
+def test_acme_order_ready_when_its_challenges_finish_at_once(replicas: Replicas) -> None:
+    """An order for 8 names: the http-01 responder holds every validation request until all 8 have
+    arrived, so both replicas finish the authorizations concurrently (RFC 8555 §7.1.6: the order
+    becomes ready when all are valid, whoever finishes last)."""
+    cl, balancer = _balanced_client(replicas)
+    names = [f"ha-multi-{i}.test" for i in range(8)]
+    leaf = _obtain(cl, BarrierHttp01Responder(replicas.http01_port, len(names)), *names)
+    sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert set(sans.get_values_for_type(x509.DNSName)) == set(names)
+    assert "urn:ietf:params:acme:error:orderNotReady" not in balancer.problems, balancer.problems
+
+
+def test_acme_last_of_two_concurrent_validations_makes_the_order_ready(replicas: Replicas) -> None:
+    """The ACME store on PostgreSQL, deterministically: two validations of one 2-name order finish
+    at the same time (each paused after it marked its authorization valid and read the siblings'
+    statuses, before commit), as two replicas' validation workers do. Under READ COMMITTED each
+    would see the other still pending, and the order would stay pending with every authorization
+    valid (§7.1.6): finishers of one order must be serialised."""
+    from sqlalchemy import event
+    from sqlalchemy.sql import Select
+
+    from ca.store.db import Database
+    from enrollment.acme.model import Identifier
+    from enrollment.acme.store import AUTHZS, AcmeStore
+
+    db = Database(replicas.url)
+    barrier = threading.Barrier(2, timeout=3)
+
+    def pause(conn: object, clause: object, *args: object) -> None:
+        if isinstance(clause, Select) and AUTHZS in clause.get_final_froms():
+            with contextlib.suppress(threading.BrokenBarrierError):  # serialised by a lock: nobody to wait for
+                barrier.wait()
+
+    try:
+        store = AcmeStore(db)
+        now = datetime.datetime.now(datetime.UTC)
+        account = store.create_account({"kty": "EC"}, f"tp-{now.timestamp()}", [], None, now)
+        assert account is not None
+        later = now + datetime.timedelta(hours=1)
+        order = store.create_order(account.id, [Identifier("dns", "a.ha.test"), Identifier("dns", "b.ha.test")],
+                                   "machine", later, later, [["http-01"], ["http-01"]], now, None, None, None)
+        work = []
+        for authz in store.authzs(order.authz_ids):
+            (challenge,) = store.challenges(authz.id)
+            assert store.start_challenge(challenge.id, authz.id)
+            work.append((store.challenge(challenge.id), authz))
+        event.listen(db.write_engine, "after_execute", pause)
+        try:
+            with ThreadPoolExecutor(2) as pool:
+                list(pool.map(lambda w: store.finish_challenge(w[0], w[1], None, now), work))
+        finally:
+            event.remove(db.write_engine, "after_execute", pause)
+        assert [a.status for a in store.authzs(order.authz_ids)] == ["valid", "valid"]
+        assert store.order(order.id).status == "ready"  # type: ignore[union-attr]
+    finally:
+        db.dispose()
 
 
 # -- serials ----------------------------------------------------------------------------------------
@@ -337,6 +409,61 @@ def test_ocsp_answers_identical_across_replicas(replicas: Replicas) -> None:
     ra = answers["revoked"][0]
     assert ra.revocation_reason == x509.ReasonFlags.superseded
     assert answers["good"][0].certificate_status == ocsp.OCSPCertStatus.GOOD
+
+
+# -- revocations committed out of id order --------------------------------------------------------------
+
+def test_revocation_committed_after_a_later_one_reaches_every_replica(replicas: Replicas) -> None:
+    """PostgreSQL hands out outbox ids at INSERT but shows rows at COMMIT, so a slow revocation (X,
+    id N) can become visible after a quick one (Y, id N+1) that the replicas' feeds have already
+    passed. The slow writer is the core's own store in this process, paused right after its outbox
+    INSERT (as a replica busy with a large batch would be); Y goes through replica B's admin API."""
+    from sqlalchemy import event
+    from sqlalchemy.sql.dml import Insert
+
+    from ca.model import RevocationReason
+    from ca.store.db import Database
+    from ca.store.sql import OUTBOX, SqlCertificateStore
+
+    a, b = replicas.both
+    x, y = _issue(a, "gap-slow"), _issue(b, "gap-fast")
+    req_x, req_y = ocsp_request(x, replicas.issuer), ocsp_request(y, replicas.issuer)
+    for srv in (a, b):  # both replicas now hold pre-signed "good" answers for X and Y
+        for req in (req_x, req_y):
+            assert ocsp_post(srv.http_url, req).certificate_status == ocsp.OCSPCertStatus.GOOD
+    ski = replicas.issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest.hex()
+    db = Database(replicas.url)
+    inserted, release = threading.Event(), threading.Event()
+
+    def pause(conn: object, clause: object, *args: object) -> None:
+        if isinstance(clause, Insert) and clause.table is OUTBOX:
+            inserted.set()
+            release.wait(120)
+
+    event.listen(db.write_engine, "after_execute", pause)
+    slow = ThreadPoolExecutor(1)
+    try:
+        revoked_x = slow.submit(SqlCertificateStore(db).revoke, [x.serial_number], RevocationReason.keyCompromise,
+                                datetime.datetime.now(datetime.UTC), "ha-test", "admin", "127.0.0.1", None,
+                                lambda _issuer_id: (replicas.issuer.subject.rfc4514_string(), ski))
+        assert inserted.wait(60)
+        assert revoke(b, y.serial_number).status_code == 200
+        # Y revoked on both replicas: their feeds have read id N+1 (the cached "good" is gone)
+        wait_for(lambda: all(ocsp_post(srv.http_url, req_y).certificate_status == ocsp.OCSPCertStatus.REVOKED
+                             for srv in (a, b)), "both replicas to see the quick revocation", timeout=30)
+    finally:
+        release.set()
+        assert [i.serial for i in revoked_x.result(60)] == [x.serial_number]
+        slow.shutdown()
+        db.dispose()
+    wait_for(lambda: all(ocsp_post(srv.http_url, req_x).certificate_status == ocsp.OCSPCertStatus.REVOKED
+                         for srv in (a, b)), "both replicas' OCSP to see the revocation committed late", timeout=20)
+
+    def crl_lists_x() -> bool:
+        return all(x.serial_number in {e.serial_number for e in x509.load_der_x509_crl(
+            httpx.get(f"{srv.http_url}/crl/ec.crl", timeout=10).content)} for srv in (a, b))
+
+    wait_for(crl_lists_x, "the CRL to list the revocation committed late", timeout=20)
 
 
 # -- SIGKILL mid-load (last: it kills replica A) ------------------------------------------------------
