@@ -89,7 +89,19 @@ def serve(directory: Path) -> tuple[subprocess.Popen[bytes], int]:
     raise SystemExit("server did not start")
 
 
-def run_load(url: str, root: str, bodies: list[bytes] | None, concurrency: int, total: int) -> tuple[float, int]:
+def register_devices(url: str, root: str, directory: Path, n: int, tag: str) -> list[tuple[str, str]]:
+    """Bulk MDM registration (one admin API call); returns (device id, secret) pairs."""
+    token = (directory / "admin-token").read_text().strip()
+    devices = [{"device_id": f"{tag}-{i}", "profile": "machine", "sans": [f"DNS:bench-{i}.example.test"]}
+               for i in range(n)]
+    r = httpx.post(f"{url}/admin/v1/est/registrations", json={"devices": devices}, timeout=120,
+                   headers={"Authorization": f"Bearer {token}"}, verify=ssl.create_default_context(cafile=root))
+    r.raise_for_status()
+    return [(d["device_id"], d["secret"]) for d in r.json()["registrations"]]
+
+
+def run_load(url: str, root: str, bodies: list[bytes] | None, concurrency: int, total: int,
+             creds: list[tuple[str, str]] | None = None) -> tuple[float, int]:
     """``total`` requests spread over ``concurrency`` keep-alive clients; returns (seconds, failures)."""
     ctx = ssl.create_default_context(cafile=root)
     clients = [httpx.Client(verify=ctx, timeout=60) for _ in range(concurrency)]
@@ -109,7 +121,8 @@ def run_load(url: str, root: str, bodies: list[bytes] | None, concurrency: int, 
                 r = client.get(f"{url}/.well-known/est/cacerts")
             else:
                 r = client.post(f"{url}/.well-known/est/simpleenroll", content=base64.b64encode(bodies[i]),
-                                auth=("bench", PASSWORD), headers={"Content-Type": "application/pkcs10"})
+                                auth=creds[i] if creds else ("bench", PASSWORD),
+                                headers={"Content-Type": "application/pkcs10"})
             if r.status_code != 200:
                 with lock:
                     failures[0] += 1
@@ -189,6 +202,14 @@ def main() -> None:
                 print(f"{c:>7} {enroll_rate:>9.0f} {get_rate:>10.0f} {enroll_rate / get_rate:>15.2f} "
                       f"{enroll_rate / peer['issue_per_s']:>15.2f} {1000 * cpu / args.requests:>16.1f} "
                       f"{fails + fails_get:>5}")
+            c = levels[-1]
+            creds = register_devices(url, root, directory, args.requests, "dev")
+            cpu0 = cpu_seconds(proc.pid)
+            t_dev, fails = run_load(url, root, make_csrs(args.requests), c, args.requests, creds)
+            cpu = cpu_seconds(proc.pid) - cpu0
+            dev_rate = args.requests / t_dev
+            print(f"{c:>7} {dev_rate:>9.0f} {'':>10} {'':>15} {dev_rate / peer['issue_per_s']:>15.2f}"
+                  f" {1000 * cpu / args.requests:>16.1f} {fails:>5}  <- device secrets (claim + finalize per cert)")
             print(f"(server CPU ms/cert x enroll/s / 1000 = server cores busy; this machine has {os.cpu_count()})")
         finally:
             proc.send_signal(signal.SIGTERM)
