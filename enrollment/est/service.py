@@ -183,13 +183,12 @@ class EstService:
             raise PKIError(ErrorKind.FORBIDDEN, "this subject is reserved for RA certificates (issued by an operator)")
         if kind is PrincipalKind.DEVICE:
             return self._for_registration(plan, principal.registration)
-        if kind is PrincipalKind.RA or (kind is PrincipalKind.PIPELINE and principal.pipeline
-                                        and principal.pipeline.registered_only):
+        pipeline = principal.pipeline
+        if pipeline is not None and pipeline.labels and label_name not in pipeline.labels:
+            raise PKIError(ErrorKind.FORBIDDEN, f"pipeline {principal.name} may not use label {label_name}")
+        if kind is PrincipalKind.RA or (pipeline is not None and pipeline.registered_only):
             return self._for_registration(plan, self._registration_of(csr))
         if kind is PrincipalKind.PIPELINE:
-            assert principal.pipeline is not None
-            if principal.pipeline.labels and label_name not in principal.pipeline.labels:
-                raise PKIError(ErrorKind.FORBIDDEN, f"pipeline {principal.name} may not use label {label_name}")
             return plan
         return self._for_renewal(plan, call)
 
