@@ -49,7 +49,7 @@ def read_tlv(buf: bytes | memoryview, pos: int, end: int) -> tuple[int, int, int
 
 def read_all(buf: bytes | memoryview, start: int, end: int, limit: int) -> list[tuple[int, int, int]]:
     """Every TLV between ``start`` and ``end`` (a SEQUENCE's content), at most ``limit`` of them."""
-    out = []
+    out: list[tuple[int, int, int]] = []
     pos = start
     while pos < end:
         if len(out) >= limit:
