@@ -46,6 +46,8 @@ class Conn:
     children: bool = True
     auth: str = "pubkey"
     mobike: bool = False
+    local_addr: str = "127.0.0.1"
+    remote_addr: str = "127.0.0.1"
     local_ts: str = "10.231.2.0/24"
     remote_ts: str = "10.231.1.0/24"
     extra: str = ""
@@ -63,9 +65,9 @@ class Conn:
         return f"""
   {self.name} {{
     version = 2
-    local_addrs = 127.0.0.1
+    local_addrs = {self.local_addr}
     local_port = {local_port}
-    remote_addrs = 127.0.0.1
+    remote_addrs = {self.remote_addr}
     remote_port = {remote_port}
     mobike = {"yes" if self.mobike else "no"}
     proposals = {self.proposals}
@@ -235,6 +237,7 @@ class ResponderProc:
     scheme: str = "http"
     verify: Any = True
     wrap: tuple[str, ...] = ()
+    host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
@@ -249,7 +252,7 @@ class ResponderProc:
         return self.state / "events.jsonl"
 
     def start(self) -> None:
-        cmd = [*self.wrap, sys.executable, "-m", "gateway.cli", "serve", "--listen", f"127.0.0.1:{self.port}",
+        cmd = [*self.wrap, sys.executable, "-m", "gateway.cli", "serve", "--listen", f"{self.host}:{self.port}",
                "--push-listen", f"127.0.0.1:{self.push_port}", "--control", str(self.control),
                "--event-log", str(self.events_path), *self.args]
         with open(self.state / "stderr.log", "wb") as err:
@@ -274,12 +277,12 @@ class ResponderProc:
                 self.proc.kill()
                 self.proc.wait(5)
 
-    def control_get(self, path: str) -> dict[str, Any]:
-        """GET over the Unix control socket (reachable from any network namespace)."""
+    def control_get(self, path: str, method: str = "GET", body: bytes = b"") -> dict[str, Any]:
+        """HTTP over the Unix control socket (reachable from any network namespace)."""
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(5)
+            s.settimeout(10)
             s.connect(str(self.control))
-            s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            s.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
             data = b""
             while chunk := s.recv(65536):
                 data += chunk
