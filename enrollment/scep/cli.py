@@ -103,7 +103,7 @@ def approve(ident: Annotated[str, typer.Argument(help="Numeric id or transaction
     if json_out:
         print_json(_row(tx))
     else:
-        console.print(f"approved {tx.transaction_id}: issued serial {format(tx.serial, 'x')}")
+        console.print(f"approved {tx.transaction_id}: issued serial {format(tx.serial, 'x')}", soft_wrap=True)
 
 
 @app.command("reject")

@@ -112,6 +112,19 @@ class ScepRepository:
         except IntegrityError:
             return False
 
+    def reopen(self, row_id: int, from_status: str, *, status: str, profile: str, subject: str, csr_der: bytes,
+               signer_der: bytes, cipher: str, serial: int | None, principal: str, source: str, now: datetime,
+               **_ignored: object) -> bool:
+        """Reuse a finished transaction row for a new request with the same transactionID and key."""
+        with self.db.write() as conn:
+            result = conn.execute(update(TRANSACTIONS).where(
+                TRANSACTIONS.c.id == row_id, TRANSACTIONS.c.status == from_status).values(
+                status=status, profile=profile, subject=subject[:1024], csr_der=csr_der, signer_der=signer_der,
+                cipher=cipher,
+                serial=format(serial, "x") if serial is not None else None, principal=principal[:255],
+                source=source[:255], updated_at=now))
+            return result.rowcount == 1
+
     def transition(self, row_id: int, from_status: str, to_status: str, now: datetime,
                    serial: int | None = None, principal: str | None = None) -> bool:
         """Conditional status change (only one approver wins)."""

@@ -58,6 +58,7 @@ class _Exchange:
     source: str
     signer: x509.Certificate | None = None
     cipher: str = cms.DES3
+    reuse: Transaction | None = None  # a finished transaction with this transactionID and key
 
 
 class ScepService:
@@ -303,14 +304,19 @@ class ScepService:
         return info
 
     def _prior(self, ex: _Exchange, csr: CertificationRequest) -> ScepReply | None:
-        """A retransmitted request (same transactionID and key) gets the same answer again."""
+        """A retransmitted request (same transactionID, key and CSR) gets the same answer again.
+        A new CSR under a finished transaction is a new enrollment with the same key (strongSwan
+        derives the transactionID from the key, RFC 8894 §3.2.1.1): its row is reused."""
         assert ex.signer is not None
         tx = self.repo.find(ex.request.transaction_id, key_digest(ex.signer.public_key()))
         if tx is None:
             return None
-        if tx.csr_der != csr.der:
-            raise PKIError(ErrorKind.BAD_REQUEST, "transactionID already used for another request")
-        return self._reply_for(tx)
+        if tx.csr_der == csr.der:
+            return self._reply_for(tx)
+        if tx.status in (PENDING, ISSUING):
+            raise PKIError(ErrorKind.BAD_REQUEST, "another request with this transactionID is pending")
+        ex.reuse = tx
+        return None
 
     def _reply_for(self, tx: Transaction) -> ScepReply:
         if tx.status in (PENDING, ISSUING):
@@ -371,12 +377,17 @@ class ScepService:
                   "signer_der": ex.signer.public_bytes(Encoding.DER), "cipher": ex.cipher, "principal": principal,
                   "source": ex.source, "now": now}
         if pending:
-            if not self.repo.record(status=PENDING, serial=None, **record):
+            if not self._save(ex, status=PENDING, serial=None, **record):
                 raise PKIError(ErrorKind.BAD_REQUEST, "transactionID already in use")
             return ScepReply(PkiStatus.PENDING, detail="awaiting manual approval")
         issued = self._issue(csr, profile, principal, ex.source, sans)
-        self.repo.record(status=ISSUED, serial=issued.serial, **record)
+        self._save(ex, status=ISSUED, serial=issued.serial, **record)
         return ScepReply(PkiStatus.SUCCESS, payload=cms.degenerate([issued.certificate]))
+
+    def _save(self, ex: _Exchange, **row: Any) -> bool:
+        if ex.reuse is None:
+            return self.repo.record(**row)
+        return self.repo.reopen(ex.reuse.id, ex.reuse.status, **row)
 
     def _issue(self, csr: CertificationRequest, profile: str, principal: str, source: str,
                sans: tuple[x509.GeneralName, ...]) -> Any:

@@ -7,7 +7,9 @@ import json
 import os
 import ssl
 import subprocess
+import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -117,3 +119,42 @@ def test_micromdm_scepclient_enrolls(scep: ScepEnv, tmp_path: Path) -> None:
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert sans.get_values_for_type(x509.DNSName) == ["h3.example.test"]  # SAN taken from the CN
     verify_chain(scep, work / "h3.pem")
+
+
+def test_strongswan_polls_until_manual_approval_same_key_again(scep: ScepEnv, tmp_path: Path,
+                                                               deployment: Any) -> None:
+    """pki derives the transactionID from the key: a second PKCSReq with the same key (new subject,
+    profile gateway with manual approval) reuses it; pki polls with CertPoll until `ikepki scep
+    approve`."""
+    from enrollment.scep.service import ScepService
+    from enrollment.scep.settings import ScepSettings
+
+    pki(tmp_path, "--scepca", "--url", scep.url, "--caout", "ca.crt", "--raout", "ra.crt", "--outform", "pem")
+    (tmp_path / "k.key").write_text(pki(tmp_path, "--gen", "--type", "rsa", "--size", "2048",
+                                        "--outform", "pem").stdout)
+    trust = ["--cacert-enc", "ra.crt", "--cacert-sig", "ra.crt", "--cacert", "ca.crt", "--cacert", "ca-1.crt",
+             "--outform", "pem"]
+    pki(tmp_path, "--scep", "--url", scep.url, "--in", "k.key", "--dn", "CN=first.example.test", "--san",
+        "first.example.test", "--password", admin_challenge(scep), *trust)
+    conf = tmp_path / "strongswan.conf"
+    poller = subprocess.Popen([require_binary("pki"), "--scep", "--url", f"{scep.url}/gateway", "--in", "k.key",
+                               "--dn", "CN=gw7.example.test", "--san", "gw7.example.test", "--password",
+                               admin_challenge(scep, "gateway"), "--interval", "1", "--maxpolltime", "90", *trust],
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "STRONGSWAN_CONF": str(conf)})
+    try:
+        service = ScepService(deployment, ScepSettings())
+        deadline = time.monotonic() + 60
+        pending = []
+        while not pending and time.monotonic() < deadline and poller.poll() is None:
+            pending = [t for t in service.repo.pending() if t.subject == "CN=gw7.example.test"]
+            time.sleep(0.2)
+        assert pending, poller.communicate(timeout=5)
+        run_ikepki("scep", "approve", str(pending[0].id), directory=scep.server.dir)
+        out, err = poller.communicate(timeout=90)
+    finally:
+        if poller.poll() is None:
+            poller.kill()
+    assert poller.returncode == 0, out + err
+    cert = x509.load_pem_x509_certificate(out.encode())
+    assert cert.subject.rfc4514_string() == "CN=gw7.example.test"
