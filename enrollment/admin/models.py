@@ -131,6 +131,11 @@ class GatewayOut(BaseModel):
         return cls.model_validate({k: row.get(k) for k in cls.model_fields if k in row})
 
 
+class GatewayHealth(GatewayOut):
+    reachable: bool | None = None  # None: this kind cannot be probed (webhook)
+    live_peers: int | None = None  # distinct peer identities with an IKE_SA now (vici, responder)
+
+
 class DeviceBlock(Wire):
     reason: str | None = Field(default=None, max_length=255)
 

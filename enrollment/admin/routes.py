@@ -33,6 +33,7 @@ from enrollment.admin.models import (
     DeliveryQuery,
     DeviceBlock,
     DeviceOut,
+    GatewayHealth,
     GatewayIn,
     GatewayOut,
     GatewayPatch,
@@ -272,6 +273,18 @@ def _routes(app: FastAPI, dep: Any, settings: AdminSettings) -> None:
     @app.get(f"{PREFIX}/gateways/{{name}}", response_model=GatewayOut)
     def gateway(name: str, p: Viewer) -> GatewayOut:
         return GatewayOut.of(gateway_row(name))
+
+    @app.get(f"{PREFIX}/gateways/{{name}}/health", response_model=GatewayHealth)
+    def gateway_probe(name: str, p: Viewer) -> GatewayHealth:
+        """Push state plus a live probe: VICI ``list-sas`` / the responder's ``/v1/sas``."""
+        row = gateway_row(name)
+        out = GatewayHealth.model_validate(GatewayOut.of(row).model_dump())
+        if row["kind"] in ("vici", "responder"):
+            sessions = targets.gateway_sessions([{**row, "enabled": True}])
+            out.reachable = name in sessions
+            out.live_peers = len({k for k in sessions[name].peers if not k.startswith("dn:")}) \
+                if name in sessions else None
+        return out
 
     @app.patch(f"{PREFIX}/gateways/{{name}}", response_model=GatewayOut)
     def patch_gateway(name: str, body: GatewayPatch, p: Admin) -> GatewayOut:

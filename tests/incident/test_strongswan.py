@@ -46,6 +46,13 @@ def test_revoke_yes_terminates_the_strongswan_sa_and_reconnect_fails(incident, s
     assert ok, f"client could not connect:\n{log}\n--- gateway ---\n{rig.gateway.log()[-3000:]}"
     assert wait_for(lambda: rig.gateway.established(rig.client_id), 5), rig.gateway.ike_sas()
 
+    with incident.api() as api:
+        health = api.get(f"/gateways/{rig.gateway_name}/health").json()
+        assert health["reachable"] is True and health["live_peers"] >= 1, health
+        plan = api.post("/revocations", json={"serials": [rig.client_serial], "reason": "keyCompromise",
+                                              "dry_run": True}).json()
+        assert plan["live_sas"] == {rig.client_serial: [rig.gateway_name]}, plan  # the dry run knows where it is
+
     gone_at: list[float] = []
     gone_wall: list[float] = []
 
