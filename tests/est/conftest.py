@@ -37,6 +37,7 @@ est:
     approval: {{profile: machine, manual_approval: true, retry_after_seconds: 1}}
     certonly: {{profile: machine, auth: [client-cert]}}
     shortlived: {{profile: machine, auth: [basic], lifetime_hours: 0.0006}}
+    otherteam: {{profile: machine}}
   pipelines:
     intune:
       password_hash: "{hash_password(PIPELINE_PASSWORD, 1000)}"

@@ -204,6 +204,8 @@ def test_pipelines_basic_auth(est: EstEnv) -> None:
         assert r.status_code == 401 and r.headers["www-authenticate"] == 'Basic realm="ikepki EST"'
         r = enroll(c, est.url, make_csr(new_key(), "c1", ["DNS:c1.example.test"]), label="certonly", auth=INTUNE)
         assert r.status_code == 403  # the label accepts client certificates only
+        r = enroll(c, est.url, make_csr(new_key(), "c2", ["DNS:c2.example.test"]), label="otherteam", auth=INTUNE)
+        assert r.status_code == 403 and "may not use label" in r.text
         # the strict pipeline may only enroll registered devices
         r = enroll(c, est.url, make_csr(new_key(), "free", ["DNS:free.example.test"]),
                    auth=("strict", STRICT_PASSWORD))
