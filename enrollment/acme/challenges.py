@@ -111,6 +111,9 @@ class Http01:
 
     def __init__(self, settings: AcmeSettings) -> None:
         self.settings = settings
+        # one client for all validations (thread safe); no keep-alive: every validation connects afresh
+        self.http = httpx.Client(timeout=settings.validation_timeout, follow_redirects=False, trust_env=False,
+                                 verify=False, limits=httpx.Limits(max_keepalive_connections=0))  # noqa: S501 (plain http)
 
     def applies(self, authz: Authz) -> bool:
         return not authz.wildcard
@@ -124,8 +127,7 @@ class Http01:
         host = authz.identifier.value if authz.identifier.type == "dns" else _host(authz.identifier.value)
         url = f"http://{_host(address)}:{self.settings.http01_port}/.well-known/acme-challenge/{challenge.token}"
         try:
-            with httpx.Client(timeout=self.settings.validation_timeout, follow_redirects=False, trust_env=False) as c, \
-                    c.stream("GET", url, headers={"Host": host, "User-Agent": "ikepki-acme-va"}) as resp:
+            with self.http.stream("GET", url, headers={"Host": host, "User-Agent": "ikepki-acme-va"}) as resp:
                 body = b""
                 for chunk in resp.iter_bytes():
                     body += chunk
