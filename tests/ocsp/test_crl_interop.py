@@ -128,3 +128,21 @@ def test_crl_publish_cli_writes_static_files(pki: Pki, deployment_dir: Path, tmp
         der = out / f"{issuer}.crl"
         assert openssl("crl", "-inform", "DER", "-in", der, "-CAfile", chain, "-noout").returncode == 0
         assert (out / f"{issuer}.pem").read_bytes().startswith(b"-----BEGIN X509 CRL-----")
+
+
+def test_invalidity_date_and_reason_codes_in_the_full_crl(pki: Pki) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from ca.model import RevocationRequest
+    from tests.ocsp.ocsp_helpers import TESTER
+
+    cert, _ = pki.issue()
+    compromised_at = (datetime.now(UTC) - timedelta(days=2)).replace(microsecond=0)
+    pki.dep.authority.revoke(RevocationRequest((cert.serial_number,), RevocationReason.privilegeWithdrawn, TESTER,
+                                               invalidity_date=compromised_at))
+    crl = wait_for(lambda: listed(pki, "ec.crl", cert.serial_number), what="entry in the full CRL")
+    entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+    assert entry is not None
+    assert entry.extensions.get_extension_for_class(x509.InvalidityDate).value.invalidity_date_utc == compromised_at
+    assert entry.extensions.get_extension_for_class(x509.CRLReason).value.reason is \
+        x509.ReasonFlags.privilege_withdrawn

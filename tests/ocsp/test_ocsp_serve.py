@@ -22,8 +22,9 @@ from tests.ocsp.test_responder_core import request_for
 pytestmark = pytest.mark.interop
 
 
-@pytest.fixture
-def ocsp_server(deployment_dir: Path, tmp_path: Path) -> Iterator[str]:
+@pytest.fixture(scope="module")
+def ocsp_server(deployment_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    tmp_path = tmp_path_factory.mktemp("ocsp-serve")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "SOFTHSM2_CONF"}
     env.update(IKEPKI_OCSP_SIGNER_ROTATE_BEFORE_HOURS="10000", IKEPKI_OCSP_SIGNER_CHECK_SECONDS="1")
@@ -84,3 +85,23 @@ def _rotated(pki: Pki, resp: ocsp.OCSPResponse) -> bool:
         serials = {r.serial for r in conn.execute(select(SIGNER_CERTS.c.serial).where(
             SIGNER_CERTS.c.issuer_id == "ec"))}
     return any(format(c.serial_number, "x") in serials for c in resp.certificates)
+
+
+def test_two_responders_give_the_same_answer(pki: Pki, ocsp_server: str) -> None:
+    """`ikepki serve` and `ikepki ocsp serve` over one store: same status, thisUpdate, nextUpdate,
+    producedAt for the same nonce-less request (thisUpdate is bucketed; only the ECDSA signature
+    differs). Retried if the two requests straddle a bucket boundary."""
+    cert, _ = pki.issue()
+    body = request_for(pki.dep, "ec", [cert.serial_number])
+
+    def fields(url: str) -> tuple[object, ...]:
+        r = httpx.post(f"{url}/ocsp", content=body, headers={"Content-Type": "application/ocsp-request"}, timeout=30)
+        resp = ocsp.load_der_ocsp_response(r.content)
+        return (resp.certificate_status, resp.this_update_utc, resp.next_update_utc, resp.produced_at_utc,
+                resp.serial_number)
+
+    for _ in range(3):
+        a, b = fields(pki.url), fields(ocsp_server)
+        if a == b:
+            break
+    assert a == b and a[0] is ocsp.OCSPCertStatus.GOOD
