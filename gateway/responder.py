@@ -427,7 +427,7 @@ class Responder:
         octets = signed_octets(sa.init_request, sa.nr, sa.suite.prf, sa.keys.sk_pi, idi.body())
         try:
             scheme = verify_auth(path.leaf.public_key(), auth.method, auth.data, octets,  # type: ignore[arg-type]
-                                 sa.peer_hashes & frozenset(OUR_HASHES))
+                                 frozenset(OUR_HASHES))  # RFC 7427 §4: hashes *we* announced
         except AuthError as exc:
             raise Refused(N.AUTHENTICATION_FAILED, f"AUTH: {exc}") from exc
         await self._check_revocation(path.leaf, path.issuer)
@@ -466,7 +466,7 @@ class Responder:
     def _auth_payloads(self, sa: IkeSa) -> list[c.Payload]:
         idr = c.ID(id_type=self.identity.id_type, data=self.identity.data, initiator=False)
         octets = signed_octets(sa.init_response, sa.ni, sa.suite.prf, sa.keys.sk_pr, idr.body())
-        sig = sign_auth(self.cfg.key, octets, sa.peer_hashes & frozenset(OUR_HASHES))
+        sig = sign_auth(self.cfg.key, octets, sa.peer_hashes)
         chain = [x for x in self.cfg.cert_chain if x.issuer != x.subject or x is self.cfg.cert_chain[0]]
         certs: list[c.Payload] = [c.Cert(encoding=4, data=x.public_bytes(Encoding.DER)) for x in chain]
         return [idr, *certs, c.Auth(method=sig.method, data=sig.data)]

@@ -124,24 +124,26 @@ def _pss_identifier(hash_name: str) -> bytes:
         "salt_length": size}}).dump()
 
 
-def sign_auth(key: PrivateKey, octets: bytes, peer_hashes: frozenset[int]) -> Signature:
-    """Sign our AUTH: RFC 7427 method 14 when the peer announced SIGNATURE_HASH_ALGORITHMS,
-    otherwise RFC 4754 methods 9/10/11 (ECDSA) or method 1 (RSA, RFC 7296 §3.8)."""
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        ident = algos.SignedDigestAlgorithm({"algorithm": "ed25519"}).dump()
-        return Signature(AuthMethod.DIGITAL_SIGNATURE, bytes([len(ident)]) + ident + key.sign(octets))
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        hname = {256: "sha256", 384: "sha384", 521: "sha512"}[key.curve.key_size]
-        if not peer_hashes:
-            r, s = decode_dss_signature(key.sign(octets, ec.ECDSA(_hash_obj(hname))))
-            size = (key.curve.key_size + 7) // 8
-            method = {256: AuthMethod.ECDSA_256, 384: AuthMethod.ECDSA_384, 521: AuthMethod.ECDSA_521}
-            return Signature(method[key.curve.key_size], r.to_bytes(size, "big") + s.to_bytes(size, "big"))
-        ident = algos.SignedDigestAlgorithm({"algorithm": f"{hname}_ecdsa"}).dump()
-        return Signature(AuthMethod.DIGITAL_SIGNATURE,
-                         bytes([len(ident)]) + ident + key.sign(octets, ec.ECDSA(_hash_obj(hname))))
-    if not peer_hashes:
-        return Signature(AuthMethod.RSA_SIG, key.sign(octets, padding.PKCS1v15(), hashes.SHA1()))  # noqa: S303
-    ident = _pss_identifier("sha256")
-    sig = key.sign(octets, padding.PSS(padding.MGF1(hashes.SHA256()), 32), hashes.SHA256())
+def _with_length(ident: bytes, sig: bytes) -> Signature:
     return Signature(AuthMethod.DIGITAL_SIGNATURE, bytes([len(ident)]) + ident + sig)
+
+
+def sign_auth(key: PrivateKey, octets: bytes, peer_hashes: frozenset[int]) -> Signature:
+    """Sign our AUTH with RFC 7427 method 14 using a hash the peer announced (§4); without a
+    usable one, RFC 4754 methods 9/10/11 (ECDSA) or method 1 (RSA, RFC 7296 §3.8)."""
+    if isinstance(key, ed25519.Ed25519PrivateKey):  # RFC 8420: no classic method exists
+        return _with_length(algos.SignedDigestAlgorithm({"algorithm": "ed25519"}).dump(), key.sign(octets))
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        hid, hname = {256: (HashAlg.SHA2_256, "sha256"), 384: (HashAlg.SHA2_384, "sha384"),
+                      521: (HashAlg.SHA2_512, "sha512")}[key.curve.key_size]
+        der = key.sign(octets, ec.ECDSA(_hash_obj(hname)))
+        if hid in peer_hashes:
+            return _with_length(algos.SignedDigestAlgorithm({"algorithm": f"{hname}_ecdsa"}).dump(), der)
+        r, s = decode_dss_signature(der)
+        size = (key.curve.key_size + 7) // 8
+        method = {256: AuthMethod.ECDSA_256, 384: AuthMethod.ECDSA_384, 521: AuthMethod.ECDSA_521}
+        return Signature(method[key.curve.key_size], r.to_bytes(size, "big") + s.to_bytes(size, "big"))
+    if HashAlg.SHA2_256 not in peer_hashes:
+        return Signature(AuthMethod.RSA_SIG, key.sign(octets, padding.PKCS1v15(), hashes.SHA1()))  # noqa: S303
+    sig = key.sign(octets, padding.PSS(padding.MGF1(hashes.SHA256()), 32), hashes.SHA256())
+    return _with_length(_pss_identifier("sha256"), sig)

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from gateway.ikev2 import codec as c
-from gateway.ikev2.auth import AuthError, signed_octets, verify_auth
+from gateway.ikev2.auth import AuthError, sign_auth, signed_octets, verify_auth
 from gateway.ikev2.constants import HEADER_LEN, Encr, HashAlg, Prf
 from gateway.ikev2.crypto import (
     IntegrityError,
@@ -95,3 +96,34 @@ def test_prf_plus_counter_and_length() -> None:
     assert len(a) == 100 and a[:32] == prf_plus(Prf.HMAC_SHA2_256, b"k", b"seed", 32)
     with pytest.raises(ValueError, match="too long"):
         prf_plus(Prf.HMAC_SHA2_256, b"k", b"s", 32 * 256)
+
+
+@pytest.mark.parametrize("curve", [ec.SECP256R1(), ec.SECP384R1(), ec.SECP521R1()])
+def test_sign_auth_uses_announced_hash_or_classic_method(curve: ec.EllipticCurve) -> None:
+    key = ec.generate_private_key(curve)
+    hid = {256: HashAlg.SHA2_256, 384: HashAlg.SHA2_384, 521: HashAlg.SHA2_512}[curve.key_size]
+    modern = sign_auth(key, b"octets", frozenset({hid}))
+    assert modern.method == 14
+    assert verify_auth(key.public_key(), modern.method, modern.data, b"octets", frozenset({hid})).startswith(
+        "DIGITAL_SIGNATURE/ecdsa")
+    classic = sign_auth(key, b"octets", frozenset())
+    assert classic.method in (9, 10, 11) and len(classic.data) == 2 * ((curve.key_size + 7) // 8)
+    assert verify_auth(key.public_key(), classic.method, classic.data, b"octets", frozenset()) == \
+        f"ECDSA_{curve.key_size}"
+    with pytest.raises(AuthError):
+        verify_auth(key.public_key(), modern.method, modern.data, b"octets", frozenset({HashAlg.SHA1}))
+
+
+def test_rsa_pss_and_ed25519_round_trip() -> None:
+    rsa_key = rsa.generate_private_key(65537, 2048)
+    pss = sign_auth(rsa_key, b"m", frozenset({HashAlg.SHA2_256}))
+    assert verify_auth(rsa_key.public_key(), pss.method, pss.data, b"m",
+                       frozenset({HashAlg.SHA2_256})) == "DIGITAL_SIGNATURE/rsassa_pss-sha256"
+    legacy = sign_auth(rsa_key, b"m", frozenset())
+    assert verify_auth(rsa_key.public_key(), legacy.method, legacy.data, b"m", frozenset()) == "RSA_SIG"
+    ed = ed25519.Ed25519PrivateKey.generate()
+    sig = sign_auth(ed, b"m", frozenset({HashAlg.IDENTITY}))
+    assert verify_auth(ed.public_key(), sig.method, sig.data, b"m", frozenset({HashAlg.IDENTITY})) == \
+        "DIGITAL_SIGNATURE/ed25519"
+    with pytest.raises(AuthError):
+        verify_auth(ed.public_key(), sig.method, sig.data, b"tampered", frozenset({HashAlg.IDENTITY}))
