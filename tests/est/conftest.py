@@ -112,7 +112,7 @@ class EstEnv:
         assert r.status_code == 200, r.text
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def est(deployment_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EstEnv]:
     """The shared session deployment, served with this package's own config file (``--config``:
     the deployment's ikepki.yaml plus an ``est:`` section), so no extra `ikepki init` is needed."""
