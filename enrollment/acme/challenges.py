@@ -96,7 +96,7 @@ def _address(settings: AcmeSettings, authz: Authz) -> str:
     mapped = settings.mapped_address(authz.identifier.value)
     if mapped:
         return mapped
-    return socket.getaddrinfo(authz.identifier.value, None, proto=socket.IPPROTO_TCP)[0][4][0]
+    return str(socket.getaddrinfo(authz.identifier.value, None, proto=socket.IPPROTO_TCP)[0][4][0])
 
 
 def _host(address: str) -> str:

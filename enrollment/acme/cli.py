@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -101,7 +101,7 @@ def eab_create(
 def eab_list(directory: DirOption = DEFAULT_DIR, config: ConfigOption = None, json_out: JsonOption = False) -> None:
     """List EAB keys and their policy (never the HMAC keys)."""
     dep = open_deployment(directory, config)
-    rows = [{"kid": k.kid, "profile": k.profile, "identifiers": list(k.identifiers),
+    rows: list[dict[str, Any]] = [{"kid": k.kid, "profile": k.profile, "identifiers": list(k.identifiers),
              "expires": k.expires.isoformat() if k.expires else None, "single_use": k.single_use,
              "used": k.used_count, "disabled": k.disabled} for k in AcmeStore(dep.db).eab_keys()]
     if json_out:

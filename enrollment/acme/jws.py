@@ -108,7 +108,7 @@ def public_key_from_jwk(jwk: Any) -> PublicKey:
     kty = jwk.get("kty")
     try:
         if kty == "EC":
-            curve, size = _CURVES[jwk.get("crv")]
+            curve, size = _CURVES[str(jwk.get("crv"))]
             x, y = b64d(jwk.get("x"), "jwk x"), b64d(jwk.get("y"), "jwk y")
             if len(x) != size or len(y) != size:
                 raise AcmeProblem("badPublicKey", "EC coordinates have the wrong length")

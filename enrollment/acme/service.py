@@ -452,7 +452,7 @@ class AcmeService:
                 subproblems.append({"type": "urn:ietf:params:acme:error:rejectedIdentifier", "detail": detail,
                                     "identifier": ident.wire()})
         if subproblems:
-            raise AcmeProblem("rejectedIdentifier", "; ".join(p["detail"] for p in subproblems),
+            raise AcmeProblem("rejectedIdentifier", "; ".join(str(p["detail"]) for p in subproblems),
                               subproblems=subproblems)
 
     def _validity(self, payload: dict[str, Any]) -> tuple[Any, Any]:
@@ -592,6 +592,10 @@ class AcmeService:
                 raise malformed("the only status a client may set is deactivated")
             if not self.store.set_authz_status(authz.id, ("pending", "valid"), "deactivated"):
                 raise unauthorized(f"an authorization that is {authz.status} cannot be deactivated")
+            error = {"type": "urn:ietf:params:acme:error:unauthorized", "status": 403,
+                     "detail": "an authorization of this order was deactivated"}
+            for status in ("pending", "ready"):  # §7.1.6: an order with a deactivated authorization is invalid
+                self.store.transition_order(authz.order_id, status, "invalid", error=error)
             authz = self.store.authz(authz_id) or authz
         challenges = self.store.challenges(authz.id)
         headers = {"Retry-After": "1"} if any(c.status == "processing" for c in challenges) else {}
