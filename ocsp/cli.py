@@ -89,3 +89,34 @@ def publish(out: Annotated[Path, typer.Option("--out", help="Write the CRLs into
         console.print(f"published {line}", highlight=False)
     for w in written:
         console.print(f"{w['file']}: {w['issuer']} {w['kind']} CRL #{w['number']}", highlight=False)
+
+
+@crl_app.command("list")
+@cli_errors
+def list_crls(directory: DirOption = DEFAULT_DIR, config: ConfigOption = None, json_out: JsonOption = False) -> None:
+    """The newest published full and delta CRL of every issuer (number, entries, validity)."""
+    from rich.table import Table
+
+    from ocsp.crl_publisher import latest
+    from ocsp.runtime import runtime_for
+
+    dep = open_deployment(directory, config)
+    rows = []
+    with dep.db.read() as conn:
+        for issuer_id in sorted(runtime_for(dep).crl_issuer_ids):
+            for kind in ("full", "delta"):
+                p = latest(conn, issuer_id, kind)
+                if p is not None:
+                    rows.append({"issuer": issuer_id, "kind": kind, "number": p.crl_number, "base": p.base_number,
+                                 "entries": p.entries, "this_update": p.this_update.isoformat(),
+                                 "next_update": p.next_update.isoformat()})
+    if json_out:
+        print_json(rows)
+        return
+    table = Table()
+    for col in ("issuer", "kind", "number", "base", "entries", "this update", "next update"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["issuer"], r["kind"], str(r["number"]), str(r["base"] or ""), str(r["entries"]),
+                      r["this_update"], r["next_update"])
+    console.print(table)

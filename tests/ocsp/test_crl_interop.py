@@ -146,3 +146,12 @@ def test_invalidity_date_and_reason_codes_in_the_full_crl(pki: Pki) -> None:
     assert entry.extensions.get_extension_for_class(x509.InvalidityDate).value.invalidity_date_utc == compromised_at
     assert entry.extensions.get_extension_for_class(x509.CRLReason).value.reason is \
         x509.ReasonFlags.privilege_withdrawn
+
+
+def test_crl_list_cli(pki: Pki, deployment_dir: Path) -> None:
+    wait_for(lambda: fetch_crl(pki.url, "ec-delta.crl"), what="a delta CRL")
+    rows = json.loads(run_ikepki("crl", "list", "--json", directory=deployment_dir).stdout)
+    kinds = {(r["issuer"], r["kind"]) for r in rows}
+    assert {("ec", "full"), ("ec", "delta"), ("root", "full")} <= kinds
+    delta = next(r for r in rows if r["issuer"] == "ec" and r["kind"] == "delta")
+    assert delta["base"] is not None and delta["number"] > delta["base"]
