@@ -71,16 +71,21 @@ class PasswordCache:
     """Successful PBKDF2 checks remembered by (user, SHA-256(password)): pipelines send the same
     credentials on every request, and PBKDF2 would otherwise dominate the request cost."""
 
-    def __init__(self) -> None:
+    def __init__(self, concurrent_checks: int = 2) -> None:
         self._ok: dict[tuple[str, bytes, str], None] = {}
         self._lock = threading.Lock()
+        # wrong passwords always cost a full PBKDF2: bound how many run at once so that guessing
+        # cannot take every worker thread and core from real enrollments
+        self._slots = threading.BoundedSemaphore(concurrent_checks)
 
     def check(self, user: str, password: str, encoded: str) -> bool:
         key = (user, hashlib.sha256(password.encode()).digest(), encoded)
         with self._lock:
             if key in self._ok:
                 return True
-        if not verify_password(password, encoded):
+        with self._slots:
+            ok = verify_password(password, encoded)
+        if not ok:
             return False
         with self._lock:
             if len(self._ok) >= _CACHE_MAX:
