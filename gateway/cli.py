@@ -13,7 +13,7 @@ import typer
 import yaml
 
 from gateway.revocation import OcspMode
-from gateway.server import ServeOptions, run
+from gateway.server import ConfigError, ServeOptions, run
 
 app = typer.Typer(help="Bundled IKEv2 responder (relying party).", no_args_is_help=True)
 
@@ -69,7 +69,11 @@ def serve(
         opts["dh_groups"] = tuple(int(g) for g in opts["dh_groups"].split(","))
     opts["ocsp"] = OcspMode(opts.get("ocsp", OcspMode.RELAXED))
     opts.setdefault("control", DEFAULT_CONTROL)
-    asyncio.run(run(ServeOptions(**opts)))
+    try:
+        asyncio.run(run(ServeOptions(**opts)))
+    except (ConfigError, OSError, ValueError, yaml.YAMLError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 def _http_get(path: str, url: str | None, control: Path) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import ssl
@@ -17,6 +18,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from ca.identity import parse_identity
 from gateway.events import EventLog
 from gateway.ikev2.auth import PrivateKey
+from gateway.ikev2.crypto import SUPPORTED_GROUPS
 from gateway.ikev2.proposals import Preferences
 from gateway.policy import Policy
 from gateway.push import ControlApi, serve_tcp, serve_unix
@@ -60,12 +62,22 @@ def _load_key(path: Path) -> PrivateKey:
     return key
 
 
+class ConfigError(ValueError):
+    """The responder cannot start with these files."""
+
+
 def build_config(o: ServeOptions) -> ResponderConfig:
     chain = tuple(x509.load_pem_x509_certificates(o.cert.read_bytes()))
     roots = tuple(x509.load_pem_x509_certificates(o.ca_bundle.read_bytes()))
+    key = _load_key(o.key)
+    if key.public_key() != chain[0].public_key():
+        raise ConfigError(f"{o.key} is not the key of the first certificate in {o.cert}")
+    unknown = [g for g in o.dh_groups if g not in SUPPORTED_GROUPS]
+    if unknown:
+        raise ConfigError(f"unsupported DH groups {unknown}; choose from {list(map(int, SUPPORTED_GROUPS))}")
     prefs = Preferences(dh=o.dh_groups) if o.dh_groups else Preferences()
     return ResponderConfig(
-        cert_chain=chain, key=_load_key(o.key), roots=roots,
+        cert_chain=chain, key=key, roots=roots,
         policy=Policy.load(o.policy) if o.policy else None, ocsp_mode=o.ocsp, prefs=prefs,
         local_id=parse_identity(o.local_id) if o.local_id else None, listen_host=split_hostport(o.listen)[0],
         half_open_timeout=o.half_open_timeout, cookie_threshold=o.cookie_threshold, fragment_size=o.fragment_size)
@@ -108,6 +120,18 @@ class Gateway:
         ctx.load_cert_chain(self.opts.push_tls_cert, self.opts.push_tls_key)
         return ctx
 
+    def reload_policy(self) -> None:
+        """SIGHUP: re-read the policy file; live SAs keep the rule they were granted."""
+        if not self.opts.policy:
+            return
+        try:
+            policy = Policy.load(self.opts.policy)
+        except (OSError, ValueError) as exc:
+            self.log.emit("policy_reload_failed", path=str(self.opts.policy), error=str(exc))
+            return
+        self.responder.cfg = dataclasses.replace(self.responder.cfg, policy=policy)
+        self.log.emit("policy_reloaded", path=str(self.opts.policy), rules=[r.name for r in policy.rules])
+
     async def _start_control(self, path: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
@@ -138,5 +162,6 @@ async def run(opts: ServeOptions) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, gw.reload_policy)
     await stop.wait()
     await gw.stop()

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import signal
 import socket
 import ssl
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -71,7 +73,9 @@ def test_serve_from_config_file_and_sas_over_control_socket(tmp_path: Path) -> N
     proc = ResponderProc(tmp_path / "r", free_port(), free_port(socket.SOCK_STREAM), [], scheme="https", verify=ctx)
     cfg = {"cert": str(tmp_path / "gw.pem"), "key": str(tmp_path / "gw.key"),
            "ca_bundle": str(tmp_path / "root.pem"), "ocsp": "off", "nat_port": free_port(),
-           "push_tls_cert": str(tmp_path / "tls.pem"), "push_tls_key": str(tmp_path / "tls.key")}
+           "push_tls_cert": str(tmp_path / "tls.pem"), "push_tls_key": str(tmp_path / "tls.key"),
+           "policy": str(tmp_path / "policy.yaml")}
+    (tmp_path / "policy.yaml").write_text("rules: [{name: first, match: {role: staff}, local_ts: [10.0.0.0/8]}]")
     (tmp_path / "responder.yaml").write_text(yaml.safe_dump(cfg))
     proc.args = ["--config", str(tmp_path / "responder.yaml")]
     proc.start()
@@ -80,6 +84,14 @@ def test_serve_from_config_file_and_sas_over_control_socket(tmp_path: Path) -> N
                              capture_output=True, text=True, timeout=20, check=True)
         assert json.loads(out.stdout) == {"sas": []}
         assert httpx.post(proc.url + "/v1/revocations", content=b"x", verify=ctx, timeout=10).status_code == 400
+        (tmp_path / "policy.yaml").write_text("rules: [{name: second, match: {role: ops}}]")
+        assert proc.proc is not None
+        proc.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while not any(e["event"] == "policy_reloaded" for e in proc.events()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (reloaded,) = [e for e in proc.events() if e["event"] == "policy_reloaded"]
+        assert reloaded["rules"] == ["second"]
         started = next(e for e in proc.events() if e["event"] == "responder_started")
         assert started["nat_port"] == cfg["nat_port"] and started["identity"] == "gw.example.test"
     finally:
@@ -89,3 +101,7 @@ def test_serve_from_config_file_and_sas_over_control_socket(tmp_path: Path) -> N
     bad = subprocess.run([sys.executable, "-m", "gateway.cli", "serve", "--listen", "127.0.0.1:1"],
                          capture_output=True, text=True, timeout=20)
     assert bad.returncode != 0 and "--cert" in bad.stderr
+    wrong_key = subprocess.run([sys.executable, "-m", "gateway.cli", "serve", "--listen", "127.0.0.1:1",
+                                "--cert", str(tmp_path / "gw.pem"), "--key", str(tmp_path / "tls.key"),
+                                "--ca-bundle", str(tmp_path / "root.pem")], capture_output=True, text=True, timeout=20)
+    assert wrong_key.returncode == 2 and "is not the key of" in wrong_key.stderr
