@@ -350,11 +350,14 @@ class RemoteBackend:
     """A server's admin API (``/admin/v1``) with a bearer token."""
 
     def __init__(self, url: str, token_file: Path, ca_bundle: Path | None) -> None:
+        import ssl
+
         import httpx
 
         token = token_file.read_text().strip()
         self.base = url.rstrip("/") + "/admin/v1"
-        self.client = httpx.Client(verify=str(ca_bundle) if ca_bundle else True, timeout=300,
+        verify = ssl.create_default_context(cafile=str(ca_bundle)) if ca_bundle else ssl.create_default_context()
+        self.client = httpx.Client(verify=verify, timeout=300,
                                    headers={"authorization": f"Bearer {token}", "user-agent": "ikepki-cli"})
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:

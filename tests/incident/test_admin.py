@@ -102,16 +102,27 @@ def test_cli_identity_selector_and_exit_codes(incident):  # type: ignore[no-unty
     tag = os.urandom(3).hex()
     ident = f"ident-{tag}@example.test"
     serials = [incident.issue("user", x509.RFC822Name(ident), f"ident-{tag}-{i}")[2] for i in range(2)]
-    proc = incident.remote("revoke", "--identity", ident, "--reason", "affiliationChanged", "--yes", "--json",
-                           "--wait", "0")
-    result = json.loads(proc.stdout)
+    from typer.testing import CliRunner
+
+    from ca.cli.main import app
+
+    runner = CliRunner()
+    remote = ["--server", incident.url, "--token", str(incident.dir / "admin-token"), "--ca-bundle",
+              str(incident.dir / "root-ca.pem")]
+    proc = runner.invoke(app, ["revoke", "--identity", ident, "--reason", "affiliationChanged", "--yes", "--json",
+                               "--wait", "0", *remote])
+    assert proc.exit_code == 0, proc.output
+    result = json.loads(proc.output)
     assert sorted(result["revoked"]) == sorted(serials)
     assert all(incident.cert_status(s) == "revoked" for s in serials)
     with incident.api() as api:
         openapi = api.get("/openapi.json").json()
     assert "/admin/v1/revocations" in openapi["paths"]
-    assert incident.ikepki("revoke", "ffff01", "--reason", "keyCompromise", check=False).returncode == 3
-    assert incident.ikepki("revoke", serials[0], "--reason", "nonsense", check=False).returncode == 5
+    local = ["--dir", str(incident.dir)]
+    assert runner.invoke(app, ["revoke", "ffff01", "--reason", "keyCompromise", *local]).exit_code == 3
+    assert runner.invoke(app, ["revoke", "ffff01", "--reason", "keyCompromise", "--yes", *remote]).exit_code == 3
+    assert runner.invoke(app, ["revoke", serials[0], "--reason", "nonsense", *local]).exit_code == 5
+    assert runner.invoke(app, ["revoke", "--reason", "keyCompromise", *local]).exit_code == 5  # no target
 
 
 def test_openapi_and_body_bound(incident):  # type: ignore[no-untyped-def]
@@ -187,3 +198,33 @@ def test_revocation_body_fuzz_never_5xx(incident, body) -> None:  # type: ignore
     assert resp.status_code < 500, (body, resp.text)
     if resp.status_code == 200:
         assert resp.json()["dry_run"] is True
+
+
+def test_cli_hold_unhold_and_block_device_in_process(incident):  # type: ignore[no-untyped-def]
+    """The same commands run in-process (typer's runner) against the local deployment."""
+    from typer.testing import CliRunner
+
+    from ca.cli.main import app
+
+    device = f"laptop-{os.urandom(3).hex()}"
+    serial = _cert(incident, "cli-hold", device)
+    d = str(incident.dir)
+    runner = CliRunner()
+    held = runner.invoke(app, ["revoke", serial, "--hold", "--yes", "--json", "--wait", "0", "--dir", d])
+    assert held.exit_code == 0, held.output
+    assert json.loads(held.output)["reason"] == "certificateHold" and incident.cert_status(serial) == "hold"
+    released = runner.invoke(app, ["unhold", serial, "--json", "--dir", d])
+    assert released.exit_code == 0 and json.loads(released.output)["status"] == "valid", released.output
+    gone = runner.invoke(app, ["revoke", "--device", device, "--reason", "keyCompromise", "--block-device", "--yes",
+                               "--json", "--wait", "0", "--dir", d])
+    assert gone.exit_code == 0, gone.output
+    result = json.loads(gone.output)
+    assert result["revoked"] == [serial] and result["blocked_devices"] == [device]
+    assert incident.deployment.store.is_device_blocked(device, None)
+    try:
+        _cert(incident, "cli-hold-again", device)
+        raise AssertionError("a blocked device got a certificate")
+    except PKIError as exc:
+        assert exc.kind is ErrorKind.BLOCKED
+    again = runner.invoke(app, ["unhold", serial, "--dir", d])
+    assert again.exit_code == EXIT[ErrorKind.CONFLICT]  # revoked for good, not on hold
