@@ -1,0 +1,157 @@
+"""In-process checks of the state machines (RFC 8555 §7.1.6) with a settable clock: expiry of
+orders and authorizations, deactivation, and the challenge plug-in interface (the one
+device-attest-01 will use) driving pending → processing → valid with evidence."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from acme_helpers import Eab, b64u, eab_binding, jws
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from ca.clock import FixedClock
+from enrollment.acme.challenges import ChallengeRegistry, ValidationResult
+from enrollment.acme.model import Account, Authz, Challenge
+from enrollment.acme.service import AcmeService, RequestContext, Response, ari_cert_id
+from enrollment.acme.settings import AcmeSettings
+
+BASE = "https://acme.test/acme"
+
+
+class ClockedDeployment:
+    """The session deployment with a settable clock for the ACME service."""
+
+    def __init__(self, dep: Any, clock: FixedClock) -> None:
+        self._dep, self.clock = dep, clock
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._dep, name)
+
+
+class EchoValidator:
+    """A plug-in validator: succeeds when the client posts {"proof": "ok"}, records evidence."""
+
+    type = "test-echo-01"
+    identifier_types = frozenset({"dns"})
+    seen: list[dict[str, Any]] = []
+
+    def applies(self, authz: Authz) -> bool:
+        return True
+
+    def validate(self, challenge: Challenge, authz: Authz, account: Account,
+                 payload: dict[str, Any]) -> ValidationResult:
+        self.seen.append(payload)
+        if payload.get("proof") == "ok":
+            return ValidationResult.success({"device_id": f"dev-{authz.identifier.value}"})
+        return ValidationResult.failure("incorrectResponse", "wrong proof")
+
+
+class Client:
+    def __init__(self, service: AcmeService) -> None:
+        self.service = service
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        self.kid: str | None = None
+        self.nonce = service.handle(RequestContext("HEAD", "/new-nonce", BASE, "127.0.0.1")).headers["Replay-Nonce"]
+
+    def post(self, url: str, payload: Any, **kw: Any) -> Response:
+        body = jws(self.key, url, payload, nonce=self.nonce, kid=kw.pop("kid", self.kid), **kw)
+        resp = self.service.handle(RequestContext("POST", url[len(BASE):], BASE, "127.0.0.1",
+                                                  "application/jose+json", json.dumps(body).encode()))
+        self.nonce = resp.headers["Replay-Nonce"]
+        return resp
+
+
+@pytest.fixture
+def setup(deployment: Any) -> tuple[AcmeService, FixedClock, Client]:
+    clock = FixedClock(datetime.now(UTC))
+    settings = AcmeSettings(order_lifetime_seconds=600, authz_lifetime_seconds=300)
+    registry = ChallengeRegistry()
+    registry.register(EchoValidator())
+    service = AcmeService(ClockedDeployment(deployment, clock), settings, registry)
+    import secrets
+    kid, key = "eab-svc-" + secrets.token_urlsafe(6), secrets.token_bytes(32)
+    service.store.add_eab_key(kid, key, "machine", ["*.svc.test"], None, False, clock.now())
+    client = Client(service)
+    url = f"{BASE}/new-account"
+    resp = client.post(url, {"termsOfServiceAgreed": True,
+                             "externalAccountBinding": eab_binding(Eab(kid, b64u(key)), client.key, url)}, kid=None)
+    assert resp.status == 201, resp.body
+    client.kid = resp.headers["Location"]
+    return service, clock, client
+
+
+def new_order(client: Client, *names: str) -> tuple[str, dict[str, Any]]:
+    resp = client.post(f"{BASE}/new-order", {"identifiers": [{"type": "dns", "value": n} for n in names]})
+    assert resp.status == 201, resp.body
+    return resp.headers["Location"], resp.body
+
+
+def test_order_and_authorization_expire(setup: tuple[AcmeService, FixedClock, Client]) -> None:
+    _, clock, client = setup
+    order_url, order = new_order(client, "exp.svc.test")
+    authz_url = order["authorizations"][0]
+    clock.advance(timedelta(seconds=301))
+    authz = client.post(authz_url, None).body
+    assert authz["status"] == "expired"
+    challenge_url = authz["challenges"][0]["url"]
+    assert client.post(challenge_url, {"proof": "ok"}).status == 400  # cannot answer an expired authz
+    clock.advance(timedelta(seconds=300))
+    assert client.post(order_url, None).body["status"] == "invalid"
+    resp = client.post(order["finalize"], {"csr": "AA"})
+    assert resp.status == 403 and resp.body["type"].endswith("orderNotReady")
+
+
+def test_plugin_validator_state_machine_and_evidence(setup: tuple[AcmeService, FixedClock, Client]) -> None:
+    service, _, client = setup
+    order_url, order = new_order(client, "good.svc.test", "bad.svc.test")
+    good, bad = (client.post(u, None).body for u in order["authorizations"])
+    assert [c["type"] for c in good["challenges"]] == ["test-echo-01"]
+    first = client.post(good["challenges"][0]["url"], {"proof": "ok"})
+    assert first.body["status"] in ("processing", "valid")
+    assert any('rel="up"' in link for link in first.links)
+    for _ in range(200):
+        if client.post(order["authorizations"][0], None).body["status"] != "pending":
+            break
+        time.sleep(0.02)
+    assert client.post(order["authorizations"][0], None).body["status"] == "valid"
+    assert client.post(order_url, None).body["status"] == "pending"  # one authorization left
+    authz_id = order["authorizations"][0].rsplit("/", 1)[1]
+    assert service.store.authz(authz_id).evidence == {"device_id": "dev-good.svc.test"}  # type: ignore[union-attr]
+
+    client.post(bad["challenges"][0]["url"], {"proof": "nope"})
+    for _ in range(200):
+        if client.post(order_url, None).body["status"] != "pending":
+            break
+        time.sleep(0.02)
+    final = client.post(order_url, None).body
+    assert final["status"] == "invalid" and final["error"]["type"].endswith("incorrectResponse")
+    assert client.post(order["authorizations"][1], None).body["challenges"][0]["status"] == "invalid"
+
+
+def test_deactivated_authorization_invalidates_order(setup: tuple[AcmeService, FixedClock, Client]) -> None:
+    _, _, client = setup
+    order_url, order = new_order(client, "deact.svc.test")
+    resp = client.post(order["authorizations"][0], {"status": "deactivated"})
+    assert resp.body["status"] == "deactivated"
+    assert client.post(order_url, None).body["status"] == "invalid"
+
+
+def test_ari_cert_id_matches_rfc9773_example() -> None:
+    """RFC 9773 §4.1 example: AKI 69:88:5B:6B:87:46:40:41:E1:B3:7B:84:7B:A0:AE:2C:DE:01:C8:D4,
+    serial 00:87:65:43:21 -> aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE"""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    aki = bytes.fromhex("69885B6B87464041E1B37B847BA0AE2CDE01C8D4")
+    name = x509.Name([])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(0x87654321).not_valid_before(datetime(2025, 1, 1, tzinfo=UTC))
+            .not_valid_after(datetime(2026, 1, 1, tzinfo=UTC))
+            .add_extension(x509.AuthorityKeyIdentifier(aki, None, None), critical=False)
+            .sign(key, hashes.SHA256()))
+    assert ari_cert_id(cert) == "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE"
