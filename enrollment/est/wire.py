@@ -80,8 +80,38 @@ def b64_line(der: bytes) -> bytes:
     return base64.b64encode(der)
 
 
+def _tlv(tag: int, content: bytes) -> bytes:
+    n = len(content)
+    if n < 0x80:
+        return bytes([tag, n]) + content
+    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(raw)]) + raw + content
+
+
+def _der_set_order(encoding: bytes, width: int) -> bytes:
+    """X.690 §11.6: SET OF components sorted as octet strings padded with trailing zeros."""
+    return encoding.ljust(width, b"\0")
+
+
+_OID_SIGNED_DATA = bytes.fromhex("06092a864886f70d010702")
+_VERSION_1_NO_DIGESTS_DATA = bytes.fromhex("020101") + bytes.fromhex("3100") + _tlv(
+    0x30, bytes.fromhex("06092a864886f70d010701"))
+
+
 def certs_only(certificates: Sequence[x509.Certificate]) -> bytes:
-    """RFC 5652 §5 degenerate SignedData carrying only certificates (RFC 7030 §4.1.3)."""
+    """RFC 5652 §5 degenerate SignedData carrying only certificates (RFC 7030 §4.1.3), DER.
+
+    Encoded directly (it is a fixed frame around the certificates); byte-identical to the
+    asn1crypto ``cms`` encoding, which the tests check, at a fraction of the cost."""
+    ders = [c.public_bytes(Encoding.DER) for c in certificates]
+    width = max((len(d) for d in ders), default=0)
+    certs = _tlv(0xA0, b"".join(sorted(ders, key=lambda d: _der_set_order(d, width))))
+    signed = _tlv(0x30, _VERSION_1_NO_DIGESTS_DATA + certs + bytes.fromhex("3100"))
+    return _tlv(0x30, _OID_SIGNED_DATA + _tlv(0xA0, signed))
+
+
+def certs_only_asn1crypto(certificates: Sequence[x509.Certificate]) -> bytes:
+    """Reference encoding with asn1crypto ``cms`` (used by the tests to check :func:`certs_only`)."""
     signed = cms.SignedData({
         "version": "v1",
         "digest_algorithms": cms.DigestAlgorithms([]),

@@ -87,10 +87,12 @@ def test_fuzz_proxy_header(value: str) -> None:
         wire.cert_from_proxy_header(value)
 
 
-def _self_signed() -> x509.Certificate:
+def _self_signed(rsa_bits: int = 0) -> x509.Certificate:
     import datetime as dt
 
-    key = ec.generate_private_key(ec.SECP256R1())
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(65537, rsa_bits) if rsa_bits else ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "t")])
     now = dt.datetime.now(dt.UTC)
     return (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
@@ -103,6 +105,12 @@ def test_proxy_header_url_encoded_pem() -> None:
 
     cert = _self_signed()
     assert wire.cert_from_proxy_header(urllib.parse.quote(cert.public_bytes(Encoding.PEM).decode())) == cert
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 5])
+def test_certs_only_is_byte_identical_to_asn1crypto(n: int) -> None:
+    certs = [_self_signed(2048 if i % 2 else 0) for i in range(n)]  # mixed sizes: SET OF ordering
+    assert wire.certs_only(certs) == wire.certs_only_asn1crypto(certs)
 
 
 def test_certs_only_round_trip_and_single_line() -> None:
