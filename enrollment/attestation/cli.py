@@ -46,7 +46,7 @@ from ca.cli.common import JsonOption, console, fail, print_json
 from enrollment.attestation.acme_challenge import DeviceAttest01, DeviceAttest01Response
 from enrollment.attestation.device import DEFAULT_DEVICE_KEY_HANDLE, TpmDevice
 from enrollment.attestation.identity import HardwareModuleName, PermanentIdentifier
-from enrollment.attestation.routes import start_mac
+from enrollment.attestation.wire import start_mac
 
 app = typer.Typer(help="TPM-bound device identity: enroll and renew with the device agent.", no_args_is_help=True)
 
@@ -167,10 +167,23 @@ class AcmeSession:
     def __init__(self, directory_url: str, account_key: ec.EllipticCurvePrivateKey, verify: str | bool) -> None:
         self.key = jose.JWKEC(key=account_key)
         net = acme_client.ClientNetwork(self.key, alg=jose.ES256, verify_ssl=verify, user_agent="ikepki-device")
+        # one connection per request: a run is a dozen requests, and the library leaks a pooled connection
+        # when a request fails (it then holds the server's graceful shutdown open)
+        net.session.headers["Connection"] = "close"
         try:
             self.client = acme_client.ClientV2(acme_client.ClientV2.get_directory(directory_url, net), net)
         except (acme_errors.Error, OSError) as exc:
             raise AgentError("connection", f"cannot read the ACME directory: {exc}", EXIT_UNAVAILABLE) from exc
+
+    def close(self) -> None:
+        """Close the HTTP connections (keep-alive) of the library's session."""
+        self.client.net.session.close()
+
+    def __enter__(self) -> AcmeSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def register(self, eab: Eab | None) -> None:
         """New account (with EAB) or the existing one for this key."""
@@ -357,8 +370,8 @@ def run_enrollment(cfg: AgentConfig, *, replaces: str | None = None, new_ak_cert
     """The whole flow (module docstring); returns the issued certificate."""
     cfg.out.mkdir(parents=True, exist_ok=True)
     eab = cfg.eab()
-    session = AcmeSession(cfg.acme, _account_key(cfg.out), cfg.verify)
-    with httpx.Client(verify=cfg.verify, timeout=30) as http, AgentTpm(cfg.tpm, cfg.ek) as tpm:  # type: ignore[arg-type]
+    with AcmeSession(cfg.acme, _account_key(cfg.out), cfg.verify) as session, \
+            httpx.Client(verify=cfg.verify, timeout=30) as http, AgentTpm(cfg.tpm, cfg.ek) as tpm:  # type: ignore[arg-type]
         chain = _ak_chain(cfg.out, new_ak_cert)
         if chain is None:
             chain = enroll_ak(tpm, AttestClient(http, attest_base(cfg.acme)), eab)
@@ -387,12 +400,12 @@ def _ari_id(cert: x509.Certificate) -> str:
 
 def renewal_due(cfg: AgentConfig, cert: x509.Certificate) -> tuple[bool, dt.datetime | None]:
     """RFC 9773: inside the server's suggested window (or past 2/3 of the lifetime without renewalInfo)."""
-    session = AcmeSession(cfg.acme, _account_key(cfg.out), cfg.verify)
     now = dt.datetime.now(dt.UTC)
-    try:
-        when, _ = session.client.renewal_time(cert.public_bytes(serialization.Encoding.PEM))
-    except acme_errors.ARIError:
-        when = None
+    with AcmeSession(cfg.acme, _account_key(cfg.out), cfg.verify) as session:
+        try:
+            when, _ = session.client.renewal_time(cert.public_bytes(serialization.Encoding.PEM))
+        except acme_errors.ARIError:
+            when = None
     if when is None:
         lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
         when = cert.not_valid_before_utc + lifetime * 2 / 3

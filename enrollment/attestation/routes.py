@@ -62,15 +62,15 @@ from enrollment.acme.store import AcmeStore
 from enrollment.attestation.ak_cert import issue_ak_certificate
 from enrollment.attestation.chain import ChainError
 from enrollment.attestation.credential import ActivatedAk, CredentialActivation
-from enrollment.attestation.ek import EkTrustStore, validate_ek_certificate
+from enrollment.attestation.ek import EkIdentity, EkTrustStore, validate_ek_certificate
 from enrollment.attestation.errors import AttestationError
 from enrollment.attestation.settings import AttestationSettings
 from enrollment.attestation.store import SqlCredentialChallengeRepository
+from enrollment.attestation.wire import b64e, start_mac, start_mac_input
 
 PREFIX = "/attest"
 PROFILE = "attestation-ak"
 MAX_BODY = 32 * 1024
-MAC_CONTEXT = "ikepki-attest-v1"
 NS = "urn:ietf:params:acme:error:"
 log = logging.getLogger("ikepki.attestation")
 
@@ -105,11 +105,6 @@ def _from_attestation(exc: AttestationError) -> Problem:
 # -- wire models -------------------------------------------------------------------------------------
 
 
-def b64e(data: bytes) -> str:
-    """base64url without padding (RFC 4648 §5)."""
-    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
-
-
 def b64d(value: Any, what: str, bound: int = 8192) -> bytes:
     if not isinstance(value, str) or not 0 < len(value) <= bound * 4 // 3 + 4:
         raise Problem("malformed", f"{what} must be a non-empty base64url string of at most {bound} bytes")
@@ -117,16 +112,6 @@ def b64d(value: Any, what: str, bound: int = 8192) -> bytes:
         return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
     except (binascii.Error, ValueError):
         raise Problem("malformed", f"{what} is not base64url") from None
-
-
-def start_mac_input(ek_certificate_b64: str, ak_public_b64: str) -> bytes:
-    """The bytes the EAB HMAC covers (module docstring)."""
-    return f"{MAC_CONTEXT}\n{ek_certificate_b64}\n{ak_public_b64}".encode("ascii")
-
-
-def start_mac(hmac_key: bytes, ek_certificate_b64: str, ak_public_b64: str) -> str:
-    """Client side: the ``eab.mac`` value."""
-    return b64e(hmac.new(hmac_key, start_mac_input(ek_certificate_b64, ak_public_b64), hashlib.sha256).digest())
 
 
 @dataclass(frozen=True)
@@ -194,12 +179,18 @@ class AkEnrollmentService:
         now = self.dep.clock.now()
         ek = validate_ek_certificate(request.ek_der, self.trust, now)
         principal = self._authorize(request, ek.permanent_identifier.acme_value(), now)
-        if self.dep.store.is_device_blocked(ek.permanent_identifier.acme_value(), ek.fingerprint):
-            raise PKIError(ErrorKind.BLOCKED, "this device is blocked from enrollment")
+        self._check_blocked(ek)
         blob = self._activation(principal).start(request.ek_der, request.ak_public)
         self.dep.audit.append(now, principal or "anonymous", "attest-ak-start", "attestation", source=source,
                               device=ek.permanent_identifier.acme_value(), challenge=blob.challenge_id)
         return blob.to_json()
+
+    def _check_blocked(self, ek: EkIdentity) -> None:
+        """Blocked by permanent identifier, by EK fingerprint, or as ``ek:<fingerprint>`` (admin API form)."""
+        store = self.dep.store
+        if store.is_device_blocked(ek.permanent_identifier.acme_value(), ek.fingerprint) or \
+                store.is_device_blocked(f"ek:{ek.fingerprint}", None):
+            raise PKIError(ErrorKind.BLOCKED, "this device is blocked from enrollment")
 
     def _authorize(self, request: AkStartRequest, device_id: str, now: datetime) -> str:
         if request.eab_kid is None or request.eab_mac is None:
@@ -222,8 +213,7 @@ class AkEnrollmentService:
         principal = self.repository.principal_of(request.challenge_id) or "anonymous"
         activated = self._activation().finish(request.challenge_id, request.secret)
         device_id = activated.ek.permanent_identifier.acme_value()
-        if self.dep.store.is_device_blocked(device_id, activated.ek.fingerprint):
-            raise PKIError(ErrorKind.BLOCKED, "this device is blocked from enrollment")
+        self._check_blocked(activated.ek)
         cert, issuer_cert = self._issue(activated, principal, source)
         return {"akCertificate": b64e(cert.public_bytes(Encoding.DER)),
                 "chain": [b64e(issuer_cert.public_bytes(Encoding.DER))],
