@@ -1,5 +1,5 @@
 """Protocol-level checks with hand-built JWS: RFC 8555 §6 request rules, problem types, EAB, CSR
-checks, headers on every response, rate limits; bad input never changes state."""
+checks, headers on every response; bad input never changes state."""
 
 from __future__ import annotations
 
@@ -7,37 +7,21 @@ import base64
 import json
 import sqlite3
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from acme_helpers import (
     AcmeServer,
     Http01Responder,
     RawClient,
-    acme_env,
     b64u,
     eab_binding,
-    free_port,
     jws,
     problem_type,
-    start_server,
-    stop_quickly,
     thumbprint,
 )
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-
-
-@pytest.fixture(scope="module")
-def acme(deployment_dir: Path) -> Iterator[AcmeServer]:
-    """This module's server: a small per-account rate limit so the limit test can trip it."""
-    http01, tlsalpn = free_port(), free_port()
-    srv = start_server(deployment_dir, env=acme_env(http01, tlsalpn, IKEPKI_ACME_RATE_LIMIT_PER_ACCOUNT="40",
-                                                    IKEPKI_ACME_RATE_LIMIT_WINDOW_SECONDS="3600"),
-                       extra_args=("--no-workers",))
-    yield AcmeServer(srv, http01, tlsalpn)
-    stop_quickly(srv)
 
 
 @pytest.fixture
@@ -270,13 +254,3 @@ def test_unsupported_and_rejected_identifiers(acme: AcmeServer, raw: RawClient) 
     resp = raw.post(raw.dir["newOrder"], {"identifiers": [{"type": "dns", "value": "p.test"}], "profile": "nope"})
     assert problem_type(resp) == "invalidProfile"
     assert counts(acme) == before
-
-
-def test_rate_limit_per_account(acme: AcmeServer) -> None:
-    client = RawClient(acme)
-    client.register(acme.eab())
-    statuses = [client.post(client.kid or "", None) for _ in range(45)]
-    limited = [r for r in statuses if r.status_code == 429]
-    assert limited, [r.status_code for r in statuses]
-    assert problem_type(limited[0]) == "rateLimited" and int(limited[0].headers["Retry-After"]) > 0
-    client.http.close()

@@ -66,9 +66,11 @@ class Client:
 
 
 @pytest.fixture
-def setup(deployment: Any) -> tuple[AcmeService, FixedClock, Client]:
+def setup(deployment: Any, request: pytest.FixtureRequest) -> tuple[AcmeService, FixedClock, Client]:
     clock = FixedClock(datetime.now(UTC))
-    settings = AcmeSettings(order_lifetime_seconds=600, authz_lifetime_seconds=300)
+    limit = getattr(request, "param", 0)
+    settings = AcmeSettings(order_lifetime_seconds=600, authz_lifetime_seconds=300, rate_limit_per_account=limit,
+                            rate_limit_window_seconds=3600)
     registry = ChallengeRegistry()
     registry.register(EchoValidator())
     service = AcmeService(ClockedDeployment(deployment, clock), settings, registry)
@@ -155,3 +157,12 @@ def test_ari_cert_id_matches_rfc9773_example() -> None:
             .add_extension(x509.AuthorityKeyIdentifier(aki, None, None), critical=False)
             .sign(key, hashes.SHA256()))
     assert ari_cert_id(cert) == "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE"
+
+
+@pytest.mark.parametrize("setup", [10], indirect=True)
+def test_rate_limit_per_account(setup: tuple[AcmeService, FixedClock, Client]) -> None:
+    _, _, client = setup
+    responses = [client.post(client.kid or "", None) for _ in range(12)]
+    limited = [r for r in responses if r.status == 429]
+    assert limited and limited[0].body["type"].endswith("rateLimited")
+    assert int(limited[0].headers["Retry-After"]) > 0 and limited[0].headers["Replay-Nonce"]
