@@ -224,3 +224,24 @@ class BarrierHttp01Responder(Http01Responder):
                 super().do_GET()
 
         self.httpd.RequestHandlerClass = Held
+
+
+def create_eab(url: str, profile: str = "machine", identifiers: str = "*.test") -> tuple[str, str]:
+    """(kid, base64url HMAC key): what `ikepki acme eab create` stores, written straight to the shared
+    database (the CLI would open the HSM just to check the profile, ~10 s per call on a loaded box)."""
+    import datetime
+    import secrets
+
+    from ca.store.db import Database
+    from enrollment.acme.cli import parse_patterns
+    from enrollment.acme.jws import b64e
+    from enrollment.acme.store import AcmeStore
+
+    db = Database(url)
+    try:
+        kid, key = "eab-" + secrets.token_urlsafe(12), secrets.token_bytes(32)
+        AcmeStore(db).add_eab_key(kid, key, profile, parse_patterns(identifiers), None, False,
+                                  datetime.datetime.now(datetime.UTC))
+    finally:
+        db.dispose()
+    return kid, b64e(key)

@@ -11,7 +11,6 @@ OCSP URL the certificate itself names, before and after a revocation through the
 from __future__ import annotations
 
 import datetime
-import json
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,9 +26,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
 from tests.acme.acme_helpers import Http01Responder
-from tests.conftest import IKEPKI, free_port, require_binary, run_ikepki
+from tests.conftest import IKEPKI, free_port, require_binary
 from tests.ha.conftest import HaBase
-from tests.ha.ha_helpers import wait_for
+from tests.ha.ha_helpers import create_eab, wait_for
 from tests.helm.render import ComponentProcess, component_processes
 
 VALUES = "values-production.yaml"
@@ -150,15 +149,13 @@ def _ready(proc: Proc, url: str) -> bool:
 
 
 def _acme_enroll(chart: Chart, name: str) -> x509.Certificate:
-    out = run_ikepki("acme", "eab", "create", "--profile", "machine", "--identifiers", "*.test", "--json",
-                     directory=chart.dir, env={"IKEPKI_DATABASE_URL": chart.url})
-    eab = json.loads(out.stdout)
+    kid, hmac_key = create_eab(chart.url)
     key = jose.JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
     net = client.ClientNetwork(key, alg=jose.ES256, verify_ssl=str(chart.dir / "root-ca.pem"),
                                user_agent="ikepki-chart-smoke")
     cl = client.ClientV2(client.ClientV2.get_directory(f"{chart.api_https}/acme/directory", net), net)
-    binding = messages.ExternalAccountBinding.from_data(account_public_key=key.public_key(), kid=eab["kid"],
-                                                        hmac_key=eab["hmac_key"], directory=cl.directory)
+    binding = messages.ExternalAccountBinding.from_data(account_public_key=key.public_key(), kid=kid,
+                                                        hmac_key=hmac_key, directory=cl.directory)
     net.account = cl.new_account(messages.NewRegistration.from_data(
         email="chart@example.test", terms_of_service_agreed=True, external_account_binding=binding))
     csr = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 
 from tests.acme.acme_helpers import Eab, Http01Responder, eab_binding, jws
-from tests.conftest import Server, free_port, run_ikepki, start_server
+from tests.conftest import Server, free_port, start_server
 from tests.ha.conftest import EST_PASSWORD, EST_PIPELINE, HaBase, copy_deployment
 from tests.ha.ha_helpers import (
     BarrierHttp01Responder,
@@ -37,6 +37,7 @@ from tests.ha.ha_helpers import (
     RoundRobinAdapter,
     Store,
     admin,
+    create_eab,
     est_cert,
     est_client,
     est_enroll,
@@ -114,7 +115,7 @@ def _issue(server: Server, cn: str) -> x509.Certificate:
 def test_acme_nonce_from_one_replica_is_redeemed_once_on_the_other(replicas: Replicas) -> None:
     """RFC 8555 §6.5: a nonce from A is good on B, and only once (replaying it on A is badNonce)."""
     a, b = replicas.both
-    eab = _eab(a)
+    eab = _eab(replicas)
     key = ec.generate_private_key(ec.SECP256R1())
     with a.client() as ca_, b.client() as cb:
         new_account_b = cb.get(f"{b.https_url}/acme/directory").json()["newAccount"]
@@ -130,17 +131,14 @@ def test_acme_nonce_from_one_replica_is_redeemed_once_on_the_other(replicas: Rep
         assert r.status_code == 400 and r.json()["type"] == "urn:ietf:params:acme:error:badNonce", r.text
 
 
-def _eab(server: Server) -> Eab:
-    out = run_ikepki("acme", "eab", "create", "--profile", "machine", "--identifiers", "*.test", "--json",
-                     directory=server.dir)
-    data = json.loads(out.stdout)
-    return Eab(data["kid"], data["hmac_key"])
+def _eab(replicas: Replicas) -> Eab:
+    return Eab(*create_eab(replicas.url))
 
 
 def _balanced_client(replicas: Replicas) -> tuple[client.ClientV2, RoundRobinAdapter]:
     """An EAB-registered ClientV2 whose every request goes to the other replica than the last one."""
     a, b = replicas.both
-    eab = _eab(a)
+    eab = _eab(replicas)
     balancer = RoundRobinAdapter(a.https_port, [a.https_port, b.https_port])
     key = jose.JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
     net = client.ClientNetwork(key, alg=jose.ES256, verify_ssl=str(a.root_pem), user_agent="ikepki-ha-tests")
