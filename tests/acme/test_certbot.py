@@ -27,8 +27,8 @@ def certbot(acme: AcmeServer, state: Path, eab: Eab, *args: str) -> subprocess.C
     return proc
 
 
-def standalone(acme: AcmeServer, state: Path, eab: Eab, *names: str) -> Path:
-    domains = [a for n in names for a in ("-d", n)]
+def standalone(acme: AcmeServer, state: Path, eab: Eab, *names: str, extra: tuple[str, ...] = ()) -> Path:
+    domains = [*extra, *(a for n in names for a in ("-d", n))]
     certbot(acme, state, eab, "certonly", "--standalone", "--http-01-address", "127.0.0.1", "--http-01-port",
             str(acme.http01_port), "--preferred-challenges", "http-01", "--key-type", "ecdsa",
             "--elliptic-curve", "secp256r1", *domains)
@@ -74,7 +74,8 @@ def test_certbot_with_external_csr(acme: AcmeServer, tmp_path: Path) -> None:
 
 
 def test_certbot_gateway_profile_from_eab_policy(acme: AcmeServer, tmp_path: Path) -> None:
-    """The EAB key binds the account to the gateway profile: serverAuth appears, 30-day lifetime."""
+    """The EAB key binds the account to the gateway profile, which certbot requires by name
+    (draft-aaron-acme-profiles): serverAuth appears, 30-day lifetime."""
     eab = acme.eab("gateway", "*.gw.test")
-    live = standalone(acme, tmp_path, eab, "vpn1.gw.test")
+    live = standalone(acme, tmp_path, eab, "vpn1.gw.test", extra=("--required-profile", "gateway"))
     verify_certificate((live / "fullchain.pem").read_bytes(), acme, tmp_path, {"vpn1.gw.test"}, profile="gateway")
