@@ -91,6 +91,8 @@ def parse_jws(data: bytes | dict[str, Any], *, what: str = "request") -> Jws:
     if not isinstance(protected_b64, str) or len(protected_b64) > MAX_HEADER_BYTES:
         raise malformed(f"{what}: protected header missing or too large")
     protected = json_object(b64d(protected_b64, "protected header"), "protected header")
+    if "crit" in protected or "b64" in protected:  # RFC 7515 §4.1.11, RFC 7797: no extensions understood
+        raise malformed(f"{what}: crit and b64 header parameters are not supported")
     b64d(payload_b64, "payload")
     return Jws(protected, protected_b64, payload_b64, b64d(obj["signature"], "signature"))
 
