@@ -604,7 +604,8 @@ class Responder:
                                        c.KE(group=choice.suite.dh, data=dh.public())])
         new = IkeSa(spi_i, spi_r, choice.suite, keys, nonce.data, nr, b"", b"", sa.peer, sa.local_port,
                     sa.peer_hashes, self.clock.now(), SaState.ESTABLISHED, expected_id=0, auth=sa.auth,
-                    children=dict(sa.children), mobike=sa.mobike, established=self.clock.now())
+                    children=dict(sa.children), mobike=sa.mobike, established=self.clock.now(),
+                    fragmentation=sa.fragmentation, peer_behind_nat=sa.peer_behind_nat)
         self.sas[spi_r] = new
         sa.state, sa.children = SaState.REKEYED, {}
         self._schedule_expiry(sa, 30.0)
