@@ -3,6 +3,7 @@ no credential is 401, refusals change nothing and are audited."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import ssl
@@ -228,3 +229,30 @@ def test_cli_hold_unhold_and_block_device_in_process(incident):  # type: ignore[
         assert exc.kind is ErrorKind.BLOCKED
     again = runner.invoke(app, ["unhold", serial, "--dir", d])
     assert again.exit_code == EXIT[ErrorKind.CONFLICT]  # revoked for good, not on hold
+
+
+def test_tty_confirmation_executes_on_yes(incident):  # type: ignore[no-untyped-def]
+    """On a terminal the dry run asks; answering y revokes (no --yes needed)."""
+    import pty
+    import subprocess
+
+    from tests.conftest import IKEPKI
+
+    serial = _cert(incident, "tty")
+    master, slave = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k != "SOFTHSM2_CONF"}
+    proc = subprocess.Popen([IKEPKI, "revoke", serial, "--reason", "keyCompromise", "--wait", "0", "--dir",
+                             str(incident.dir)], stdin=slave, stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    out = b""
+    while b"[y/N]" not in out:
+        chunk = os.read(master, 4096)
+        assert chunk, out
+        out += chunk
+    os.write(master, b"y\n")
+    with contextlib.suppress(OSError):
+        while chunk := os.read(master, 4096):
+            out += chunk
+    assert proc.wait(120) == 0, out.decode(errors="replace")
+    os.close(master)
+    assert incident.cert_status(serial) == "revoked"
