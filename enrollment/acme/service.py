@@ -158,6 +158,7 @@ class AcmeService:
 
     def _dispatch(self, ctx: RequestContext, urls: m.Urls) -> Response:
         path, method = ctx.path, ctx.method
+        self._rate_limit(ctx, None)
         if path == "/directory":
             self._method(ctx, "GET", "HEAD")
             return Response(200, self.directory(urls))
@@ -242,8 +243,10 @@ class AcmeService:
         return account
 
     def _rate_limit(self, ctx: RequestContext, account: Account | None) -> None:
-        wait = self.limiter.hit(f"ip:{ctx.source}", self.settings.rate_limit_per_ip)
-        if wait is None and account is not None:
+        """Per source address for every request (nonces cost a database write), per account once signed."""
+        if account is None:
+            wait = self.limiter.hit(f"ip:{ctx.source}", self.settings.rate_limit_per_ip)
+        else:
             wait = self.limiter.hit(f"acct:{account.id}", self.settings.rate_limit_per_account)
         if wait is not None:
             raise AcmeProblem("rateLimited", "too many requests; retry later", 429, retry_after=wait)

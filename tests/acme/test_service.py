@@ -166,3 +166,11 @@ def test_rate_limit_per_account(setup: tuple[AcmeService, FixedClock, Client]) -
     limited = [r for r in responses if r.status == 429]
     assert limited and limited[0].body["type"].endswith("rateLimited")
     assert int(limited[0].headers["Retry-After"]) > 0 and limited[0].headers["Replay-Nonce"]
+
+
+def test_rate_limit_per_source_address_covers_nonces(deployment: Any) -> None:
+    settings = AcmeSettings(rate_limit_per_ip=5, rate_limit_window_seconds=3600)
+    service = AcmeService(deployment, settings, ChallengeRegistry())
+    statuses = [service.handle(RequestContext("HEAD", "/new-nonce", BASE, "192.0.2.7")).status for _ in range(7)]
+    assert statuses[:5] == [200] * 5 and statuses[5:] == [429, 429]
+    assert service.handle(RequestContext("HEAD", "/new-nonce", BASE, "192.0.2.8")).status == 200
