@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cryptography import x509
-from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
 
 from ca.clock import as_utc
 from ca.errors import ErrorKind, PKIError
@@ -41,6 +41,18 @@ from enrollment.est.records import EstPendingRecord, EstRegistrationRecord
 
 REGS = EstRegistrationRecord.__table__  # type: ignore[attr-defined]
 PENDING = EstPendingRecord.__table__  # type: ignore[attr-defined]
+
+# Hot-path statements built once (building Core statements per call cost more than SQLite itself).
+_GET = select(REGS).where(REGS.c.device_id == bindparam("b_device_id"))
+_CLAIM_WHERE = [REGS.c.device_id == bindparam("b_device_id"), REGS.c.expires_at > bindparam("b_now"),
+                or_(REGS.c.used.is_(False), and_(REGS.c.serial.is_(None), REGS.c.used_at < bindparam("b_stale")))]
+_CLAIM = update(REGS).where(*_CLAIM_WHERE).values(
+    used=True, claim_id=bindparam("b_claim_id"), used_at=bindparam("b_now"), used_by=bindparam("b_principal"))
+_CLAIM_WITH_SECRET = update(REGS).where(*_CLAIM_WHERE, REGS.c.secret_sha256 == bindparam("b_secret")).values(
+    used=True, claim_id=bindparam("b_claim_id"), used_at=bindparam("b_now"), used_by=bindparam("b_principal"))
+_FINALIZE = update(REGS).where(REGS.c.device_id == bindparam("b_device_id"),
+                               REGS.c.claim_id == bindparam("b_claim_id")).values(serial=bindparam("b_serial"))
+
 MAX_BULK = 10_000
 MAX_DEVICE_ID = 255
 MAX_SANS_PER_DEVICE = 32
@@ -178,7 +190,7 @@ class RegistrationStore:
 
     def get(self, device_id: str) -> Registration | None:
         with self.db.read() as conn:
-            row = conn.execute(select(REGS).where(REGS.c.device_id == device_id)).first()
+            row = conn.execute(_GET, {"b_device_id": device_id}).first()
         return _registration(row) if row else None
 
     def all(self, limit: int = 1000) -> list[Registration]:
@@ -190,13 +202,10 @@ class RegistrationStore:
               claim_timeout: timedelta) -> str | None:
         """Atomically take a usable registration; returns the claim id, or None if someone else has it."""
         claim_id = uuid.uuid4().hex
-        conds = [REGS.c.device_id == device_id, REGS.c.expires_at > now,
-                 or_(REGS.c.used.is_(False), and_(REGS.c.serial.is_(None), REGS.c.used_at < now - claim_timeout))]
-        if secret_sha256 is not None:
-            conds.append(REGS.c.secret_sha256 == secret_sha256)
+        params = {"b_device_id": device_id, "b_now": now, "b_stale": now - claim_timeout, "b_claim_id": claim_id,
+                  "b_principal": principal[:255], "b_secret": secret_sha256}
         with self.db.write() as conn:
-            result = conn.execute(update(REGS).where(*conds).values(
-                used=True, claim_id=claim_id, used_at=now, used_by=principal[:255]))
+            result = conn.execute(_CLAIM if secret_sha256 is None else _CLAIM_WITH_SECRET, params)
             return claim_id if result.rowcount == 1 else None
 
     def release(self, device_id: str, claim_id: str) -> None:
@@ -208,8 +217,7 @@ class RegistrationStore:
 
     def finalize(self, device_id: str, claim_id: str, serial: int) -> None:
         with self.db.write() as conn:
-            conn.execute(update(REGS).where(REGS.c.device_id == device_id, REGS.c.claim_id == claim_id).values(
-                serial=format(serial, "x")))
+            conn.execute(_FINALIZE, {"b_device_id": device_id, "b_claim_id": claim_id, "b_serial": format(serial, "x")})
 
     # -- manual approval ----------------------------------------------------------------------
 

@@ -103,9 +103,10 @@ def certs_only(certificates: Sequence[x509.Certificate]) -> bytes:
 
     Encoded directly (it is a fixed frame around the certificates); byte-identical to the
     asn1crypto ``cms`` encoding, which the tests check, at a fraction of the cost."""
-    ders = [c.public_bytes(Encoding.DER) for c in certificates]
+    ders = [bytes(c.public_bytes(Encoding.DER)) for c in certificates]
     width = max((len(d) for d in ders), default=0)
-    certs = _tlv(0xA0, b"".join(sorted(ders, key=lambda d: _der_set_order(d, width))))
+    ordered: list[bytes] = sorted(ders, key=lambda d: _der_set_order(d, width))
+    certs = _tlv(0xA0, b"".join(ordered))
     signed = _tlv(0x30, _VERSION_1_NO_DIGESTS_DATA + certs + bytes.fromhex("3100"))
     return _tlv(0x30, _OID_SIGNED_DATA + _tlv(0xA0, signed))
 
