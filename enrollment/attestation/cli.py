@@ -25,6 +25,7 @@ import base64
 import datetime as dt
 import json
 import os
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -284,6 +285,9 @@ class AgentConfig:
     def verify(self) -> str | bool:
         return self.ca_bundle or True
 
+    def tls(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=self.ca_bundle) if self.ca_bundle else ssl.create_default_context()
+
     def eab(self) -> Eab | None:
         if not self.eab_kid:
             return None
@@ -371,7 +375,7 @@ def run_enrollment(cfg: AgentConfig, *, replaces: str | None = None, new_ak_cert
     cfg.out.mkdir(parents=True, exist_ok=True)
     eab = cfg.eab()
     with AcmeSession(cfg.acme, _account_key(cfg.out), cfg.verify) as session, \
-            httpx.Client(verify=cfg.verify, timeout=30) as http, AgentTpm(cfg.tpm, cfg.ek) as tpm:  # type: ignore[arg-type]
+            httpx.Client(verify=cfg.tls(), timeout=30) as http, AgentTpm(cfg.tpm, cfg.ek) as tpm:  # type: ignore[arg-type]
         chain = _ak_chain(cfg.out, new_ak_cert)
         if chain is None:
             chain = enroll_ak(tpm, AttestClient(http, attest_base(cfg.acme)), eab)

@@ -57,7 +57,7 @@ from ca.profiles import san_text
 from ca.service.mounts import HTTPS, HttpMount
 from ca.store.sql import audit_row
 from enrollment.acme.messages import matches_pattern
-from enrollment.acme.model import Identifier
+from enrollment.acme.model import EabKey, Identifier
 from enrollment.acme.store import AcmeStore
 from enrollment.attestation.ak_cert import issue_ak_certificate
 from enrollment.attestation.chain import ChainError
@@ -177,8 +177,10 @@ class AkEnrollmentService:
         if self.trust is None:
             raise PKIError(ErrorKind.UNAVAILABLE, "attestation.ek_roots is not configured on this server")
         now = self.dep.clock.now()
+        key = self._authenticate(request, now)
         ek = validate_ek_certificate(request.ek_der, self.trust, now)
-        principal = self._authorize(request, ek.permanent_identifier.acme_value(), now)
+        self._check_policy(key, ek.permanent_identifier.acme_value())
+        principal = key.kid if key is not None else ""
         self._check_blocked(ek)
         blob = self._activation(principal).start(request.ek_der, request.ak_public)
         self.dep.audit.append(now, principal or "anonymous", "attest-ak-start", "attestation", source=source,
@@ -192,11 +194,12 @@ class AkEnrollmentService:
                 store.is_device_blocked(f"ek:{ek.fingerprint}", None):
             raise PKIError(ErrorKind.BLOCKED, "this device is blocked from enrollment")
 
-    def _authorize(self, request: AkStartRequest, device_id: str, now: datetime) -> str:
+    def _authenticate(self, request: AkStartRequest, now: datetime) -> EabKey | None:
+        """EAB key id + HMAC (module docstring), checked before anything else is parsed."""
         if request.eab_kid is None or request.eab_mac is None:
             if self.settings.require_eab:
                 raise PKIError(ErrorKind.UNAUTHORIZED, "this server requires eab {kid, mac} on ak/start")
-            return ""
+            return None
         key = AcmeStore(self.dep.db).eab_key(request.eab_kid)
         expected = hmac.new(key.hmac_key if key else b"\0" * 32,
                             start_mac_input(request.ek_certificate_b64, request.ak_public_b64), hashlib.sha256)
@@ -204,10 +207,16 @@ class AkEnrollmentService:
             raise PKIError(ErrorKind.UNAUTHORIZED, "unknown EAB key id or wrong MAC")
         if key.disabled or (key.expires is not None and key.expires <= now):
             raise PKIError(ErrorKind.UNAUTHORIZED, "the EAB key is disabled or expired")
+        return key
+
+    @staticmethod
+    def _check_policy(key: EabKey | None, device_id: str) -> None:
+        """The EAB key's profile is ``machine`` and a pattern (``device:*`` or exact) allows the device."""
+        if key is None:
+            return
         ident = Identifier("permanent-identifier", device_id)
         if key.profile != "machine" or not any(matches_pattern(ident, p) for p in key.identifiers):
             raise PKIError(ErrorKind.UNAUTHORIZED, "the EAB key's policy does not allow this device")
-        return key.kid
 
     def finish(self, request: AkFinishRequest, source: str) -> dict[str, Any]:
         principal = self.repository.principal_of(request.challenge_id) or "anonymous"

@@ -7,6 +7,7 @@ import base64
 import importlib.util
 import os
 import secrets
+import ssl
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -82,6 +83,9 @@ class DevicePki:
     def root_pem(self) -> str:
         return str(self.server.root_pem)
 
+    def tls(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=self.root_pem)
+
     def eab(self, identifiers: str = "device:*", profile: str = "machine") -> Eab:
         """An EAB key written straight into the store (``ikepki acme eab create`` is covered by the ACME tests
         and costs seconds of CLI start-up per call)."""
@@ -100,7 +104,7 @@ class DevicePki:
         return self.store().search(CertificateQuery(ek_fingerprint=ek_fingerprint, profile=profile, limit=1000))
 
     def block(self, ek_fingerprint: str) -> None:
-        with httpx.Client(verify=self.root_pem, timeout=30) as http:
+        with httpx.Client(verify=self.tls(), timeout=30) as http:
             resp = http.post(f"{self.server.https_url}/admin/v1/devices/ek:{ek_fingerprint}/block",
                              json={"reason": "test"}, headers={"Authorization": f"Bearer {self.server.admin_token()}"})
         assert resp.status_code == 200, resp.text
@@ -212,7 +216,7 @@ class DeviceFlow:
 def device_flow(pki: DevicePki, tpm: Any, *, enroll: bool = True, eab: Eab | None = None) -> Iterator[DeviceFlow]:
     eab = eab or pki.eab()
     account_key = ec.generate_private_key(ec.SECP256R1())
-    with httpx.Client(verify=pki.root_pem, timeout=30) as http, AgentTpm(tpm.tcti) as dev, \
+    with httpx.Client(verify=pki.tls(), timeout=30) as http, AgentTpm(tpm.tcti) as dev, \
             AcmeSession(pki.directory, account_key, pki.root_pem) as session:
         session.register(eab)
         flow = DeviceFlow(pki, dev, http, session, eab)
