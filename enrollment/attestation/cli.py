@@ -167,7 +167,8 @@ class AcmeSession:
 
     def __init__(self, directory_url: str, account_key: ec.EllipticCurvePrivateKey, verify: str | bool) -> None:
         self.key = jose.JWKEC(key=account_key)
-        net = acme_client.ClientNetwork(self.key, alg=jose.ES256, verify_ssl=verify, user_agent="ikepki-device")
+        net = acme_client.ClientNetwork(self.key, alg=jose.ES256, verify_ssl=verify,  # type: ignore[arg-type]
+                                        user_agent="ikepki-device")  # requests takes a CA bundle path too
         # one connection per request: a run is a dozen requests, and the library leaks a pooled connection
         # when a request fails (it then holds the server's graceful shutdown open)
         net.session.headers["Connection"] = "close"
@@ -308,6 +309,9 @@ class AgentConfig:
 
 class AgentTpm(TpmDevice):
     """TpmDevice plus reuse of an already persisted device key."""
+
+    def __enter__(self) -> AgentTpm:
+        return self
 
     def device_key_public(self, handle: int) -> bytes | None:
         """Marshalled TPMT_PUBLIC of the key at ``handle``, or None."""
