@@ -18,7 +18,7 @@ from ocsp.crl_serve import CrlCache
 from ocsp.outbox_feed import OutboxFeed
 from ocsp.responder import Responder
 from ocsp.settings import CrlSettings, OcspSettings
-from ocsp.signers import load_signer, needs_rotation, rotate
+from ocsp.signers import delegated_cert, needs_rotation, rotate
 
 log = logging.getLogger("ikepki.ocsp")
 CRL_LEASE, ROTATION_LEASE = "crl-publisher", "ocsp-signer-rotation"
@@ -118,9 +118,8 @@ class OcspRuntime:
         before = timedelta(hours=self.ocsp_settings.signer_rotate_before_hours)
         due = []
         for issuer_id in self.dep.issuers:
-            signer = load_signer(self.dep, issuer_id)
-            cert = signer.certificate
-            if (signer.delegated and needs_rotation(cert, now, before)
+            cert = delegated_cert(self.dep, issuer_id)
+            if (cert is not None and needs_rotation(cert, now, before)
                     and now - cert.not_valid_before_utc >= MIN_SIGNER_AGE):
                 due.append(issuer_id)
         if not due or not self._hold_lease(ROTATION_LEASE):

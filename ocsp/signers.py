@@ -28,6 +28,7 @@ from ocsp.signing import algorithm_identifier
 
 SIGNER_CERTS = OcspSignerCertRecord.__table__  # type: ignore[attr-defined]
 log = logging.getLogger("ikepki.ocsp.signers")
+MIN_SIGNER_VALIDITY = timedelta(minutes=10)
 _HASHES = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha384": hashlib.sha384, "sha512": hashlib.sha512}
 
 
@@ -79,7 +80,8 @@ def service_name(issuer_id: str) -> str:
 
 def load_signer(dep: Any, issuer_id: str) -> Signer:
     """The delegated signer with its newest certificate; the issuing CA itself when the deployment
-    has no delegated key for it; the root CA key for ``root`` (answers about issuing CAs)."""
+    has no delegated key for it or that certificate is about to expire (RFC 6960 §2.6 allows both);
+    the root CA key for ``root`` (answers about issuing CAs)."""
     if issuer_id == "root":
         return Signer(issuer_id, dep.signing_key(dep.manifest["root"]["key"]), dep.root, delegated=False)
     try:
@@ -88,6 +90,11 @@ def load_signer(dep: Any, issuer_id: str) -> Signer:
         issuer = dep.issuers[issuer_id]
         return Signer(issuer_id, issuer.key, issuer.certificate, delegated=False)
     cert = newest_cert(dep, issuer_id, svc.certificate)
+    if cert.not_valid_after_utc - dep.clock.now() < MIN_SIGNER_VALIDITY:  # rotation failed for too long
+        log.warning("OCSP signer certificate for %s expires %s: signing with the CA key", issuer_id,
+                    cert.not_valid_after_utc)
+        issuer = dep.issuers[issuer_id]
+        return Signer(issuer_id, issuer.key, issuer.certificate, delegated=False)
     return Signer(issuer_id, svc.key, cert, delegated=True)
 
 
@@ -101,6 +108,15 @@ def newest_cert(dep: Any, issuer_id: str, seed: x509.Certificate) -> x509.Certif
     cert = x509.load_der_x509_certificate(bytes(row.der))
     same_key = public_key_bits(cert) == public_key_bits(seed)
     return cert if same_key and cert.not_valid_after_utc > seed.not_valid_after_utc else seed
+
+
+def delegated_cert(dep: Any, issuer_id: str) -> x509.Certificate | None:
+    """The newest certificate of the issuer's delegated signer key, None if it has none."""
+    try:
+        svc = dep.service_key(service_name(issuer_id))
+    except PKIError:
+        return None
+    return newest_cert(dep, issuer_id, svc.certificate)
 
 
 def needs_rotation(cert: x509.Certificate, now: datetime, before: timedelta) -> bool:

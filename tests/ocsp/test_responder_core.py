@@ -11,6 +11,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -181,3 +182,23 @@ def test_crl_numbers_strictly_increase_with_two_publishers(pki: Pki) -> None:
         crl = x509.load_der_x509_crl(bytes(row.der))
         assert crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == row.crl_number
         assert crl.is_signature_valid(pki.dep.issuers["attestation"].certificate.public_key())  # type: ignore[arg-type]
+
+
+def test_expired_delegated_cert_falls_back_to_the_ca_key(pki: Pki, monkeypatch: pytest.MonkeyPatch) -> None:
+    """If rotation failed until the signer certificate (nearly) expired, the CA signs itself
+    (RFC 6960 §2.6) instead of handing out responses relying parties must reject."""
+    from ca.clock import FixedClock
+
+    monkeypatch.setattr(pki.dep, "clock", FixedClock(datetime.now(UTC) + timedelta(days=8)))
+    signer = load_signer(pki.dep, "rsa")
+    assert not signer.delegated and signer.certificate == pki.dep.issuers["rsa"].certificate
+    responder = Responder(pki.dep)
+    try:
+        resp = respond(responder, request_for(pki.dep, "rsa", [99], nonce=True))
+        assert resp.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL and resp.certificates == []
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        pki.dep.issuers["rsa"].certificate.public_key().verify(  # type: ignore[call-arg]
+            resp.signature, resp.tbs_response_bytes, padding.PKCS1v15(), hashes.SHA256())
+    finally:
+        responder.close()
