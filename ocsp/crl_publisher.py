@@ -32,6 +32,7 @@ from sqlalchemy import and_, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from ca.clock import as_utc
+from ca.errors import PKIError
 from ocsp.crl import CrlIssuer, build_crl, remove_from_crl_entries
 from ocsp.outbox_feed import OutboxFeed
 from ocsp.records import CrlPublicationRecord
@@ -145,7 +146,10 @@ class EntryCache:
 def crl_issuers(dep: Any) -> dict[str, CrlIssuer]:
     """Every issuing CA (with its delta URL for FreshestCRL) and the root CA."""
     out = {i: CrlIssuer(i, iss.certificate, iss.key, iss.urls.delta_crl) for i, iss in dep.issuers.items()}
-    out[ROOT] = CrlIssuer(ROOT, dep.root, dep.signing_key(dep.manifest["root"]["key"]), None)
+    try:
+        out[ROOT] = CrlIssuer(ROOT, dep.root, dep.signing_key(dep.manifest["root"]["key"]), None)
+    except (PKIError, KeyError, OSError) as exc:  # an offline root: publish its CRL at the ceremony instead
+        log.warning("root CA key not available here (%s): no root CRL from this publisher", exc)
     return out
 
 
@@ -175,27 +179,39 @@ class CrlPublisher:
         """Publish whatever is due now; returns descriptions of what was published. ``revoked``:
         issuers with outbox rows not yet covered, even if below the newest id (committed late)."""
         done: list[str] = []
-        s = self.settings
+        failed: list[str] = []
         for issuer_id in self.issuers:
-            now = self.dep.clock.now()
-            with self.dep.db.read() as conn:
-                full = latest(conn, issuer_id, "full")
-                base = latest(conn, issuer_id, "full", base_only=True)
-                delta = latest(conn, issuer_id, "delta")
-                feed = self.feed_position(conn, issuer_id)
-            if issuer_id == ROOT:
-                if force or full is None or now - full.this_update >= timedelta(days=s.root_validity_days) / 2:
-                    done.append(self.publish_full(issuer_id, is_base=True))
-                continue
-            new_base = force or base is None or now - base.this_update >= timedelta(hours=s.full_interval_hours)
-            if new_base:
-                done.append(self.publish_full(issuer_id, is_base=True))
-            elif full is not None and (feed > full.feed_cursor or issuer_id in revoked) and s.full_on_revocation:
-                done.append(self.publish_full(issuer_id, is_base=False))
-            stale = delta is None or now - delta.this_update >= timedelta(minutes=s.delta_interval_minutes)
-            if new_base or stale or issuer_id in revoked or feed > delta.feed_cursor:  # type: ignore[union-attr]
-                done.append(self.publish_delta(issuer_id))
+            try:
+                done.extend(self._run_issuer(issuer_id, force, revoked))
+            except Exception as exc:  # one failing CA (HSM, offline key) must not hold back the others
+                log.warning("CRL publication for %s failed: %s", issuer_id, exc)
+                failed.append(issuer_id)
+        if failed and len(failed) == len(self.issuers):
+            raise RuntimeError(f"no CRL could be published ({', '.join(failed)})")
         return done
+
+    def _run_issuer(self, issuer_id: str, force: bool, revoked: frozenset[str]) -> list[str]:
+        s = self.settings
+        out: list[str] = []
+        now = self.dep.clock.now()
+        with self.dep.db.read() as conn:
+            full = latest(conn, issuer_id, "full")
+            base = latest(conn, issuer_id, "full", base_only=True)
+            delta = latest(conn, issuer_id, "delta")
+            feed = self.feed_position(conn, issuer_id)
+        if issuer_id == ROOT:
+            if force or full is None or now - full.this_update >= timedelta(days=s.root_validity_days) / 2:
+                out.append(self.publish_full(issuer_id, is_base=True))
+            return out
+        new_base = force or base is None or now - base.this_update >= timedelta(hours=s.full_interval_hours)
+        if new_base:
+            out.append(self.publish_full(issuer_id, is_base=True))
+        elif full is not None and (feed > full.feed_cursor or issuer_id in revoked) and s.full_on_revocation:
+            out.append(self.publish_full(issuer_id, is_base=False))
+        stale = delta is None or now - delta.this_update >= timedelta(minutes=s.delta_interval_minutes)
+        if new_base or stale or issuer_id in revoked or feed > delta.feed_cursor:  # type: ignore[union-attr]
+            out.append(self.publish_delta(issuer_id))
+        return out
 
     def feed_position(self, conn: Any, issuer_id: str) -> int:
         """The newest outbox event (revocation or release) for this issuer."""

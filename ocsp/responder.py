@@ -299,13 +299,20 @@ class Responder:
 
     def reload_signers(self) -> None:
         """(Re)load every issuer's signer: picks up certificates rotated by another replica."""
+        failures = []
         for issuer_id in [*self.dep.issuers, ROOT]:
-            signer = load_signer(self.dep, issuer_id)
+            try:
+                signer = load_signer(self.dep, issuer_id)
+            except Exception as exc:  # e.g. an offline root key: the others still answer
+                failures.append(f"{issuer_id}: {exc}")
+                continue
             old = self.signers.get(issuer_id)
             if old is not None and old.certificate != signer.certificate:
                 log.info("OCSP signer for %s now %x", issuer_id, signer.certificate.serial_number)
             self.signers[issuer_id] = signer
         self._signers_loaded = time.monotonic()
+        if failures:
+            raise RuntimeError("; ".join(failures))
 
     # -- status -------------------------------------------------------------------------------
 
