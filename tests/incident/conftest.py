@@ -121,10 +121,11 @@ class Incident:
             return list(api.post("/deliveries/search", json={"serials": [serial]}).json())
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def incident(deployment_dir: Path, deployment: Any) -> Iterator[Incident]:
-    """The session deployment with a server of this module's own (a second replica if the session
-    server runs too: claims keep them off each other's deliveries)."""
+    """The session deployment with a server of the incident tests' own (started once for all of
+    them; a second replica if the session server runs too: claims keep them off each other's
+    deliveries)."""
     inc = Incident(deployment_dir, start_server(deployment_dir, env=PUSH_ENV), deployment)
     yield inc
     inc.server.stop()
