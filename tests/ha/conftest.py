@@ -34,7 +34,7 @@ def base_config() -> dict[str, object]:
                                              "labels": ["machine"]}}},
         "crl": {"debounce_seconds": 0.2, "poll_seconds": 0.25, "lease_seconds": 10},
         "ocsp": {"poll_seconds": 0.25},
-        "push": {"lease_seconds": 5, "backoff_base_seconds": 0.2, "backoff_max_seconds": 1},
+        "push": {"lease_seconds": 10, "backoff_base_seconds": 0.2, "backoff_max_seconds": 1},
     }
 
 
