@@ -91,3 +91,51 @@ def test_server_killed_between_commit_and_delivery_delivers_after_restart(incide
         assert len({e.event_id for e in events}) == 1  # one event, delivered at least once
     finally:
         incident.disable_gateway(name)
+
+
+def test_bundled_ikev2_responder_accepts_the_pushed_event(incident, tmp_path):  # type: ignore[no-untyped-def]
+    """The ``responder`` driver against the real bundled responder (python -m gateway.cli serve):
+    it verifies the JWS against the ikepki root and applies the revocation."""
+    import socket
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO, free_port
+
+    tag = os.urandom(3).hex()
+    gw_pem, gw_key, _ = incident.issue("gateway", x509.DNSName(f"rgw-{tag}.example.test"), f"rgw-{tag}")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        udp = s.getsockname()[1]
+    push_port = free_port()
+    events = tmp_path / "events.jsonl"
+    env = {k: v for k, v in os.environ.items() if k != "SOFTHSM2_CONF"}
+    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--listen", f"127.0.0.1:{udp}",
+                             "--push-listen", f"127.0.0.1:{push_port}", "--cert", str(gw_pem), "--key", str(gw_key),
+                             "--ca-bundle", str(incident.dir / "root-ca.pem"), "--ocsp", "off",
+                             "--control", str(tmp_path / "control.sock"), "--event-log", str(events)],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=(tmp_path / "err.log").open("wb"))
+    name = f"responder-{tag}"
+    try:
+        import httpx
+
+        assert wait_for(lambda: _up(httpx, push_port), 30), (tmp_path / "err.log").read_text()
+        incident.add_gateway(name, "responder", f"http://127.0.0.1:{push_port}")
+        _, _, serial = incident.issue("user", x509.RFC822Name(f"resp-{tag}@example.test"), f"resp-{tag}")
+        with incident.api() as api:
+            assert api.post("/revocations", json={"serials": [serial], "reason": "keyCompromise"}).status_code == 200
+        row = wait_for(lambda: (r := _row(incident, serial, name))["status"] == "delivered" and r, 20)
+        assert row, _row(incident, serial, name)
+        applied = [json.loads(line) for line in events.read_text().splitlines() if serial in line]
+        assert any(e.get("accepted") is True and e.get("serial") == serial for e in applied), applied
+    finally:
+        incident.disable_gateway(name)
+        proc.terminate()
+        proc.wait(10)
+
+
+def _up(httpx: Any, port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
