@@ -574,7 +574,11 @@ def revoke(serials: Annotated[list[str] | None, typer.Argument(help="Serial numb
            wait: Annotated[float, typer.Option("--wait", help="Seconds to follow the push to gateways.")] = 5.0,
            server: ServerOption = None, token: TokenOption = None, ca_bundle: BundleOption = None,
            directory: DirOption = DEFAULT_DIR, config: ConfigOption = None, json_out: JsonOption = False) -> None:
-    """Revoke certificates. Without --yes: shows what would change, asks on a TTY, changes nothing."""
+    """Revoke certificates. Without --yes: shows what would change, asks on a TTY, changes nothing.
+
+    Exit codes: 0 done, 3 a serial does not exist, 5 bad reason/selector/file, 6 database or HSM
+    unavailable, 7 unauthorized or forbidden (remote), 10 dry run (nothing changed).
+    """
     why = parse_reason(reason, hold)
     wanted = [parse_serial(s) for s in serials or []]
     if from_file is not None:
