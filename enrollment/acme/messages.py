@@ -87,7 +87,7 @@ def order_json(order: Order, urls: Urls) -> dict[str, Any]:
 
 def challenge_json(ch: Challenge, urls: Urls) -> dict[str, Any]:
     out: dict[str, Any] = {"type": ch.type, "url": urls.challenge(ch.id), "status": ch.status, "token": ch.token}
-    if ch.validated:
+    if ch.validated and ch.status == "valid":  # while processing the column holds the start time
         out["validated"] = rfc3339(ch.validated)
     if ch.error:
         out["error"] = ch.error

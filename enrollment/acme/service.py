@@ -585,7 +585,24 @@ class AcmeService:
         if authz.status == "pending" and authz.expires <= self.dep.clock.now():
             self.store.set_authz_status(authz.id, ("pending",), "expired")
             authz = self.store.authz(authz_id) or authz
+        if authz.status == "pending" and self._reap_stale(authz):
+            authz = self.store.authz(authz_id) or authz
         return authz
+
+    def _reap_stale(self, authz: Authz) -> bool:
+        """A validation still processing long after its timeout was lost (its replica died):
+        processing → invalid, so the client learns it and can start a new order."""
+        now = self.dep.clock.now()
+        limit = timedelta(seconds=3 * self.settings.validation_timeout + 60)
+        reaped = False
+        for ch in self.store.challenges(authz.id):
+            if ch.status == "processing" and ch.validated is not None and now - ch.validated > limit:
+                error = AcmeProblem("serverInternal", "the validation was interrupted; create a new order",
+                                    500).document()
+                error["identifier"] = authz.identifier.wire()
+                self.store.finish_challenge(ch, authz, error, now)
+                reaped = True
+        return reaped
 
     def authz(self, ctx: RequestContext, urls: m.Urls, s: Signed, authz_id: str) -> Response:
         authz = self._load_authz(s, authz_id)
@@ -614,7 +631,7 @@ class AcmeService:
         if s.payload is not None and challenge.status == "pending":
             if authz.status != "pending":
                 raise malformed(f"the authorization is {authz.status}")
-            if self.store.start_challenge(challenge.id, authz.id):
+            if self.store.start_challenge(challenge.id, authz.id, self.dep.clock.now()):
                 self.validators.submit(self._validate, challenge, authz, s.account, s.payload)
             challenge = self.store.challenge(challenge_id) or challenge
         links = [f'<{urls.authz(authz.id)}>;rel="up"']

@@ -208,8 +208,9 @@ class AcmeStore:
             row = conn.execute(select(CHALLENGES).where(CHALLENGES.c.id == challenge_id)).first()
         return Challenge.from_row(row) if row else None
 
-    def start_challenge(self, challenge_id: str, authz_id: str) -> bool:
-        """pending → processing, only while the authorization is pending and no sibling is processing."""
+    def start_challenge(self, challenge_id: str, authz_id: str, now: datetime | None = None) -> bool:
+        """pending → processing, only while the authorization is pending and no sibling is processing.
+        While processing, ``validated`` holds the start time (to detect validations a dead replica left)."""
         with self.db.write() as conn:
             authz = conn.execute(select(AUTHZS.c.status).where(AUTHZS.c.id == authz_id)).first()
             busy = conn.execute(select(CHALLENGES.c.id).where(CHALLENGES.c.authz_id == authz_id,
@@ -218,7 +219,7 @@ class AcmeStore:
                 return False
             result = conn.execute(update(CHALLENGES).where(CHALLENGES.c.id == challenge_id,
                                                            CHALLENGES.c.status == "pending")
-                                  .values(status="processing"))
+                                  .values(status="processing", validated=now))  # processing: start time
             return result.rowcount == 1
 
     def finish_challenge(self, challenge: Challenge, authz: Authz, error: dict[str, Any] | None,

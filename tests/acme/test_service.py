@@ -174,3 +174,18 @@ def test_rate_limit_per_source_address_covers_nonces(deployment: Any) -> None:
     statuses = [service.handle(RequestContext("HEAD", "/new-nonce", BASE, "192.0.2.7")).status for _ in range(7)]
     assert statuses[:5] == [200] * 5 and statuses[5:] == [429, 429]
     assert service.handle(RequestContext("HEAD", "/new-nonce", BASE, "192.0.2.8")).status == 200
+
+
+def test_validation_lost_by_a_dead_replica_is_reaped(setup: tuple[AcmeService, FixedClock, Client]) -> None:
+    """A challenge left processing (its replica died before recording the outcome) becomes invalid."""
+    service, clock, client = setup
+    order_url, order = new_order(client, "lost.svc.test")
+    authz = client.post(order["authorizations"][0], None).body
+    challenge_id = authz["challenges"][0]["url"].rsplit("/", 1)[1]
+    authz_id = order["authorizations"][0].rsplit("/", 1)[1]
+    assert service.store.start_challenge(challenge_id, authz_id, clock.now())  # as if a replica had started it
+    assert client.post(order["authorizations"][0], None).body["challenges"][0]["status"] == "processing"
+    clock.advance(timedelta(seconds=3 * service.settings.validation_timeout + 61))
+    reaped = client.post(order["authorizations"][0], None).body
+    assert reaped["status"] == "invalid" and reaped["challenges"][0]["status"] == "invalid"
+    assert client.post(order_url, None).body["status"] == "invalid"
