@@ -29,9 +29,11 @@ def base_config() -> dict[str, object]:
     """Settings shared by every HA deployment (short lease/poll times so takeovers are quick)."""
     return {
         "public_base_url": "http://127.0.0.1:8080",
-        "est": {"default_label": "machine", "labels": {"machine": {"profile": "machine"}},
+        "est": {"default_label": "machine",
+                "labels": {"machine": {"profile": "machine"},
+                           "approval": {"profile": "machine", "manual_approval": True, "retry_after_seconds": 1}},
                 "pipelines": {EST_PIPELINE: {"password_hash": hash_password(EST_PASSWORD, 1000),
-                                             "labels": ["machine"]}}},
+                                             "labels": ["machine", "approval"]}}},
         "crl": {"debounce_seconds": 0.2, "poll_seconds": 0.25, "lease_seconds": 10},
         "ocsp": {"poll_seconds": 0.25},
         "push": {"lease_seconds": 10, "backoff_base_seconds": 0.2, "backoff_max_seconds": 1},

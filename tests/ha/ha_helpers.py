@@ -54,8 +54,14 @@ def est_client(server: Server) -> httpx.Client:
 
 
 def est_enroll(client: httpx.Client, server: Server, cn: str, auth: tuple[str, str]) -> httpx.Response:
-    return client.post(f"{server.https_url}/.well-known/est/simpleenroll", content=base64.b64encode(csr_der(cn)),
-                       auth=auth, headers={"Content-Type": "application/pkcs10"})
+    return est_post(client, server, csr_der(cn), auth)
+
+
+def est_post(client: httpx.Client, server: Server, csr: bytes, auth: tuple[str, str],
+             label: str | None = None) -> httpx.Response:
+    path = f"/.well-known/est/{label}/simpleenroll" if label else "/.well-known/est/simpleenroll"
+    return client.post(f"{server.https_url}{path}", content=base64.b64encode(csr), auth=auth,
+                       headers={"Content-Type": "application/pkcs10"})
 
 
 def est_cert(response: httpx.Response) -> x509.Certificate:

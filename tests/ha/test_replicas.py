@@ -14,7 +14,7 @@ import datetime
 import json
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,9 +38,11 @@ from tests.ha.ha_helpers import (
     Store,
     admin,
     create_eab,
+    csr_der,
     est_cert,
     est_client,
     est_enroll,
+    est_post,
     ocsp_post,
     ocsp_request,
     revoke,
@@ -290,6 +292,53 @@ def test_est_registration_secret_consumed_once_across_replicas(replicas: Replica
         assert row.used and int(row.serial, 16) == serial
     rows = replicas.store.rows("select count(*) as n from certificates where device_id in :d", d=devices)
     assert rows[0].n == len(devices)
+
+
+def _race(*calls: Callable[[], httpx.Response]) -> list[httpx.Response]:
+    """Run the calls at the same moment (one thread each, released together)."""
+    barrier = threading.Barrier(len(calls))
+
+    def go(call: Callable[[], httpx.Response]) -> httpx.Response:
+        barrier.wait()
+        return call()
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(go, calls))
+
+
+def test_est_manual_approval_issues_once_across_replicas(replicas: Replicas) -> None:
+    """RFC 7030 §4.2.3 with an operator in the loop: the same request lands on both replicas, both
+    replicas' admins approve at once, the client polls both at once: one pending row, one approval,
+    one certificate, and every later poll on either replica returns that certificate."""
+    a, b = replicas.both
+    csr = csr_der("ha-approval")
+    clients = {id(a): est_client(a), id(b): est_client(b)}
+
+    def post(srv: Server) -> Callable[[], httpx.Response]:
+        return lambda: est_post(clients[id(srv)], srv, csr, PIPELINE, label="approval")
+
+    try:
+        first = _race(post(a), post(b))
+        assert [r.status_code for r in first] == [202, 202], [r.text for r in first]
+        rows = replicas.store.rows("select id, status from est_pending where subject like '%ha-approval%'")
+        assert len(rows) == 1 and rows[0].status == "pending"
+        pending_id = rows[0].id
+        decisions = _race(lambda: admin(a, "POST", f"/est/pending/{pending_id}/approve"),
+                          lambda: admin(b, "POST", f"/est/pending/{pending_id}/approve"))
+        assert sorted(r.status_code for r in decisions) == [200, 409], [r.text for r in decisions]
+        polls = _race(post(a), post(b))
+        assert {r.status_code for r in polls} <= {200, 202} and 200 in {r.status_code for r in polls}
+        serials = {est_cert(r).serial_number for r in polls if r.status_code == 200}
+        for srv in (a, b):  # later polls, on either replica, return the one certificate
+            serials.add(est_cert(post(srv)()).serial_number)
+        assert len(serials) == 1
+        (row,) = replicas.store.rows("select status, serial from est_pending where id = :i", i=pending_id)
+        assert row.status == "issued" and int(row.serial, 16) in serials
+        count = replicas.store.rows("select count(*) as n from certificates where subject like '%ha-approval%'")
+        assert count[0].n == 1
+    finally:
+        for c in clients.values():
+            c.close()
 
 
 def test_scep_one_time_challenges_consumed_once_on_postgres(replicas: Replicas) -> None:
