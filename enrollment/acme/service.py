@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import NameOID
 
 from ca.csr import parse_csr
-from ca.errors import PKIError
+from ca.errors import ErrorKind, PKIError
 from ca.model import IssuanceRequest, Requester, RevocationReason, RevocationRequest
 from ca.profiles import check_sans
 from enrollment.acme import messages as m
@@ -517,7 +517,10 @@ class AcmeService:
                 device_id=evidence.get("device_id"), ek_fingerprint=evidence.get("ek_fingerprint")))
         except PKIError as exc:
             problem = from_pki_error(exc)
-            self.store.transition_order(order.id, "processing", "invalid", error=problem.document())
+            if exc.kind is ErrorKind.UNAVAILABLE:  # HSM or database away: the client may finalize again later
+                self.store.transition_order(order.id, "processing", "ready")
+            else:
+                self.store.transition_order(order.id, "processing", "invalid", error=problem.document())
             raise problem from None
         except Exception:
             self.store.transition_order(order.id, "processing", "invalid",
