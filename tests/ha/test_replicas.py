@@ -14,6 +14,7 @@ import datetime
 import json
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -168,6 +169,53 @@ def _obtain(cl: client.ClientV2, responder: Http01Responder, *names: str) -> x50
             cl.answer_challenge(challb, challb.response(cl.net.key))
         done = cl.poll_and_finalize(order, datetime.datetime.now() + datetime.timedelta(seconds=90))
     return x509.load_pem_x509_certificate(done.fullchain_pem.encode())
+
+
+def test_acme_same_order_finalized_on_both_replicas_at_once_issues_once(replicas: Replicas) -> None:
+    """§7.4: two finalize requests for one ready order, one to each replica at the same moment:
+    one certificate; the other request gets orderNotReady (or the order already processing/valid),
+    and both clients end up downloading the same certificate."""
+    a, b = replicas.both
+    cl, _ = _balanced_client(replicas)
+    csr = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
+           .add_extension(x509.SubjectAlternativeName([x509.DNSName("ha-final.test")]), critical=False)
+           .sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+    order = cl.new_order(csr)
+    with Http01Responder(replicas.http01_port) as responder:
+        for authz in order.authorizations:
+            challb = next(c for c in authz.body.challenges if isinstance(c.chall, challenges.HTTP01))
+            response, validation = challb.response_and_validation(cl.net.key)
+            responder.tokens[challb.chall.encode("token")] = validation
+            cl.answer_challenge(challb, response)
+        order = cl.poll_authorizations(order, datetime.datetime.now() + datetime.timedelta(seconds=60))
+    clients = []
+    for port in (a.https_port, b.https_port):  # same account, one client pinned to each replica
+        net = client.ClientNetwork(cl.net.key, alg=jose.ES256, account=cl.net.account, verify_ssl=str(a.root_pem),
+                                   user_agent="ikepki-ha-tests")
+        net.session.mount("https://", RoundRobinAdapter(a.https_port, [port]))
+        clients.append(client.ClientV2(cl.directory, net))
+    barrier = threading.Barrier(2)
+
+    def finalize(c: client.ClientV2) -> str:
+        barrier.wait()
+        try:
+            done = c.finalize_order(order, datetime.datetime.now() + datetime.timedelta(seconds=60))
+        except messages.Error as exc:
+            assert exc.typ in ("urn:ietf:params:acme:error:orderNotReady",), exc
+            for _ in range(120):  # the winner's issuance completes; the loser reads the order
+                body = messages.Order.from_json(c._post_as_get(order.uri).json())
+                if body.status == messages.STATUS_VALID:
+                    return str(c._post_as_get(body.certificate).text)
+                time.sleep(0.5)
+            raise AssertionError("order never became valid") from exc
+        return str(done.fullchain_pem)
+
+    with ThreadPoolExecutor(2) as pool:
+        chains = list(pool.map(finalize, clients))
+    leaves = {x509.load_pem_x509_certificate(c.encode()).serial_number for c in chains}
+    assert len(leaves) == 1
+    rows = replicas.store.rows("select serial from certificates where sans like '%ha-final.test%'")
+    assert [int(r.serial, 16) for r in rows] == list(leaves)
 
 
 def test_acme_library_through_a_round_robin_balancer(replicas: Replicas) -> None:
