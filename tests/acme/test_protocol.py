@@ -254,3 +254,27 @@ def test_unsupported_and_rejected_identifiers(acme: AcmeServer, raw: RawClient) 
     resp = raw.post(raw.dir["newOrder"], {"identifiers": [{"type": "dns", "value": "p.test"}], "profile": "nope"})
     assert problem_type(resp) == "invalidProfile"
     assert counts(acme) == before
+
+
+def test_renewal_info_and_replaces(acme: AcmeServer, raw: RawClient) -> None:
+    """RFC 9773: GET renewalInfo/<AKI.serial> (Retry-After), and newOrder ``replaces`` checks."""
+    from enrollment.acme.service import ari_cert_id
+
+    order = ready_order(acme, raw, "ari.test")
+    done = raw.post(order["finalize"], {"csr": b64u(csr_der("ari.test"))}).json()
+    cert = x509.load_pem_x509_certificate(raw.post(done["certificate"], None).content)
+    cert_id = ari_cert_id(cert)
+    info = raw.http.get(f"{raw.dir['renewalInfo']}/{cert_id}")
+    assert info.status_code == 200 and int(info.headers["Retry-After"]) > 0
+    window = info.json()["suggestedWindow"]
+    assert window["start"] < window["end"]
+    assert raw.http.get(f"{raw.dir['renewalInfo']}/AAAA.AQ").status_code == 404
+    assert problem_type(raw.http.get(f"{raw.dir['renewalInfo']}/not-an-id")) == "malformed"
+
+    ident = {"identifiers": [{"type": "dns", "value": "ari.test"}]}
+    resp = raw.post(raw.dir["newOrder"], {**ident, "replaces": cert_id})
+    assert resp.status_code == 201 and resp.json()["replaces"] == cert_id
+    other = RawClient(acme)
+    other.register(acme.eab())
+    assert problem_type(other.post(other.dir["newOrder"], {**ident, "replaces": cert_id})) == "malformed"
+    other.http.close()
