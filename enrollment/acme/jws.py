@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import json
@@ -103,8 +104,21 @@ def _int(value: Any, what: str) -> int:
 
 def public_key_from_jwk(jwk: Any) -> PublicKey:
     """RFC 7517/7518 public keys: EC P-256/P-384, RSA 2048-8192, OKP Ed25519. Private members refused."""
-    if not isinstance(jwk, dict) or len(json.dumps(jwk)) > MAX_HEADER_BYTES:
+    if not isinstance(jwk, dict):
         raise AcmeProblem("badPublicKey", "jwk must be a JSON object")
+    text = json.dumps(jwk, sort_keys=True)
+    if len(text) > MAX_HEADER_BYTES:
+        raise AcmeProblem("badPublicKey", "jwk is too large")
+    return _cached_key(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_key(text: str) -> PublicKey:
+    """Account keys are parsed (and their points checked) once per process."""
+    return _parse_jwk(json.loads(text))
+
+
+def _parse_jwk(jwk: dict[str, Any]) -> PublicKey:
     if "d" in jwk or "p" in jwk:
         raise AcmeProblem("badPublicKey", "jwk contains private key material")
     kty = jwk.get("kty")

@@ -588,17 +588,15 @@ class AcmeService:
         if authz.status == "pending" and authz.expires <= self.dep.clock.now():
             self.store.set_authz_status(authz.id, ("pending",), "expired")
             authz = self.store.authz(authz_id) or authz
-        if authz.status == "pending" and self._reap_stale(authz):
-            authz = self.store.authz(authz_id) or authz
         return authz
 
-    def _reap_stale(self, authz: Authz) -> bool:
+    def _reap_stale(self, authz: Authz, challenges: list[Challenge]) -> bool:
         """A validation still processing long after its timeout was lost (its replica died):
         processing → invalid, so the client learns it and can start a new order."""
         now = self.dep.clock.now()
         limit = timedelta(seconds=3 * self.settings.validation_timeout + 60)
         reaped = False
-        for ch in self.store.challenges(authz.id):
+        for ch in challenges:
             if ch.status == "processing" and ch.validated is not None and now - ch.validated > limit:
                 error = AcmeProblem("serverInternal", "the validation was interrupted; create a new order",
                                     500).document()
@@ -621,6 +619,9 @@ class AcmeService:
                 self.store.transition_order(authz.order_id, status, "invalid", error=error)
             authz = self.store.authz(authz_id) or authz
         challenges = self.store.challenges(authz.id)
+        if authz.status == "pending" and self._reap_stale(authz, challenges):
+            authz = self.store.authz(authz_id) or authz
+            challenges = self.store.challenges(authz.id)
         headers = {"Retry-After": "1"} if any(c.status == "processing" for c in challenges) else {}
         return Response(200, m.authz_json(authz, challenges, urls), headers=headers)
 
