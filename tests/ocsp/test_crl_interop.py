@@ -118,7 +118,7 @@ def test_delta_lists_released_hold_as_remove_from_crl(pki: Pki) -> None:
         cert.serial_number) is None, what="released hold gone from the full CRL")
 
 
-def test_crl_publish_cli_writes_static_files(pki: Pki, deployment_dir: Path, tmp_path: Path) -> None:
+def test_crl_publish_and_list_cli(pki: Pki, deployment_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "static"
     proc = run_ikepki("crl", "publish", "--out", str(out), "--json", directory=deployment_dir)
     written = json.loads(proc.stdout)["written"]
@@ -128,6 +128,11 @@ def test_crl_publish_cli_writes_static_files(pki: Pki, deployment_dir: Path, tmp
         der = out / f"{issuer}.crl"
         assert openssl("crl", "-inform", "DER", "-in", der, "-CAfile", chain, "-noout").returncode == 0
         assert (out / f"{issuer}.pem").read_bytes().startswith(b"-----BEGIN X509 CRL-----")
+    rows = json.loads(run_ikepki("crl", "list", "--json", directory=deployment_dir).stdout)
+    kinds = {(r["issuer"], r["kind"]) for r in rows}
+    assert {("ec", "full"), ("ec", "delta"), ("root", "full")} <= kinds
+    delta = next(r for r in rows if r["issuer"] == "ec" and r["kind"] == "delta")
+    assert delta["base"] is not None and delta["number"] > delta["base"]
 
 
 def test_invalidity_date_and_reason_codes_in_the_full_crl(pki: Pki) -> None:
@@ -146,12 +151,3 @@ def test_invalidity_date_and_reason_codes_in_the_full_crl(pki: Pki) -> None:
     assert entry.extensions.get_extension_for_class(x509.InvalidityDate).value.invalidity_date_utc == compromised_at
     assert entry.extensions.get_extension_for_class(x509.CRLReason).value.reason is \
         x509.ReasonFlags.privilege_withdrawn
-
-
-def test_crl_list_cli(pki: Pki, deployment_dir: Path) -> None:
-    wait_for(lambda: fetch_crl(pki.url, "ec-delta.crl"), what="a delta CRL")
-    rows = json.loads(run_ikepki("crl", "list", "--json", directory=deployment_dir).stdout)
-    kinds = {(r["issuer"], r["kind"]) for r in rows}
-    assert {("ec", "full"), ("ec", "delta"), ("root", "full")} <= kinds
-    delta = next(r for r in rows if r["issuer"] == "ec" and r["kind"] == "delta")
-    assert delta["base"] is not None and delta["number"] > delta["base"]
