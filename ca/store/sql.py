@@ -320,7 +320,8 @@ class SqlCertificateStore(SqlCertificateReader):
     def set_device_blocked(self, device_id: str, blocked: bool, at: datetime, actor: str, channel: str,
                            reason: str | None = None) -> None:
         with self.db.write() as conn:
-            self._ensure_device(conn, device_id, None, at)
+            # "ek:<fingerprint>" names a device by its TPM EK before it has any certificate
+            self._ensure_device(conn, device_id, device_id[3:] if device_id.startswith("ek:") else None, at)
             conn.execute(update(DEVICES).where(DEVICES.c.device_id == device_id).values(
                 blocked=blocked, blocked_at=at if blocked else None, block_reason=reason if blocked else None))
             # a device known only by EK fingerprint is blocked on every row carrying that fingerprint
