@@ -145,3 +145,21 @@ def test_strongswan_pki_csr_with_non_der_attribute_order(deployment, tmp_path: P
     issued = deployment.authority.issue(IssuanceRequest(csr, "machine", Requester("test", "pytest")))
     assert issued.certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value \
         .get_values_for_type(x509.DNSName) == ["h1.example.test"]
+
+
+def test_blocked_device_is_refused_even_before_its_first_certificate(deployment) -> None:
+    """Blocking `ek:<fingerprint>` refuses issuance for that EK; other devices are unaffected."""
+    import secrets as _secrets
+
+    from ca.errors import ErrorKind, PKIError
+
+    fingerprint = _secrets.token_hex(32)
+    deployment.authority.block_device(f"ek:{fingerprint}", Requester("test", "pytest"), "stolen")
+    csr = parse_csr(make_csr(make_key("ec-p256"), SANS_FOR_PROFILE["machine"]))
+    before = deployment.store.count()
+    with pytest.raises(PKIError) as err:
+        deployment.authority.issue(IssuanceRequest(csr, "machine", Requester("test", "pytest"),
+                                                   ek_fingerprint=fingerprint))
+    assert err.value.kind is ErrorKind.BLOCKED and deployment.store.count() == before
+    deployment.authority.issue(IssuanceRequest(csr, "machine", Requester("test", "pytest"),
+                                               ek_fingerprint=_secrets.token_hex(32)))
