@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,7 +38,7 @@ from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509 import ocsp  # noqa: E402
 
 from tests.conftest import IKEPKI, free_port, run_ikepki, start_server  # noqa: E402
-from tests.ha.conftest import EST_PASSWORD, EST_PIPELINE, copy_deployment, write_config  # noqa: E402
+from tests.ha.deployments import EST_PASSWORD, EST_PIPELINE, copy_deployment, write_config  # noqa: E402
 from tests.postgres import pg_cluster  # noqa: E402
 
 CLK = os.sysconf("SC_CLK_TCK")
@@ -104,15 +105,18 @@ def children_cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def measure(urls: list[str], seconds: int, conns: int, lua: Path, procs: dict[str, list[int]]) -> dict[str, float]:
-    procs = {k: v() if callable(v) else v for k, v in procs.items()}
-    before = {k: cpu_seconds(v) for k, v in procs.items()}
+Pids = list[int] | Callable[[], list[int]]
+
+
+def measure(urls: list[str], seconds: int, conns: int, lua: Path, procs: dict[str, Pids]) -> dict[str, float]:
+    pids = {k: v() if callable(v) else v for k, v in procs.items()}
+    before = {k: cpu_seconds(v) for k, v in pids.items()}
     wrk0, (busy0, _) = children_cpu(), machine_busy()
     t0 = time.monotonic()
     runs = [wrk(u, seconds, max(1, conns // len(urls)), lua) for u in urls]
     outs = [r.communicate()[0] for r in runs]
     wall = time.monotonic() - t0
-    after = {k: cpu_seconds(v) for k, v in procs.items()}
+    after = {k: cpu_seconds(v) for k, v in pids.items()}
     before["client"], after["client"] = wrk0, children_cpu()
     before["machine"], after["machine"] = busy0, machine_busy()[0]
     done = sum(parse_wrk(o)[0] for o in outs)
@@ -203,7 +207,7 @@ def main() -> int:
         b = start_server(dir_b, env=env, extra_args=("--no-workers",))
         try:
             path = "/.well-known/est/simpleenroll"
-            procs = {"a": [a.process.pid], "b": [b.process.pid], "pg": pg_pids, "client": client}
+            procs: dict[str, Pids] = {"a": [a.process.pid], "b": [b.process.pid], "pg": pg_pids, "client": client}
             measure([a.https_url + path], 2, 2, est_lua, procs)  # warm up both
             measure([b.https_url + path], 2, 2, est_lua, procs)
             one = measure([a.https_url + path], args.seconds, args.conns, est_lua, procs)

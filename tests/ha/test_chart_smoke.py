@@ -27,7 +27,7 @@ from cryptography.x509.oid import AuthorityInformationAccessOID
 
 from tests.acme.acme_helpers import Http01Responder
 from tests.conftest import IKEPKI, free_port, require_binary
-from tests.ha.conftest import HaBase
+from tests.ha.deployments import HaBase
 from tests.ha.ha_helpers import create_eab, wait_for
 from tests.helm.render import ComponentProcess, component_processes
 
@@ -116,9 +116,12 @@ def chart(ha_base: HaBase, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         argv, env = localize(procs["worker"], common, {})
         started["worker"] = spawn("worker", argv, env, base)
         for name, port in (("api", api_http), ("ocsp", ocsp_port)):
-            path = probe_path(procs[name], "readinessProbe")
-            wait_for(lambda p=port, path=path, name=name: _ready(started[name], f"http://127.0.0.1:{p}{path}"),
-                     f"{name} readiness", timeout=120)
+            probe = f"http://127.0.0.1:{port}{probe_path(procs[name], 'readinessProbe')}"
+
+            def ready(proc: Proc = started[name], probe: str = probe) -> bool:
+                return _ready(proc, probe)
+
+            wait_for(ready, f"{name} readiness", timeout=120)
         wait_for(lambda: _alive(started["worker"]) and "ikepki worker:" in started["worker"].output(),
                  "worker start", timeout=120)
         yield Chart(directory, url, f"https://127.0.0.1:{https_port}", f"http://127.0.0.1:{api_http}", public, http01,
@@ -151,7 +154,7 @@ def _ready(proc: Proc, url: str) -> bool:
 def _acme_enroll(chart: Chart, name: str) -> x509.Certificate:
     kid, hmac_key = create_eab(chart.url)
     key = jose.JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
-    net = client.ClientNetwork(key, alg=jose.ES256, verify_ssl=str(chart.dir / "root-ca.pem"),
+    net = client.ClientNetwork(key, alg=jose.ES256, verify_ssl=str(chart.dir / "root-ca.pem"),  # type: ignore[arg-type]
                                user_agent="ikepki-chart-smoke")
     cl = client.ClientV2(client.ClientV2.get_directory(f"{chart.api_https}/acme/directory", net), net)
     binding = messages.ExternalAccountBinding.from_data(account_public_key=key.public_key(), kid=kid,

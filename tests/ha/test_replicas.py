@@ -31,7 +31,7 @@ from cryptography.x509 import ocsp
 
 from tests.acme.acme_helpers import Eab, Http01Responder, eab_binding, jws
 from tests.conftest import Server, free_port, start_server
-from tests.ha.conftest import EST_PASSWORD, EST_PIPELINE, HaBase, copy_deployment
+from tests.ha.deployments import EST_PASSWORD, EST_PIPELINE, HaBase, copy_deployment
 from tests.ha.ha_helpers import (
     BarrierHttp01Responder,
     CountingWebhook,
@@ -144,7 +144,8 @@ def _balanced_client(replicas: Replicas) -> tuple[client.ClientV2, RoundRobinAda
     eab = _eab(replicas)
     balancer = RoundRobinAdapter(a.https_port, [a.https_port, b.https_port])
     key = jose.JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
-    net = client.ClientNetwork(key, alg=jose.ES256, verify_ssl=str(a.root_pem), user_agent="ikepki-ha-tests")
+    net = client.ClientNetwork(key, alg=jose.ES256, verify_ssl=str(a.root_pem),  # type: ignore[arg-type]
+                               user_agent="ikepki-ha-tests")
     net.session.mount("https://", balancer)
     cl = client.ClientV2(client.ClientV2.get_directory(f"{a.https_url}/acme/directory", net), net)
     binding = messages.ExternalAccountBinding.from_data(account_public_key=key.public_key(), kid=eab.kid,
@@ -190,7 +191,8 @@ def test_acme_same_order_finalized_on_both_replicas_at_once_issues_once(replicas
         order = cl.poll_authorizations(order, datetime.datetime.now() + datetime.timedelta(seconds=60))
     clients = []
     for port in (a.https_port, b.https_port):  # same account, one client pinned to each replica
-        net = client.ClientNetwork(cl.net.key, alg=jose.ES256, account=cl.net.account, verify_ssl=str(a.root_pem),
+        net = client.ClientNetwork(cl.net.key, alg=jose.ES256, account=cl.net.account,
+                                   verify_ssl=str(a.root_pem),  # type: ignore[arg-type]
                                    user_agent="ikepki-ha-tests")
         net.session.mount("https://", RoundRobinAdapter(a.https_port, [port]))
         clients.append(client.ClientV2(cl.directory, net))
@@ -629,6 +631,9 @@ def test_sigkill_mid_load_loses_no_certificate_and_no_revocation(replicas: Repli
     wait_for(lambda: all(replicas.hook.snapshot()[e] >= 1 for e in events),
              "replica B's push worker to deliver every acknowledged revocation", timeout=60)
     for serial in acknowledged[:3]:
-        cert = next(c for c in revoke_queue if c.serial_number == serial)
-        wait_for(lambda cert=cert: ocsp_post(b.http_url, ocsp_request(cert, replicas.issuer)).certificate_status
-                 == ocsp.OCSPCertStatus.REVOKED, "B's OCSP to report the revocation", timeout=30)
+        request = ocsp_request(next(c for c in revoke_queue if c.serial_number == serial), replicas.issuer)
+
+        def revoked_on_b(request: bytes = request) -> bool:
+            return ocsp_post(b.http_url, request).certificate_status == ocsp.OCSPCertStatus.REVOKED
+
+        wait_for(revoked_on_b, "B's OCSP to report the revocation", timeout=30)
