@@ -154,3 +154,14 @@ def test_acme_library_rejects_identifiers_outside_eab_policy(acme: AcmeServer) -
     with pytest.raises(errors.Error) as excinfo:
         cl.new_order(csr_for("ok.allowed.test")[0], profile="gateway")
     assert excinfo.value.typ == "urn:ietf:params:acme:error:invalidProfile"
+
+
+def test_acme_library_recovers_from_bad_nonce(acme: AcmeServer) -> None:
+    """A stale nonce gets badNonce with a fresh Replay-Nonce; the library retries once and succeeds."""
+    key = jose.JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
+    cl = make_client(acme, key)
+    register(acme, cl, key)
+    cl.net._nonces.clear()
+    cl.net._nonces.add(b"stale-nonce-that-was-never-issued")
+    order = cl.new_order(csr_for("nonce.test")[0])
+    assert order.body.status == messages.STATUS_PENDING
