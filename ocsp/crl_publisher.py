@@ -8,9 +8,10 @@ number, so numbers strictly increase across replicas.
 
 Policy (``crl:`` settings):
 - A scheduled full CRL every ``full_interval_hours`` (nextUpdate ``full_validity_hours``) is a
-  *base*: delta CRLs name the newest base in deltaCRLIndicator and list everything revoked since
-  its cut time (minus a safety margin), plus removeFromCRL entries for holds released since then
-  (§5.2.4, §5.3.1). A client keeping any full CRL numbered >= that base can apply the delta.
+  *base*: delta CRLs name the newest base in deltaCRLIndicator and list every certificate whose
+  status changed since the base (the core's outbox events after the base's feed position, minus a
+  margin): revoked or held ones with their entry, released holds as removeFromCRL (§5.2.4,
+  §5.3.1). A client keeping any full CRL numbered >= that base can apply the delta.
 - On revocation (seen in the core's outbox), a new delta and — unless ``full_on_revocation`` is
   off — a new full CRL (not a base) are published; the caller debounces.
 - A delta is also re-issued every ``delta_interval_minutes`` (before its nextUpdate).
@@ -41,7 +42,7 @@ from ocsp.settings import CrlSettings
 CRLS = CrlPublicationRecord.__table__  # type: ignore[attr-defined]
 ROOT = "root"
 RETRIES = 8
-DELTA_MARGIN = timedelta(minutes=10)  # revocations committed after a base was cut (cf. OutboxFeed gaps)
+DELTA_ID_MARGIN = 1000  # outbox ids below a base's feed position that may have committed after it
 FEED_BATCH = 5000
 log = logging.getLogger("ikepki.crl")
 
@@ -256,17 +257,35 @@ class CrlPublisher:
             if base is None:
                 self.publish_full(issuer_id, is_base=True)
                 continue
-            since = base.cut_at - DELTA_MARGIN
-            revoked = dict(self.dep.store.revoked_entries(issuer_id, since=since))
-            released = remove_from_crl_entries(sorted(set(self.dep.store.released_since(issuer_id, since))), now,
-                                               skip=set(revoked))
-            der, count = build_crl(issuer, [*revoked.values(), *released], number, now, now + validity,
+            der, count = build_crl(issuer, self._delta_entries(issuer_id, base, now), number, now, now + validity,
                                    delta_base=base.crl_number)
             if self._record(issuer_id, "delta", number, base.crl_number, False, now, feed, now, now + validity,
                             count, der):
                 return f"{issuer_id} delta #{number} (base #{base.crl_number}, {count} entries)"
             time.sleep(random.uniform(0, 0.05 * (attempt + 1)))
         raise RuntimeError(f"could not publish a delta CRL for {issuer_id}")
+
+    def _delta_entries(self, issuer_id: str, base: Published, now: datetime) -> list[bytes]:
+        """Entries changed since the base (RFC 5280 §5.2.4): the serials of the outbox events after the
+        base's feed position (minus a margin for ids committed late), each with its current state —
+        revoked or held: its entry; released from hold: removeFromCRL. An indexed range read, not a
+        scan of every certificate."""
+        from ca.store.sql import CERTS, OUTBOX
+
+        since_id = max(0, base.feed_cursor - DELTA_ID_MARGIN)
+        entries: list[bytes] = []
+        released: list[int] = []
+        with self.dep.db.read() as conn:
+            serials = sorted({s for (s,) in conn.execute(select(OUTBOX.c.serial).where(
+                OUTBOX.c.id > since_id, OUTBOX.c.issuer_id == issuer_id))})
+            for i in range(0, len(serials), 500):
+                for row in conn.execute(select(CERTS.c.serial, CERTS.c.status, CERTS.c.crl_entry_der).where(
+                        CERTS.c.serial.in_(serials[i:i + 500]))):
+                    if row.status in ("revoked", "hold") and row.crl_entry_der is not None:
+                        entries.append(bytes(row.crl_entry_der))
+                    elif row.status == "valid":
+                        released.append(int(row.serial, 16))
+        return entries + remove_from_crl_entries(released, now, skip=set())
 
     def _next_number(self, conn: Any, issuer_id: str) -> int:
         current = conn.execute(select(func.max(CRLS.c.crl_number)).where(CRLS.c.issuer_id == issuer_id)).scalar()
