@@ -158,3 +158,16 @@ def test_parser_agrees_with_cryptography() -> None:
         assert req.cert_ids[0].serial == 2**150 + 7 and req.cert_ids[0].hash_name == h.name
         assert req.nonce_ext_value == der_tlv(0x04, built.extensions.get_extension_for_class(x509.OCSPNonce)
                                               .value.nonce)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300))
+def test_get_path_decoder_never_raises(text: str) -> None:
+    from ocsp.http import decode_get_path, parse_crl_path
+
+    der = decode_get_path(text)
+    if der is not None:
+        with contextlib.suppress(MalformedRequest):
+            parse_request(der)
+    target = parse_crl_path("/crl/" + text, text.encode(errors="replace"), frozenset({"ec", "root"}))
+    assert target is None or target[0] in {"ec", "root"}
