@@ -117,6 +117,6 @@ def list_crls(directory: DirOption = DEFAULT_DIR, config: ConfigOption = None, j
     for col in ("issuer", "kind", "number", "base", "entries", "this update", "next update"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["issuer"], r["kind"], str(r["number"]), str(r["base"] or ""), str(r["entries"]),
-                      r["this_update"], r["next_update"])
+        table.add_row(*(str(r[k]) if r[k] is not None else "" for k in
+                        ("issuer", "kind", "number", "base", "entries", "this_update", "next_update")))
     console.print(table)
