@@ -96,7 +96,8 @@ def load_background_tasks(deployment: Any, only: set[str] | None = None) -> list
 def _uvicorn_config(app: Any, host: str, port: int, ssl_ctx: ssl.SSLContext | None) -> uvicorn.Config:
     kwargs: dict[str, Any] = {"host": host, "port": port, "http": TlsAwareProtocol, "lifespan": "off",
                               "access_log": False, "log_level": "warning", "timeout_keep_alive": 15,
-                              "h11_max_incomplete_event_size": 64 * 1024, "server_header": False}
+                              "timeout_graceful_shutdown": 2, "h11_max_incomplete_event_size": 64 * 1024,
+                              "server_header": False}
     if ssl_ctx is not None:
         kwargs["ssl_context_factory"] = lambda _cfg, _default: ssl_ctx
     return uvicorn.Config(app, **kwargs)
