@@ -32,21 +32,20 @@ state.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import formatdate
-from typing import Any
-
-from sqlalchemy import select
+from typing import Any, NamedTuple
 
 from ca.clock import as_utc
 from ca.model import RevocationReason
-from ca.store.sql import CERTS
 from ocsp.outbox_feed import OutboxFeed
 from ocsp.request import CertIdRequest, MalformedRequest, OcspRequest, parse_request
 from ocsp.responder_der import (
@@ -69,6 +68,14 @@ ROOT = "root"  # the root CA answers for the issuing CA certificates (signed wit
 SHA1_CERTID_ALG = bytes.fromhex("300906052b0e03021a0500")
 FEED_BATCH = 5000
 SIGNER_RELOAD_SECONDS = 30.0
+
+
+class StatusRow(NamedTuple):
+    serial: str
+    issuer_id: str
+    status: str
+    revoked_at: Any
+    revocation_reason: str | None
 
 
 class Unavailable(Exception):
@@ -138,6 +145,7 @@ class Responder:
         self._signers_loaded = 0.0
         self._sign_pool = ThreadPoolExecutor(1, thread_name_prefix="ocsp-sign")
         self._read_pool = ThreadPoolExecutor(4, thread_name_prefix="ocsp-read")
+        self._local = threading.local()  # one raw store connection per thread (lookup)
         self.cache: dict[bytes, Presigned] = {}
         self.by_body: dict[bytes, bytes] = {}
         self.by_serial: dict[tuple[str, int], set[bytes]] = {}
@@ -263,14 +271,26 @@ class Responder:
     # -- signing ------------------------------------------------------------------------------
 
     async def _signed_now(self, issuer_id: str, cert_ids: Iterable[CertIdRequest], nonce: bytes | None) -> bytes:
-        cert_ids = list(cert_ids)
-        states = await self._states(issuer_id, [c.serial for c in cert_ids])
+        """A fresh response (nonce or several CertIDs): status read and signature in one hop to the
+        signing thread."""
         signer = await self._signer(issuer_id)
+        loop = asyncio.get_running_loop()
+        try:
+            der = await loop.run_in_executor(self._sign_pool, self._answer_now, signer, issuer_id, list(cert_ids),
+                                             nonce)
+        except Exception as exc:
+            raise Unavailable(f"store or signer for {issuer_id} failed: {exc}") from None
+        self.stats["signed"] += 1
+        return der
+
+    def _answer_now(self, signer: Signer, issuer_id: str, cert_ids: list[CertIdRequest], nonce: bytes | None) -> bytes:
+        states = self.lookup(issuer_id, [c.serial for c in cert_ids])
         now = self.dep.clock.now().replace(microsecond=0)
-        this_update = now
         next_update = min(now + timedelta(seconds=self.validity), signer.not_after)
-        return await self._run_sign(signer, [(c.der, s) for c, s in zip(cert_ids, states, strict=True)],
-                                    this_update, next_update, now, nonce)
+        items = [(c.der, st) for c, st in zip(cert_ids, states, strict=True)]
+        singles = [single_response(der, st, now, next_update) for der, st in items]
+        tbs = response_data(signer.key_hash, now, singles, nonce, any(st is NOT_ISSUED for _, st in items))
+        return ocsp_response(tbs, signer.alg_id, sign(signer.key, tbs), signer.certs_der)
 
     async def _run_sign(self, signer: Signer, items: list[tuple[bytes, CertState]], this_update: datetime,
                         next_update: datetime, produced_at: datetime, nonce: bytes | None) -> bytes:
@@ -325,14 +345,33 @@ class Responder:
 
     def lookup(self, issuer_id: str, serials: list[int]) -> list[CertState]:
         """The status of each serial under ``issuer_id`` from the store (blocking). Under the root CA:
-        the issuing CA certificates (good; CA revocation is not recorded in the store)."""
+        the issuing CA certificates (good; CA revocation is not recorded in the store).
+
+        A raw DB-API cursor on a connection kept per thread: this runs for every nonce request, and
+        a pooled SQLAlchemy round trip costs several times the query itself."""
         if issuer_id == ROOT:
             return [GOOD if s in self.ca_serials else self._state(None, ROOT) for s in serials]
         hexes = [format(s, "x") for s in serials]
-        with self.dep.db.read() as conn:
-            rows = {r.serial: r for r in conn.execute(
-                select(CERTS.c.serial, CERTS.c.issuer_id, CERTS.c.status, CERTS.c.revoked_at,
-                       CERTS.c.revocation_reason).where(CERTS.c.serial.in_(hexes)))}
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self.dep.db.read_engine.raw_connection()
+        mark = "?" if self.dep.db.is_sqlite else "%s"
+        sql = ("SELECT serial, issuer_id, status, revoked_at, revocation_reason FROM certificates "  # noqa: S608
+               f"WHERE serial IN ({', '.join([mark] * len(hexes))})")
+        try:
+            cursor = conn.cursor()
+            try:
+                cursor.execute(sql, hexes)
+                rows = {r[0]: StatusRow(*r) for r in cursor.fetchall()}
+            finally:
+                cursor.close()
+            if not self.dep.db.is_sqlite:
+                conn.rollback()  # no transaction left open between requests
+        except Exception:
+            self._local.conn = None
+            with contextlib.suppress(Exception):
+                conn.invalidate()
+            raise
         return [self._state(rows.get(h), issuer_id) for h in hexes]
 
     def _state(self, row: Any, issuer_id: str) -> CertState:
@@ -341,7 +380,8 @@ class Responder:
         if row.status == "valid":
             return GOOD
         reason = RevocationReason[row.revocation_reason].value if row.revocation_reason else None
-        return CertState("revoked", as_utc(row.revoked_at), reason)
+        revoked_at = row.revoked_at if isinstance(row.revoked_at, datetime) else datetime.fromisoformat(row.revoked_at)
+        return CertState("revoked", as_utc(revoked_at), reason)
 
     # -- maintenance: revocation feed, refresh, signer reload ---------------------------------
 
