@@ -187,7 +187,8 @@ class KeyMaker:
 
 def build_ca_certificate(subject: x509.Name, key: SigningKey, issuer_name: x509.Name, issuer_key: SigningKey,
                          now: datetime, days: int, path_length: int | None, crl_url: str | None,
-                         ca_issuers_url: str | None, not_after_limit: datetime | None = None) -> x509.Certificate:
+                         ca_issuers_url: str | None, not_after_limit: datetime | None = None,
+                         ocsp_url: str | None = None) -> x509.Certificate:
     """A CA certificate (RFC 5280 §4.2.1.9 basicConstraints cA=true, keyCertSign|cRLSign)."""
     from ca.authority import random_serial
 
@@ -207,10 +208,15 @@ def build_ca_certificate(subject: x509.Name, key: SigningKey, issuer_name: x509.
     if crl_url:
         builder = builder.add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
             [x509.UniformResourceIdentifier(crl_url)], None, None, None)]), critical=False)
+    access = []
+    if ocsp_url:  # the root key answers OCSP for the issuing CAs (strict relying parties need a URL)
+        access.append(x509.AccessDescription(x509.AuthorityInformationAccessOID.OCSP,
+                                             x509.UniformResourceIdentifier(ocsp_url)))
     if ca_issuers_url:
-        builder = builder.add_extension(x509.AuthorityInformationAccess([x509.AccessDescription(
-            x509.AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(ca_issuers_url))]),
-            critical=False)
+        access.append(x509.AccessDescription(x509.AuthorityInformationAccessOID.CA_ISSUERS,
+                                             x509.UniformResourceIdentifier(ca_issuers_url)))
+    if access:
+        builder = builder.add_extension(x509.AuthorityInformationAccess(access), critical=False)
     return builder.sign(issuer_key.key, issuer_key.hash_algorithm, rsa_padding=issuer_key.rsa_padding())
 
 

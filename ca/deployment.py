@@ -242,7 +242,9 @@ def init_deployment(directory: Path, ceremony_path: Path | None = None, force: b
         settings = ConfigSource.load(directory / "ikepki.yaml").settings(CaSettings)
         token = open_token(ceremony.token.module or settings.hsm_module, ceremony.token.label, pin)
     maker = KeyMaker(ceremony.key_backend, token, directory)
-    base_url = ConfigSource.load(directory / "ikepki.yaml").settings(CaSettings).public_base_url.rstrip("/")
+    base_settings = ConfigSource.load(directory / "ikepki.yaml").settings(CaSettings)
+    base_url = base_settings.public_base_url.rstrip("/")
+    ocsp_base = (base_settings.ocsp_base_url or base_url).rstrip("/")
 
     root_key, root_ref = maker.make("root-ca", ceremony.root.key)
     root_name = x509.Name.from_rfc4514_string(ceremony.root.subject)
@@ -256,7 +258,7 @@ def init_deployment(directory: Path, ceremony_path: Path | None = None, force: b
         key, ref = maker.make(f"issuing-{issuer_id}", spec.key)
         cert = build_ca_certificate(x509.Name.from_rfc4514_string(spec.subject), key, root_name, root_key, now,
                                     spec.lifetime_days, 0, f"{base_url}/crl/root.crl", f"{base_url}/ca/root.der",
-                                    root.not_valid_after_utc)
+                                    root.not_valid_after_utc, ocsp_url=f"{ocsp_base}/ocsp")
         _pem(directory / "ca" / f"{issuer_id}.pem", [cert])
         manifest["issuers"][issuer_id] = {"cert": f"ca/{issuer_id}.pem", "key": ref,
                                           "rsa_pss": spec.key.startswith("rsa-pss")}
