@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from ca.crl_entry import der_integer, der_length, der_time, der_tlv  # noqa: F401  (re-exported)
+from ca.der import der_integer, der_length, der_time, der_tlv  # noqa: F401  (re-exported)
 
 MAX_DEPTH_LENGTH_OCTETS = 4  # lengths above 4 GiB are never legitimate here
 

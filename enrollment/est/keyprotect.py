@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap
 
+from ca.der import der_length
 from ca.errors import ErrorKind, PKIError
 
 OID_ASYMM_DECRYPT_KEY_ID = "1.2.840.113549.1.9.16.2.54"
@@ -86,16 +87,10 @@ def choose_recipient(key_id: bytes, candidates: list[Any]) -> Recipient:
 def protect(pkcs8_der: bytes, recipient: Recipient, signer_key: Any, signer_chain: list[x509.Certificate]) -> bytes:
     """ContentInfo(EnvelopedData(SignedData(AsymmetricKeyPackage))) DER; the signer's chain (leaf
     first, up to the issuing CA) rides in the SignedData so a client needs only the root."""
-    package = b"\x30" + _der_length(len(pkcs8_der)) + pkcs8_der  # SEQUENCE OF OneAsymmetricKey
+    package = b"\x30" + der_length(len(pkcs8_der)) + pkcs8_der  # SEQUENCE OF OneAsymmetricKey
     signed = _signed(package, signer_key, signer_chain)
     return _enveloped(signed, recipient)
 
-
-def _der_length(n: int) -> bytes:
-    if n < 0x80:
-        return bytes([n])
-    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(raw)]) + raw
 
 
 def _signed(content: bytes, key: Any, chain: list[x509.Certificate]) -> bytes:

@@ -23,6 +23,7 @@ from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from ca.der import der_tlv
 from ca.errors import ErrorKind, PKIError
 
 PKCS10 = "application/pkcs10"
@@ -80,13 +81,6 @@ def b64_line(der: bytes) -> bytes:
     return base64.b64encode(der)
 
 
-def _tlv(tag: int, content: bytes) -> bytes:
-    n = len(content)
-    if n < 0x80:
-        return bytes([tag, n]) + content
-    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([tag, 0x80 | len(raw)]) + raw + content
-
 
 def _der_set_order(encoding: bytes, width: int) -> bytes:
     """X.690 §11.6: SET OF components sorted as octet strings padded with trailing zeros."""
@@ -94,7 +88,7 @@ def _der_set_order(encoding: bytes, width: int) -> bytes:
 
 
 _OID_SIGNED_DATA = bytes.fromhex("06092a864886f70d010702")
-_VERSION_1_NO_DIGESTS_DATA = bytes.fromhex("020101") + bytes.fromhex("3100") + _tlv(
+_VERSION_1_NO_DIGESTS_DATA = bytes.fromhex("020101") + bytes.fromhex("3100") + der_tlv(
     0x30, bytes.fromhex("06092a864886f70d010701"))
 
 
@@ -106,9 +100,9 @@ def certs_only(certificates: Sequence[x509.Certificate]) -> bytes:
     ders = [bytes(c.public_bytes(Encoding.DER)) for c in certificates]
     width = max((len(d) for d in ders), default=0)
     ordered: list[bytes] = sorted(ders, key=lambda d: _der_set_order(d, width))
-    certs = _tlv(0xA0, b"".join(ordered))
-    signed = _tlv(0x30, _VERSION_1_NO_DIGESTS_DATA + certs + bytes.fromhex("3100"))
-    return _tlv(0x30, _OID_SIGNED_DATA + _tlv(0xA0, signed))
+    certs = der_tlv(0xA0, b"".join(ordered))
+    signed = der_tlv(0x30, _VERSION_1_NO_DIGESTS_DATA + certs + bytes.fromhex("3100"))
+    return der_tlv(0x30, _OID_SIGNED_DATA + der_tlv(0xA0, signed))
 
 
 def certs_only_asn1crypto(certificates: Sequence[x509.Certificate]) -> bytes:

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from ca.der import der_tlv
 from enrollment.scep.messages import FailInfo
 
 # RFC 8894 §3.2.1 attribute OIDs (id-attributes under VeriSign's arc)
@@ -99,7 +100,7 @@ def _octet_contents(method: int, data: bytes) -> bytes:
         return data
     out, pointer = [], 0
     while pointer < len(data):
-        class_, seg_method, tag, _header, contents, pointer = _parse_tlv(data, pointer)
+        class_, seg_method, tag, _header, contents, pointer = _parseder_tlv(data, pointer)
         if class_ != 0 or tag != 4 or seg_method != 0:
             raise ValueError("constructed OCTET STRING segments must be primitive OCTET STRINGs")
         out.append(contents)
@@ -111,13 +112,13 @@ def _encrypted_content(eci: cms.EncryptedContentInfo) -> bytes:
     refuses the constructed (BER) form micromdm scepclient sends."""
     data, pointer = bytes(eci.contents), 0
     while pointer < len(data):
-        class_, method, tag, _header, contents, pointer = _parse_tlv(data, pointer)
+        class_, method, tag, _header, contents, pointer = _parseder_tlv(data, pointer)
         if class_ == 2 and tag == 0:
             return _octet_contents(method, contents)
     raise ValueError("EncryptedContentInfo has no encryptedContent")
 
 
-def _parse_tlv(data: bytes, pointer: int) -> tuple[int, int, int, bytes, bytes, int]:
+def _parseder_tlv(data: bytes, pointer: int) -> tuple[int, int, int, bytes, bytes, int]:
     info, new_pointer = parser._parse(data, len(data), pointer)
     class_, method, tag, header, contents, _trailer = info
     return class_, method, tag, header, contents, new_pointer
@@ -353,24 +354,17 @@ _OID_DER = {
 _NULL = b"\x05\x00"
 
 
-def _tlv(tag: int, content: bytes) -> bytes:
-    n = len(content)
-    if n < 0x80:
-        return bytes([tag, n]) + content
-    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([tag, 0x80 | len(raw)]) + raw + content
-
 
 def _seq(*parts: bytes) -> bytes:
-    return _tlv(0x30, b"".join(parts))
+    return der_tlv(0x30, b"".join(parts))
 
 
 def _set(*parts: bytes) -> bytes:
-    return _tlv(0x31, b"".join(sorted(parts)))  # DER SET OF order
+    return der_tlv(0x31, b"".join(sorted(parts)))  # DER SET OF order
 
 
 def _int(value: int) -> bytes:
-    return _tlv(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big", signed=True))
+    return der_tlv(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big", signed=True))
 
 
 def _alg(name: str, params: bytes = _NULL) -> bytes:
@@ -382,13 +376,13 @@ def _issuer_and_serial(cert: x509.Certificate) -> bytes:
 
 
 def _content_info(kind: str, content: bytes) -> bytes:
-    return _seq(_OID_DER[kind], _tlv(0xA0, content))
+    return _seq(_OID_DER[kind], der_tlv(0xA0, content))
 
 
 def degenerate(certs: Sequence[x509.Certificate]) -> bytes:
     """A certificates-only SignedData (RFC 8894 §3.4): no content, no signers."""
     sd = _seq(_int(1), _set(), _seq(_OID_DER["data"]),
-              _tlv(0xA0, b"".join(c.public_bytes(Encoding.DER) for c in certs)), _set())
+              der_tlv(0xA0, b"".join(c.public_bytes(Encoding.DER) for c in certs)), _set())
     return _content_info("signed_data", sd)
 
 
@@ -404,8 +398,8 @@ def envelope(data: bytes, recipient: x509.Certificate, cipher_name: str) -> byte
     enc = _cipher(cipher_name, cek, iv).encryptor()
     ciphertext = enc.update(padder.update(data) + padder.finalize()) + enc.finalize()
     ktri = _seq(_int(0), _issuer_and_serial(recipient), _alg("rsa"),
-                _tlv(0x04, key.encrypt(cek, asym_padding.PKCS1v15())))
-    eci = _seq(_OID_DER["data"], _alg(cipher_name, _tlv(0x04, iv)), _tlv(0x80, ciphertext))
+                der_tlv(0x04, key.encrypt(cek, asym_padding.PKCS1v15())))
+    eci = _seq(_OID_DER["data"], _alg(cipher_name, der_tlv(0x04, iv)), der_tlv(0x80, ciphertext))
     return _content_info("enveloped_data", _seq(_int(0), _set(ktri), eci))
 
 
@@ -426,7 +420,7 @@ def signed_data(signer: Signer, content: bytes | None, attributes: Sequence[tupl
     """A SignedData over ``content`` (id-data) with one SignerInfo whose digestEncryptionAlgorithm is
     rsaEncryption (strongSwan 5.9.8 accepts nothing else) and the given signed attributes."""
     attrs = [_attribute("1.2.840.113549.1.9.3", _OID_DER["data"]),
-             _attribute("1.2.840.113549.1.9.4", _tlv(0x04, _digest(digest_name, content or b"")))]
+             _attribute("1.2.840.113549.1.9.4", der_tlv(0x04, _digest(digest_name, content or b"")))]
     if signing_time is not None:
         attrs.append(_attribute("1.2.840.113549.1.9.5", bytes(cms.Time({"utc_time": signing_time}).dump())))
     attrs += [_attribute(oid, bytes(value.dump())) for oid, value in attributes]
@@ -434,10 +428,10 @@ def signed_data(signer: Signer, content: bytes | None, attributes: Sequence[tupl
     signature = signer.sign(signed_attrs, HASHES[digest_name]())
     ra = signer.certificate
     si = _seq(_int(1), _issuer_and_serial(ra), _alg(digest_name), b"\xa0" + signed_attrs[1:], _alg("rsa"),
-              _tlv(0x04, signature))
-    encap = _seq(_OID_DER["data"], _tlv(0xA0, _tlv(0x04, content))) if content is not None \
+              der_tlv(0x04, signature))
+    encap = _seq(_OID_DER["data"], der_tlv(0xA0, der_tlv(0x04, content))) if content is not None \
         else _seq(_OID_DER["data"])
-    sd = _seq(_int(1), _set(_alg(digest_name)), encap, _tlv(0xA0, ra.public_bytes(Encoding.DER)), _set(si))
+    sd = _seq(_int(1), _set(_alg(digest_name)), encap, der_tlv(0xA0, ra.public_bytes(Encoding.DER)), _set(si))
     return _content_info("signed_data", sd)
 
 

@@ -103,18 +103,6 @@ class DhGroup(IntEnum):
 ATTR_KEY_LENGTH = 14
 
 
-class IdType(IntEnum):
-    """RFC 7296 §3.5 ID Type."""
-
-    IPV4_ADDR = 1
-    FQDN = 2
-    RFC822_ADDR = 3
-    IPV6_ADDR = 5
-    DER_ASN1_DN = 9
-    DER_ASN1_GN = 10
-    KEY_ID = 11
-
-
 class CertEncoding(IntEnum):
     """RFC 7296 §3.6 Certificate Encoding."""
 
