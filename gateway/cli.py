@@ -35,7 +35,7 @@ def serve(
     listen: Annotated[str | None, typer.Option(help="UDP ADDR:PORT for IKE")] = None,
     nat_port: Annotated[int | None, typer.Option(help="second UDP port (NAT-T, e.g. 4500)")] = None,
     cert: Annotated[Path | None, typer.Option(help="PEM cert, then its chain")] = None,
-    key: Annotated[Path | None, typer.Option(help="PEM private key")] = None,
+    key: Annotated[str | None, typer.Option(help="PEM private key file or RFC 7512 PKCS#11 URI")] = None,
     ca_bundle: Annotated[Path | None, typer.Option(help="PEM roots for peers + push")] = None,
     policy: Annotated[Path | None, typer.Option(help="YAML authorization policy")] = None,
     push_listen: Annotated[str | None, typer.Option(help="HTTP ADDR:PORT for POST /v1/revocations")] = None,
@@ -62,7 +62,8 @@ def serve(
     missing = [k for k in ("listen", "cert", "key", "ca_bundle") if not opts.get(k)]
     if missing:
         raise typer.BadParameter(f"missing: {', '.join('--' + m.replace('_', '-') for m in missing)}")
-    for k in ("cert", "key", "ca_bundle", "policy", "control", "event_log", "push_tls_cert", "push_tls_key"):
+    opts["key"] = str(opts["key"])
+    for k in ("cert", "ca_bundle", "policy", "control", "event_log", "push_tls_cert", "push_tls_key"):
         if opts.get(k) is not None:
             opts[k] = Path(opts[k])
     if isinstance(opts.get("dh_groups"), str):

@@ -38,7 +38,7 @@ class ServeOptions:
 
     listen: str
     cert: Path
-    key: Path
+    key: str  # PEM file path or RFC 7512 PKCS#11 URI
     ca_bundle: Path
     nat_port: int | None = None
     policy: Path | None = None
@@ -55,11 +55,45 @@ class ServeOptions:
     fragment_size: int = 1280
 
 
-def _load_key(path: Path) -> PrivateKey:
-    key = load_pem_private_key(path.read_bytes(), password=None)
+def _load_key(ref: str) -> PrivateKey:
+    """A PEM key file, or a key on a PKCS#11 token named by an RFC 7512 URI (``pkcs11:token=…;
+    object=…?module-path=…&pin-source=file:…``; the PIN only by reference). The gateway's own key
+    on its own token — never the CA's: this process opens no CA deployment."""
+    if ref.startswith("pkcs11:"):
+        return _pkcs11_key(ref)
+    key = load_pem_private_key(Path(ref).read_bytes(), password=None)
     if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey):
         raise ValueError("unsupported private key type")
     return key
+
+
+def _pkcs11_key(ref: str) -> PrivateKey:
+    from ca.errors import PKIError
+    from ca.keys.pin import resolve_pin
+    from ca.keys.pkcs11 import DEFAULT_MODULE, open_token
+    from ca.keys.uri import Pkcs11UriError, parse
+
+    try:
+        uri = parse(ref)
+        if not uri.token or not uri.object:
+            raise ConfigError("the PKCS#11 URI needs token= and object=")
+        pin = resolve_pin(uri.pin_source or "env:IKEPKI_RESPONDER_PIN")
+        key = open_token(uri.module_path or DEFAULT_MODULE, uri.token, pin).signing_key(uri.object).key
+    except (PKIError, Pkcs11UriError) as exc:
+        raise ConfigError(f"--key {uri_for_log(ref)}: {exc}") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise ConfigError("unsupported PKCS#11 key type")
+    return key
+
+
+def uri_for_log(ref: str) -> str:
+    """The URI without any pin-value (RFC 7512 §2.3 allows one; it must not be echoed)."""
+    from ca.keys.uri import Pkcs11UriError, parse
+
+    try:
+        return parse(ref).without_secrets()
+    except Pkcs11UriError:
+        return "pkcs11:…"
 
 
 class ConfigError(ValueError):
@@ -71,7 +105,8 @@ def build_config(o: ServeOptions) -> ResponderConfig:
     roots = tuple(x509.load_pem_x509_certificates(o.ca_bundle.read_bytes()))
     key = _load_key(o.key)
     if key.public_key() != chain[0].public_key():
-        raise ConfigError(f"{o.key} is not the key of the first certificate in {o.cert}")
+        raise ConfigError(f"{uri_for_log(o.key) if o.key.startswith('pkcs11:') else o.key} is not the key of the "
+                          f"first certificate in {o.cert}")
     unknown = [g for g in o.dh_groups if g not in SUPPORTED_GROUPS]
     if unknown:
         raise ConfigError(f"unsupported DH groups {unknown}; choose from {list(map(int, SUPPORTED_GROUPS))}")
