@@ -110,8 +110,10 @@ class Server:
                 self.process.wait(5)
 
 
-def start_server(directory: Path, env: dict[str, str] | None = None, extra_args: tuple[str, ...] = ()) -> Server:
-    https_port, http_port = free_port(), free_port()
+def start_server(directory: Path, env: dict[str, str] | None = None, extra_args: tuple[str, ...] = (),
+                 http_port: int | None = None) -> Server:
+    """`ikepki serve` on free loopback ports (``http_port`` fixed when the caller needs it in URLs)."""
+    https_port, http_port = free_port(), http_port or free_port()
     log = directory / f"server-{https_port}.log"
     full_env = {k: v for k, v in os.environ.items() if k != "SOFTHSM2_CONF"}
     full_env.update(env or {})

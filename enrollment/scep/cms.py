@@ -379,11 +379,15 @@ def _content_info(kind: str, content: bytes) -> bytes:
     return _seq(_OID_DER[kind], der_tlv(0xA0, content))
 
 
-def degenerate(certs: Sequence[x509.Certificate]) -> bytes:
-    """A certificates-only SignedData (RFC 8894 §3.4): no content, no signers."""
-    sd = _seq(_int(1), _set(), _seq(_OID_DER["data"]),
-              der_tlv(0xA0, b"".join(c.public_bytes(Encoding.DER) for c in certs)), _set())
-    return _content_info("signed_data", sd)
+def degenerate(certs: Sequence[x509.Certificate], crls: Sequence[bytes] = ()) -> bytes:
+    """A degenerate SignedData (RFC 8894 §3.4): no content, no signers; certificates, or for
+    GetCRL (§3.3.3) the DER CRLs in the ``crls`` [1] field."""
+    body = [_int(1), _set(), _seq(_OID_DER["data"])]
+    if certs:
+        body.append(der_tlv(0xA0, b"".join(c.public_bytes(Encoding.DER) for c in certs)))
+    if crls:
+        body.append(der_tlv(0xA1, b"".join(crls)))
+    return _content_info("signed_data", _seq(*body, _set()))
 
 
 def envelope(data: bytes, recipient: x509.Certificate, cipher_name: str) -> bytes:

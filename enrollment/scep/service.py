@@ -415,12 +415,17 @@ class ScepService:
         return ScepReply(PkiStatus.SUCCESS, payload=cms.degenerate([info.certificate()]))
 
     def _get_crl(self, ex: _Exchange, data: bytes) -> ScepReply:
-        """GetCRL is answered FAILURE/badRequest: every certificate carries a CRL distribution point
-        (/crl/rsa.crl, published by the ocsp package) and OCSP; a second, independently numbered CRL
-        from here would break the monotonic cRLNumber of RFC 5280 §5.2.3 for relying parties."""
-        _parse_issuer_and_serial(data)
-        return ScepReply(PkiStatus.FAILURE, FailInfo.badRequest,
-                         detail=f"GetCRL not offered; fetch {self.issuer.urls.crl}")
+        """GetCRL (RFC 8894 §3.3.3): the CRL published at the issuer's CRL distribution point (the
+        same bytes every relying party fetches, so cRLNumber stays monotonic, RFC 5280 §5.2.3),
+        fetched over HTTP like any relying party would and checked against the RSA CA's key."""
+        issuer, _ = _parse_issuer_and_serial(data)
+        if issuer != asn1_x509.Name.load(self.issuer.certificate.subject.public_bytes()):
+            raise cms.CmsError(FailInfo.badCertId, "unknown issuer")
+        crl = fetch_published_crl(self.issuer.urls.crl, self.issuer.certificate)
+        if crl is None:
+            return ScepReply(PkiStatus.FAILURE, FailInfo.badRequest,
+                             detail=f"no valid CRL available at {self.issuer.urls.crl}")
+        return ScepReply(PkiStatus.SUCCESS, payload=cms.degenerate([], [crl]))
 
     # -- manual approval (ikepki scep approve / reject) --------------------------------------------
 
@@ -487,3 +492,31 @@ def _parse_issuer_and_subject(data: bytes) -> None:
         ias["issuer"].native, ias["subject"].native
     except (ValueError, TypeError, KeyError):
         raise cms.CmsError(FailInfo.badRequest, "messageData is not an IssuerAndSubject") from None
+
+
+MAX_CRL_BYTES = 64 * 1024 * 1024
+
+
+def fetch_published_crl(url: str, issuer: x509.Certificate, timeout: float = 5.0) -> bytes | None:
+    """The DER CRL at ``url`` if it is signed by ``issuer``; None (logged) otherwise."""
+    import httpx
+
+    try:
+        with httpx.stream("GET", url, timeout=timeout) as resp:
+            if resp.status_code != 200:
+                log.warning("GetCRL: %s answered %s", url, resp.status_code)
+                return None
+            body = b""
+            for chunk in resp.iter_bytes():
+                body += chunk
+                if len(body) > MAX_CRL_BYTES:
+                    log.warning("GetCRL: %s larger than %d bytes", url, MAX_CRL_BYTES)
+                    return None
+        crl = x509.load_der_x509_crl(body)
+        if crl.issuer != issuer.subject or not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
+            log.warning("GetCRL: %s is not a CRL of %s", url, issuer.subject.rfc4514_string())
+            return None
+        return body
+    except (httpx.HTTPError, ValueError) as exc:
+        log.warning("GetCRL: cannot fetch %s: %s", url, exc)
+        return None

@@ -108,6 +108,8 @@ def scep(deployment_dir: Path, webhook: Webhook, tmp_path_factory: pytest.TempPa
     env = {"IKEPKI_SCEP_ALLOW_SINGLE_DES": "1",  # micromdm scepclient only speaks DES-CBC
            "IKEPKI_SCEP_PROFILES": json.dumps(profiles), "IKEPKI_SCEP_NEXT_CA_CERTS": str(staged),
            "IKEPKI_LOG_LEVEL": "INFO"}
-    server = start_server(deployment_dir, env=env, extra_args=("--no-workers",))
+    http_port = free_port()  # the CRL distribution point (GetCRL) must name this server
+    env["IKEPKI_PUBLIC_BASE_URL"] = f"http://127.0.0.1:{http_port}"
+    server = start_server(deployment_dir, env=env, extra_args=("--no-workers",), http_port=http_port)
     yield ScepEnv(server, webhook, staged)
     server.stop()

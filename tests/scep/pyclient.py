@@ -107,6 +107,7 @@ class CertRep:
     recipient_nonce: bytes | None
     certificates: list[x509.Certificate]
     signer: x509.Certificate
+    crls: list[x509.CertificateRevocationList] = field(default_factory=list)
 
 
 def read_certrep(body: bytes, requester: Requester) -> CertRep:
@@ -119,17 +120,24 @@ def read_certrep(body: bytes, requester: Requester) -> CertRep:
     fail = cms._printable(attrs, cms.OID_FAIL_INFO, 4)
     recipient_nonce = cms._octet_attr(attrs, cms.OID_RECIPIENT_NONCE, 64)
     certs: list[x509.Certificate] = []
+    crls: list[x509.CertificateRevocationList] = []
     if status == "0" and msg.content:
         opened = cms.open_envelope(msg.content, requester.cert,
                                    lambda k: requester.key.decrypt(k, padding.PKCS1v15()), ALL_CIPHERS)
         certs = read_degenerate(opened.data)
+        crls = read_degenerate_crls(opened.data)
     assert status is not None
-    return CertRep(status, fail, msg.transaction_id, recipient_nonce, certs, signer)
+    return CertRep(status, fail, msg.transaction_id, recipient_nonce, certs, signer, crls)
 
 
 def read_degenerate(data: bytes) -> list[x509.Certificate]:
     sd = asn1_cms.ContentInfo.load(data)["content"]
-    return [x509.load_der_x509_certificate(c.chosen.dump()) for c in sd["certificates"]]
+    return [x509.load_der_x509_certificate(c.chosen.dump()) for c in (sd["certificates"] or [])]
+
+
+def read_degenerate_crls(data: bytes) -> list[x509.CertificateRevocationList]:
+    sd = asn1_cms.ContentInfo.load(data)["content"]
+    return [x509.load_der_x509_crl(c.chosen.dump()) for c in (sd["crls"] or [])]
 
 
 class ScepHttp:

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca.errors import PKIError
 from ca.model import Requester as ModelRequester
@@ -192,7 +193,8 @@ def test_manual_approval_with_cert_poll(http: ScepHttp, ra: x509.Certificate, sc
     assert (refused.status, refused.fail_info) == (FAILURE, BAD_REQUEST)
 
 
-def test_get_cert_get_crl_and_poll_for_unknown(http: ScepHttp, ra: x509.Certificate, scep: ScepEnv) -> None:
+def test_get_cert_get_crl_and_poll_for_unknown(http: ScepHttp, ra: x509.Certificate, scep: ScepEnv,
+                                               deployment: Any) -> None:
     rep, req = enroll(http, ra, otp(scep), "getcert.example.test")
     leaf = rep.certificates[0]
     got = read_certrep(http.post(req.message("21", issuer_and_serial(leaf.issuer, leaf.serial_number), ra)).content,
@@ -200,9 +202,17 @@ def test_get_cert_get_crl_and_poll_for_unknown(http: ScepHttp, ra: x509.Certific
     assert got.status == SUCCESS and got.certificates[0] == leaf
     unknown = read_certrep(http.post(req.message("21", issuer_and_serial(leaf.issuer, 12345), ra)).content, req)
     assert (unknown.status, unknown.fail_info) == (FAILURE, BAD_CERT_ID)
-    crl = read_certrep(http.post(req.message("22", issuer_and_serial(leaf.issuer, leaf.serial_number), ra)).content,
-                       req)
-    assert (crl.status, crl.fail_info) == (FAILURE, BAD_REQUEST)
+    # GetCRL (RFC 8894 §3.3.3): the CRL published at the RSA CA's distribution point, enveloped to us
+    crl_rep = read_certrep(http.post(req.message("22", issuer_and_serial(leaf.issuer, leaf.serial_number), ra)).content,
+                           req)
+    assert crl_rep.status == SUCCESS and len(crl_rep.crls) == 1
+    crl = crl_rep.crls[0]
+    rsa_ca = deployment.issuers["rsa"].certificate
+    assert crl.issuer == leaf.issuer == rsa_ca.subject and crl.is_signature_valid(rsa_ca.public_key())
+    cdp = leaf.extensions.get_extension_for_class(x509.CRLDistributionPoints).value[0].full_name[0].value
+    assert crl.public_bytes(Encoding.DER) == httpx.get(cdp, timeout=30).content  # the same bytes relying parties get
+    foreign = read_certrep(http.post(req.message("22", issuer_and_serial(ra.subject, 1), ra)).content, req)
+    assert (foreign.status, foreign.fail_info) == (FAILURE, BAD_CERT_ID)
     stranger = Requester.new()
     poll = read_certrep(http.post(stranger.message("20", issuer_and_subject(leaf.issuer, leaf.subject), ra)).content,
                         stranger)
