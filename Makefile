@@ -36,6 +36,7 @@ run: setup
 test: setup
 	$(VENV)/bin/ruff check ca enrollment ocsp gateway tests bench
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy ca enrollment ocsp gateway
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lint:
