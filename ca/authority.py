@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
 from ca.audit import AuditLog
@@ -120,8 +121,6 @@ class Authority:
             lint_issued(cert, t.profile, t.issuer)
         except x509.ExtensionNotFound as exc:
             raise PKIError(ErrorKind.INTERNAL, f"lint: missing extension {exc.oid.dotted_string}") from None
-        from cryptography.hazmat.primitives.serialization import Encoding
-
         info = CertificateInfo(
             serial=cert.serial_number, issuer_id=t.issuer.id, subject=t.subject.rfc4514_string(),
             sans=tuple(san_text(n) for n in t.sans), profile=t.profile.name, not_before=cert.not_valid_before_utc,

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from ca.authority import random_serial
 from ca.errors import ErrorKind, PKIError
 from ca.keys.pin import Pin
 from ca.keys.signer import KeySpec, SigningKey
@@ -103,7 +104,7 @@ class InitResult:
     made: list[tuple[str, str]] = field(default_factory=list)  # (what, where)
 
 
-def _write_secret(path: Path, value: str) -> None:
+def write_secret(path: Path, value: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
@@ -145,12 +146,12 @@ def init_softhsm_token(directory: Path, label: str, pin_file: Path | None = None
         pin = pin_file.read_text().strip()
     else:
         pin = secrets.token_hex(16)
-        _write_secret(directory / "hsm-pin", pin)
+        write_secret(directory / "hsm-pin", pin)
     if so_pin_file is not None and so_pin_file.exists():
         so_pin = so_pin_file.read_text().strip()
     else:
         so_pin = secrets.token_hex(16)
-        _write_secret(directory / "hsm-so-pin", so_pin)
+        write_secret(directory / "hsm-so-pin", so_pin)
     env = {**os.environ, "SOFTHSM2_CONF": str(conf)}
     util = shutil.which("softhsm2-util")
     if util is None:
@@ -175,7 +176,7 @@ class KeyMaker:
             sk = generate_software_key(spec, label)
             path = self.directory / "keys" / f"{label}.key"
             path.parent.mkdir(parents=True, exist_ok=True)
-            _write_secret(path, sk.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            write_secret(path, sk.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                      serialization.NoEncryption()).decode())
             return sk, f"software:{path.relative_to(self.directory)}"
         if self.token.has_key(label):
@@ -190,8 +191,6 @@ def build_ca_certificate(subject: x509.Name, key: SigningKey, issuer_name: x509.
                          ca_issuers_url: str | None, not_after_limit: datetime | None = None,
                          ocsp_url: str | None = None) -> x509.Certificate:
     """A CA certificate (RFC 5280 §4.2.1.9 basicConstraints cA=true, keyCertSign|cRLSign)."""
-    from ca.authority import random_serial
-
     not_after = now + timedelta(days=days)
     if not_after_limit is not None:
         not_after = min(not_after, not_after_limit)
@@ -222,6 +221,6 @@ def build_ca_certificate(subject: x509.Name, key: SigningKey, issuer_name: x509.
 
 def make_tls_key(directory: Path) -> ec.EllipticCurvePrivateKey:
     key = ec.generate_private_key(ec.SECP256R1())
-    _write_secret(directory / "tls" / "server.key", key.private_bytes(
+    write_secret(directory / "tls" / "server.key", key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode())
     return key

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
@@ -32,6 +32,7 @@ from ca.ceremony import (
     init_softhsm_token,
     make_tls_key,
     wipe,
+    write_secret,
 )
 from ca.clock import Clock, SystemClock
 from ca.config import CaSettings, ConfigSource, S
@@ -285,9 +286,7 @@ def init_deployment(directory: Path, ceremony_path: Path | None = None, force: b
         token_value = token_file.read_text().strip()
     else:
         token_value = secrets.token_urlsafe(32)
-        from ca.ceremony import _write_secret
-
-        _write_secret(token_file, token_value)
+        write_secret(token_file, token_value)
     dep.store.add_admin_token("admin", "admin", token_value, now)
     result.made.append(("admin API credential", "admin-token (role admin)"))
     dep.audit.append(now, "ikepki init", "init", "cli", root=root.subject.rfc4514_string(),
@@ -317,8 +316,6 @@ def issue_service_cert(dep: Deployment, profile: str, issuer_id: str, key: Signi
     """Issue (or re-issue, on rotation) a service certificate for an HSM key from ``issuer_id``."""
     authority = dep.authority
     base = authority.profile(profile, allow_internal=True)
-    from dataclasses import replace
-
     scoped = Authority(authority.issuers, authority.store, {**authority.profiles, profile: replace(
         base, issuer=issuer_id)}, authority.audit, authority.clock)
     return scoped.issue_internal(profile, key.key.public_key(), subject, requester=requester)

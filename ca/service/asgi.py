@@ -63,10 +63,7 @@ class Router:
         return out
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await _lifespan(self.mounts, scope, receive, send)
-            return
-        if scope["type"] != "http":
+        if scope["type"] != "http":  # lifespan is off: mounted apps start lazily
             return
         path: str = scope["path"]
         status_box: dict[str, int] = {}
@@ -112,16 +109,6 @@ def _strip(scope: Scope, mount: HttpMount) -> Scope:
     new["path"] = scope["path"][len(prefix):] or "/"
     new["root_path"] = scope.get("root_path", "") + prefix
     return new
-
-
-async def _lifespan(mounts: list[HttpMount], scope: Scope, receive: Receive, send: Send) -> None:
-    """Forward startup/shutdown to every mounted app that wants it (FastAPI apps do)."""
-    message = await receive()
-    if message["type"] == "lifespan.startup":
-        await send({"type": "lifespan.startup.complete"})
-    message = await receive()
-    if message["type"] == "lifespan.shutdown":
-        await send({"type": "lifespan.shutdown.complete"})
 
 
 def app_for(listener: str, mounts: list[HttpMount], deployment: Any, metrics: Metrics,
