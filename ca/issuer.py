@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca.keys.signer import SigningKey
 
@@ -47,7 +46,3 @@ class Issuer:
     def chain_for_leaf(self) -> tuple[x509.Certificate, ...]:
         """What follows a leaf in a PEM chain: this CA and any intermediates, not the root."""
         return (self.certificate, *self.chain)
-
-    def chain_pem(self, include_root: bool = False) -> bytes:
-        certs = (*self.chain_for_leaf(), *((self.root,) if include_root else ()))
-        return b"".join(c.public_bytes(Encoding.PEM) for c in certs)

@@ -213,9 +213,3 @@ def verify_event(token: str | bytes, roots: Sequence[x509.Certificate], at: date
     except InvalidSignature as exc:
         raise EventVerificationError("bad event signature") from exc
     return RevocationEvent.from_json(payload)
-
-
-def parse_roots(pem: bytes) -> list[x509.Certificate]:
-    return x509.load_pem_x509_certificates(pem)
-
-

@@ -123,13 +123,6 @@ class SqlCertificateReader:
             for serial, entry in conn.execute(stmt.execution_options(yield_per=10_000)):
                 yield int(serial, 16), bytes(entry)
 
-    def released_since(self, issuer_id: str, since: datetime) -> list[int]:
-        """Serials whose hold was released at or after ``since`` (removeFromCRL in delta CRLs)."""
-        stmt = select(REVOCATIONS.c.serial).where(REVOCATIONS.c.issuer_id == issuer_id,
-                                                  REVOCATIONS.c.released_at >= since)
-        with self.db.read() as conn:
-            return [int(s, 16) for (s,) in conn.execute(stmt)]
-
     def is_device_blocked(self, device_id: str | None, ek_fingerprint: str | None) -> bool:
         conds = []
         if device_id:
