@@ -10,6 +10,19 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca.csr import CertificationRequest
+from ca.errors import ErrorKind, PKIError
+
+
+def parse_serial(text: str) -> int:
+    """A serial from its wire form (hex, optional 0x and colons) to the int used in code."""
+    cleaned = str(text).strip().lower().removeprefix("0x").replace(":", "")
+    try:
+        value = int(cleaned, 16)
+    except ValueError:
+        raise PKIError(ErrorKind.BAD_REQUEST, f"not a hex serial: {str(text)[:50]!r}") from None
+    if value <= 0 or value.bit_length() > 160:
+        raise PKIError(ErrorKind.BAD_REQUEST, f"serial out of range: {str(text)[:50]!r}")
+    return value
 
 
 class RevocationReason(enum.Enum):

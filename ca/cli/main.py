@@ -27,6 +27,7 @@ from ca.cli.common import (
 )
 from ca.cli.revoke import register as register_revoke
 from ca.errors import ErrorKind, PKIError
+from ca.model import parse_serial
 
 app = typer.Typer(name="ikepki", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="ikepki: internal PKI for IKEv2 identities (HSM-backed CA, ACME/EST/SCEP, OCSP/CRL).")
@@ -178,17 +179,6 @@ def certs_show(serial: str, directory: DirOption = DEFAULT_DIR, config: ConfigOp
     else:
         for key, value in _cert_json(info).items():
             console.print(f"[bold]{key}[/bold]: {value}", highlight=False)
-
-
-def parse_serial(text: str) -> int:
-    cleaned = text.strip().lower().removeprefix("0x").replace(":", "")
-    try:
-        value = int(cleaned, 16)
-    except ValueError:
-        raise PKIError(ErrorKind.BAD_REQUEST, f"not a hex serial: {text!r}") from None
-    if value <= 0 or value.bit_length() > 160:
-        raise PKIError(ErrorKind.BAD_REQUEST, f"serial out of range: {text!r}")
-    return value
 
 
 def _cert_json(info: object) -> dict[str, object]:

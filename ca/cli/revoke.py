@@ -45,7 +45,15 @@ from ca.cli.common import (
     print_json,
 )
 from ca.errors import ErrorKind, PKIError
-from ca.model import CertificateInfo, CertificateQuery, CertStatus, Requester, RevocationReason, RevocationRequest
+from ca.model import (
+    CertificateInfo,
+    CertificateQuery,
+    CertStatus,
+    Requester,
+    RevocationReason,
+    RevocationRequest,
+    parse_serial,
+)
 
 CHUNK = 1000  # serials per Authority.revoke transaction
 REMOTE_CHUNK = 5000  # serials per admin API request
@@ -55,17 +63,6 @@ LIVE_SA_LIMIT = 1000  # look up live SAs only for selections up to this size
 
 
 # -- target selection (shared with the admin API) ---------------------------------------------
-
-def parse_serial(text: str) -> int:
-    cleaned = str(text).strip().lower().removeprefix("0x").replace(":", "")
-    try:
-        value = int(cleaned, 16)
-    except ValueError:
-        raise PKIError(ErrorKind.BAD_REQUEST, f"not a hex serial: {str(text)[:50]!r}") from None
-    if value <= 0 or value.bit_length() > 160:
-        raise PKIError(ErrorKind.BAD_REQUEST, f"serial out of range: {str(text)[:50]!r}")
-    return value
-
 
 def parse_reason(name: str | None, hold: bool) -> RevocationReason:
     if hold:
