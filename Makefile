@@ -6,8 +6,11 @@ DIR   ?= ./var
 
 # Debian packages the service, the tests and the benchmarks need (installed only when missing).
 APT_PACKAGES := softhsm2 opensc openssl curl iproute2 pkg-config gcc libtss2-dev \
-  strongswan-charon strongswan-swanctl strongswan-pki libcharon-extra-plugins libstrongswan-extra-plugins \
-  swtpm swtpm-tools tpm2-tools lego scep pebble golang-cfssl postgresql wrk apache2-utils
+  strongswan-charon strongswan-swanctl strongswan-pki libstrongswan-standard-plugins \
+  libcharon-extra-plugins libstrongswan-extra-plugins \
+  swtpm swtpm-tools tpm2-tools lego scep pebble golang-cfssl postgresql wrk apache2-utils \
+  podman buildah runc catatonit mmdebstrap uidmap fuse-overlayfs \
+  freeradius freeradius-utils eapoltest prometheus-alertmanager chromium chromium-driver nodejs
 
 .PHONY: setup system-packages venv run test lint typecheck bench clean
 
