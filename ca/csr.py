@@ -76,6 +76,8 @@ def parse_csr(data: bytes) -> CertificationRequest:
             raise PKIError(ErrorKind.BAD_CSR, "CSR signature is invalid")
     except PKIError:
         raise
+    except x509.InvalidVersion:
+        raise PKIError(ErrorKind.BAD_CSR, "CSR version is not v1 (0) (RFC 2986 §4.1)") from None
     except (ValueError, UnsupportedAlgorithm):
         csr = _parse_noncanonical(der)
     _check_signature_hash(csr)

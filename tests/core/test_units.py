@@ -71,6 +71,22 @@ def test_csr_parser_survives_truncation(cut: int) -> None:
         assert exc.kind is ErrorKind.BAD_CSR
 
 
+def test_csr_with_version_other_than_v1_is_bad_csr() -> None:
+    """csr-version-1.der: hypothesis found that cryptography raises InvalidVersion (not ValueError)."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from tests.core.csr_factory import SANS_FOR_PROFILE, make_csr, make_key
+
+    der = bytearray(x509.load_pem_x509_csr(make_csr(make_key("ec-p256"), SANS_FOR_PROFILE["machine"]))
+                    .public_bytes(Encoding.DER))
+    at = der.index(b"\x02\x01\x00")  # CertificationRequestInfo.version INTEGER 0
+    der[at + 2] = 1
+    with pytest.raises(PKIError) as info:
+        parse_csr(bytes(der))
+    assert info.value.kind is ErrorKind.BAD_CSR
+    assert "version" in str(info.value)
+
+
 @settings(max_examples=60, deadline=None)
 @given(serial=st.integers(min_value=1, max_value=(1 << 159) - 1),
        seconds=st.integers(min_value=0, max_value=60 * 365 * 86400),
