@@ -11,20 +11,15 @@ Backends: the local deployment in-process (``--dir``) or a remote server through
 (0 done, 3 a serial does not exist, 5 bad reason or selector, 7 unauthorized/forbidden,
 10 dry run: nothing changed).
 
-The target selection and live-SA lookup here are shared with the admin API
-(``enrollment.admin``), so both front ends select exactly the same certificates.
+Target selection, guards and execution are :mod:`ca.revocation` (shared with the admin API in
+``enrollment.admin``); this module parses options and prints.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import socket
 import sys
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -45,253 +40,29 @@ from ca.cli.common import (
     print_json,
 )
 from ca.errors import ErrorKind, PKIError
-from ca.model import (
-    CertificateInfo,
-    CertificateQuery,
-    CertStatus,
-    Requester,
-    RevocationReason,
-    RevocationRequest,
-    parse_serial,
+from ca.model import CertificateInfo, Requester, RevocationReason, parse_serial
+from ca.revocation import (
+    RevocationOutcome,
+    Selector,
+    parse_reason,
+    read_serials_file,
+    revoke_selected,
 )
 
-CHUNK = 1000  # serials per Authority.revoke transaction
 REMOTE_CHUNK = 5000  # serials per admin API request
-MAX_FILE_BYTES = 64 * 1024 * 1024
-SAN_PREFIXES = ("email:", "DNS:", "IP:")
-LIVE_SA_LIMIT = 1000  # look up live SAs only for selections up to this size
 
 
-# -- target selection (shared with the admin API) ---------------------------------------------
-
-def parse_reason(name: str | None, hold: bool) -> RevocationReason:
-    if hold:
-        return RevocationReason.certificateHold
-    if not name:
-        raise PKIError(ErrorKind.BAD_REQUEST, "a revocation reason is required (e.g. keyCompromise)")
-    try:
-        reason = RevocationReason.parse(name)
-    except ValueError as exc:
-        raise PKIError(ErrorKind.BAD_REQUEST, str(exc)) from None
-    if reason is RevocationReason.removeFromCRL:
-        raise PKIError(ErrorKind.BAD_REQUEST, "removeFromCRL is not a revocation reason; use unhold")
-    if reason is RevocationReason.certificateHold:
-        raise PKIError(ErrorKind.BAD_REQUEST, "use --hold to suspend a certificate")
-    return reason
-
-
-def identity_forms(identity: str) -> list[str]:
-    """``alice@x`` -> ``email:alice@x``; ``h1.x`` -> ``DNS:h1.x`` / ``IP:h1.x``; prefixed: as is."""
-    if identity.startswith(SAN_PREFIXES):
-        kind, _, value = identity.partition(":")
-        return [f"DNS:{value.lower()}" if kind == "DNS" else identity]
-    if "@" in identity:
-        return [f"email:{identity}"]
-    return [f"DNS:{identity.lower()}", f"IP:{identity}"]
-
-
-@dataclass(frozen=True)
-class Selector:
-    """Targets are the union of the selectors; a profile needs a narrowing filter or ``all_of_profile``."""
-
-    serials: tuple[int, ...] = ()
-    device_id: str | None = None
-    identity: str | None = None
-    profile: str | None = None
-    subject_contains: str | None = None
-    san_contains: str | None = None
-    expires_before: datetime | None = None
-    expires_after: datetime | None = None
-    all_of_profile: bool = False
-
-    def wire(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"serials": [format(s, "x") for s in self.serials]}
-        for key in ("device_id", "identity", "profile", "subject_contains", "san_contains"):
-            if getattr(self, key):
-                out[key] = getattr(self, key)
-        for key in ("expires_before", "expires_after"):
-            if getattr(self, key):
-                out[key] = getattr(self, key).isoformat()
-        if self.all_of_profile:
-            out["all_of_profile"] = True
-        return out
-
-
-@dataclass
-class Selection:
-    targets: list[CertificateInfo] = field(default_factory=list)
-    not_found: list[int] = field(default_factory=list)
-
-
-def _queries(sel: Selector, limit: int) -> list[CertificateQuery]:
-    queries: list[CertificateQuery] = []
-    if sel.device_id:
-        queries.append(CertificateQuery(device_id=sel.device_id, limit=limit))
-        if sel.device_id.startswith("ek:"):
-            queries.append(CertificateQuery(ek_fingerprint=sel.device_id[3:], limit=limit))
-    if sel.identity:
-        queries += [CertificateQuery(san=form, limit=limit) for form in identity_forms(sel.identity)]
-    narrowed = any((sel.subject_contains, sel.san_contains, sel.expires_before, sel.expires_after))
-    if sel.profile:
-        if not narrowed and not sel.all_of_profile:
-            raise PKIError(ErrorKind.BAD_REQUEST, "a profile selector needs a filter (subject, SAN, expiry) "
-                                                  "or --all-of-profile")
-        queries.append(CertificateQuery(profile=sel.profile, subject_contains=sel.subject_contains,
-                                        expires_before=sel.expires_before, expires_after=sel.expires_after,
-                                        limit=limit))
-    elif narrowed:
-        raise PKIError(ErrorKind.BAD_REQUEST, "subject/SAN/expiry filters narrow a --profile selector")
-    return queries
-
-
-def select_targets(store: Any, sel: Selector, max_targets: int = 100_000) -> Selection:
-    """The union of the selectors, each certificate once, serials first in the given order."""
-    out = Selection()
-    seen: dict[int, CertificateInfo] = {}
-    found = get_many(store, sel.serials)
-    for serial in sel.serials:
-        info = found.get(serial)
-        if info is None:
-            out.not_found.append(serial)
-        else:
-            seen.setdefault(serial, info)
-    queries = _queries(sel, max_targets)
-    if not sel.serials and not queries:
-        raise PKIError(ErrorKind.BAD_REQUEST, "no targets: give serials, --device, --identity, --profile or "
-                                              "--from-file")
-    for q in queries:
-        for info in store.search(q):
-            if q.san and q.san not in info.sans:
-                continue  # the store matches SANs by substring
-            if q.profile and sel.san_contains and not any(sel.san_contains.lower() in s.lower() for s in info.sans):
-                continue
-            seen.setdefault(info.serial, info)
-    if len(seen) > max_targets:
-        raise PKIError(ErrorKind.BAD_REQUEST, f"{len(seen)} certificates selected; at most {max_targets}")
-    out.targets = list(seen.values())
-    return out
-
-
-def get_many(store: Any, serials: Sequence[int]) -> dict[int, CertificateInfo]:
-    """Certificates by serial, 500 per query (a bulk incident names thousands)."""
-    from sqlalchemy import select
-
-    from ca.store.sql import CERTS, _info
-
-    hexes = [format(s, "x") for s in dict.fromkeys(serials)]
-    out: dict[int, CertificateInfo] = {}
-    with store.db.read() as conn:
-        for i in range(0, len(hexes), 500):
-            for row in conn.execute(select(CERTS).where(CERTS.c.serial.in_(hexes[i:i + 500]))):
-                info = _info(row)
-                out[info.serial] = info
-    return out
-
-
-def would_change(info: CertificateInfo, hold: bool) -> bool:
-    if info.status is CertStatus.revoked:
-        return False
-    return not (hold and info.status is CertStatus.hold)
-
-
-def execute(dep: Any, targets: Sequence[CertificateInfo], reason: RevocationReason, requester: Requester,
-            block_device: bool, invalidity_date: datetime | None = None) -> tuple[list[CertificateInfo], list[str]]:
-    """Revoke through the Authority in chunks (one transaction each: revocation rows, outbox
-    events and delivery rows together); returns (changed, devices blocked)."""
-    todo = [t.serial for t in targets if would_change(t, reason is RevocationReason.certificateHold)]
-    done: list[CertificateInfo] = []
-    for i in range(0, len(todo), CHUNK):
-        done += dep.authority.revoke(RevocationRequest(tuple(todo[i:i + CHUNK]), reason, requester,
-                                                       invalidity_date, block_devices=False))
-    blocked: list[str] = []
-    if block_device:
-        devices = dict.fromkeys(t.device_id or (f"ek:{t.ek_fingerprint}" if t.ek_fingerprint else "") for t in targets)
-        for device in devices:
-            if device:
-                dep.authority.block_device(device, requester, reason.name)
-                blocked.append(device)
-    return done, blocked
-
-
-# -- live SAs on gateways (best effort, "if known") ------------------------------------------
-
-def identity_keys(identities: Iterable[str], subject: str = "") -> set[str]:
-    """IKE identities a certificate may present, normalised for comparison with an SA's peer ID."""
-    keys = {i.partition(":")[2].strip().lower() for i in identities if ":" in i}
-    if subject:
-        keys.add(dn_key(subject))
-    keys.discard("")
-    return keys
-
-
-def dn_key(dn: str) -> str:
-    """Order-insensitive DN key: strongSwan prints ``C=US, O=x, CN=y``; RFC 4514 ``CN=y,O=x,C=US``."""
-    parts = sorted(p.strip().lower() for p in dn.replace(", ", ",").split(",") if "=" in p)
-    return "dn:" + "|".join(parts)
-
-
-def peer_keys(peer_id: str) -> set[str]:
-    return {peer_id.strip().lower(), dn_key(peer_id)} if "=" in peer_id else {peer_id.strip().lower()}
-
-
-@dataclass(frozen=True)
-class GatewaySessions:
-    peers: frozenset[str]  # normalised peer identities
-    serials: frozenset[int]  # peer certificate serials, when the gateway reports them
-
-
-def _vici_sessions(url: str, timeout: float) -> GatewaySessions:
-    import vici
-
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(url[len("unix://"):])
-        peers: set[str] = set()
-        for entry in vici.Session(sock).list_sas({"noblock": "yes"}):
-            for sa in entry.values():
-                peers |= peer_keys(sa.get("remote-id", b"").decode(errors="replace"))
-        return GatewaySessions(frozenset(peers), frozenset())
-    finally:
-        sock.close()
-
-
-def _responder_sessions(url: str, timeout: float) -> GatewaySessions:
-    import httpx
-
-    sas = httpx.get(url.rstrip("/") + "/v1/sas", timeout=timeout).json().get("sas", [])
-    peers = set().union(*(peer_keys(str(sa["peer_id"])) for sa in sas if sa.get("peer_id"))) if sas else set()
-    serials = {int(sa["serial"], 16) for sa in sas if sa.get("serial")}
-    return GatewaySessions(frozenset(peers), frozenset(serials))
-
-
-def gateway_sessions(gateways: Iterable[dict[str, Any]], timeout: float = 1.0) -> dict[str, GatewaySessions]:
-    """Live SAs per enabled gateway that can tell (VICI, bundled responder); others are unknown."""
-    out: dict[str, GatewaySessions] = {}
-    for g in gateways:
-        if not g.get("enabled", True):
-            continue
-        try:
-            if g["kind"] == "vici":
-                out[g["name"]] = _vici_sessions(g["url"], timeout)
-            elif g["kind"] == "responder":
-                out[g["name"]] = _responder_sessions(g["url"], timeout)
-        except Exception:  # noqa: S112  (best effort: a gateway that cannot tell is "unknown")
-            continue
-    return out
-
-
-def live_sas(targets: Sequence[CertificateInfo], gateways: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
-    """serial hex -> names of gateways holding a live SA of that certificate's identity."""
-    if not targets or len(targets) > LIVE_SA_LIMIT:
-        return {}
-    sessions = gateway_sessions(gateways)
-    out: dict[str, list[str]] = {}
-    for t in targets:
-        keys = identity_keys(t.sans, t.subject)
-        names = [n for n, s in sessions.items() if keys & s.peers or t.serial in s.serials]
-        if names:
-            out[t.serial_hex] = names
+def selector_wire(sel: Selector) -> dict[str, Any]:
+    """The selector as the admin API's ``RevocationRequest`` fields (serials hex)."""
+    out: dict[str, Any] = {"serials": [format(s, "x") for s in sel.serials]}
+    for key in ("device_id", "identity", "profile", "subject_contains", "san_contains"):
+        if getattr(sel, key):
+            out[key] = getattr(sel, key)
+    for key in ("expires_before", "expires_after"):
+        if getattr(sel, key):
+            out[key] = getattr(sel, key).isoformat()
+    if sel.all_of_profile:
+        out["all_of_profile"] = True
     return out
 
 
@@ -307,6 +78,19 @@ def cert_json(info: CertificateInfo) -> dict[str, Any]:
             "requester": info.requester}
 
 
+def outcome_json(out: RevocationOutcome) -> dict[str, Any]:
+    """The same shape as the admin API's ``RevocationResult``."""
+    result: dict[str, Any] = {"dry_run": out.dry_run, "reason": out.reason.name,
+                              "targets": [cert_json(t) for t in out.targets],
+                              "not_found": [format(s, "x") for s in out.not_found], "gateways": out.gateways,
+                              "revoked": [t.serial_hex for t in out.revoked],
+                              "unchanged": [t.serial_hex for t in out.unchanged],
+                              "blocked_devices": out.blocked_devices}
+    if out.dry_run:
+        result["live_sas"] = out.live_sas
+    return result
+
+
 class LocalBackend:
     """The deployment in DIR, in-process (the Authority and the store)."""
 
@@ -314,26 +98,8 @@ class LocalBackend:
         self.dep = open_deployment(directory, config)
 
     def revoke(self, sel: Selector, reason: RevocationReason, block_device: bool, dry_run: bool) -> dict[str, Any]:
-        found = select_targets(self.dep.store, sel)
-        gateways = [g for g in self.dep.store.gateways() if g["enabled"]]
-        result: dict[str, Any] = {"dry_run": dry_run, "reason": reason.name,
-                                  "targets": [cert_json(t) for t in found.targets],
-                                  "not_found": [format(s, "x") for s in found.not_found],
-                                  "gateways": [g["name"] for g in gateways], "revoked": [], "unchanged": [],
-                                  "blocked_devices": []}
-        if dry_run:
-            result["live_sas"] = live_sas(found.targets, gateways)
-            return result
-        if found.not_found:
-            raise PKIError(ErrorKind.NOT_FOUND, f"no certificate with serial {', '.join(result['not_found'][:20])}; "
-                                                "nothing revoked")
-        done, blocked = execute(self.dep, found.targets, reason, Requester("cli", _whoami()), block_device)
-        changed = {d.serial for d in done}
-        result.update(revoked=[d.serial_hex for d in done], blocked_devices=blocked,
-                      unchanged=[t.serial_hex for t in found.targets if t.serial not in changed],
-                      targets=[cert_json(d) for d in done] + [cert_json(t) for t in found.targets
-                                                              if t.serial not in changed])
-        return result
+        return outcome_json(revoke_selected(self.dep.store, self.dep.authority, sel, reason,
+                                            Requester("cli", _whoami()), block_device, dry_run))
 
     def deliveries(self, serials: Sequence[str]) -> list[dict[str, Any]]:
         return [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
@@ -376,7 +142,7 @@ class RemoteBackend:
         return resp.json() if resp.content else None
 
     def revoke(self, sel: Selector, reason: RevocationReason, block_device: bool, dry_run: bool) -> dict[str, Any]:
-        wire = sel.wire()
+        wire = selector_wire(sel)
         serials = wire.pop("serials")
         hold = reason is RevocationReason.certificateHold
         common = {"reason": reason.name, "hold": hold, "block_device": block_device, "dry_run": dry_run}
@@ -428,40 +194,6 @@ def backend_for(directory: Path, config: Path | None, server: str | None, token:
             raise PKIError(ErrorKind.CONFIG, "--server needs --token FILE (an admin API token)")
         return RemoteBackend(server, token, ca_bundle)
     return LocalBackend(directory, config)
-
-
-# -- bulk input --------------------------------------------------------------------------------
-
-def read_serials_file(path: Path) -> list[int]:
-    """CSV (a ``serial`` column, else the first column; ``#`` comments) or JSON lines (a string
-    or an object with ``serial``)."""
-    raw = path.read_bytes()
-    if len(raw) > MAX_FILE_BYTES:
-        raise PKIError(ErrorKind.BAD_REQUEST, f"{path}: larger than {MAX_FILE_BYTES} bytes")
-    text = raw.decode("utf-8-sig", "replace")
-    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    if not lines:
-        return []
-    if lines[0].lstrip()[:1] in ("{", '"'):
-        return [_json_line(ln, n) for n, ln in enumerate(lines, 1)]
-    rows = list(csv.reader(io.StringIO("\n".join(lines))))
-    col = 0
-    header = [c.strip().lower() for c in rows[0]]
-    if "serial" in header:
-        col = header.index("serial")
-        rows = rows[1:]
-    return [parse_serial(r[col]) for r in rows if len(r) > col and r[col].strip()]
-
-
-def _json_line(line: str, n: int) -> int:
-    try:
-        obj = json.loads(line)
-    except ValueError:
-        raise PKIError(ErrorKind.BAD_REQUEST, f"line {n}: not JSON") from None
-    value = obj.get("serial") if isinstance(obj, dict) else obj
-    if not isinstance(value, str | int):
-        raise PKIError(ErrorKind.BAD_REQUEST, f"line {n}: no serial")
-    return parse_serial(format(value, "x") if isinstance(value, int) else value)
 
 
 # -- output ------------------------------------------------------------------------------------

@@ -78,15 +78,27 @@ class SqlCertificateReader:
             row = conn.execute(select(CERTS).where(CERTS.c.serial == _hex(serial))).first()
         return _info(row) if row else None
 
-    def search(self, q: CertificateQuery) -> list[CertificateInfo]:
-        stmt = select(CERTS)
+    def get_many(self, serials: Sequence[int]) -> dict[int, CertificateInfo]:
+        """Certificates by serial, 500 per query (a bulk incident names thousands); unknown ones absent."""
+        hexes = [_hex(s) for s in dict.fromkeys(serials)]
+        out: dict[int, CertificateInfo] = {}
+        with self.db.read() as conn:
+            for i in range(0, len(hexes), 500):
+                for row in conn.execute(select(CERTS).where(CERTS.c.serial.in_(hexes[i:i + 500]))):
+                    info = _info(row)
+                    out[info.serial] = info
+        return out
+
+    @staticmethod
+    def _conditions(q: CertificateQuery) -> list[Any]:
+        """Substring filters are literal: LIKE wildcards in them are escaped (``autoescape``)."""
         conds = []
         if q.serial is not None:
             conds.append(CERTS.c.serial == _hex(q.serial))
         if q.subject_contains:
-            conds.append(CERTS.c.subject.contains(q.subject_contains))
+            conds.append(CERTS.c.subject.contains(q.subject_contains, autoescape=True))
         if q.san:
-            conds.append(CERTS.c.sans.contains(json.dumps(q.san)[1:-1]))
+            conds.append(CERTS.c.sans.contains(json.dumps(q.san)[1:-1], autoescape=True))
         if q.profile:
             conds.append(CERTS.c.profile == q.profile)
         if q.status:
@@ -99,11 +111,25 @@ class SqlCertificateReader:
             conds.append(CERTS.c.not_after < q.expires_before)
         if q.expires_after:
             conds.append(CERTS.c.not_after >= q.expires_after)
+        return conds
+
+    def search(self, q: CertificateQuery) -> list[CertificateInfo]:
+        stmt = select(CERTS)
+        conds = self._conditions(q)
         if conds:
             stmt = stmt.where(and_(*conds))
         stmt = stmt.order_by(CERTS.c.created_at.desc()).limit(min(max(q.limit, 1), 100_000)).offset(max(q.offset, 0))
         with self.db.read() as conn:
             return [_info(r) for r in conn.execute(stmt)]
+
+    def count_matching(self, q: CertificateQuery) -> int:
+        """How many certificates the query's filters hit (``limit``/``offset`` ignored)."""
+        stmt = select(func.count()).select_from(CERTS)
+        conds = self._conditions(q)
+        if conds:
+            stmt = stmt.where(and_(*conds))
+        with self.db.read() as conn:
+            return int(conn.execute(stmt).scalar_one())
 
     def count(self, issuer_id: str | None = None) -> int:
         stmt = select(func.count()).select_from(CERTS)
@@ -142,6 +168,29 @@ class SqlCertificateReader:
             row = conn.execute(select(ADMIN_TOKENS.c.name, ADMIN_TOKENS.c.role).where(
                 ADMIN_TOKENS.c.token_sha256 == digest, ADMIN_TOKENS.c.disabled.is_(False))).first()
         return (row.name, row.role) if row else None
+
+    def device(self, device_id: str) -> dict[str, Any] | None:
+        """The device row (device_id, ek_fingerprint, blocked, blocked_at, block_reason, created_at)."""
+        with self.db.read() as conn:
+            row = conn.execute(select(DEVICES).where(DEVICES.c.device_id == device_id)).first()
+        if row is None:
+            return None
+        out = dict(row._mapping)
+        for key in ("blocked_at", "created_at"):
+            if out.get(key) is not None:
+                out[key] = as_utc(out[key])
+        return out
+
+    def admin_tokens(self) -> list[dict[str, Any]]:
+        """Every admin token's name, role, created_at and disabled flag (never its hash)."""
+        with self.db.read() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(
+                select(ADMIN_TOKENS.c.name, ADMIN_TOKENS.c.role, ADMIN_TOKENS.c.created_at, ADMIN_TOKENS.c.disabled)
+                .order_by(ADMIN_TOKENS.c.id))]
+        for row in rows:
+            if row["created_at"] is not None:
+                row["created_at"] = as_utc(row["created_at"])
+        return rows
 
     def gateways(self) -> list[dict[str, Any]]:
         with self.db.read() as conn:
@@ -333,6 +382,12 @@ class SqlCertificateStore(SqlCertificateReader):
                                                     "token_sha256": hashlib.sha256(token.encode()).hexdigest()})
         except IntegrityError:
             raise PKIError(ErrorKind.CONFLICT, f"admin token {name!r} exists") from None
+
+    def disable_admin_token(self, name: str) -> None:
+        with self.db.write() as conn:
+            changed = conn.execute(update(ADMIN_TOKENS).where(ADMIN_TOKENS.c.name == name).values(disabled=True))
+            if changed.rowcount != 1:
+                raise PKIError(ErrorKind.NOT_FOUND, f"no admin token {name!r}")
 
     def set_gateway_enabled(self, name: str, enabled: bool) -> None:
         with self.db.write() as conn:

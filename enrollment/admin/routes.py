@@ -19,9 +19,9 @@ import anyio
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from ca.cli import revoke as targets
 from ca.errors import ErrorKind, PKIError
-from ca.model import CertificateQuery, CertStatus, Requester
+from ca.model import CertificateQuery, CertStatus, Requester, parse_serial
+from ca.revocation import live_session_probe, parse_reason, revoke_selected
 from ca.service.mounts import HTTPS, HttpMount
 from ca.store.sql import AUDIT, audit_row
 from enrollment.admin import service
@@ -166,7 +166,7 @@ def _routes(app: FastAPI, dep: Any, settings: AdminSettings) -> None:
                expires_before: datetime | None = None, expires_after: datetime | None = None,
                limit: Annotated[int, Query(ge=1, le=1000)] = 100, offset: Annotated[int, Query(ge=0)] = 0
                ) -> CertificateList:
-        q = CertificateQuery(serial=targets.parse_serial(serial) if serial else None, subject_contains=subject,
+        q = CertificateQuery(serial=parse_serial(serial) if serial else None, subject_contains=subject,
                              san=san, profile=profile, status=CertStatus(status) if status else None,
                              device_id=device_id, ek_fingerprint=ek_fingerprint, expires_before=expires_before,
                              expires_after=expires_after, limit=limit, offset=offset)
@@ -175,7 +175,7 @@ def _routes(app: FastAPI, dep: Any, settings: AdminSettings) -> None:
 
     @app.get(f"{PREFIX}/certificates/{{serial}}", response_model=CertificateOut)
     def certificate(serial: str, p: Viewer) -> CertificateOut:
-        info = dep.store.get(targets.parse_serial(serial))
+        info = dep.store.get(parse_serial(serial))
         if info is None:
             raise PKIError(ErrorKind.NOT_FOUND, f"no certificate with serial {serial[:50]}")
         return CertificateOut.of(info)
@@ -189,38 +189,25 @@ def _routes(app: FastAPI, dep: Any, settings: AdminSettings) -> None:
             raise PKIError(ErrorKind.FORBIDDEN, f"role {p.role} may not revoke (needs revoker)")
         if len(body.serials) > settings.max_serials:
             raise PKIError(ErrorKind.BAD_REQUEST, f"at most {settings.max_serials} serials per request")
-        reason = targets.parse_reason(body.reason, body.hold)
-        sel = targets.select_targets(dep.store, service.selector(body, targets.parse_serial), settings.max_targets)
-        gateways = [g for g in dep.store.gateways() if g["enabled"]]
-        result = RevocationResult(dry_run=body.dry_run, reason=reason.name,
-                                  targets=[CertificateOut.of(t) for t in sel.targets],
-                                  not_found=[format(s, "x") for s in sel.not_found],
-                                  gateways=[g["name"] for g in gateways])
-        if body.dry_run:
-            result.live_sas = targets.live_sas(sel.targets, gateways)
-            return result
-        if sel.not_found:
-            raise PKIError(ErrorKind.NOT_FOUND, f"no certificate with serial "
-                                                f"{', '.join(result.not_found[:20])}; nothing revoked")
-        done, blocked = targets.execute(dep, sel.targets, reason, requester(p), body.block_device,
-                                        body.invalidity_date)
-        changed = {d.serial for d in done}
-        result.revoked = [d.serial_hex for d in done]
-        result.unchanged = [t.serial_hex for t in sel.targets if t.serial not in changed]
-        result.blocked_devices = blocked
-        result.targets = [CertificateOut.of(d) for d in done] + [t for t in result.targets
-                                                                 if int(t.serial, 16) not in changed]
-        return result
+        out = revoke_selected(dep.store, dep.authority, service.selector(body), parse_reason(body.reason, body.hold),
+                              requester(p), body.block_device, body.dry_run, body.invalidity_date,
+                              settings.max_targets)
+        return RevocationResult(dry_run=out.dry_run, reason=out.reason.name,
+                                targets=[CertificateOut.of(t) for t in out.targets],
+                                revoked=[t.serial_hex for t in out.revoked],
+                                unchanged=[t.serial_hex for t in out.unchanged],
+                                not_found=[format(s, "x") for s in out.not_found],
+                                blocked_devices=out.blocked_devices, gateways=out.gateways, live_sas=out.live_sas)
 
     @app.delete(f"{PREFIX}/revocations/{{serial}}", response_model=CertificateOut)
     def release_hold(serial: str, p: Revoker) -> CertificateOut:
         """Release a certificateHold (RFC 5280 §5.3.1): the certificate is valid again."""
-        return CertificateOut.of(dep.authority.release_hold(targets.parse_serial(serial), requester(p)))
+        return CertificateOut.of(dep.authority.release_hold(parse_serial(serial), requester(p)))
 
     @app.post(f"{PREFIX}/deliveries/search", response_model=list[DeliveryOut])
     def deliveries(body: DeliveryQuery, p: Viewer) -> list[DeliveryOut]:
         """Push delivery state per (event, gateway)."""
-        serials = [targets.parse_serial(s) for s in body.serials] or None
+        serials = [parse_serial(s) for s in body.serials] or None
         gid = None
         if body.gateway:
             gid = next((g["id"] for g in dep.store.gateways() if g["name"] == body.gateway), None)
@@ -233,7 +220,7 @@ def _routes(app: FastAPI, dep: Any, settings: AdminSettings) -> None:
 
     @app.get(f"{PREFIX}/devices/{{device_id}}", response_model=DeviceOut)
     def device(device_id: str, p: Viewer) -> DeviceOut:
-        row = service.device(dep, device_id)
+        row = dep.store.device(device_id)
         if row is None:
             raise PKIError(ErrorKind.NOT_FOUND, f"no device {device_id[:100]!r}")
         return DeviceOut(**{k: row[k] for k in DeviceOut.model_fields})
@@ -280,7 +267,7 @@ def _routes(app: FastAPI, dep: Any, settings: AdminSettings) -> None:
         row = gateway_row(name)
         out = GatewayHealth.model_validate(GatewayOut.of(row).model_dump())
         if row["kind"] in ("vici", "responder"):
-            sessions = targets.gateway_sessions([{**row, "enabled": True}])
+            sessions = live_session_probe().sessions([{**row, "enabled": True}])
             out.reachable = name in sessions
             out.live_peers = len({k for k in sessions[name].peers if not k.startswith("dn:")}) \
                 if name in sessions else None
@@ -295,7 +282,7 @@ def _routes(app: FastAPI, dep: Any, settings: AdminSettings) -> None:
 
     @app.get(f"{PREFIX}/tokens", response_model=list[TokenOut])
     def list_tokens(p: Admin) -> list[TokenOut]:
-        return [TokenOut(**t) for t in service.tokens(dep)]
+        return [TokenOut(**t) for t in dep.store.admin_tokens()]
 
     @app.post(f"{PREFIX}/tokens", response_model=TokenOut, status_code=201)
     def create_token(body: TokenIn, p: Admin) -> TokenOut:
@@ -309,7 +296,7 @@ def _routes(app: FastAPI, dep: Any, settings: AdminSettings) -> None:
 
     @app.delete(f"{PREFIX}/tokens/{{name}}", status_code=204)
     def disable_token(name: str, p: Admin) -> Response:
-        service.disable_token(dep, name)
+        dep.store.disable_admin_token(name)
         return Response(status_code=204)
 
 

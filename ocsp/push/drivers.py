@@ -17,9 +17,9 @@ from typing import Any, Protocol
 import httpx
 import vici
 
-from ca.cli.revoke import identity_keys, peer_keys
 from ca.revocation_event import EVENT_REVOKED, MEDIA_TYPE, RevocationEvent
 from ocsp.push.queue import Gateway
+from ocsp.push.sessions import identity_keys, peer_keys
 
 log = logging.getLogger("ikepki.push")
 USER_AGENT = "ikepki-push/1"

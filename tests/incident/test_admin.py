@@ -15,8 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ca.cli.common import EXIT, EXIT_DRY_RUN
-from ca.cli.revoke import parse_serial, read_serials_file
 from ca.errors import ErrorKind, PKIError
+from ca.model import parse_serial
+from ca.revocation import read_serials_file
 
 ADMIN_CERT_SUBJECT = "CN=incident-admin-cert"  # mapped to "revoker" in the module server's env (conftest)
 
@@ -256,3 +257,40 @@ def test_tty_confirmation_executes_on_yes(incident):  # type: ignore[no-untyped-
     assert proc.wait(120) == 0, out.decode(errors="replace")
     os.close(master)
     assert incident.cert_status(serial) == "revoked"
+
+
+def test_subject_filter_is_literal_and_guards_count_hits(incident):  # type: ignore[no-untyped-def]
+    """Defect 21.3: ``subject_contains`` went into SQL LIKE unescaped, so ``_`` matched any character
+    (``host_1`` selected ``hostA1``) and ``%`` selected a whole profile past the all_of_profile guard."""
+    tag = os.urandom(3).hex()
+    wanted = incident.issue("user", x509.RFC822Name(f"lk1-{tag}@example.test"), f"lk{tag}_1")[2]
+    other = incident.issue("user", x509.RFC822Name(f"lk2-{tag}@example.test"), f"lk{tag}A1")[2]
+    with incident.api() as api:
+        hit = api.post("/revocations", json={"profile": "user", "subject_contains": f"lk{tag}_1",
+                                             "reason": "superseded", "dry_run": True})
+        assert hit.status_code == 200, hit.text
+        assert [t["serial"] for t in hit.json()["targets"]] == [wanted]
+        found = api.get("/certificates", params={"subject": f"lk{tag}_"}).json()["items"]
+        assert [c["serial"] for c in found] == [wanted]
+        for everything in ("%", "CN="):  # a filter that hits every certificate of the profile is no filter
+            resp = api.post("/revocations", json={"profile": "user", "subject_contains": everything,
+                                                  "reason": "superseded", "dry_run": True})
+            if everything == "CN=":
+                assert resp.status_code == 400 and "all_of_profile" in resp.json()["detail"], resp.text
+                assert resp.headers["content-type"] == "application/problem+json"
+            else:
+                assert resp.status_code == 200 and resp.json()["targets"] == [], resp.text
+        everyone = api.post("/revocations", json={"profile": "user", "subject_contains": "CN=",
+                                                  "all_of_profile": True, "reason": "superseded", "dry_run": True})
+        assert everyone.status_code == 200 and {wanted, other} <= {t["serial"] for t in everyone.json()["targets"]}
+    local = incident.ikepki("revoke", "--profile", "user", "--subject", f"lk{tag}_1", "--reason", "superseded",
+                           "--json", check=False)
+    assert local.returncode == EXIT_DRY_RUN, local.stderr
+    assert [t["serial"] for t in json.loads(local.stdout)["targets"]] == [wanted]
+    literal = incident.ikepki("revoke", "--profile", "user", "--subject", "%", "--reason", "superseded", "--json",
+                             check=False)
+    assert literal.returncode == EXIT_DRY_RUN and json.loads(literal.stdout)["targets"] == [], literal.stdout
+    guarded = incident.ikepki("revoke", "--profile", "user", "--subject", "CN=", "--reason", "superseded", "--json",
+                             check=False)
+    assert guarded.returncode == EXIT[ErrorKind.BAD_REQUEST] and "all-of-profile" in guarded.stderr, guarded.stderr
+    assert incident.cert_status(wanted) == "valid" and incident.cert_status(other) == "valid"

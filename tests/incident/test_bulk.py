@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from sqlalchemy import func, insert, select
 
-from ca.cli.revoke import read_serials_file
+from ca.revocation import read_serials_file
 from ca.store.sql import CERTS
 
 N = 10_000
