@@ -373,6 +373,12 @@ class SqlCertificateStore(SqlCertificateReader):
             conn.execute(insert(AUDIT), audit_row(at, actor, "block-device" if blocked else "unblock-device",
                                                   channel, device=device_id, reason=reason))
 
+    def add_audit(self, at: datetime, actor: str, action: str, channel: str, source: str = "",
+                  serial: int | None = None, **detail: Any) -> None:
+        """One audit row on its own (calls that change nothing else, e.g. a refused admin call)."""
+        with self.db.write() as conn:
+            conn.execute(insert(AUDIT), audit_row(at, actor, action, channel, source, serial, **detail))
+
     def add_admin_token(self, name: str, role: str, token: str, at: datetime) -> None:
         if role not in ("viewer", "revoker", "admin"):
             raise PKIError(ErrorKind.BAD_REQUEST, f"unknown role {role!r}")

@@ -1,31 +1,41 @@
 """``/admin/v1`` (HTTPS only): the admin API, OpenAPI at ``/admin/v1/openapi.json``.
 
-Every request is audited (actor, role, method, path, status, client address) to the audit log
-and the audit table, including refused ones. 401: no or unknown credential (RFC 6750 §3,
-``WWW-Authenticate: Bearer``); 403: the role is too low. Neither changes anything else.
-Errors are RFC 9457 problem documents. Other packages mount ``/admin/v1/est`` and
-``/admin/v1/scep`` themselves; the service router picks the longest prefix, so this mount
-never shadows them.
+One app serves the whole admin surface: the routes here (certificates, revocations, deliveries,
+devices, gateways, tokens) and those other packages contribute through the ``ikepki.admin_routes``
+entry point group (EST registrations under ``/admin/v1/est``, SCEP challenges under
+``/admin/v1/scep``). The shared pieces are the core's (:mod:`ca.service.admin`): one
+authenticator and role check, one body bound, RFC 9457 problem documents for every error, and an
+audit record of every call whatever its outcome (actor, role, method, path, status, client).
+401: no or unknown credential (RFC 6750 §3, ``WWW-Authenticate: Bearer``); 403: the role is too
+low. Neither changes anything else.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
-import anyio
-from fastapi import Depends, FastAPI, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import FastAPI, Query
+from fastapi.responses import Response
 
 from ca.errors import ErrorKind, PKIError
 from ca.model import CertificateQuery, CertStatus, Requester, parse_serial
 from ca.revocation import live_session_probe, parse_reason, revoke_selected
+from ca.service.admin import (
+    CHANNEL,
+    PREFIX,
+    Admin,
+    AdminAuthenticator,
+    AdminGate,
+    Principal,
+    Revoker,
+    Viewer,
+    install_problem_handlers,
+    load_admin_routes,
+)
 from ca.service.mounts import HTTPS, HttpMount
-from ca.store.sql import AUDIT, audit_row
 from enrollment.admin import service
-from enrollment.admin.auth import Principal, authenticate
 from enrollment.admin.models import (
     CertificateList,
     CertificateOut,
@@ -45,104 +55,26 @@ from enrollment.admin.models import (
 )
 from enrollment.admin.settings import AdminSettings
 
-PREFIX = "/admin/v1"
-CHANNEL = "admin-api"
 log = logging.getLogger("ikepki.admin")
-_STATUS = {ErrorKind.NOT_FOUND: 404, ErrorKind.CONFLICT: 409, ErrorKind.BAD_REQUEST: 400, ErrorKind.BAD_CSR: 400,
-           ErrorKind.REJECTED_IDENTIFIER: 400, ErrorKind.BLOCKED: 403, ErrorKind.UNAUTHORIZED: 401,
-           ErrorKind.FORBIDDEN: 403, ErrorKind.UNAVAILABLE: 503, ErrorKind.CONFIG: 500, ErrorKind.INTERNAL: 500}
-
-
-def _problem(status: int, title: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"type": "about:blank", "title": title, "status": status, "detail": detail}, status,
-                        headers=headers, media_type="application/problem+json")
-
-
-class BodyLimit:
-    """Refuse request bodies above ``limit`` bytes (declared or streamed) with 413."""
-
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            await _problem(413, "Payload Too Large", f"request body over {self.limit} bytes")(scope, receive, send)
-            return
-        seen = 0
-
-        async def bounded() -> dict[str, Any]:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise PKIError(ErrorKind.BAD_REQUEST, "request body too large")
-            return message  # type: ignore[no-any-return]
-
-        await self.app(scope, bounded, send)
 
 
 def create_app(dep: Any) -> Any:
+    """The admin app (with every contributed router) behind its :class:`AdminGate`."""
     settings = dep.settings_for(AdminSettings, "admin")
     app = FastAPI(title="ikepki admin API", version="1", openapi_url=f"{PREFIX}/openapi.json",
                   docs_url=f"{PREFIX}/docs", redoc_url=None)
-
-    def audit(request: Request, status: int) -> None:
-        p: Principal | None = getattr(request.state, "principal", None)
-        actor = p.name if p else "anonymous"
-        source = request.client.host if request.client else ""
-        fields: dict[str, Any] = {"method": request.method, "path": request.url.path[:300], "status": status,
-                  "role": p.role if p else None, "auth": p.method if p else None}
-        now = dep.clock.now()
-        try:
-            with dep.db.write() as conn:
-                conn.execute(AUDIT.insert(), audit_row(now, actor, "admin-api", CHANNEL, source, **fields))
-            dep.audit.append(now, actor, "admin-api", CHANNEL, source=source, **fields)
-        except PKIError as exc:
-            log.error("audit of admin call failed: %s", exc.detail)
-
-    @app.middleware("http")
-    async def audited(request: Request, call_next: Callable[[Request], Any]) -> Response:
-        response: Response = await call_next(request)
-        await anyio.to_thread.run_sync(audit, request, response.status_code)
-        return response
-
-    @app.exception_handler(PKIError)
-    async def pki_error(_request: Request, exc: PKIError) -> JSONResponse:
-        status = _STATUS.get(exc.kind, 500)
-        headers = {"WWW-Authenticate": 'Bearer realm="ikepki-admin"'} if status == 401 else None
-        return _problem(status, exc.kind.name.replace("_", " ").title(), exc.detail, headers)
-
     app.state.deployment = dep
     app.state.settings = settings
+    app.state.admin_auth = AdminAuthenticator(dep.store, dep.clock, settings.cert_roles)
+    install_problem_handlers(app)
     _routes(app, dep, settings)
-    return BodyLimit(app, settings.max_body_bytes)
-
-
-def require(role: str) -> Callable[[Request], Principal]:
-    """FastAPI dependency: the authenticated caller, at least ``role`` (401 / 403 otherwise)."""
-
-    def dependency(request: Request) -> Principal:
-        dep = request.app.state.deployment
-        source = request.client.host if request.client else ""
-        p = authenticate(dep, request.app.state.settings.cert_roles, request.headers.get("authorization"),
-                         request.scope, source)
-        if p is None:
-            raise PKIError(ErrorKind.UNAUTHORIZED, "a valid admin bearer token or client certificate is required")
-        request.state.principal = p
-        if not p.can(role):
-            raise PKIError(ErrorKind.FORBIDDEN, f"role {p.role} may not do this (needs {role})")
-        return p
-
-    return dependency
-
-
-Viewer = Annotated[Principal, Depends(require("viewer"))]
-Revoker = Annotated[Principal, Depends(require("revoker"))]
-Admin = Annotated[Principal, Depends(require("admin"))]
+    limits: list[tuple[str, int]] = []
+    for contribution in load_admin_routes(dep):
+        app.include_router(contribution.router, prefix=PREFIX + contribution.prefix,
+                           tags=[contribution.tag] if contribution.tag else None)
+        if contribution.max_body_bytes is not None:
+            limits.append((PREFIX + contribution.prefix, contribution.max_body_bytes))
+    return AdminGate(app, dep.store, dep.audit, dep.clock, settings.max_body_bytes, limits)
 
 
 def requester(p: Principal) -> Requester:
@@ -183,7 +115,7 @@ def _routes(app: FastAPI, dep: Any, settings: AdminSettings) -> None:
     # -- revocations --------------------------------------------------------------------------
 
     @app.post(f"{PREFIX}/revocations", response_model=RevocationResult)
-    def revoke(body: RevocationRequest, request: Request, p: Viewer) -> RevocationResult:
+    def revoke(body: RevocationRequest, p: Viewer) -> RevocationResult:
         """Revoke (or hold) the selected certificates. ``dry_run`` needs viewer, execution revoker."""
         if not body.dry_run and not p.can("revoker"):
             raise PKIError(ErrorKind.FORBIDDEN, f"role {p.role} may not revoke (needs revoker)")

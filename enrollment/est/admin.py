@@ -1,4 +1,6 @@
-"""Admin endpoints of the EST server under ``/admin/v1/est`` (bearer admin token, role admin):
+"""Admin endpoints of the EST server, served under ``/admin/v1/est`` by the one admin app
+(:mod:`enrollment.admin`; credentials, role check, body bound, problem documents and audit are
+:mod:`ca.service.admin`'s). Role admin:
 
 - ``POST /admin/v1/est/registrations``: bulk MDM pre-authorisation; answers each device's
   one-time secret exactly once (only a SHA-256 is stored).
@@ -12,17 +14,15 @@ from datetime import datetime
 from typing import Any
 
 import anyio
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field, ValidationError
 
 from ca.errors import ErrorKind, PKIError
+from ca.service.admin import Admin
 from enrollment.est.registrations import MAX_BULK, DeviceRegistration, Pending, Registration
 from enrollment.est.service import EstService
 
-MAX_ADMIN_BODY = 4 * 1024 * 1024
-STATUS = {ErrorKind.BAD_REQUEST: 400, ErrorKind.UNAUTHORIZED: 401, ErrorKind.FORBIDDEN: 403,
-          ErrorKind.NOT_FOUND: 404, ErrorKind.CONFLICT: 409, ErrorKind.UNAVAILABLE: 503}
+MAX_ADMIN_BODY = 4 * 1024 * 1024  # a bulk registration of MAX_BULK devices
 
 
 class DeviceRegistrationRequest(BaseModel):
@@ -103,62 +103,41 @@ def register_devices(service: EstService, devices: list[DeviceRegistration], act
     return issued
 
 
-def admin_app(service: EstService) -> FastAPI:
-    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+def admin_router(service: EstService) -> APIRouter:
+    """The EST admin routes, served under ``/admin/v1/est`` by the one admin app (role admin)."""
+    router = APIRouter()
     dep = service.dep
 
-    async def admin(request: Request) -> str:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise PKIError(ErrorKind.UNAUTHORIZED, "admin bearer token required")
-        found = await anyio.to_thread.run_sync(dep.store.verify_admin_token, token.strip())
-        if found is None:
-            raise PKIError(ErrorKind.UNAUTHORIZED, "invalid admin token")
-        name, role = found
-        if role != "admin":
-            raise PKIError(ErrorKind.FORBIDDEN, f"role {role} may not manage EST registrations")
-        return f"admin:{name}"
-
-    @app.exception_handler(PKIError)
-    async def pki_error(_request: Request, exc: PKIError) -> JSONResponse:
-        status = STATUS.get(exc.kind, 500)
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        return JSONResponse({"error": exc.kind.value, "detail": exc.detail if status < 500 else "internal error"},
-                            status, headers=headers)
-
-    @app.post("/admin/v1/est/registrations", status_code=201)
-    async def create_registrations(request: Request) -> RegistrationsResponse:
-        actor = await admin(request)
-        body = await _bounded_json(request)
+    @router.post("/registrations", status_code=201)
+    async def create_registrations(request: Request, p: Admin) -> RegistrationsResponse:
+        """Bulk MDM pre-authorisation (RFC 7030 §3.3.2 HTTP-based client authentication secrets):
+        each device's one-time secret is in this response only."""
         try:
-            parsed = RegistrationsRequest.model_validate_json(body)
+            parsed = RegistrationsRequest.model_validate_json(await request.body())
         except ValidationError as exc:
             err = exc.errors()[0]
             raise PKIError(ErrorKind.BAD_REQUEST, f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
         devices = [DeviceRegistration(d.device_id, d.profile, tuple(d.sans), d.ek_fingerprint, d.expires_hours)
                    for d in parsed.devices]
-        issued = await anyio.to_thread.run_sync(register_devices, service, devices, actor)
+        issued = await anyio.to_thread.run_sync(register_devices, service, devices, f"admin:{p.name}")
         return RegistrationsResponse(registrations=[
             RegistrationSecretResponse(device_id=i.device_id, secret=i.secret, expires_at=i.expires_at)
             for i in issued])
 
-    @app.get("/admin/v1/est/registrations/{device_id}")
-    async def get_registration(device_id: str, request: Request) -> RegistrationResponse:
-        await admin(request)
+    @router.get("/registrations/{device_id}")
+    async def get_registration(device_id: str, p: Admin) -> RegistrationResponse:
         found = await anyio.to_thread.run_sync(service.registrations.get, device_id)
         if found is None:
-            raise PKIError(ErrorKind.NOT_FOUND, f"no registration for device {device_id!r}")
+            raise PKIError(ErrorKind.NOT_FOUND, f"no registration for device {device_id[:100]!r}")
         return registration_response(found)
 
-    @app.get("/admin/v1/est/pending")
-    async def list_pending(request: Request) -> list[PendingResponse]:
-        await admin(request)
-        return [pending_response(p) for p in await anyio.to_thread.run_sync(service.registrations.list_pending)]
+    @router.get("/pending")
+    async def list_pending(p: Admin) -> list[PendingResponse]:
+        return [pending_response(x) for x in await anyio.to_thread.run_sync(service.registrations.list_pending)]
 
-    @app.post("/admin/v1/est/pending/{pending_id}/{decision}")
-    async def decide(pending_id: str, decision: str, request: Request) -> PendingResponse:
-        actor = await admin(request)
+    @router.post("/pending/{pending_id}/{decision}")
+    async def decide(pending_id: str, decision: str, p: Admin) -> PendingResponse:
+        actor = f"admin:{p.name}"
         if decision not in ("approve", "reject"):
             raise PKIError(ErrorKind.NOT_FOUND, "use …/approve or …/reject")
         result = await anyio.to_thread.run_sync(
@@ -166,16 +145,4 @@ def admin_app(service: EstService) -> FastAPI:
         dep.audit.append(dep.clock.now(), actor, f"est-{decision}", "admin-api", pending=pending_id)
         return pending_response(result)
 
-    return app
-
-
-async def _bounded_json(request: Request) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_ADMIN_BODY):
-        raise PKIError(ErrorKind.BAD_REQUEST, f"request body larger than {MAX_ADMIN_BODY} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_ADMIN_BODY:
-            raise PKIError(ErrorKind.BAD_REQUEST, f"request body larger than {MAX_ADMIN_BODY} bytes")
-    return bytes(body)
+    return router

@@ -1,5 +1,5 @@
 """HTTP edge of the EST server (RFC 7030 §3.2.2 URIs, §4 operations, RFC 8951 encoding) and the
-admin endpoints for MDM registrations (``/admin/v1/est``).
+admin routes for MDM registrations (``/admin/v1/est``, served by the one admin app).
 
 Status codes (§4.2.3): 400 malformed request, 401 + ``WWW-Authenticate: Basic realm="ikepki EST"``
 when credentials are missing or wrong, 403 not allowed, 404 unknown label/operation, 413 body
@@ -20,13 +20,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ca.errors import ErrorKind, PKIError
+from ca.service.admin import AdminRoutes
 from ca.service.mounts import HTTPS, HttpMount
 from enrollment.est import keyprotect, wire
 from enrollment.est.service import EnrollCall, EnrollOutcome, EstService
 from enrollment.est.settings import EstSettings
 
 PREFIX = "/.well-known/est"
-ADMIN_PREFIX = "/admin/v1/est"
 REALM = 'Basic realm="ikepki EST"'
 OPERATIONS = {"cacerts": "GET", "csrattrs": "GET", "simpleenroll": "POST", "simplereenroll": "POST",
               "serverkeygen": "POST"}
@@ -168,12 +168,32 @@ def _source(request: Request) -> str:
     return str(client[0]) if client else ""
 
 
-def http_mounts(deployment: Any) -> list[HttpMount]:
+_SERVICES: dict[int, tuple[Any, EstService]] = {}
+
+
+def est_service(deployment: Any) -> EstService | None:
+    """The deployment's one EstService (shared by the EST app and its admin routes); None if EST is off."""
     settings = deployment.settings_for(EstSettings, "est")
     if not settings.enabled:
-        return []
-    service = EstService(deployment, settings)
-    from enrollment.est.admin import admin_app
+        return None
+    found = _SERVICES.get(id(deployment))
+    if found is None or found[0] is not deployment:
+        found = _SERVICES[id(deployment)] = (deployment, EstService(deployment, settings))
+    return found[1]
 
-    return [HttpMount(PREFIX, EstApp(service, settings), frozenset({HTTPS}), "est"),
-            HttpMount(ADMIN_PREFIX, admin_app(service), frozenset({HTTPS}), "est-admin")]
+
+def http_mounts(deployment: Any) -> list[HttpMount]:
+    service = est_service(deployment)
+    if service is None:
+        return []
+    return [HttpMount(PREFIX, EstApp(service, service.settings), frozenset({HTTPS}), "est")]
+
+
+def admin_routes(deployment: Any) -> list[AdminRoutes]:
+    """Entry point ``ikepki.admin_routes: est``: ``/admin/v1/est/…``."""
+    from enrollment.est.admin import MAX_ADMIN_BODY, admin_router
+
+    service = est_service(deployment)
+    if service is None:
+        return []
+    return [AdminRoutes("/est", admin_router(service), MAX_ADMIN_BODY, "est")]

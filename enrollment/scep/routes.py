@@ -2,7 +2,8 @@
 
 A bare ASGI app (no framework on this path), mounted on both listeners. Bodies and query
 strings are bounded before anything is parsed; blocking work (HSM, database, webhook) runs in
-a worker thread. Also mounts the admin endpoint ``POST /admin/v1/scep/challenges`` (HTTPS).
+a worker thread. Its admin route ``POST /admin/v1/scep/challenges`` is served by the one admin
+app (entry point ``ikepki.admin_routes``).
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from ca.errors import ErrorKind, PKIError
+from ca.service.admin import AdminRoutes
 from ca.service.mounts import HTTP, HTTPS, HttpMount, Receive, Scope, Send
 from enrollment.scep.messages import HttpAnswer
 from enrollment.scep.service import ScepService
 
 log = logging.getLogger("ikepki.scep.http")
 PREFIX = "/scep"
-ADMIN_PREFIX = "/admin/v1/scep"
 
 
 class BodyTooLarge(Exception):
@@ -169,9 +170,23 @@ class ScepApp:
         return _text(400, "unknown operation")
 
 
-def http_mounts(deployment: Any) -> list[HttpMount]:
-    from enrollment.scep.admin import AdminApp
+_APPS: dict[int, tuple[Any, ScepApp]] = {}
 
-    scep = ScepApp(deployment)
-    return [HttpMount(PREFIX, scep, frozenset({HTTP, HTTPS})),
-            HttpMount(ADMIN_PREFIX, AdminApp(scep), frozenset({HTTPS}))]
+
+def scep_app(deployment: Any) -> ScepApp:
+    """The deployment's one ScepApp (shared by the protocol mount and the admin routes)."""
+    found = _APPS.get(id(deployment))
+    if found is None or found[0] is not deployment:
+        found = _APPS[id(deployment)] = (deployment, ScepApp(deployment))
+    return found[1]
+
+
+def http_mounts(deployment: Any) -> list[HttpMount]:
+    return [HttpMount(PREFIX, scep_app(deployment), frozenset({HTTP, HTTPS}))]
+
+
+def admin_routes(deployment: Any) -> list[AdminRoutes]:
+    """Entry point ``ikepki.admin_routes: scep``: ``/admin/v1/scep/…``."""
+    from enrollment.scep.admin import MAX_ADMIN_BODY, admin_router
+
+    return [AdminRoutes("/scep", admin_router(scep_app(deployment).ready), MAX_ADMIN_BODY, "scep")]

@@ -294,3 +294,47 @@ def test_subject_filter_is_literal_and_guards_count_hits(incident):  # type: ign
                              check=False)
     assert guarded.returncode == EXIT[ErrorKind.BAD_REQUEST] and "all-of-profile" in guarded.stderr, guarded.stderr
     assert incident.cert_status(wanted) == "valid" and incident.cert_status(other) == "valid"
+
+
+def test_est_and_scep_admin_routes_are_one_audited_surface(incident):  # type: ignore[no-untyped-def]
+    """Defects 20.3 / 21.10: /admin/v1/est and /admin/v1/scep had their own bearer checks, ignored
+    roles below admin only by accident, answered non-problem errors and audited no refusal."""
+    tag = os.urandom(3).hex()
+    reg = {"devices": [{"device_id": f"surface-{tag}", "profile": "machine", "sans": [f"DNS:s-{tag}.example.test"]}]}
+    viewer = incident.token_file("viewer", "viewer").read_text()
+    with incident.api(viewer) as api:
+        for path, body in (("/est/registrations", reg), ("/scep/challenges", {"profile": "machine"})):
+            resp = api.post(path, json=body)
+            assert resp.status_code == 403, resp.text
+            assert resp.headers["content-type"] == "application/problem+json" and resp.json()["status"] == 403
+        assert api.get(f"/est/registrations/surface-{tag}").status_code == 403
+    with incident.api("") as anon:
+        for path, body in (("/est/registrations", reg), ("/scep/challenges", {})):
+            resp = anon.post(path, json=body, headers={"authorization": "Bearer wrong"})
+            assert resp.status_code == 401 and resp.headers["www-authenticate"].startswith("Bearer"), resp.text
+            assert resp.headers["content-type"] == "application/problem+json"
+    with incident.api() as api:
+        big = api.post("/scep/challenges", content=b"{" * 10_000, headers={"content-type": "application/json"})
+        assert big.status_code == 413 and big.headers["content-type"] == "application/problem+json", big.text
+        invalid = api.post("/revocations", json={"reason": ["not", "a", "name"]})
+        assert invalid.status_code == 422 and invalid.headers["content-type"] == "application/problem+json"
+        nowhere = api.get(f"/no-such-{tag}")
+        assert nowhere.status_code == 404 and nowhere.headers["content-type"] == "application/problem+json"
+        assert api.get(f"/est/registrations/surface-{tag}").status_code == 404
+        created = api.post("/est/registrations", json=reg)
+        assert created.status_code == 201 and created.json()["registrations"][0]["secret"], created.text
+        paths = api.get("/openapi.json").json()["paths"]
+        assert {"/admin/v1/est/registrations", "/admin/v1/scep/challenges", "/admin/v1/revocations"} <= set(paths)
+    calls = [(a["path"], a["status"], a["actor"] == "anonymous") for a in _audit_lines(incident)
+             if a["action"] == "admin-api"]
+    for path, status, anonymous in (("/admin/v1/est/registrations", 403, False),
+                                    ("/admin/v1/scep/challenges", 403, False),
+                                    (f"/admin/v1/est/registrations/surface-{tag}", 403, False),
+                                    ("/admin/v1/est/registrations", 401, True),
+                                    ("/admin/v1/scep/challenges", 401, True),
+                                    ("/admin/v1/scep/challenges", 413, True),
+                                    ("/admin/v1/revocations", 422, False),
+                                    (f"/admin/v1/no-such-{tag}", 404, True),
+                                    (f"/admin/v1/est/registrations/surface-{tag}", 404, False),
+                                    ("/admin/v1/est/registrations", 201, False)):
+        assert (path, status, anonymous) in calls, (path, status)
