@@ -34,8 +34,9 @@ from sqlalchemy.exc import IntegrityError
 
 from ca.clock import as_utc
 from ca.errors import PKIError
+from ca.store.outbox_feed import OutboxFeed
+from ca.store.status import entry_states, outbox_position, outbox_serials_since, revoked_entry_ders
 from ocsp.crl import CrlIssuer, build_crl, remove_from_crl_entries
-from ocsp.outbox_feed import OutboxFeed
 from ocsp.records import CrlPublicationRecord
 from ocsp.settings import CrlSettings
 
@@ -82,26 +83,6 @@ def latest(conn: Any, issuer_id: str, kind: str, base_only: bool = False) -> Pub
     return _published(row) if row else None
 
 
-def revoked_entry_ders(db: Any, issuer_id: str) -> dict[str, bytes]:
-    """serial hex -> precomputed CRL entry DER of every revoked/held certificate of ``issuer_id``.
-
-    Same rows as ``SqlCertificateStore.revoked_entries`` through a raw DB-API cursor: at 1M
-    entries the per-row SQLAlchemy Row objects would cost several times the whole CRL build."""
-    mark = "?" if db.is_sqlite else "%s"
-    sql = (f"SELECT serial, crl_entry_der FROM certificates WHERE issuer_id = {mark} "  # noqa: S608  (constant)
-           "AND status IN ('revoked', 'hold') AND crl_entry_der IS NOT NULL")
-    with db.read() as conn:
-        cursor = conn.connection.driver_connection.cursor()
-        try:
-            cursor.execute(sql, (issuer_id,))
-            out: dict[str, bytes] = {}
-            while rows := cursor.fetchmany(50_000):
-                out.update((r[0], r[1] if isinstance(r[1], bytes) else bytes(r[1])) for r in rows)
-            return out
-        finally:
-            cursor.close()
-
-
 class EntryCache:
     """The revoked entries of one issuer kept in memory and brought up to date from the core's
     outbox (every revocation and release writes one event, read through :class:`OutboxFeed`, which
@@ -115,8 +96,6 @@ class EntryCache:
         self.loaded_at = 0.0
 
     def current(self) -> list[bytes]:
-        from ca.store.sql import CERTS
-
         reload = self.entries is None or time.monotonic() - self.loaded_at > self.reload_after
         with self.db.read() as conn:
             if reload:
@@ -130,11 +109,11 @@ class EntryCache:
                     if len(rows) < FEED_BATCH:
                         break
                 assert self.entries is not None
+                states = entry_states(self.db, serials)
                 for serial in serials:
-                    row = conn.execute(select(CERTS.c.status, CERTS.c.crl_entry_der).where(
-                        CERTS.c.serial == serial)).first()
-                    if row is not None and row.status in ("revoked", "hold") and row.crl_entry_der is not None:
-                        self.entries[serial] = bytes(row.crl_entry_der)
+                    state = states.get(serial)
+                    if state is not None and state.status in ("revoked", "hold") and state.crl_entry_der is not None:
+                        self.entries[serial] = state.crl_entry_der
                     else:
                         self.entries.pop(serial, None)
         if reload:
@@ -216,16 +195,11 @@ class CrlPublisher:
 
     def feed_position(self, conn: Any, issuer_id: str) -> int:
         """The newest outbox event (revocation or release) for this issuer."""
-        from ca.store.sql import OUTBOX
-
-        return int(conn.execute(select(func.coalesce(func.max(OUTBOX.c.id), 0)).where(
-            OUTBOX.c.issuer_id == issuer_id)).scalar_one())
+        return outbox_position(conn, issuer_id)
 
     def feed_max(self) -> int:
-        from ca.store.sql import OUTBOX
-
         with self.dep.db.read() as conn:
-            return int(conn.execute(select(func.coalesce(func.max(OUTBOX.c.id), 0))).scalar_one())
+            return outbox_position(conn)
 
     # -- publishing ---------------------------------------------------------------------------
 
@@ -270,21 +244,15 @@ class CrlPublisher:
         base's feed position (minus a margin for ids committed late), each with its current state —
         revoked or held: its entry; released from hold: removeFromCRL. An indexed range read, not a
         scan of every certificate."""
-        from ca.store.sql import CERTS, OUTBOX
-
         since_id = max(0, base.feed_cursor - DELTA_ID_MARGIN)
         entries: list[bytes] = []
         released: list[int] = []
-        with self.dep.db.read() as conn:
-            serials = sorted({s for (s,) in conn.execute(select(OUTBOX.c.serial).where(
-                OUTBOX.c.id > since_id, OUTBOX.c.issuer_id == issuer_id))})
-            for i in range(0, len(serials), 500):
-                for row in conn.execute(select(CERTS.c.serial, CERTS.c.status, CERTS.c.crl_entry_der).where(
-                        CERTS.c.serial.in_(serials[i:i + 500]))):
-                    if row.status in ("revoked", "hold") and row.crl_entry_der is not None:
-                        entries.append(bytes(row.crl_entry_der))
-                    elif row.status == "valid":
-                        released.append(int(row.serial, 16))
+        serials = outbox_serials_since(self.dep.db, since_id, issuer_id)
+        for serial, state in sorted(entry_states(self.dep.db, serials).items()):
+            if state.status in ("revoked", "hold") and state.crl_entry_der is not None:
+                entries.append(state.crl_entry_der)
+            elif state.status == "valid":
+                released.append(int(serial, 16))
         return entries + remove_from_crl_entries(released, now, skip=set())
 
     def _next_number(self, conn: Any, issuer_id: str) -> int:

@@ -32,21 +32,19 @@ state.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
-import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import formatdate
-from typing import Any, NamedTuple
+from typing import Any
 
-from ca.clock import as_utc
 from ca.model import RevocationReason
-from ocsp.outbox_feed import OutboxFeed
+from ca.store.outbox_feed import OutboxFeed
+from ca.store.status import StatusReader
 from ocsp.request import CertIdRequest, MalformedRequest, OcspRequest, parse_request
 from ocsp.responder_der import (
     GOOD,
@@ -68,14 +66,6 @@ ROOT = "root"  # the root CA answers for the issuing CA certificates (signed wit
 SHA1_CERTID_ALG = bytes.fromhex("300906052b0e03021a0500")
 FEED_BATCH = 5000
 SIGNER_RELOAD_SECONDS = 30.0
-
-
-class StatusRow(NamedTuple):
-    serial: str
-    issuer_id: str
-    status: str
-    revoked_at: Any
-    revocation_reason: str | None
 
 
 class Unavailable(Exception):
@@ -145,14 +135,14 @@ class Responder:
         self._signers_loaded = 0.0
         self._sign_pool = ThreadPoolExecutor(1, thread_name_prefix="ocsp-sign")
         self._read_pool = ThreadPoolExecutor(4, thread_name_prefix="ocsp-read")
-        self._local = threading.local()  # one raw store connection per thread (lookup)
+        self._status = StatusReader(dep.db)  # one raw store connection per thread (lookup)
         self.cache: dict[bytes, Presigned] = {}
         self.by_body: dict[bytes, bytes] = {}
         self.by_serial: dict[tuple[str, int], set[bytes]] = {}
         self._inflight: dict[bytes, asyncio.Future[Presigned | None]] = {}
         self._changed: dict[tuple[str, int], int] = {}
         self._epoch = 0
-        self._feed = OutboxFeed(FEED_BATCH)  # revocations committed out of id order too (ocsp/outbox_feed.py)
+        self._feed = OutboxFeed(FEED_BATCH)  # revocations committed out of id order too (ca/store/outbox_feed.py)
         self._pending_resign: list[tuple[str, int, bytes]] = []
         self._maintenance: asyncio.Task[None] | None = None
         self.stats = {"presigned_hits": 0, "signed": 0, "malformed": 0, "try_later": 0}
@@ -347,32 +337,12 @@ class Responder:
         """The status of each serial under ``issuer_id`` from the store (blocking). Under the root CA:
         the issuing CA certificates (good; CA revocation is not recorded in the store).
 
-        A raw DB-API cursor on a connection kept per thread: this runs for every nonce request, and
-        a pooled SQLAlchemy round trip costs several times the query itself."""
+        :class:`ca.store.status.StatusReader` keeps a raw DB-API connection per thread: this runs for
+        every nonce request, and a pooled SQLAlchemy round trip costs several times the query itself."""
         if issuer_id == ROOT:
             return [GOOD if s in self.ca_serials else self._state(None, ROOT) for s in serials]
-        hexes = [format(s, "x") for s in serials]
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = self.dep.db.read_engine.raw_connection()
-        mark = "?" if self.dep.db.is_sqlite else "%s"
-        sql = ("SELECT serial, issuer_id, status, revoked_at, revocation_reason FROM certificates "  # noqa: S608
-               f"WHERE serial IN ({', '.join([mark] * len(hexes))})")
-        try:
-            cursor = conn.cursor()
-            try:
-                cursor.execute(sql, hexes)
-                rows = {r[0]: StatusRow(*r) for r in cursor.fetchall()}
-            finally:
-                cursor.close()
-            if not self.dep.db.is_sqlite:
-                conn.rollback()  # no transaction left open between requests
-        except Exception:
-            self._local.conn = None
-            with contextlib.suppress(Exception):
-                conn.invalidate()
-            raise
-        return [self._state(rows.get(h), issuer_id) for h in hexes]
+        rows = self._status.statuses(serials)
+        return [self._state(rows.get(s), issuer_id) for s in serials]
 
     def _state(self, row: Any, issuer_id: str) -> CertState:
         if row is None or row.issuer_id != issuer_id:
@@ -380,8 +350,7 @@ class Responder:
         if row.status == "valid":
             return GOOD
         reason = RevocationReason[row.revocation_reason].value if row.revocation_reason else None
-        revoked_at = row.revoked_at if isinstance(row.revoked_at, datetime) else datetime.fromisoformat(row.revoked_at)
-        return CertState("revoked", as_utc(revoked_at), reason)
+        return CertState("revoked", row.revoked_at, reason)
 
     # -- maintenance: revocation feed, refresh, signer reload ---------------------------------
 

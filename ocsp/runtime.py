@@ -12,10 +12,10 @@ from datetime import timedelta
 from functools import cached_property
 from typing import Any
 
+from ca.store.outbox_feed import OutboxFeed
 from ocsp import lease
 from ocsp.crl_publisher import CrlPublisher
 from ocsp.crl_serve import CrlCache
-from ocsp.outbox_feed import OutboxFeed
 from ocsp.responder import Responder
 from ocsp.settings import CrlSettings, OcspSettings
 from ocsp.signers import delegated_cert, needs_rotation, rotate
@@ -79,7 +79,7 @@ class OcspRuntime:
 
     async def crl_loop(self) -> None:
         """Background task: publish on schedule and, debounced, after revocations (read from the
-        outbox feed, which also sees a revocation committed after a later one: ocsp/outbox_feed.py)."""
+        outbox feed, which also sees a revocation committed after a later one: ca/store/outbox_feed.py)."""
         feed = OutboxFeed()
         pending: set[str] = set()
         led = False  # until this process has published once, try every round (take over an expired lease)

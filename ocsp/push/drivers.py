@@ -18,7 +18,7 @@ import httpx
 import vici
 
 from ca.revocation_event import EVENT_REVOKED, MEDIA_TYPE, RevocationEvent
-from ocsp.push.queue import Gateway
+from ca.store.deliveries import Gateway
 from ocsp.push.sessions import identity_keys, peer_keys
 
 log = logging.getLogger("ikepki.push")

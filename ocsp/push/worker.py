@@ -24,9 +24,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from ca.errors import PKIError
 from ca.revocation_event import sign_event
 from ca.service.server import BackgroundTask
+from ca.store.deliveries import DeliveryQueue, DueDelivery, Gateway
 from ocsp.push.crl import CrlSource
 from ocsp.push.drivers import DeliveryOutcome, GatewayDriver, SignedEvent, build_drivers
-from ocsp.push.queue import DeliveryQueue, DueDelivery, Gateway
 from ocsp.push.settings import PushSettings
 
 log = logging.getLogger("ikepki.push")
