@@ -294,3 +294,5 @@ class AdminGate:
             self.audit.append(now, actor, "admin-api", CHANNEL, source=source, **fields)
         except PKIError as exc:
             log.error("audit of admin call failed: %s", exc.detail)
+        except OSError as exc:  # the answer is sent: say so loudly, do not also break the connection
+            log.error("audit of admin call failed: %s", exc)
