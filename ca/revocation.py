@@ -83,7 +83,7 @@ class Selector:
     device_id: str | None = None
     identity: str | None = None
     profile: str | None = None
-    subject_contains: str | None = None  # literal substring of the RFC 4514 subject
+    subject_contains: str | None = None  # literal, case-insensitive substring of the RFC 4514 subject
     san_contains: str | None = None  # case-insensitive substring of a SAN
     expires_before: datetime | None = None
     expires_after: datetime | None = None

@@ -91,12 +91,13 @@ class SqlCertificateReader:
 
     @staticmethod
     def _conditions(q: CertificateQuery) -> list[Any]:
-        """Substring filters are literal: LIKE wildcards in them are escaped (``autoescape``)."""
+        """Substring filters are literal (LIKE wildcards in them are escaped: ``autoescape``); the
+        subject filter ignores case on every database (SQLite's LIKE does, PostgreSQL's does not)."""
         conds = []
         if q.serial is not None:
             conds.append(CERTS.c.serial == _hex(q.serial))
         if q.subject_contains:
-            conds.append(CERTS.c.subject.contains(q.subject_contains, autoescape=True))
+            conds.append(CERTS.c.subject.icontains(q.subject_contains, autoescape=True))
         if q.san:
             conds.append(CERTS.c.sans.contains(json.dumps(q.san)[1:-1], autoescape=True))
         if q.profile:

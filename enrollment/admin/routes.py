@@ -25,6 +25,7 @@ from ca.revocation import live_session_probe, parse_reason, revoke_selected
 from ca.service.admin import (
     CHANNEL,
     PREFIX,
+    PROBLEM_RESPONSES,
     Admin,
     AdminAuthenticator,
     AdminGate,
@@ -66,12 +67,13 @@ def create_app(dep: Any) -> Any:
     app.state.deployment = dep
     app.state.settings = settings
     app.state.admin_auth = AdminAuthenticator(dep.store, dep.clock, settings.cert_roles)
+    app.router.responses = dict(PROBLEM_RESPONSES)  # merged into every route's OpenAPI responses
     install_problem_handlers(app)
     _routes(app, dep, settings)
     limits: list[tuple[str, int]] = []
     for contribution in load_admin_routes(dep):
         app.include_router(contribution.router, prefix=PREFIX + contribution.prefix,
-                           tags=[contribution.tag] if contribution.tag else None)
+                           tags=[contribution.tag] if contribution.tag else None, responses=PROBLEM_RESPONSES)
         if contribution.max_body_bytes is not None:
             limits.append((PREFIX + contribution.prefix, contribution.max_body_bytes))
     return AdminGate(app, dep.store, dep.audit, dep.clock, settings.max_body_bytes, limits)

@@ -325,6 +325,9 @@ def test_est_and_scep_admin_routes_are_one_audited_surface(incident):  # type: i
         assert created.status_code == 201 and created.json()["registrations"][0]["secret"], created.text
         paths = api.get("/openapi.json").json()["paths"]
         assert {"/admin/v1/est/registrations", "/admin/v1/scep/challenges", "/admin/v1/revocations"} <= set(paths)
+        for path in ("/admin/v1/est/registrations", "/admin/v1/scep/challenges", "/admin/v1/revocations"):
+            documented = paths[path]["post"]["responses"]
+            assert {"401", "403", "413", "422"} <= set(documented), (path, documented)
     calls = [(a["path"], a["status"], a["actor"] == "anonymous") for a in _audit_lines(incident)
              if a["action"] == "admin-api"]
     for path, status, anonymous in (("/admin/v1/est/registrations", 403, False),
