@@ -9,8 +9,10 @@ import os
 import ssl
 from typing import Any
 
+import anyio
 import httpx
 from cryptography import x509
+from fastapi import FastAPI
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,6 +20,7 @@ from ca.cli.common import EXIT, EXIT_DRY_RUN
 from ca.errors import ErrorKind, PKIError
 from ca.model import parse_serial
 from ca.revocation import read_serials_file
+from ca.service.admin import AdminAuthenticator, AdminGate, Viewer, install_problem_handlers
 
 ADMIN_CERT_SUBJECT = "CN=incident-admin-cert"  # mapped to "revoker" in the module server's env (conftest)
 
@@ -341,3 +344,34 @@ def test_est_and_scep_admin_routes_are_one_audited_surface(incident):  # type: i
                                     (f"/admin/v1/est/registrations/surface-{tag}", 404, False),
                                     ("/admin/v1/est/registrations", 201, False)):
         assert (path, status, anonymous) in calls, (path, status)
+
+
+def test_an_unexpected_error_is_a_500_problem_and_audited(deployment):  # type: ignore[no-untyped-def]
+    """The gate answers and audits what a route did not handle (defect 21.10: 500s were not audited).
+    The real store, audit log and authenticator; only the failing route is made up."""
+    token = f"gate-{os.urandom(6).hex()}"
+    deployment.store.add_admin_token(token[:20], "viewer", token, deployment.clock.now())
+    app = FastAPI()
+    app.state.admin_auth = AdminAuthenticator(deployment.store, deployment.clock, {})
+    install_problem_handlers(app)
+    path = f"/admin/v1/boom-{os.urandom(3).hex()}"
+
+    @app.get(path)
+    def boom(p: Viewer) -> None:
+        raise RuntimeError("secret internals")
+
+    gate = AdminGate(app, deployment.store, deployment.audit, deployment.clock, 1024)
+
+    async def call() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=gate, client=("192.0.2.7", 4711))
+        async with httpx.AsyncClient(transport=transport, base_url="https://admin.test") as client:
+            return [await client.get(path, headers={"authorization": f"Bearer {token}"}),
+                    await client.post(path, content=b"x" * 2048)]
+
+    failed, too_big = anyio.run(call)
+    assert failed.status_code == 500 and failed.headers["content-type"] == "application/problem+json"
+    assert "secret" not in failed.text and failed.json()["status"] == 500
+    assert too_big.status_code == 413 and too_big.headers["content-type"] == "application/problem+json"
+    lines = [json.loads(x) for x in deployment.audit.path.read_text().splitlines()]
+    calls = {(a["path"], a["status"], a["actor"], a["source"]) for a in lines if a["action"] == "admin-api"}
+    assert (path, 500, token[:20], "192.0.2.7") in calls and (path, 413, "anonymous", "192.0.2.7") in calls
