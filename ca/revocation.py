@@ -117,10 +117,14 @@ def _profile_hits(store: TargetReader, sel: Selector, limit: int) -> list[Certif
     if not sel.narrowed and not sel.all_of_profile:
         raise PKIError(ErrorKind.BAD_REQUEST, "a profile selector needs a filter (subject, SAN, expiry) "
                                               "or all_of_profile (--all-of-profile)")
-    # SANs are matched here (case-insensitively, per SAN), so then the query cannot be capped at ``limit``
+    # SANs are matched here (case-insensitively, per SAN), so then the query cannot be capped at
+    # ``limit`` but must not be cut short by the store's own cap either
     q = CertificateQuery(profile=sel.profile, subject_contains=sel.subject_contains,
                          expires_before=sel.expires_before, expires_after=sel.expires_after,
                          limit=100_000 if sel.san_contains else limit + 1)
+    if sel.san_contains and store.count_matching(q) > q.limit:
+        raise PKIError(ErrorKind.BAD_REQUEST, f"more than {q.limit} certificates to match SANs against: "
+                                              "narrow the selector by subject or expiry too")
     hits = [info for info in store.search(q)
             if not sel.san_contains or any(sel.san_contains.lower() in s.lower() for s in info.sans)]
     if len(hits) > limit:
