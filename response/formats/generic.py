@@ -37,8 +37,9 @@ class Signed:
 
 def decode_secret(secret: str) -> bytes:
     """``whsec_<base64>`` (or bare base64) -> key bytes."""
+    text = secret.strip().removeprefix("whsec_")
     try:
-        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+        key = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)  # unpadded secrets exist
     except binascii.Error:
         raise ValueError("a Standard Webhooks secret is whsec_<base64>") from None
     if len(key) < 16:
