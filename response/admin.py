@@ -62,10 +62,31 @@ def _problem(status: int, title: str, detail: str, headers: dict[str, str] | Non
                         headers=headers, media_type="application/problem+json")
 
 
+def require(role: str) -> Callable[[Request], Caller]:
+    """FastAPI dependency: the authenticated caller with at least ``role`` (401 / 403 otherwise)."""
+
+    def dependency(request: Request) -> Caller:
+        source = request.client.host if request.client else ""
+        caller = request.app.state.authenticate(request.headers.get("authorization"), request.scope, source)
+        if caller is None:
+            raise PKIError(ErrorKind.UNAUTHORIZED, "a valid admin bearer token is required")
+        request.state.caller = caller
+        if not caller.can(role):
+            raise PKIError(ErrorKind.FORBIDDEN, f"role {caller.role} may not do this (needs {role})")
+        return caller
+
+    return dependency
+
+
+Viewer = Annotated[Caller, Depends(require("viewer"))]
+Revoker = Annotated[Caller, Depends(require("revoker"))]
+
+
 def create_admin_app(resp: ResponseService, authenticator: Authenticator | None = None) -> FastAPI:
     auth = authenticator or token_authenticator(resp.dep)
     app = FastAPI(title="ikepki incidents", version="1", openapi_url=f"{PREFIX}/openapi.json", docs_url=None,
                   redoc_url=None)
+    app.state.authenticate = auth
 
     @app.middleware("http")
     async def audited(request: Request, call_next: Callable[[Request], Any]) -> Response:
@@ -85,22 +106,6 @@ def create_admin_app(resp: ResponseService, authenticator: Authenticator | None 
         status = _STATUS.get(exc.kind, 500)
         headers = {"WWW-Authenticate": 'Bearer realm="ikepki-admin"'} if status == 401 else None
         return _problem(status, exc.kind.name.replace("_", " ").title(), exc.detail, headers)
-
-    def require(role: str) -> Callable[[Request], Caller]:
-        def dependency(request: Request) -> Caller:
-            source = request.client.host if request.client else ""
-            caller = auth(request.headers.get("authorization"), request.scope, source)
-            if caller is None:
-                raise PKIError(ErrorKind.UNAUTHORIZED, "a valid admin bearer token is required")
-            request.state.caller = caller
-            if not caller.can(role):
-                raise PKIError(ErrorKind.FORBIDDEN, f"role {caller.role} may not do this (needs {role})")
-            return caller
-
-        return dependency
-
-    Viewer = Annotated[Caller, Depends(require("viewer"))]
-    Revoker = Annotated[Caller, Depends(require("revoker"))]
 
     @app.get(PREFIX)
     def list_incidents(c: Viewer, status: Annotated[str | None, Query(max_length=16)] = None,
