@@ -25,6 +25,7 @@ COPY ca ./ca
 COPY enrollment ./enrollment
 COPY ocsp ./ocsp
 COPY gateway ./gateway
+COPY response ./response
 COPY hsm-config ./hsm-config
 RUN python -m pip install --upgrade pip wheel setuptools \
  && python -m pip wheel --wheel-dir /wheels .

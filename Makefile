@@ -37,17 +37,17 @@ run: setup
 	$(VENV)/bin/ikepki serve --dir $(DIR)
 
 test: setup
-	$(VENV)/bin/ruff check ca enrollment ocsp gateway tests bench
+	$(VENV)/bin/ruff check ca enrollment ocsp gateway response tests bench
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/mypy ca enrollment ocsp gateway
+	$(VENV)/bin/mypy ca enrollment ocsp gateway response
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lint:
-	$(VENV)/bin/ruff check ca enrollment ocsp gateway tests bench
+	$(VENV)/bin/ruff check ca enrollment ocsp gateway response tests bench
 	$(VENV)/bin/lint-imports
 
 typecheck:
-	$(VENV)/bin/mypy ca enrollment ocsp gateway
+	$(VENV)/bin/mypy ca enrollment ocsp gateway response
 
 bench: setup
 	$(PY) bench/run.py

@@ -3,7 +3,7 @@ empty database and from the previous revision, the downgrades run, and the migra
 every column the packages' SQLModel records use.
 
 "Previous revision": every branch has one revision so far (ca_0001, acme_0001, est_0001,
-scep_0001, ocsp_0001, attestation_0001), so the previous state of a database is either a
+scep_0001, ocsp_0001, attestation_0001, response_0001), so the previous state of a database is either a
 core-only schema (ca_0001, before the protocol packages' branches existed) or a database with one
 package branch stepped back (``<label>@-1`` = that branch removed); one step back of the core is
 ``base`` (it first removes the branches that depend on ca_0001).
@@ -23,9 +23,9 @@ from ca.store import migrate
 from tests.conftest import run_ikepki
 from tests.postgres import PgCluster
 
-LABELS = {"ca", "acme", "est", "scep", "ocsp", "attestation"}
+LABELS = {"ca", "acme", "est", "scep", "ocsp", "attestation", "response"}
 RECORD_MODULES = ("ca.store.records", "enrollment.acme.records", "enrollment.est.records", "enrollment.scep.records",
-                  "ocsp.records", "enrollment.attestation.store")
+                  "ocsp.records", "enrollment.attestation.store", "response.records")
 
 
 def _script(url: str) -> ScriptDirectory:

@@ -73,6 +73,12 @@ class Lab:
         os.replace(tmp, self.hooks_file)
         time.sleep(0.6)  # the server checks the file's mtime at most every 0.5 s
 
+    def write_hooks_text(self, text: str) -> None:
+        tmp = self.hooks_file.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, self.hooks_file)
+        time.sleep(0.6)
+
     # -- HTTP ---------------------------------------------------------------------------------
 
     def tls(self) -> ssl.SSLContext:
