@@ -97,7 +97,7 @@ def create_admin_app(resp: ResponseService, authenticator: Authenticator | None 
         caller: Caller | None = getattr(request.state, "caller", None)
         source = request.client.host if request.client else ""
         await anyio.to_thread.run_sync(lambda: resp.audit(
-            "admin-api", caller.name if caller else "anonymous", source, method=request.method,
+            "admin-api", caller.name if caller else "anonymous", source, channel=CHANNEL, method=request.method,
             path=request.url.path[:300], status=response.status_code, role=caller.role if caller else None))
         return response
 

@@ -31,13 +31,13 @@ class Response:
     def engine(self) -> ResponseEngine:
         return ResponseEngine(AuthorityCore(self.dep), self.store, self.audit, self.dep.clock)
 
-    def audit(self, action: str, actor: str, source: str = "", **fields: Any) -> None:
+    def audit(self, action: str, actor: str, source: str = "", *, channel: str = CHANNEL, **fields: Any) -> None:
         """One row in the audit table and one line in the hash-chained audit log."""
         now = self.dep.clock.now()
         try:
             with self.dep.db.write() as conn:
-                conn.execute(AUDIT.insert(), audit_row(now, actor[:255], action, CHANNEL, source[:255], **fields))
-            self.dep.audit.append(now, actor, action, CHANNEL, source=source, **fields)
+                conn.execute(AUDIT.insert(), audit_row(now, actor[:255], action, channel, source[:255], **fields))
+            self.dep.audit.append(now, actor, action, channel, source=source, **fields)
         except PKIError as exc:
             log.error("audit of %s failed: %s", action, exc.detail)
             raise

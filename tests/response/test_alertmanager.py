@@ -20,6 +20,8 @@ from tests.conftest import run_ikepki
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 TAG = secrets.token_hex(3)
 SOURCE = f"am-{TAG}"
+MTLS_SOURCE = f"am-mtls-{TAG}"
+AM_CLIENT = f"alertmanager-{TAG}"
 HOLD, BYSTANDER = f"hold-{TAG}", f"bystander-{TAG}"
 STORM = [f"storm{i}-{TAG}" for i in range(3)]
 MEASURE = [f"m{i}-{TAG}" for i in range(8)]
@@ -27,9 +29,11 @@ MEASURE = [f"m{i}-{TAG}" for i in range(8)]
 
 def hooks(lab: Lab) -> dict[str, Any]:
     return {
-        "sources": {SOURCE: {"format": "alertmanager", "bearer_token": f"file:{lab.bearer_file}"}},
+        "sources": {SOURCE: {"format": "alertmanager", "bearer_token": f"file:{lab.bearer_file}"},
+                    MTLS_SOURCE: {"format": "alertmanager", "client_cert_subject": f"CN={AM_CLIENT}.example.test"}},
         "rules": [
-            {"name": f"edr-hold-{TAG}", "sources": [SOURCE], "match": {"labels.alertname": "EDRDeviceCompromised"},
+            {"name": f"edr-hold-{TAG}", "sources": [SOURCE, MTLS_SOURCE],
+             "match": {"labels.alertname": "EDRDeviceCompromised"},
              "target": {"kind": "device", "field": "labels.device"}, "action": "hold", "release_on_resolve": True},
             {"name": f"storm-{TAG}", "sources": [SOURCE], "match": {"labels.alertname": "EDRStorm"},
              "target": {"kind": "device", "field": "labels.device"}, "action": "hold",
@@ -155,3 +159,41 @@ def test_alert_to_sa_deleted_latency(am_lab: Lab, am, capsys) -> None:  # type: 
               f"p50 {pct(server_side, 50):.0f} ms, p99 {pct(server_side, 99):.0f} ms, "
               f"mean {statistics.mean(server_side) * 1000:.0f} ms; amtool -> SA gone (incl. Alertmanager's "
               f"group_wait 1 s): p50 {pct(end_to_end, 50):.0f} ms, p99 {pct(end_to_end, 99):.0f} ms")
+
+
+def test_alertmanager_authenticated_by_tls_client_certificate(am_lab: Lab, alertmanager_factory) -> None:  # type: ignore[no-untyped-def]
+    """Alertmanager's other option: ``tls_config`` with a client certificate from the ikepki CA
+    (no bearer token); a certificate with another subject is refused and changes nothing."""
+    lab = am_lab
+    cert, key, _ = lab.issue_device(AM_CLIENT)
+    (lab.work / "am-client.pem").write_bytes(cert)
+    (lab.work / "am-client.key").write_bytes(key)
+    config = alertmanager_config(f"{lab.server.https_url}/hooks/v1/{MTLS_SOURCE}", lab.bearer_file,
+                                 lab.dir / "root-ca.pem")
+    http = config["receivers"][0]["webhook_configs"][0]["http_config"]
+    del http["authorization"]
+    http["tls_config"].update(cert_file=str(lab.work / "am-client.pem"), key_file=str(lab.work / "am-client.key"))
+    am = alertmanager_factory(config)
+    name = f"mtls-victim-{TAG}"
+    _, _, serial = lab.issue_device(name)
+    other, other_key, _ = lab.issue_device(f"not-alertmanager-{TAG}")
+    (lab.work / "other.pem").write_bytes(other)
+    (lab.work / "other.key").write_bytes(other_key)
+    import httpx
+
+    body = json.dumps({"version": "4", "status": "firing", "alerts": [
+        {"status": "firing", "labels": {"alertname": "EDRDeviceCompromised", "device": name}, "annotations": {},
+         "startsAt": "2026-12-06T20:00:00Z", "endsAt": "0001-01-01T00:00:00Z", "fingerprint": "ffff"}]})
+    ctx = lab.tls()
+    ctx.load_cert_chain(str(lab.work / "other.pem"), str(lab.work / "other.key"))
+    wrong = httpx.post(f"{lab.server.https_url}/hooks/v1/{MTLS_SOURCE}", content=body, verify=ctx,
+                       headers={"content-type": "application/json"}, timeout=30)
+    assert wrong.status_code == 401 and wrong.json()["type"] == "urn:ikepki:hooks:unauthenticated", wrong.text
+    none = httpx.post(f"{lab.server.https_url}/hooks/v1/{MTLS_SOURCE}", content=body, verify=lab.tls(),
+                      headers={"content-type": "application/json"}, timeout=30)
+    assert none.status_code == 401
+    assert lab.status(serial) == "valid" and not _mine(lab, name)
+    am.amtool("alert", "add", "EDRDeviceCompromised", f"device={name}")
+    assert wait_for(lambda: lab.status(serial) == "hold", 30), am.log()[-3000:]
+    [inc] = _mine(lab, name)
+    assert inc["source"] == MTLS_SOURCE and inc["status"] == "executed"
