@@ -2,9 +2,12 @@
 
 The verifier POSTs ``{"msg": "<JSON text>", "signature": "<base64>" | "none"}``; ``msg`` carries
 ``type, agent_id, ip, port, tpm_policy, meta_data, event_time, event_id, severity_label, context``.
-The signature is RSASSA-PSS (RFC 8017 §8.1) with SHA-256, MGF1-SHA-256 and the maximum salt length
+Unsigned messages carry ``"signature": ""`` (Keylime 7) or ``"none"`` (older releases). The
+signature is RSASSA-PSS (RFC 8017 §8.1) with SHA-256, MGF1-SHA-256 and the maximum salt length
 over the UTF-8 bytes of ``msg``, base64-encoded (keylime/crypto.py ``rsa_sign``), made with the
-key of the verifier's revocation certificate (``RevocationNotifier-cert.crt``).
+agent's revocation key, whose certificate the tenant's CA issues (``RevocationNotifier-cert.crt``,
+keylime/revocation_notifier.py ``process_revocation`` verifies with it). Keylime's webhook sends no
+credentials of its own: this signature is the authentication, and Keylime retries until 200/202.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ def parse(source: str, body: bytes, verifier_key: rsa.RSAPublicKey | None, allow
     msg: str = data["msg"]
     signature = data.get("signature")
     if verifier_key is not None:
-        if not isinstance(signature, str) or signature == "none":
+        if not isinstance(signature, str) or signature in ("", "none"):
             raise HookRefused(Refusal.BAD_SIGNATURE, "unsigned Keylime message; a verifier key is configured")
         verify(verifier_key, msg, signature)
     elif not allow_unsigned:
