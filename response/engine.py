@@ -74,7 +74,14 @@ class ResponseEngine:
             if existing is not None:  # Alertmanager re-sends firing alerts every repeat_interval
                 return RuleOutcome(rule.name, "duplicate", existing.id)
         now = self.clock.now()
-        certs = self.core.select(rule.target.kind, value, MAX_TARGETS) if value else []
+        try:
+            certs = self.core.select(rule.target.kind, value, MAX_TARGETS) if value else []
+        except PKIError as exc:  # e.g. more than MAX_TARGETS certificates: never act on that
+            if exc.kind is ErrorKind.UNAVAILABLE:
+                raise
+            inc = self.store.record(now, {**base, "status": "failed", "error": exc.detail[:1024]})
+            self._audit_incident("incident-failed", actor, client, inc, error=exc.detail)
+            return RuleOutcome(rule.name, "failed", inc.id)
         affected = [c for c in certs if rule.action == "revoke" or
                     (rule.action == "hold" and c.status is CertStatus.valid)]
         devices = self._devices(rule, value, certs)

@@ -36,6 +36,8 @@ class FakeCore:
 
     def select(self, kind: str, value: str, limit: int) -> list[CertificateInfo]:
         assert kind == "device"
+        if value == "everything":
+            raise PKIError(ErrorKind.BAD_REQUEST, f"{limit + 1} certificates selected; at most {limit}")
         return [c for c in self.certs.values() if c.device_id == value and c.status is not CertStatus.revoked]
 
     def revoke(self, serials: Sequence[int], reason: RevocationReason, requester: Requester) -> list[CertificateInfo]:
@@ -130,6 +132,13 @@ def test_unmatched_and_no_target(rig: Any) -> None:
     assert rig.engine.handle(alert("dev-1", "fp3", name="DiskFull"), h) == []
     [out] = rig.engine.handle(alert("nobody", "fp4"), h)
     assert out.status == "no-targets" and rig.core.calls == []
+
+
+def test_a_selection_the_core_refuses_is_a_failed_incident(rig: Any) -> None:
+    [out] = rig.engine.handle(alert("everything", "fp-all"), hooks())
+    assert out.status == "failed" and rig.core.calls == []
+    inc = rig.store.get(out.incident)
+    assert "at most" in inc.error and rig.audit[-1][0] == "incident-failed"
 
 
 def test_dry_run_changes_nothing(rig: Any) -> None:
