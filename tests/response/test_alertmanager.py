@@ -108,6 +108,12 @@ def test_storm_over_the_rule_limit_is_parked_until_a_person_decides(am_lab: Lab,
 
     first, second = pending
     viewer, revoker = lab.token_file("viewer"), lab.token_file("revoker")
+    remote = ("--server", lab.server.https_url, "--ca-bundle", str(lab.dir / "root-ca.pem"))
+    listed = json.loads(run_ikepki("incidents", "list", "--status", "pending", "--json", *remote, "--token",
+                                   str(viewer)).stdout)
+    assert {i["id"] for i in pending} <= {i["id"] for i in listed}
+    refused = run_ikepki("incidents", "approve", str(first["id"]), *remote, "--token", str(viewer), check=False)
+    assert refused.returncode == 7, refused.stderr
     with lab.admin(viewer) as api:
         refused = api.post(f"/incidents/{first['id']}/approve", json={"note": "viewer tries"})
         assert refused.status_code == 403 and refused.headers["content-type"] == "application/problem+json"
