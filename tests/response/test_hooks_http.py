@@ -7,11 +7,16 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import secrets
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -187,3 +192,53 @@ def test_broken_hooks_file_keeps_the_previous_rules(http_lab: Lab) -> None:
             assert conn.execute(select(AUDIT).where(AUDIT.c.action == "hooks-config-refused")).first()
     finally:
         lab.write_hooks_text(good)
+
+
+def test_keylime_notifier_code_posts_over_mutual_tls(http_lab: Lab, kl_key: rsa.RSAPrivateKey,
+                                                     tmp_path: Path) -> None:
+    """Keylime 7.14's webhook always presents the verifier's client certificate and checks the
+    server against ``trusted_server_ca``: ikepki's listener accepts only client certificates from
+    its own CAs, so the verifier's webhook client certificate comes from ikepki here — and the
+    source requires its subject on top of the message signature."""
+    lab = http_lab
+    agent = f"kl-agent-{TAG}"
+    _, _, serial = lab.issue_device(agent)
+    client_cert, client_key, _ = lab.issue_device(f"keylime-verifier-{TAG}")
+    tls = tmp_path / "tls"
+    tls.mkdir()
+    (tls / "client-cert.crt").write_bytes(client_cert)
+    (tls / "client-private.pem").write_bytes(client_key)
+    (tmp_path / "revocation-private.pem").write_bytes(kl_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()))
+    conf = tmp_path / "verifier.conf"
+    conf.write_text(f"""[verifier]
+tls_dir = {tls}
+trusted_server_ca = ['{lab.dir / "root-ca.pem"}']
+client_cert = client-cert.crt
+client_key = client-private.pem
+client_key_password =
+request_timeout = 10
+retry_interval = 0.5
+exponential_backoff = False
+max_retries = 3
+
+[revocations]
+enabled_revocation_notifications = ['webhook']
+webhook_url = {lab.server.https_url}/hooks/v1/klm-{TAG}
+""")
+    conf.chmod(0o600)
+    hooks = yaml.safe_load(lab.hooks_file.read_text())
+    hooks["sources"][f"klm-{TAG}"] = {"format": "keylime", "verifier_cert": str(lab.work / "keylime-revocation.crt"),
+                                      "client_cert_subject": f"CN=keylime-verifier-{TAG}.example.test"}
+    hooks["rules"][1]["sources"].append(f"klm-{TAG}")
+    lab.write_hooks(hooks)
+    env = {**os.environ, "KEYLIME_VERIFIER_CONFIG": str(conf), "KEYLIME_DIR": str(tmp_path)}
+    env.pop("SOFTHSM2_CONF", None)
+    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("keylime_sender.py")),
+                           str(tmp_path / "revocation-private.pem"), agent], capture_output=True, text=True,
+                          timeout=120, env=env, cwd=tmp_path, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert lab.status(serial) == "revoked", proc.stdout + proc.stderr
+    assert lab.deployment.store.is_device_blocked(agent, None)
+    [inc] = [i for i in lab.incidents(limit=1000) if i["target_value"] == agent]
+    assert inc["source"] == f"klm-{TAG}" and inc["fingerprint"] == "pcr_validation.invalid_pcr_7"
