@@ -65,9 +65,10 @@ class SourceConfig(_Model):
             raise ValueError("an alertmanager source needs bearer_token or client_cert_subject")
         if self.format == "standard-webhooks" and not self.secret:
             raise ValueError("a standard-webhooks source needs secret (file:… or env:…)")
-        if self.format == "keylime" and not (self.verifier_cert or self.allow_unsigned or self.bearer_token
-                                             or self.client_cert_subject):
+        if self.format == "keylime" and not (self.verifier_cert or self.allow_unsigned):
             raise ValueError("a keylime source needs verifier_cert (or allow_unsigned: true)")
+        if self.allow_unsigned and self.format != "keylime":
+            raise ValueError("allow_unsigned applies to keylime sources only")
         return self
 
 

@@ -200,3 +200,18 @@ def test_bad_rules_are_refused(bad: dict[str, Any], msg: str, tmp_path: Path) ->
     with pytest.raises((ValidationError, ValueError)) as err:
         hooks(**bad)
     assert msg in str(err.value)
+
+
+@pytest.mark.parametrize("source,msg", [
+    ({"format": "alertmanager"}, "bearer_token or client_cert_subject"),
+    ({"format": "standard-webhooks"}, "secret"),
+    ({"format": "keylime", "client_cert_subject": "CN=x"}, "verifier_cert"),
+    ({"format": "alertmanager", "bearer_token": "env:X", "allow_unsigned": True}, "keylime sources only"),
+    ({"format": "smtp", "bearer_token": "env:X"}, "format"),
+])
+def test_unauthenticated_sources_are_refused(source: dict[str, Any], msg: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as err:
+        HooksFile.model_validate({"sources": {"s": source}})
+    assert msg in str(err.value)
