@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import hmac
 import logging
+import re
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -23,12 +24,13 @@ import anyio
 from cryptography import x509
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ca.errors import ErrorKind, PKIError
 from ca.model import CertStatus
 from ca.service.mounts import HTTPS, HttpMount
 from response.alerts import Alert
-from response.config import Source
+from response.config import NAME, Source
 from response.errors import HookRefused, Refusal
 from response.formats import alertmanager, generic, keylime
 from response.service import Response
@@ -90,20 +92,31 @@ def create_app(resp: Response) -> FastAPI:
     app = FastAPI(title="ikepki alert hooks", version="1", openapi_url=f"{PREFIX}/openapi.json", docs_url=None,
                   redoc_url=None)
     limit = resp.settings.max_body_bytes
+
+    @app.exception_handler(StarletteHTTPException)
+    async def routing_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """Paths and methods the app has no route for (404, 405) answer problem documents too."""
+        if exc.status_code == 404:
+            return problem(Refusal.UNKNOWN_SOURCE, "no such hook source")
+        return JSONResponse({"type": "about:blank", "title": "Method Not Allowed" if exc.status_code == 405
+                             else "Error", "status": exc.status_code, "detail": str(exc.detail)}, exc.status_code,
+                            headers=exc.headers, media_type="application/problem+json")
     resp.hooks.current()  # fail closed at start-up on a broken hooks file
 
-    def parse(source: Source, request_headers: Mapping[str, str], body: bytes) -> list[Alert]:
+    def parse(source: Source, request_headers: Mapping[str, str], body: bytes) -> tuple[list[Alert], str | None]:
+        """The alerts, and the Standard Webhooks message id now remembered (None for other formats)."""
         fmt = source.config.format
         if fmt == "alertmanager":
-            return alertmanager.parse(source.name, body)
+            return alertmanager.parse(source.name, body), None
         if fmt == "keylime":
-            return keylime.parse(source.name, body, source.verifier_key, source.config.allow_unsigned)
+            return keylime.parse(source.name, body, source.verifier_key, source.config.allow_unsigned), None
         tolerance = source.config.tolerance_seconds
         signed = generic.verify(request_headers, body, list(source.hmac_keys), dep.clock.now(), tolerance)
+        alerts = generic.parse(source.name, body, signed, source.config.fingerprint_field)
         if not resp.store.remember_message(source.name, signed.msg_id, dep.clock.now(),
                                            timedelta(seconds=2 * tolerance + 60)):
             raise HookRefused(Refusal.REPLAY, f"webhook-id {signed.msg_id[:64]!r} was already delivered")
-        return generic.parse(source.name, body, signed, source.config.fingerprint_field)
+        return alerts, signed.msg_id
 
     def handle(name: str, headers: Mapping[str, str], scope: Mapping[str, Any], body: bytes, client: str
                ) -> dict[str, Any]:
@@ -113,12 +126,18 @@ def create_app(resp: Response) -> FastAPI:
             raise HookRefused(Refusal.UNKNOWN_SOURCE, "no such hook source")
         check_bearer(source, headers.get("authorization"))
         check_client_cert(source, scope, dep)
-        alerts = parse(source, headers, body)
+        alerts, msg_id = parse(source, headers, body)
         results = []
-        for alert in alerts:
-            outcomes = resp.engine.handle(alert, loaded.hooks, client)
-            results.append({"fingerprint": alert.fingerprint, "status": alert.status.value,
-                            "rules": [o.wire() for o in outcomes]})
+        try:
+            for alert in alerts:
+                outcomes = resp.engine.handle(alert, loaded.hooks, client)
+                results.append({"fingerprint": alert.fingerprint, "status": alert.status.value,
+                                "rules": [o.wire() for o in outcomes]})
+        except PKIError:
+            if msg_id is not None:  # not handled: let the sender's retry with the same id through
+                with contextlib.suppress(PKIError):
+                    resp.store.forget_message(name, msg_id)
+            raise
         resp.audit("hook-accepted", f"hook:{name}", client, format=source.config.format, alerts=len(alerts),
                    fingerprints=[a.fingerprint for a in alerts][:50])
         return {"source": name, "alerts": results}
@@ -126,13 +145,15 @@ def create_app(resp: Response) -> FastAPI:
     @app.post(PREFIX + "/{name}")
     async def hook(name: str, request: Request) -> JSONResponse:
         client = request.client.host if request.client else ""
+        if not re.match(NAME, name):
+            name = "(invalid name)"  # never a configured source; keeps the audit line clean
         try:
             ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if ctype != "application/json":
                 raise HookRefused(Refusal.UNSUPPORTED_MEDIA, "Content-Type must be application/json")
             body = await read_bounded(request, limit)
             headers = {k.lower(): v for k, v in request.headers.items()}
-            result = await anyio.to_thread.run_sync(handle, name[:64], headers, request.scope, body, client)
+            result = await anyio.to_thread.run_sync(handle, name, headers, request.scope, body, client)
             return JSONResponse(result, 200)
         except HookRefused as exc:
             await anyio.to_thread.run_sync(_audit_refusal, resp, name, exc, client)

@@ -99,6 +99,11 @@ class ResponseStore:
         except IntegrityError:
             return False
 
+    def forget_message(self, source: str, msg_id: str) -> None:
+        """Undo :meth:`remember_message` when the message could not be handled (the sender retries)."""
+        with self.db.write() as conn:
+            conn.execute(delete(MESSAGE_IDS).where(MESSAGE_IDS.c.source == source, MESSAGE_IDS.c.msg_id == msg_id))
+
     # -- incidents ------------------------------------------------------------------------------
 
     def open_incident(self, source: str, fingerprint: str, rule: str) -> Incident | None:

@@ -24,7 +24,7 @@ MTLS_SOURCE = f"am-mtls-{TAG}"
 AM_CLIENT = f"alertmanager-{TAG}"
 HOLD, BYSTANDER = f"hold-{TAG}", f"bystander-{TAG}"
 STORM = [f"storm{i}-{TAG}" for i in range(3)]
-MEASURE = [f"m{i}-{TAG}" for i in range(8)]
+MEASURE = [f"m{i}-{TAG}" for i in range(20)]
 
 
 def hooks(lab: Lab) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from cryptography import x509
@@ -161,6 +162,11 @@ def test_refusals_change_nothing(http_lab: Lab) -> None:
     assert {r["refusal"] for r in _refusals(lab, f"am-{TAG}")} >= {"unauthenticated", "unsupported-media-type",
                                                                     "too-large", "malformed"}
     assert _refusals(lab, f"nope-{TAG}")
+    _problem(lab.post_hook("..%2F..%2Fadmin", body, token), 404, "unknown-source")
+    _problem(lab.post_hook("x" * 300, body, token), 404, "unknown-source")
+    assert _refusals(lab, "(invalid name)")
+    wrong_method = httpx.get(f"{lab.server.https_url}/hooks/v1/am-{TAG}", verify=lab.tls(), timeout=30)
+    assert wrong_method.status_code == 405 and wrong_method.headers["content-type"] == "application/problem+json"
 
 
 def test_dry_run_rule_records_but_changes_nothing(http_lab: Lab) -> None:

@@ -74,3 +74,11 @@ def test_a_message_id_is_accepted_once_across_replicas(url: str) -> None:
     assert replicas[1].remember_message("soar", "msg_same", NOW + timedelta(minutes=12), timedelta(minutes=11)) is True
 
 
+
+
+def test_a_message_that_could_not_be_handled_is_forgotten(url: str) -> None:
+    store = ResponseStore(Database(url))
+    assert store.remember_message("soar", "msg_retry", NOW, timedelta(minutes=11)) is True
+    store.forget_message("soar", "msg_retry")  # handling failed: the sender's retry must get through
+    assert store.remember_message("soar", "msg_retry", NOW, timedelta(minutes=11)) is True
+    assert store.remember_message("soar", "msg_retry", NOW, timedelta(minutes=11)) is False
