@@ -1,8 +1,9 @@
 """The narrow port through which response acts on certificates, and its adapter onto the CA core.
 
-Everything goes through the Authority (``Authority.revoke`` writes the revocation, the outbox
-event and one delivery row per gateway in one transaction, so the push reaches gateways like any
-``ikepki revoke``); selection reads the certificate store.
+Selection is the core's (:func:`ca.revocation.select_targets`, the same as ``ikepki revoke`` and
+``POST /admin/v1/revocations``); every change goes through the Authority (``Authority.revoke``
+writes the revocation, the outbox event and one delivery row per gateway in one transaction, so the
+push reaches gateways like any ``ikepki revoke``).
 """
 
 from __future__ import annotations
@@ -11,10 +12,8 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from ca.errors import ErrorKind, PKIError
-from ca.model import CertificateInfo, CertificateQuery, CertStatus, Requester, RevocationReason, RevocationRequest
-from ca.model import parse_serial as _parse_serial
-
-CHUNK = 1000
+from ca.model import CertificateInfo, CertStatus, Requester, RevocationReason, RevocationRequest, parse_serial
+from ca.revocation import CHUNK, Selector, select_targets
 
 
 class RevocationCore(Protocol):
@@ -29,13 +28,20 @@ class RevocationCore(Protocol):
     def block_device(self, device_id: str, requester: Requester, reason: str) -> None: ...
 
 
-def _identity_forms(identity: str) -> list[str]:
-    if identity.startswith(("email:", "DNS:", "IP:")):
-        kind, _, value = identity.partition(":")
-        return [f"DNS:{value.lower()}" if kind == "DNS" else identity]
-    if "@" in identity:
-        return [f"email:{identity}"]
-    return [f"DNS:{identity.lower()}", f"IP:{identity}"]
+def selector(kind: str, value: str) -> Selector | None:
+    """The core's selector for a rule target; None when the value cannot name anything."""
+    if kind == "device":
+        return Selector(device_id=value)
+    if kind == "ek":
+        return Selector(device_id=f"ek:{value.lower().removeprefix('ek:')}")
+    if kind == "serial":
+        try:
+            return Selector(serials=(parse_serial(value),))
+        except PKIError:
+            return None
+    if kind in ("identity", "user"):  # an IdP user name is an identity until IdP accounts exist
+        return Selector(identity=value)
+    raise PKIError(ErrorKind.CONFIG, f"unknown target kind {kind!r}")
 
 
 class AuthorityCore:
@@ -45,31 +51,11 @@ class AuthorityCore:
         self.dep = deployment
 
     def select(self, kind: str, value: str, limit: int) -> list[CertificateInfo]:
-        store = self.dep.store
-        queries: list[CertificateQuery] = []
-        if kind == "device":
-            queries.append(CertificateQuery(device_id=value, limit=limit + 1))
-            if value.startswith("ek:"):
-                queries.append(CertificateQuery(ek_fingerprint=value[3:], limit=limit + 1))
-        elif kind == "ek":
-            queries.append(CertificateQuery(ek_fingerprint=value.lower().removeprefix("ek:"), limit=limit + 1))
-        elif kind == "serial":
-            try:
-                queries.append(CertificateQuery(serial=_parse_serial(value), limit=1))
-            except PKIError:
-                return []
-        elif kind in ("identity", "user"):
-            queries += [CertificateQuery(san=f, limit=limit + 1) for f in _identity_forms(value)]
-        else:
-            raise PKIError(ErrorKind.CONFIG, f"unknown target kind {kind!r}")
-        seen: dict[int, CertificateInfo] = {}
-        for q in queries:
-            for info in store.search(q):
-                if q.san and q.san not in info.sans:
-                    continue  # the store matches SANs by substring
-                if info.status is not CertStatus.revoked:
-                    seen.setdefault(info.serial, info)
-        return list(seen.values())
+        sel = selector(kind, value)
+        if sel is None:
+            return []
+        found = select_targets(self.dep.store, sel, limit)
+        return [t for t in found.targets if t.status is not CertStatus.revoked]
 
     def revoke(self, serials: Sequence[int], reason: RevocationReason, requester: Requester) -> list[CertificateInfo]:
         done: list[CertificateInfo] = []

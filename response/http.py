@@ -175,8 +175,6 @@ def _audit_refusal(resp: Response, name: str, exc: HookRefused, client: str) -> 
 
 
 def http_mounts(deployment: Any) -> list[HttpMount]:
-    from response.admin import create_admin_app
-
-    resp = Response(deployment)
-    return [HttpMount(PREFIX, create_app(resp), frozenset({HTTPS})),
-            HttpMount("/admin/v1/incidents", create_admin_app(resp), frozenset({HTTPS}))]
+    """Entry point ``ikepki.http: hooks`` (``/admin/v1/incidents`` is contributed to the admin
+    surface through ``ikepki.admin_routes: incidents``)."""
+    return [HttpMount(PREFIX, create_app(Response(deployment)), frozenset({HTTPS}))]

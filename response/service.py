@@ -7,7 +7,6 @@ from functools import cached_property
 from typing import Any
 
 from ca.errors import PKIError
-from ca.store.sql import AUDIT, audit_row
 from response.config import HooksConfig, ResponseSettings
 from response.core import AuthorityCore
 from response.engine import CHANNEL, ResponseEngine
@@ -35,8 +34,7 @@ class Response:
         """One row in the audit table and one line in the hash-chained audit log."""
         now = self.dep.clock.now()
         try:
-            with self.dep.db.write() as conn:
-                conn.execute(AUDIT.insert(), audit_row(now, actor[:255], action, channel, source[:255], **fields))
+            self.dep.store.add_audit(now, actor[:255], action, channel, source[:255], **fields)
             self.dep.audit.append(now, actor, action, channel, source=source, **fields)
         except PKIError as exc:
             log.error("audit of %s failed: %s", action, exc.detail)
