@@ -157,6 +157,10 @@ def test_refusals_change_nothing(http_lab: Lab) -> None:
     _problem(lab.post_hook(f"am-{TAG}", body, {**token, "content-type": "text/plain"}), 415,
              "unsupported-media-type")
     _problem(lab.post_hook(f"am-{TAG}", b"{" + b" " * (300 * 1024) + b"}", token), 413, "too-large")
+    chunked = httpx.post(f"{lab.server.https_url}/hooks/v1/am-{TAG}", verify=lab.tls(), timeout=30,
+                         content=iter([b"{"] + [b" " * 65536] * 5 + [b"}"]),  # no Content-Length
+                         headers={"content-type": "application/json", **token})
+    _problem(chunked, 413, "too-large")
     _problem(lab.post_hook(f"am-{TAG}", b'{"version": "4", "alerts": [1]}', token), 400, "malformed")
     assert len(lab.incidents(limit=1000)) == before
     assert {r["refusal"] for r in _refusals(lab, f"am-{TAG}")} >= {"unauthenticated", "unsupported-media-type",
