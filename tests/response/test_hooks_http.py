@@ -57,6 +57,8 @@ def http_lab(lab: Lab, kl_key: rsa.RSAPrivateKey) -> Lab:
              "target": {"kind": "identity", "field": "user"}, "action": "revoke", "reason": "keyCompromise"},
             {"name": f"attest-{TAG}", "sources": [f"kl-{TAG}"], "target": {"kind": "device", "field": "agent_id"},
              "action": "revoke", "reason": "keyCompromise", "block_device": True},
+            {"name": f"edr-hold-{TAG}", "sources": [f"soar-{TAG}"], "match": {"detection.severity": "high"},
+             "target": {"kind": "device", "field": "device"}, "action": "hold", "release_on_resolve": True},
             {"name": f"dry-{TAG}", "sources": [f"am-{TAG}"], "target": {"kind": "device", "field": "labels.device"},
              "action": "hold", "dry_run": True}],
         "guard": {"max_certificates": 10_000, "max_devices": 1000}})
@@ -252,3 +254,18 @@ webhook_url = {lab.server.https_url}/hooks/v1/klm-{TAG}
     assert lab.deployment.store.is_device_blocked(agent, None)
     [inc] = [i for i in lab.incidents(limit=1000) if i["target_value"] == agent]
     assert inc["source"] == f"klm-{TAG}" and inc["fingerprint"] == "pcr_validation.invalid_pcr_7"
+
+
+def test_generic_resolved_releases_the_hold(http_lab: Lab) -> None:
+    lab = http_lab
+    name = f"soar-dev-{TAG}"
+    _, _, serial = lab.issue_device(name)
+    firing = dump({"status": "firing", "fingerprint": f"case-{TAG}", "device": name,
+                   "detection": {"severity": "high"}})
+    assert lab.post_hook(f"soar-{TAG}", firing, _signed(firing)).status_code == 200
+    assert lab.status(serial) == "hold"
+    resolved = dump({"status": "resolved", "fingerprint": f"case-{TAG}", "device": name})
+    resp = lab.post_hook(f"soar-{TAG}", resolved, _signed(resolved))
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["alerts"][0]["rules"][0]["status"] == "released"
+    assert lab.status(serial) == "valid"
