@@ -21,6 +21,7 @@ from ca.cli.common import (
     print_json,
     setup_logging,
 )
+from ca.cli.render import Column, render
 from ca.errors import ErrorKind, PKIError
 
 ocsp_app = typer.Typer(no_args_is_help=True, help="OCSP responder (RFC 6960 / RFC 5019) and CRL distribution.")
@@ -95,7 +96,6 @@ def publish(out: Annotated[Path, typer.Option("--out", help="Write the CRLs into
 @cli_errors
 def list_crls(directory: DirOption = DEFAULT_DIR, config: ConfigOption = None, json_out: JsonOption = False) -> None:
     """The newest published full and delta CRL of every issuer (number, entries, validity)."""
-    from rich.table import Table
 
     from ocsp.crl_publisher import latest
     from ocsp.runtime import runtime_for
@@ -113,10 +113,6 @@ def list_crls(directory: DirOption = DEFAULT_DIR, config: ConfigOption = None, j
     if json_out:
         print_json(rows)
         return
-    table = Table()
-    for col in ("issuer", "kind", "number", "base", "entries", "this update", "next update"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(*(str(r[k]) if r[k] is not None else "" for k in
-                        ("issuer", "kind", "number", "base", "entries", "this_update", "next_update")))
-    console.print(table)
+    keys = ("issuer", "kind", "number", "base", "entries", "this_update", "next_update")
+    render(console, [Column(k.replace("_", " "), key=k in ("issuer", "number")) for k in keys],
+           [[str(r[k]) if r[k] is not None else "" for k in keys] for r in rows])

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from ca.cli.common import (
     DEFAULT_DIR,
@@ -25,6 +24,7 @@ from ca.cli.common import (
     print_json,
     setup_logging,
 )
+from ca.cli.render import Column, render
 from ca.cli.revoke import register as register_revoke
 from ca.errors import ErrorKind, PKIError
 from ca.model import parse_serial
@@ -55,12 +55,8 @@ def init(directory: DirOption = DEFAULT_DIR,
     if json_out:
         print_json({"dir": str(result.dir), "made": [{"what": w, "where": x} for w, x in result.made]})
         return
-    table = Table(title=f"ikepki deployment in {result.dir}")
-    table.add_column("made")
-    table.add_column("details")
-    for what, where in result.made:
-        table.add_row(what, where)
-    console.print(table)
+    render(console, (Column("made"), Column("details", key=True)), [[w, x] for w, x in result.made],
+           f"ikepki deployment in {result.dir}")
     console.print(f"Next: ikepki serve --dir {directory}")
 
 
@@ -151,13 +147,10 @@ def certs_list(directory: DirOption = DEFAULT_DIR, config: ConfigOption = None,
     if json_out:
         print_json([_cert_json(r) for r in rows])
         return
-    table = Table()
-    for col in ("serial", "profile", "status", "identities", "not after", "channel"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(r.serial_hex, r.profile, r.status.value, ", ".join(r.sans) or r.subject,
-                      f"{r.not_after:%Y-%m-%d %H:%M}Z", r.channel)
-    console.print(table)
+    render(console, (Column("serial", key=True), Column("profile"), Column("status"),
+                     Column("identities", key=True), Column("not after"), Column("channel")),
+           [[r.serial_hex, r.profile, r.status.value, ", ".join(r.sans) or r.subject,
+             f"{r.not_after:%Y-%m-%d %H:%M}Z", r.channel] for r in rows])
 
 
 @certs_app.command("show")

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from ca.cli.common import (
     DEFAULT_DIR,
@@ -39,6 +38,7 @@ from ca.cli.common import (
     open_deployment,
     print_json,
 )
+from ca.cli.render import Column, render
 from ca.errors import ErrorKind, PKIError
 from ca.model import CertificateInfo, Requester, RevocationReason, parse_serial
 from ca.revocation import (
@@ -198,20 +198,23 @@ def backend_for(directory: Path, config: Path | None, server: str | None, token:
 
 # -- output ------------------------------------------------------------------------------------
 
+PLAN_COLUMNS = (Column("serial", key=True), Column("identity", key=True), Column("device", key=True),
+                Column("profile"), Column("status"), Column("expires"), Column("live SAs on"))
+PUSH_COLUMNS = (Column("gateway", key=True), Column("kind"), Column("delivered"), Column("when"), Column("after"),
+                Column("last error"))
+
+
 def _identity(t: dict[str, Any]) -> str:
     return ", ".join(t.get("sans") or []) or t.get("subject", "")
 
 
 def print_plan(result: dict[str, Any], title: str, limit: int = 200) -> None:
-    table = Table(title=title)
-    for col in ("serial", "identity", "device", "profile", "status", "expires", "live SAs on"):
-        table.add_column(col)
     live = result.get("live_sas") or {}
     targets = result.get("targets", [])
-    for t in targets[:limit]:
-        table.add_row(t["serial"], _identity(t), t.get("device_id") or "-", t["profile"], t["status"],
-                      str(t["not_after"])[:16].replace("T", " ") + "Z", ", ".join(live.get(t["serial"], [])) or "-")
-    console.print(table)
+    rows = [[t["serial"], _identity(t), t.get("device_id") or "-", t["profile"], t["status"],
+             str(t["not_after"])[:16].replace("T", " ") + "Z", ", ".join(live.get(t["serial"], [])) or "-"]
+            for t in targets[:limit]]
+    render(console, PLAN_COLUMNS, rows, title)
     if len(targets) > limit:
         console.print(f"… and {len(targets) - limit} more")
     if result.get("not_found"):
@@ -250,17 +253,15 @@ def print_push(summary: dict[str, dict[str, Any]], revoked_at: str | None) -> No
     if not summary:
         console.print("no gateways registered: nothing pushed")
         return
-    table = Table(title="push to gateways")
-    for col in ("gateway", "kind", "delivered", "when", "after", "last error"):
-        table.add_column(col)
+    rows = []
     for g in summary.values():
         after = "-"
         if g["last_delivered_at"] and revoked_at:
             delta = datetime.fromisoformat(g["last_delivered_at"]) - datetime.fromisoformat(revoked_at)
             after = f"{delta.total_seconds() * 1000:.0f} ms"
-        table.add_row(g["gateway"], g["kind"] or "-", f"{g['delivered']}/{g['total']}",
-                      g["last_delivered_at"] or "pending", after, g["last_error"] or "-")
-    console.print(table)
+        rows.append([g["gateway"], g["kind"] or "-", f"{g['delivered']}/{g['total']}",
+                     g["last_delivered_at"] or "pending", after, g["last_error"] or "-"])
+    render(console, PUSH_COLUMNS, rows, "push to gateways")
 
 
 # -- commands ----------------------------------------------------------------------------------

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from ca.cli.common import DEFAULT_DIR, ConfigOption, DirOption, JsonOption, cli_errors, console, print_json
+from ca.cli.render import Column, render
 
 app = typer.Typer(no_args_is_help=True, help="EST server (RFC 7030): MDM registrations and approvals.")
 
@@ -84,12 +84,10 @@ def pending(directory: DirOption = DEFAULT_DIR, config: ConfigOption = None, jso
     if json_out:
         print_json(rows)
         return
-    table = Table()
-    for col in ("id", "label", "principal", "identities", "created"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(r["id"], r["label"], r["principal"], ", ".join(r["sans"]) or r["subject"], r["created_at"])
-    console.print(table)
+    render(console, (Column("id", key=True), Column("label"), Column("principal"), Column("identities", key=True),
+                     Column("created")),
+           [[r["id"], r["label"], r["principal"], ", ".join(r["sans"]) or r["subject"], r["created_at"]]
+            for r in rows])
 
 
 def _decide(pending_id: str, approve: bool, directory: object, config: object, json_out: bool) -> None:

@@ -6,7 +6,6 @@ import getpass
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from ca.cli.common import (
     DEFAULT_DIR,
@@ -18,6 +17,7 @@ from ca.cli.common import (
     open_deployment,
     print_json,
 )
+from ca.cli.render import Column, render
 from ca.errors import ErrorKind, PKIError
 
 app = typer.Typer(no_args_is_help=True, help="SCEP (RFC 8894): challenge passwords and pending requests.")
@@ -67,12 +67,10 @@ def pending(directory: DirOption = DEFAULT_DIR, config: ConfigOption = None, jso
     if json_out:
         print_json([_row(t) for t in rows])
         return
-    table = Table(title="pending SCEP requests")
-    for col in ("id", "transaction", "profile", "subject", "source", "received"):
-        table.add_column(col)
-    for t in rows:
-        table.add_row(str(t.id), t.transaction_id, t.profile, t.subject, t.source, t.created_at.isoformat())
-    console.print(table)
+    render(console, (Column("id", key=True), Column("transaction", key=True), Column("profile"),
+                     Column("subject", key=True), Column("source"), Column("received")),
+           [[str(t.id), t.transaction_id, t.profile, t.subject, t.source, t.created_at.isoformat()] for t in rows],
+           "pending SCEP requests")
 
 
 def _row(t: object) -> dict[str, object]:

@@ -6,7 +6,6 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from ca.cli.common import (
     DEFAULT_DIR,
@@ -18,6 +17,7 @@ from ca.cli.common import (
     open_deployment,
     print_json,
 )
+from ca.cli.render import Column, render
 from ca.errors import ErrorKind, PKIError
 
 gateways_app = typer.Typer(no_args_is_help=True, help="Gateways that receive revocation pushes.")
@@ -100,13 +100,10 @@ def status(directory: DirOption = DEFAULT_DIR, config: ConfigOption = None, json
     if json_out:
         print_json(rows)
         return
-    table = Table()
-    for col in ("name", "kind", "url", "enabled", "pending", "oldest pending", "last success", "last error"):
-        table.add_column(col)
-    for g in rows:
-        table.add_row(g["name"], g["kind"], g["url"], "yes" if g["enabled"] else "no", str(g["pending"]),
-                      _ts(g["oldest_pending"]), _ts(g["last_success_at"]), g["last_error"] or "-")
-    console.print(table)
+    render(console, (Column("name", key=True), Column("kind"), Column("url", key=True), Column("enabled"),
+                     Column("pending"), Column("oldest pending"), Column("last success"), Column("last error")),
+           [[g["name"], g["kind"], g["url"], "yes" if g["enabled"] else "no", str(g["pending"]),
+             _ts(g["oldest_pending"]), _ts(g["last_success_at"]), g["last_error"] or "-"] for g in rows])
 
 
 @gateways_app.command("deliveries")
@@ -123,10 +120,7 @@ def deliveries(serial: Annotated[str | None, typer.Option("--serial", help="Only
     if json_out:
         print_json(rows)
         return
-    table = Table()
-    for col in ("serial", "event", "gateway", "status", "attempts", "delivered", "last error"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(r["serial"], r["kind"], r["gateway"], r["status"], str(r["attempts"]), _ts(r["delivered_at"]),
-                      r["last_error"] or "-")
-    console.print(table)
+    render(console, (Column("serial", key=True), Column("event"), Column("gateway", key=True), Column("status"),
+                     Column("attempts"), Column("delivered"), Column("last error")),
+           [[r["serial"], r["kind"], r["gateway"], r["status"], str(r["attempts"]), _ts(r["delivered_at"]),
+             r["last_error"] or "-"] for r in rows])

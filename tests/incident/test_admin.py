@@ -48,6 +48,24 @@ def test_dry_run_is_the_default_and_changes_nothing(incident):  # type: ignore[n
     assert incident.deliveries(serial) == []
 
 
+def test_dry_run_keeps_serial_and_identity_whole_in_narrow_terminals(incident):  # type: ignore[no-untyped-def]
+    """A responder copies serials and identities off the dry run: at 80 and 60 columns they are
+    printed whole (list layout), not ellipsised."""
+    from tests.conftest import run_ikepki
+
+    tag = os.urandom(3).hex()
+    identity = f"a-rather-long-mailbox-name-{tag}@corp-division.example.test"
+    serial = str(incident.issue("user", x509.RFC822Name(identity), f"narrow-{tag}")[2])
+    for columns in ("80", "60"):
+        proc = run_ikepki("revoke", serial, "--reason", "keyCompromise", directory=incident.dir, check=False,
+                          env={"COLUMNS": columns})
+        assert proc.returncode == EXIT_DRY_RUN, proc.stderr
+        lines = proc.stdout.splitlines()
+        assert any(line.split() == ["serial:", serial] for line in lines), proc.stdout
+        assert any(line.split() == ["identity:", f"email:{identity}"] for line in lines), proc.stdout
+        assert "…" not in proc.stdout
+
+
 def test_viewer_token_cannot_revoke(incident):  # type: ignore[no-untyped-def]
     serial = _cert(incident, "viewer")
     viewer = incident.token_file("viewer", "viewer")
