@@ -21,7 +21,7 @@ from ca.cli.common import (
 )
 from ca.errors import ErrorKind, PKIError
 from enrollment.acme.jws import b64e
-from enrollment.acme.messages import DEVICE_PATTERN, Identifier, matches_pattern
+from enrollment.acme.messages import PATTERN_FORMS, parse_pattern
 from enrollment.acme.settings import AcmeSettings
 from enrollment.acme.store import AcmeStore
 
@@ -50,24 +50,26 @@ def parse_expiry(value: str, now: datetime) -> datetime:
 
 
 def parse_patterns(value: str) -> list[str]:
-    patterns = [p.strip().lower() for p in value.split(",") if p.strip()]
-    if not patterns or len(patterns) > MAX_PATTERNS:
-        raise PKIError(ErrorKind.BAD_REQUEST, f"--identifiers needs 1 to {MAX_PATTERNS} patterns")
-    for p in patterns:
-        if p == DEVICE_PATTERN:
-            continue
-        if len(p) > 255 or " " in p or ("*" in p and not (p == "*" or (p.startswith("*.") and "*" not in p[1:]))):
-            raise PKIError(ErrorKind.BAD_REQUEST, f"invalid identifier pattern {p!r} (use *.example.test, a name, "
-                                                  "an IP or a CIDR)")
-        matches_pattern(Identifier("dns", "probe.invalid"), p)
-    return patterns
+    """``--identifiers``: comma-separated patterns (:data:`PATTERN_FORMS`)."""
+    raw = [p for p in value.split(",") if p.strip()]
+    if not raw or len(raw) > MAX_PATTERNS:
+        raise PKIError(ErrorKind.BAD_REQUEST, f"--identifiers needs 1 to {MAX_PATTERNS} patterns: {PATTERN_FORMS}")
+    try:
+        return list(dict.fromkeys(parse_pattern(p) for p in raw))
+    except ValueError as exc:
+        raise PKIError(ErrorKind.BAD_REQUEST, f"--identifiers: {exc}") from None
+
+
+IDENTIFIERS_HELP = ("Allowed identifiers, PATTERN[,PATTERN…]: '*' (everything, TPM devices included), "
+                    "'*.example.test' (any name below), an exact name, an IP, a CIDR, 'device:*' (any attested "
+                    "TPM device) or one device's identifier.")
 
 
 @eab_app.command("create")
 @cli_errors
 def eab_create(
     profile: Annotated[str, typer.Option("--profile", help="Certificate profile the account may use.")],
-    identifiers: Annotated[str, typer.Option("--identifiers", help="Allowed identifiers: PATTERN[,PATTERN…]")],
+    identifiers: Annotated[str, typer.Option("--identifiers", help=IDENTIFIERS_HELP)],
     expires: Annotated[str | None, typer.Option("--expires", help="Key expiry: 24h, 7d or ISO date-time.")] = None,
     single_use: Annotated[bool, typer.Option("--single-use", help="Bind at most one account.")] = False,
     directory: DirOption = DEFAULT_DIR,

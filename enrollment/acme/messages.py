@@ -169,9 +169,52 @@ def parse_contacts(raw: Any) -> list[str]:
     return out
 
 
+ANY_PATTERN = "*"  # EAB policy pattern allowing every identifier: names, IPs and devices
+PATTERN_FORMS = ("'*' (everything, TPM devices included), '*.example.test' (any name below it), an exact name "
+                 "(h1.example.test, a@example.test), an IP (10.1.2.3), a CIDR (10.0.0.0/8), 'device:*' (any "
+                 "attested TPM device) or one device's identifier")
+MAX_PATTERN_LEN = 255
+
+
+def parse_pattern(text: str) -> str:
+    """One EAB identifier pattern, normalised (lower case). Raises :class:`ValueError` naming the
+    forms that exist for anything else — e.g. ``laptop-*.corp.test`` (a ``*`` inside a label) or
+    ``device:foo``."""
+    p = text.strip().lower()
+    if not p or len(p) > MAX_PATTERN_LEN or any(c.isspace() or not c.isprintable() for c in p):
+        raise ValueError(f"invalid identifier pattern {text[:80]!r}: use {PATTERN_FORMS}")
+    if p in (ANY_PATTERN, DEVICE_PATTERN):
+        return p
+    if p.startswith("device:"):
+        raise ValueError(f"invalid identifier pattern {p[:80]!r}: the only device pattern is 'device:*' "
+                         "(or a device's exact identifier); all forms: " + PATTERN_FORMS)
+    if "*" in p and not (p.startswith("*.") and "*" not in p[1:] and len(p) > 2):
+        raise ValueError(f"invalid identifier pattern {p[:80]!r}: '*' is allowed alone or as the whole first "
+                         f"label ('*.example.test'); use {PATTERN_FORMS}")
+    address, slash, _ = p.partition("/")
+    if slash and _is_ip(address):
+        try:
+            ipaddress.ip_network(p, strict=False)
+        except ValueError:
+            raise ValueError(f"invalid CIDR {p[:80]!r}: use {PATTERN_FORMS}") from None
+    return p
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def matches_pattern(ident: Identifier, pattern: str) -> bool:
-    """EAB identifier policy: ``*.example.test`` (any name below), an exact name, an IP or a CIDR."""
+    """EAB identifier policy (forms: :data:`PATTERN_FORMS`): ``*`` allows every identifier,
+    ``*.example.test`` any name below, an exact name, an IP or a CIDR; ``device:*`` every
+    attested device, or a device's exact identifier value."""
     pattern = pattern.strip().lower()
+    if pattern == ANY_PATTERN:
+        return True
     if ident.type == "ip":
         try:
             return ipaddress.ip_address(ident.value) in ipaddress.ip_network(pattern, strict=False)
@@ -179,8 +222,6 @@ def matches_pattern(ident: Identifier, pattern: str) -> bool:
             return False
     if ident.type in DEVICE_TYPES:  # ``device:*`` (any attested device) or the exact identifier value
         return pattern in (DEVICE_PATTERN, ident.value.lower())
-    if pattern == "*":
-        return True
     if pattern.startswith("*."):
         return ident.value.endswith(pattern[1:]) and len(ident.value) > len(pattern) - 1
     return ident.value == pattern

@@ -214,9 +214,15 @@ class AkEnrollmentService:
         """The EAB key's profile is ``machine`` and a pattern (``device:*`` or exact) allows the device."""
         if key is None:
             return
+        if key.profile != "machine":
+            raise PKIError(ErrorKind.UNAUTHORIZED, f"the EAB key is for profile {key.profile!r}; a TPM device needs "
+                                                   "a key for profile 'machine'")
         ident = Identifier("permanent-identifier", device_id)
-        if key.profile != "machine" or not any(matches_pattern(ident, p) for p in key.identifiers):
-            raise PKIError(ErrorKind.UNAUTHORIZED, "the EAB key's policy does not allow this device")
+        if not any(matches_pattern(ident, p) for p in key.identifiers):
+            allowed = ",".join(key.identifiers)[:200]
+            raise PKIError(ErrorKind.UNAUTHORIZED, f"the EAB key's identifiers ({allowed}) do not allow this device: "
+                                                   "a TPM device needs 'device:*', '*' or its exact identifier "
+                                                   f"{device_id[:120]!r} (ikepki acme eab create --identifiers)")
 
     def finish(self, request: AkFinishRequest, source: str) -> dict[str, Any]:
         principal = self.repository.principal_of(request.challenge_id) or "anonymous"

@@ -143,3 +143,15 @@ def test_renewal_keeps_key_and_identity_and_stops_when_blocked(pki: DevicePki, v
 
 def test_eab_policy_pattern_for_devices() -> None:
     assert parse_patterns("device:*,*.test") == ["device:*", "*.test"]
+
+
+def test_eab_star_allows_a_device_and_a_names_only_key_says_what_is_missing(pki: DevicePki, device_tpm: object,
+                                                                             tmp_path: Path) -> None:
+    """``--identifiers '*'`` means everything, TPM devices included; a key for names only is refused
+    with a message naming the pattern a device needs."""
+    refused = _enroll(pki, device_tpm, tmp_path / "refused", tmp_path, eab=pki.eab("*.corp.test"))
+    assert refused.returncode == 7, refused.stderr
+    assert "device:*" in refused.stderr and "*.corp.test" in refused.stderr, refused.stderr
+    star = _enroll(pki, device_tpm, tmp_path / "star", tmp_path, eab=pki.eab("*"))
+    assert star.returncode == 0, star.stderr
+    assert (tmp_path / "star" / "cert.pem").exists()
