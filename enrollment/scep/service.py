@@ -37,6 +37,9 @@ from enrollment.scep.webhook import WebhookVerdict, ask_webhook
 
 log = logging.getLogger("ikepki.scep")
 RSA_ISSUER = "rsa"
+LEGACY_HINT = ("micromdm scepclient (and other clients limited to single DES / SHA-1) need "
+               "'scep: {allow_single_des: true}' in ikepki.yaml or IKEPKI_SCEP_ALLOW_SINGLE_DES=1 — a 56-bit cipher "
+               "protects the challenge password in transit: prefer one-time challenges (ikepki scep challenge create)")
 RSA_ONLY = "rsa-only"  # GetCACert CA-IDENT asking for RSA certificates only
 CAPS = ("POSTPKIOperation", "SHA-256", "SHA-512", "SHA-384", "AES", "DES3", "Renewal", "SCEPStandard")
 PKI_MESSAGE = "application/x-pki-message"
@@ -134,9 +137,10 @@ class ScepService:
 
     def ca_certs(self, ca_ident: str = "") -> HttpAnswer:
         """GetCACert (RFC 8894 §4.2): RA certificate, RSA issuing CA and the root (strongSwan
-        ``pki --scepca`` needs the self-signed root). CA-IDENT ``rsa-only`` (or setting
-        ``include_root: false``) leaves out the EC root: micromdm scepclient encrypts to every
-        certificate it gets and panics on an EC key (``scepclient -cacert-message rsa-only``)."""
+        ``pki --scepca`` needs a self-signed CA; Windows/Apple MDM pin the root). CA-IDENT
+        ``rsa-only`` (or setting ``include_root: false``) leaves out the EC root: micromdm
+        scepclient without ``-ca-fingerprint`` encrypts to every certificate it gets and panics on
+        an EC key. The client matrix is in enrollment/scep/README.md."""
         certs = [self.ra_certificate, self.issuer.certificate]
         if self.settings.include_root and ca_ident.strip().lower() != RSA_ONLY:
             certs.append(self.dep.root)
@@ -182,7 +186,10 @@ class ScepService:
         except Exception:  # never a 5xx for a request: answer FAILURE and keep the trace in the log
             log.exception("scep: unexpected error in transaction %s", request.transaction_id)
             reply = ScepReply(PkiStatus.FAILURE, FailInfo.badRequest, detail="internal error")
-        if reply.status is not PkiStatus.SUCCESS:
+        if reply.fail_info is FailInfo.badAlg and self._legacy_refused(request, reply.detail):
+            log.warning("scep: refused single DES / SHA-1 (transaction %s from %s: %s). %s", request.transaction_id,
+                        source, reply.detail, LEGACY_HINT)
+        elif reply.status is not PkiStatus.SUCCESS:
             log.info("scep: %s %s for transaction %s from %s: %s", reply.status.name,
                      reply.fail_info.name if reply.fail_info else "", request.transaction_id, source, reply.detail)
         try:
@@ -193,6 +200,12 @@ class ScepService:
         except PKIError as exc:
             log.warning("scep: cannot sign the reply: %s", exc.detail)
             return HttpAnswer(503, b"temporarily unavailable\n", "text/plain")
+
+    def _legacy_refused(self, request: Any, detail: str | None) -> bool:
+        """A badAlg because the client used DES-CBC or SHA-1 while ``allow_single_des`` is off."""
+        if self.settings.allow_single_des:
+            return False
+        return request.digest_algorithm == "sha1" or f"content encryption {cms.DES} " in (detail or "")
 
     def _cert_rep(self, ex: _Exchange, reply: ScepReply) -> bytes:
         """CertRep (RFC 8894 §3.3.2): transactionID echoed, recipientNonce = the request's

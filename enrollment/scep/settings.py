@@ -44,7 +44,7 @@ class ScepSettings(IkepkiSettings):
     max_body_bytes: int = Field(default=64 * 1024, ge=4096, le=MAX_BODY_BYTES)
     clock_skew_seconds: int = Field(default=3600, ge=60)
     next_ca_certs: str | None = None
-    include_root: bool = True  # GetCACert carries the (EC) root unless CA-IDENT is "rsa-only"
+    include_root: bool = True  # GetCACert: RA, RSA issuing CA and the (EC) root; false or CA-IDENT "rsa-only": no root
     challenge_ttl_seconds: int = Field(default=24 * 3600, ge=60)
     profiles: dict[str, ScepProfileSettings] = {}
 

@@ -1,6 +1,7 @@
-"""SCEP fixtures: one `ikepki serve` over the session deployment configured through
-IKEPKI_SCEP_* (single DES on for micromdm scepclient, a manual-approval profile, a webhook
-profile, a staged CA rollover) and a tiny local webhook server."""
+"""SCEP fixtures: `ikepki serve` over the session deployment configured through IKEPKI_SCEP_*
+(a manual-approval profile, a webhook profile, a staged CA rollover) — ``scep_defaults`` with the
+default settings, ``scep`` with the settings micromdm scepclient needs (no root in GetCACert, single
+DES on) — and a tiny local webhook server."""
 
 from __future__ import annotations
 
@@ -100,16 +101,35 @@ class ScepEnv:
         return int(certs), int(txs)
 
 
-@pytest.fixture(scope="package")
-def scep(deployment_dir: Path, webhook: Webhook, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScepEnv]:
-    staged = staged_rollover(tmp_path_factory.mktemp("scep-rollover") / "next-ca.pem")
+def _serve(deployment_dir: Path, webhook: Webhook, staged: Path, extra: dict[str, str]) -> Server:
     profiles = {"gateway": {"manual_approval": True},
                 "user": {"webhook_url": webhook.url, "webhook_timeout": 2}}
-    env = {"IKEPKI_SCEP_ALLOW_SINGLE_DES": "1",  # micromdm scepclient only speaks DES-CBC
-           "IKEPKI_SCEP_PROFILES": json.dumps(profiles), "IKEPKI_SCEP_NEXT_CA_CERTS": str(staged),
-           "IKEPKI_LOG_LEVEL": "INFO"}
+    env = {"IKEPKI_SCEP_PROFILES": json.dumps(profiles), "IKEPKI_SCEP_NEXT_CA_CERTS": str(staged),
+           "IKEPKI_LOG_LEVEL": "INFO", **extra}
     http_port = free_port()  # the CRL distribution point (GetCRL) must name this server
     env["IKEPKI_PUBLIC_BASE_URL"] = f"http://127.0.0.1:{http_port}"
-    server = start_server(deployment_dir, env=env, extra_args=("--no-workers",), http_port=http_port)
+    return start_server(deployment_dir, env=env, extra_args=("--no-workers",), http_port=http_port)
+
+
+@pytest.fixture(scope="package")
+def staged(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return staged_rollover(tmp_path_factory.mktemp("scep-rollover") / "next-ca.pem")
+
+
+@pytest.fixture(scope="package")
+def scep(deployment_dir: Path, webhook: Webhook, staged: Path) -> Iterator[ScepEnv]:
+    """The settings for micromdm scepclient with default flags: ``include_root: false`` (GetCACert
+    all RSA: RA + RSA issuing CA) and ``allow_single_des: true``."""
+    server = _serve(deployment_dir, webhook, staged, {"IKEPKI_SCEP_ALLOW_SINGLE_DES": "1",
+                                                      "IKEPKI_SCEP_INCLUDE_ROOT": "0"})
+    yield ScepEnv(server, webhook, staged)
+    server.stop()
+
+
+@pytest.fixture(scope="package")
+def scep_defaults(deployment_dir: Path, webhook: Webhook, staged: Path) -> Iterator[ScepEnv]:
+    """The default SCEP settings: GetCACert with the root (strongSwan ``pki --scepca`` needs a
+    self-signed CA), single DES off."""
+    server = _serve(deployment_dir, webhook, staged, {})
     yield ScepEnv(server, webhook, staged)
     server.stop()

@@ -14,6 +14,8 @@ from typing import Any
 import httpx
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import pkcs7
 
 from tests.conftest import require_binary, run_ikepki
 from tests.scep.conftest import ScepEnv
@@ -56,7 +58,10 @@ def verify_chain(scep: ScepEnv, leaf: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_strongswan_enroll_with_one_time_password_then_renew(scep: ScepEnv, tmp_path: Path) -> None:
+def test_strongswan_enroll_with_one_time_password_then_renew(scep_defaults: ScepEnv, tmp_path: Path) -> None:
+    """strongSwan ``pki --scepca`` needs a self-signed CA in GetCACert (``include_root: true``, the
+    default): it writes the root to ca.crt and the RSA issuing CA to ca-1.crt."""
+    scep = scep_defaults
     pki(tmp_path, "--scepca", "--url", scep.url, "--caout", "ca.crt", "--raout", "ra.crt", "--outform", "pem")
     assert {"ca.crt", "ca-1.crt", "ra.crt"} <= {p.name for p in tmp_path.iterdir()}
     key = pki(tmp_path, "--gen", "--type", "rsa", "--size", "2048", "--outform", "pem").stdout
@@ -88,7 +93,8 @@ def test_strongswan_enroll_with_one_time_password_then_renew(scep: ScepEnv, tmp_
     assert new.public_key() != cert.public_key()
 
 
-def test_strongswan_des3_wrong_password_issues_nothing(scep: ScepEnv, tmp_path: Path) -> None:
+def test_strongswan_des3_wrong_password_issues_nothing(scep_defaults: ScepEnv, tmp_path: Path) -> None:
+    scep = scep_defaults
     pki(tmp_path, "--scepca", "--url", scep.url, "--caout", "ca.crt", "--raout", "ra.crt", "--outform", "pem")
     (tmp_path / "k.key").write_text(pki(tmp_path, "--gen", "--type", "rsa", "--size", "2048",
                                         "--outform", "pem").stdout)
@@ -102,30 +108,62 @@ def test_strongswan_des3_wrong_password_issues_nothing(scep: ScepEnv, tmp_path: 
     assert scep.counts() == before
 
 
-def test_micromdm_scepclient_enrolls(scep: ScepEnv, tmp_path: Path) -> None:
-    """scepclient: DES-CBC + SHA-1 (the server runs with IKEPKI_SCEP_ALLOW_SINGLE_DES=1), BER
-    encryptedContent, encrypts to every GetCACert certificate (CA-IDENT rsa-only: no EC root)."""
-    binary = require_binary("scepclient")
-    otp = cli_challenge(scep)
-    work = tmp_path / "cwd"  # scepclient writes and re-uses csr.pem in its working directory
-    work.mkdir()
-    proc = subprocess.run([binary, "-server-url", scep.url, "-challenge", otp, "-cn", "h3.example.test",
-                           "-organization", "Example", "-private-key", "h3.key", "-certificate", "h3.pem",
-                           "-keySize", "2048", "-cacert-message", "rsa-only"],
-                          cwd=work, capture_output=True, text=True, timeout=60, check=False)
+def degenerate_certs(scep: ScepEnv) -> list[x509.Certificate]:
+    resp = httpx.get(scep.url, params={"operation": "GetCACert"}, timeout=30)
+    assert resp.status_code == 200
+    return pkcs7.load_der_pkcs7_certificates(resp.content)
+
+
+def scepclient(scep: ScepEnv, work: Path, cn: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    work.mkdir()  # scepclient writes and re-uses csr.pem in its working directory: one per identity
+    return subprocess.run([require_binary("scepclient"), "-server-url", scep.url, "-challenge", cli_challenge(scep),
+                           "-cn", cn, "-organization", "Example", "-private-key", "k.key", "-certificate", "c.pem",
+                           *extra], cwd=work, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_micromdm_scepclient_enrolls_with_default_flags(scep: ScepEnv, tmp_path: Path) -> None:
+    """scepclient with its default flags (no -cacert-message, -keySize, -ca-fingerprint) encrypts
+    to every GetCACert certificate: with ``include_root: false`` they are all RSA (RA + RSA issuing
+    CA). DES-CBC + SHA-1 (``allow_single_des: true``), BER encryptedContent."""
+    names = [c.subject.rfc4514_string() for c in degenerate_certs(scep)]
+    assert len(names) == 2 and not any("Root" in n for n in names)
+    work = tmp_path / "cwd"
+    proc = scepclient(scep, work, "h3.example.test")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    cert = x509.load_pem_x509_certificate((work / "h3.pem").read_bytes())
+    cert = x509.load_pem_x509_certificate((work / "c.pem").read_bytes())
     assert cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value == "h3.example.test"
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert sans.get_values_for_type(x509.DNSName) == ["h3.example.test"]  # SAN taken from the CN
-    verify_chain(scep, work / "h3.pem")
+    verify_chain(scep, work / "c.pem")
 
 
-def test_strongswan_polls_until_manual_approval_same_key_again(scep: ScepEnv, tmp_path: Path,
+def test_micromdm_scepclient_against_the_defaults_is_refused_and_the_log_names_the_setting(
+        scep_defaults: ScepEnv, tmp_path: Path) -> None:
+    """Against the default settings, scepclient pinned to the RA certificate (-ca-fingerprint, so it
+    does not encrypt to the EC root) gets FAILURE/badAlg: single DES stays opt-in. SCEP has no
+    free-text field for the client; the server log names the setting that fixes it."""
+    certs = degenerate_certs(scep_defaults)
+    assert any("Root" in c.subject.rfc4514_string() for c in certs)  # the default GetCACert has the root
+    [ra] = [c for c in certs if "SCEP RA" in c.subject.rfc4514_string()]
+    before = scep_defaults.counts()
+    proc = scepclient(scep_defaults, tmp_path / "cwd", "h4.example.test",
+                      "-ca-fingerprint", ra.fingerprint(hashes.SHA256()).hex())
+    assert proc.returncode != 0
+    assert "badAlg" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    assert not (tmp_path / "cwd" / "c.pem").exists()
+    assert scep_defaults.counts()[0] == before[0]
+    deadline = time.monotonic() + 5
+    while "IKEPKI_SCEP_ALLOW_SINGLE_DES=1" not in scep_defaults.server.log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "IKEPKI_SCEP_ALLOW_SINGLE_DES=1" in scep_defaults.server.log.read_text()
+
+
+def test_strongswan_polls_until_manual_approval_same_key_again(scep_defaults: ScepEnv, tmp_path: Path,
                                                                deployment: Any) -> None:
     """pki derives the transactionID from the key: a second PKCSReq with the same key (new subject,
     profile gateway with manual approval) reuses it; pki polls with CertPoll until `ikepki scep
     approve`."""
+    scep = scep_defaults
     from enrollment.scep.service import ScepService
     from enrollment.scep.settings import ScepSettings
 
