@@ -11,6 +11,8 @@ configured ikepki roots and the signer certificate carries the EKU
 This module is pure (no keys, no store) so that ``gateway`` may import it.
 Delivery is idempotent on (issuer key id, serial): a receiver ignores an event whose
 ``event_id`` it has applied and treats repeats of the same (issuer, serial) as no-ops.
+A ``test`` event (serial ``0``, no identities) is verified like any other and only acknowledged:
+``ikepki gateways add`` / ``gateways test`` use it to prove a receiver trusts ikepki's signer.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ MAX_EVENT_BYTES = 64 * 1024
 
 EVENT_REVOKED = "revoked"
 EVENT_UNREVOKED = "unrevoked"  # certificateHold released (RFC 5280 §5.3.1 removeFromCRL)
+EVENT_TEST = "test"  # ``ikepki gateways add/test``: verify and acknowledge, change nothing
+EVENT_TYPES = (EVENT_REVOKED, EVENT_UNREVOKED, EVENT_TEST)
 
 
 class EventVerificationError(ValueError):
@@ -90,7 +94,7 @@ class RevocationEvent:
             int(ev.serial, 16)
         except (KeyError, TypeError, ValueError) as exc:
             raise EventVerificationError(f"bad event field: {exc}") from exc
-        if ev.type not in (EVENT_REVOKED, EVENT_UNREVOKED):
+        if ev.type not in EVENT_TYPES:
             raise EventVerificationError(f"unknown event type {ev.type!r}")
         return ev
 

@@ -38,9 +38,13 @@ def serve(
     key: Annotated[str | None, typer.Option(help="PEM private key file or RFC 7512 PKCS#11 URI")] = None,
     ca_bundle: Annotated[Path | None, typer.Option(help="PEM roots for peers + push")] = None,
     policy: Annotated[Path | None, typer.Option(help="YAML authorization policy")] = None,
-    push_listen: Annotated[str | None, typer.Option(help="HTTP ADDR:PORT for POST /v1/revocations")] = None,
-    push_tls_cert: Annotated[Path | None, typer.Option(help="PEM cert (+chain): serve push over HTTPS")] = None,
+    push_listen: Annotated[str | None, typer.Option(help="HTTPS ADDR:PORT for POST /v1/revocations")] = None,
+    push_tls_cert: Annotated[Path | None, typer.Option(help="PEM cert (+chain) of the push listener (HTTPS; "
+                                                       "required with --push-listen)")] = None,
     push_tls_key: Annotated[Path | None, typer.Option(help="PEM key for --push-tls-cert")] = None,
+    push_insecure_http: Annotated[bool, typer.Option(
+        "--push-insecure-http", help="serve --push-listen as plain HTTP instead of HTTPS (events stay signed, but "
+                                     "are readable on the path); logs a warning")] = False,
     control: Annotated[Path | None, typer.Option(help="Unix control socket path")] = None,
     ocsp: Annotated[OcspMode | None, typer.Option(help="OCSP checking mode")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML file with any of these options")] = None,
@@ -55,7 +59,8 @@ def serve(
     opts = _merge(config, {
         "listen": listen, "nat_port": nat_port, "cert": cert, "key": key, "ca_bundle": ca_bundle,
         "policy": policy, "push_listen": push_listen, "push_tls_cert": push_tls_cert,
-        "push_tls_key": push_tls_key, "control": control, "ocsp": ocsp,
+        "push_tls_key": push_tls_key, "push_insecure_http": push_insecure_http or None, "control": control,
+        "ocsp": ocsp,
         "event_log": event_log, "local_id": local_id, "dh_groups": dh_groups,
         "cookie_threshold": cookie_threshold, "half_open_timeout": half_open_timeout,
         "fragment_size": fragment_size})

@@ -5,7 +5,8 @@
   event blocks (issuer key id, serial) at once and deletes live IKE SAs of that
   certificate with INFORMATIONAL Delete (RFC 7296 §1.4.1). Answers
   ``200 {"accepted": true, "terminated_sas": N, "duplicate": bool}``; ``400`` for a
-  malformed event, ``401`` for an untrusted or badly signed one.
+  malformed event, ``401`` for an untrusted or badly signed one. A ``test`` event is verified
+  the same way and answered ``200 {"accepted": true, "test": true, …}`` with no other effect.
 - ``GET /v1/sas``: ``{"sas": [...]}``. ``GET /healthz``: ``{"ok": true}``.
 
 A deliberately small HTTP/1.1 server on asyncio streams (one request per connection),
@@ -20,7 +21,7 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
-from ca.revocation_event import EVENT_REVOKED, EventVerificationError, verify_event
+from ca.revocation_event import EVENT_REVOKED, EVENT_TEST, EventVerificationError, verify_event
 from gateway import events as ev
 from gateway.responder import Responder
 
@@ -63,6 +64,9 @@ class ControlApi:
             r.log.emit(ev.REVOCATION, accepted=False, reason=str(exc))
             return HttpResult(status, {"accepted": False, "error": str(exc)})
         issuer = event.issuer_key_id.lower()
+        if event.type == EVENT_TEST:  # a signed probe from `ikepki gateways add/test`: acknowledge only
+            r.log.emit(ev.REVOCATION, accepted=True, event_id=event.event_id, type=event.type)
+            return HttpResult(200, {"accepted": True, "test": True, "terminated_sas": 0, "duplicate": False})
         if event.type == EVENT_REVOKED:
             duplicate = r.blocklist.blocks(issuer, event.serial_int)
             terminated = 0 if duplicate else r.revoke(issuer, event.serial_int)

@@ -8,6 +8,7 @@ import dataclasses
 import os
 import signal
 import ssl
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,7 @@ class ServeOptions:
     push_listen: str | None = None
     push_tls_cert: Path | None = None
     push_tls_key: Path | None = None
+    push_insecure_http: bool = False  # --push-listen without TLS: only when asked for explicitly
     control: Path | None = None
     ocsp: OcspMode = OcspMode.RELAXED
     event_log: Path | None = None
@@ -100,6 +102,22 @@ class ConfigError(ValueError):
     """The responder cannot start with these files."""
 
 
+def check_push_options(o: ServeOptions) -> None:
+    """The push listener is HTTPS unless plain HTTP is asked for by name (--push-insecure-http)."""
+    if not o.push_listen:
+        if o.push_tls_cert or o.push_insecure_http:
+            raise ConfigError("--push-tls-cert/--push-insecure-http need --push-listen")
+        return
+    if o.push_tls_cert and o.push_insecure_http:
+        raise ConfigError("--push-tls-cert and --push-insecure-http exclude each other")
+    if o.push_tls_key and not o.push_tls_cert:
+        raise ConfigError("--push-tls-key needs --push-tls-cert")
+    if not o.push_tls_cert and not o.push_insecure_http:
+        raise ConfigError("--push-listen serves revocation pushes over HTTPS: give --push-tls-cert (PEM certificate "
+                          "+ chain for this host's name or IP, e.g. ikepki issue --profile gateway) and "
+                          "--push-tls-key, or --push-insecure-http to serve plain HTTP")
+
+
 def build_config(o: ServeOptions) -> ResponderConfig:
     chain = tuple(x509.load_pem_x509_certificates(o.cert.read_bytes()))
     roots = tuple(x509.load_pem_x509_certificates(o.ca_bundle.read_bytes()))
@@ -122,6 +140,7 @@ class Gateway:
     """A responder bound to its sockets."""
 
     def __init__(self, opts: ServeOptions) -> None:
+        check_push_options(opts)
         self.opts = opts
         self.endpoints: dict[int, IkeEndpoint] = {}
         self.log = EventLog(opts.event_log)
@@ -141,11 +160,19 @@ class Gateway:
                 self.endpoints[p] = await open_endpoint(host, p, self.responder.receive)
         if self.opts.push_listen:
             host, port = split_hostport(self.opts.push_listen)
-            self.servers.append(await serve_tcp(self.api, host, port, self._push_tls()))
+            tls = self._push_tls()
+            self.servers.append(await serve_tcp(self.api, host, port, tls))
+            if tls is None:
+                warning = (f"WARNING: the push listener {self.opts.push_listen} is PLAIN HTTP "
+                           "(--push-insecure-http): revocation events are signed but readable by anyone on the path; "
+                           "give --push-tls-cert/--push-tls-key for HTTPS")
+                print(warning, file=sys.stderr, flush=True)
+                self.log.emit("push_listener_insecure", push_listen=self.opts.push_listen, warning=warning)
         if self.opts.control:
             await self._start_control(self.opts.control)
         self.log.emit("responder_started", listen=self.opts.listen, nat_port=self.opts.nat_port,
-                      push_listen=self.opts.push_listen, identity=str(self.responder.identity))
+                      push_listen=self.opts.push_listen, push_tls=bool(self.opts.push_tls_cert),
+                      identity=str(self.responder.identity))
 
     def _push_tls(self) -> ssl.SSLContext | None:
         if not self.opts.push_tls_cert:

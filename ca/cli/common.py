@@ -32,8 +32,8 @@ EXIT = {ErrorKind.CONFIG: 2, ErrorKind.NOT_FOUND: 3, ErrorKind.CONFLICT: 4, Erro
         ErrorKind.UNAUTHORIZED: 7, ErrorKind.FORBIDDEN: 7, ErrorKind.INTERNAL: 1}
 EXIT_DRY_RUN = 10
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)  # lines the terminal wraps, not rich: serials, URLs, keys stay copyable
+err_console = Console(stderr=True, soft_wrap=True)
 
 DirOption = Annotated[Path, typer.Option("--dir", envvar="IKEPKI_DIR", help="Deployment directory.")]
 ConfigOption = Annotated[Path | None, typer.Option("--config", envvar="IKEPKI_CONFIG",

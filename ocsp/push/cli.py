@@ -9,11 +9,13 @@ import typer
 
 from ca.cli.common import (
     DEFAULT_DIR,
+    EXIT,
     ConfigOption,
     DirOption,
     JsonOption,
     cli_errors,
     console,
+    err_console,
     open_deployment,
     print_json,
 )
@@ -50,17 +52,64 @@ def _gateway_json(g: dict[str, Any]) -> dict[str, Any]:
 @cli_errors
 def add(name: Annotated[str, typer.Option("--name")], kind: Annotated[str, typer.Option("--kind", help="vici, "
         "responder or webhook")], url: Annotated[str, typer.Option("--url")],
+        no_check: Annotated[bool, typer.Option("--no-check", help="Register without first sending a signed test "
+                                               "event (e.g. the gateway is not up yet).")] = False,
         directory: DirOption = DEFAULT_DIR, config: ConfigOption = None, json_out: JsonOption = False) -> None:
-    """Register a gateway; revocations from now on are pushed to it."""
+    """Register a gateway; revocations from now on are pushed to it.
+
+    Unless --no-check, first proves the URL works: reachable, TLS when https (verified like the push
+    worker does), and a push receiver that accepts ikepki's signer (a signed test event; vici: charon
+    answers). Nothing is registered when the check fails (exit 5, or 6 when unreachable)."""
     check_gateway_url(kind, url)
     dep = open_deployment(directory, config)
+    if any(g["name"] == name for g in dep.store.gateway_health()):
+        raise PKIError(ErrorKind.CONFLICT, f"gateway {name!r} exists")
+    result = None
+    if not no_check:
+        from ocsp.push.probe import probe
+
+        result = probe(dep, kind, url)
+        if not result.ok:
+            raise PKIError(result.kind or ErrorKind.BAD_REQUEST,
+                           f"gateway {name} not registered: {result.detail} (--no-check registers it anyway)")
     now = dep.clock.now()
     gid = dep.store.add_gateway(name, kind, url, now)
-    dep.audit.append(now, "cli", "gateway-add", "cli", gateway=name, kind=kind, url=url)
+    dep.audit.append(now, "cli", "gateway-add", "cli", gateway=name, kind=kind, url=url, checked=not no_check)
     if json_out:
-        print_json({"id": gid, "name": name, "kind": kind, "url": url})
+        print_json({"id": gid, "name": name, "kind": kind, "url": url,
+                    "check": result.as_json() if result else None})
     else:
-        console.print(f"gateway {name} ({kind}) registered: {url}", highlight=False)
+        if url.startswith("http://"):
+            err_console.print(f"warning: {url} is plain HTTP: events are signed, but anyone on the path sees "
+                              "them", highlight=False)
+        console.print(f"gateway {name} ({kind}) registered: {url}"
+                      + (f"\ncheck: {result.detail}" if result else " (not checked)"), highlight=False)
+
+
+@gateways_app.command("test")
+@cli_errors
+def test(name: str, directory: DirOption = DEFAULT_DIR, config: ConfigOption = None,
+         json_out: JsonOption = False) -> None:
+    """Send a signed test event to a registered gateway and report the result.
+
+    Exit 0 when it was accepted; 5 when the gateway answered but refused or is misconfigured
+    (TLS, trust, wrong URL); 6 when it is unreachable; 3 when no such gateway."""
+    from ocsp.push.probe import probe
+
+    dep = open_deployment(directory, config)
+    gateway = next((g for g in dep.store.gateway_health() if g["name"] == name), None)
+    if gateway is None:
+        raise PKIError(ErrorKind.NOT_FOUND, f"no gateway {name!r}")
+    result = probe(dep, gateway["kind"], gateway["url"])
+    dep.audit.append(dep.clock.now(), "cli", "gateway-test", "cli", gateway=name, ok=result.ok)
+    if json_out:
+        print_json({"name": name, "kind": gateway["kind"], "url": gateway["url"], **result.as_json()})
+        if not result.ok:
+            raise typer.Exit(EXIT[result.kind or ErrorKind.BAD_REQUEST])
+        return
+    if not result.ok:
+        raise PKIError(result.kind or ErrorKind.BAD_REQUEST, f"gateway {name}: {result.detail}")
+    console.print(f"gateway {name}: ok — {result.detail}", highlight=False)
 
 
 def _set_enabled(name: str, enabled: bool, directory: Any, config: Any) -> None:

@@ -34,6 +34,24 @@ SIGNER = "push-signer"
 JWS_CACHE = 20_000
 
 
+def push_signer(deployment: Any) -> tuple[Any, list[Any]]:
+    """The HSM push-signer key and its x5c chain (signer certificate, issuing CA)."""
+    key = deployment.service_key(SIGNER)
+    return key.key.key, [key.certificate, deployment.issuers[key.issuer_id].certificate]
+
+
+def tls_verify(deployment: Any, settings: PushSettings) -> Any:
+    """What https gateways are verified with: the system roots plus ikepki's root (or nothing
+    when ``push.verify_tls`` is off)."""
+    if not settings.verify_tls:
+        return False
+    import ssl
+
+    ctx = ssl.create_default_context()
+    ctx.load_verify_locations(cadata=deployment.root.public_bytes(Encoding.PEM).decode())
+    return ctx
+
+
 class PushWorker:
     def __init__(self, deployment: Any, settings: PushSettings | None = None,
                  drivers: dict[str, GatewayDriver] | None = None) -> None:
@@ -47,13 +65,7 @@ class PushWorker:
         self._busy: dict[int, asyncio.Task[None]] = {}
 
     def _verify(self) -> Any:
-        if not self.settings.verify_tls:
-            return False
-        import ssl
-
-        ctx = ssl.create_default_context()
-        ctx.load_verify_locations(cadata=self.dep.root.public_bytes(Encoding.PEM).decode())
-        return ctx
+        return tls_verify(self.dep, self.settings)
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -151,11 +163,10 @@ class PushWorker:
         """Each event is signed once (HSM push key) and cached by event id."""
         missing = [e for e in dict.fromkeys(event_ids) if e not in self._signed]
         if missing:
-            key = self.dep.service_key(SIGNER)
-            issuer = self.dep.issuers[key.issuer_id].certificate
+            key, chain = push_signer(self.dep)
             for event_id, item in self.queue.events(missing).items():
                 info = self.dep.store.get(item.event.serial_int)
-                jws = sign_event(item.event, key.key.key, [key.certificate, issuer])
+                jws = sign_event(item.event, key, chain)
                 self._signed[event_id] = SignedEvent(item.event, jws, item.issuer_id, info.subject if info else "")
             while len(self._signed) > JWS_CACHE:
                 self._signed.popitem(last=False)

@@ -162,7 +162,8 @@ def _start_responder(lab: Lab) -> None:
     lab.start("responder", IKEPKI, "responder", "serve", "--listen", f"127.0.0.1:{lab.ike_port}",
               "--cert", str(lab.work / "gw.pem"), "--key", str(lab.work / "gw.key"),
               "--ca-bundle", str(lab.work / "bundle.pem"), "--policy", str(lab.work / "policy.yaml"),
-              "--push-listen", f"127.0.0.1:{lab.push_port}", "--control", str(lab.work / "control.sock"),
+              "--push-listen", f"127.0.0.1:{lab.push_port}", "--push-insecure-http",
+              "--control", str(lab.work / "control.sock"),
               "--event-log", str(lab.work / "events.jsonl"), "--ocsp", "strict", "--local-id", "gw.example.test")
     assert wait_until(lambda: '"ok"' in lab.run("curl", "-s", f"http://127.0.0.1:{lab.push_port}/healthz",
                                                   check=False).stdout, 20), (lab.work / "responder.log").read_text()

@@ -254,7 +254,8 @@ class ResponderProc:
     def start(self) -> None:
         cmd = [*self.wrap, sys.executable, "-m", "gateway.cli", "serve", "--listen", f"{self.host}:{self.port}",
                "--push-listen", f"127.0.0.1:{self.push_port}", "--control", str(self.control),
-               "--event-log", str(self.events_path), *self.args]
+               "--event-log", str(self.events_path), *([] if self.scheme == "https" else ["--push-insecure-http"]),
+               *self.args]
         with open(self.state / "stderr.log", "wb") as err:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err,
                                          cwd=Path(__file__).resolve().parents[2])

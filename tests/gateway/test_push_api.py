@@ -60,6 +60,28 @@ def test_revoke_duplicate_and_unrevoke(tmp_path: Path) -> None:
     asyncio.run(go())
 
 
+def test_signed_test_event_is_acknowledged_and_changes_nothing(tmp_path: Path) -> None:
+    """``ikepki gateways add/test`` probe: even carrying a live SA's serial, a ``test`` event
+    blocks nothing and deletes no SA; an untrusted one is refused like any event (401)."""
+    async def go() -> None:
+        r, wire, api = _setup(tmp_path)
+        alice = PKI.clients["alice"]
+        await PyInitiator(r, wire, alice, b"alice@example.test").establish()
+        live = len(r.established())
+        res = api.handle("POST", "/v1/revocations", _event(alice.cert.serial_number, "test"))
+        assert (res.status, res.body) == (200, {"accepted": True, "test": True, "terminated_sas": 0,
+                                                "duplicate": False})
+        assert not r.blocklist.entries and len(r.established()) == live == 1
+        forged = build_pki()  # a push signer under another root
+        ev = RevocationEvent(event_id="t", type="test", issuer="CN=x", issuer_key_id="00", serial="0", reason=None,
+                             revoked_at=None, created_at=now_rfc3339())
+        key = forged.push_signer.key
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        untrusted = api.handle("POST", "/v1/revocations", sign_event(ev, key, [forged.push_signer.cert]).encode())
+        assert untrusted.status == 401 and untrusted.body["accepted"] is False
+    asyncio.run(go())
+
+
 def test_routes_and_http_framing(tmp_path: Path) -> None:
     async def go() -> None:
         _, _, api = _setup(tmp_path)

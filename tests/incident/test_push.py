@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -93,9 +95,11 @@ def test_server_killed_between_commit_and_delivery_delivers_after_restart(incide
         incident.disable_gateway(name)
 
 
-def test_bundled_ikev2_responder_accepts_the_pushed_event(incident, tmp_path):  # type: ignore[no-untyped-def]
-    """The ``responder`` driver against the real bundled responder (python -m gateway.cli serve):
-    it verifies the JWS against the ikepki root and applies the revocation."""
+def _responder(incident, tmp_path, tls: bool, *extra: str):  # type: ignore[no-untyped-def]
+    """The bundled responder (python -m gateway.cli serve) with an ikepki gateway certificate for
+    IP:127.0.0.1, which serves as its IKE identity and — with ``tls`` — as its push listener's TLS
+    certificate. Returns (process, push port, event log)."""
+    import ipaddress
     import socket
     import subprocess
     import sys
@@ -103,24 +107,50 @@ def test_bundled_ikev2_responder_accepts_the_pushed_event(incident, tmp_path):  
     from tests.conftest import REPO, free_port
 
     tag = os.urandom(3).hex()
-    gw_pem, gw_key, _ = incident.issue("gateway", x509.DNSName(f"rgw-{tag}.example.test"), f"rgw-{tag}")
+    gw_pem, gw_key, _ = incident.issue("gateway", x509.IPAddress(ipaddress.ip_address("127.0.0.1")), f"rgw-{tag}")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         udp = s.getsockname()[1]
     push_port = free_port()
-    events = tmp_path / "events.jsonl"
+    events = tmp_path / f"events-{tag}.jsonl"
     env = {k: v for k, v in os.environ.items() if k != "SOFTHSM2_CONF"}
+    push = ["--push-tls-cert", str(gw_pem), "--push-tls-key", str(gw_key)] if tls else []
+    err = tmp_path / f"err-{tag}.log"
     proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--listen", f"127.0.0.1:{udp}",
-                             "--push-listen", f"127.0.0.1:{push_port}", "--cert", str(gw_pem), "--key", str(gw_key),
-                             "--ca-bundle", str(incident.dir / "root-ca.pem"), "--ocsp", "off",
-                             "--control", str(tmp_path / "control.sock"), "--event-log", str(events)],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=(tmp_path / "err.log").open("wb"))
-    name = f"responder-{tag}"
-    try:
-        import httpx
+                             "--push-listen", f"127.0.0.1:{push_port}", *push, *extra, "--cert", str(gw_pem),
+                             "--key", str(gw_key), "--ca-bundle", str(incident.dir / "root-ca.pem"), "--ocsp", "off",
+                             "--control", str(tmp_path / f"control-{tag}.sock"), "--event-log", str(events)],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=err.open("wb"))
+    import httpx
 
-        assert wait_for(lambda: _up(httpx, push_port), 30), (tmp_path / "err.log").read_text()
-        incident.add_gateway(name, "responder", f"http://127.0.0.1:{push_port}")
+    verify = ssl.create_default_context(cafile=str(incident.dir / "root-ca.pem"))
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{push_port}"
+    if not wait_for(lambda: proc.poll() is not None or _up(httpx, url, verify), 30) or proc.poll() is not None:
+        proc.kill()
+        raise AssertionError(err.read_text())
+    return proc, url, events, err
+
+
+def test_bundled_ikev2_responder_accepts_the_pushed_event_over_tls(incident, tmp_path):  # type: ignore[no-untyped-def]
+    """The ``responder`` driver against the real bundled responder over HTTPS (its default):
+    ``gateways add`` proves the URL with a signed test event that changes nothing, the pushed JWS
+    is verified against the ikepki root and applied, ``gateways test`` reports reachability."""
+    tag = os.urandom(3).hex()
+    name = f"responder-{tag}"
+    proc, url, events, _ = _responder(incident, tmp_path, tls=True)
+    try:
+        added = incident.ikepki("gateways", "add", "--name", name, "--kind", "responder", "--url", url, "--json")
+        assert json.loads(added.stdout)["check"]["ok"] is True
+        tested = [e for e in map(json.loads, events.read_text().splitlines()) if e.get("type") == "test"]
+        assert len(tested) == 1 and tested[0]["accepted"] is True  # acknowledged, nothing else
+        assert "serial" not in tested[0] and "terminated_sas" not in tested[0]
+
+        # the same TLS listener registered as http:// is refused, and nothing is registered
+        wrong = incident.ikepki("gateways", "add", "--name", f"{name}-http", "--kind", "responder", "--url",
+                                url.replace("https://", "http://"), check=False)
+        assert wrong.returncode == 5 and "speaks TLS" in wrong.stderr, wrong.stderr
+        assert f"{name}-http" not in incident.ikepki("gateways", "list", "--json").stdout
+
         _, _, serial = incident.issue("user", x509.RFC822Name(f"resp-{tag}@example.test"), f"resp-{tag}")
         with incident.api() as api:
             assert api.post("/revocations", json={"serials": [serial], "reason": "keyCompromise"}).status_code == 200
@@ -128,14 +158,59 @@ def test_bundled_ikev2_responder_accepts_the_pushed_event(incident, tmp_path):  
         assert row, _row(incident, serial, name)
         applied = [json.loads(line) for line in events.read_text().splitlines() if serial in line]
         assert any(e.get("accepted") is True and e.get("serial") == serial for e in applied), applied
+
+        ok = incident.ikepki("gateways", "test", name)
+        assert "ok" in ok.stdout and "acknowledged" in ok.stdout
     finally:
-        incident.disable_gateway(name)
         proc.terminate()
         proc.wait(10)
-
-
-def _up(httpx: Any, port: int) -> bool:
     try:
-        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+        down = incident.ikepki("gateways", "test", name, "--json", check=False)
+        assert down.returncode == 6, down.stdout + down.stderr
+        assert json.loads(down.stdout)["ok"] is False and "unreachable" in json.loads(down.stdout)["detail"]
+    finally:
+        incident.disable_gateway(name)
+
+
+def test_plain_http_push_listener_only_on_request_and_https_to_it_is_refused(incident, tmp_path):  # type: ignore[no-untyped-def]
+    """The responder refuses --push-listen without TLS unless --push-insecure-http (then warns
+    loudly); ``gateways add --url https://…`` to that plain listener is refused with the reason,
+    ``--no-check`` registers anyway."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    refused = subprocess.run([sys.executable, "-m", "gateway.cli", "serve", "--listen", "127.0.0.1:0",
+                              "--push-listen", "127.0.0.1:0", "--cert", "x.pem", "--key", "x.key", "--ca-bundle",
+                              str(incident.dir / "root-ca.pem")], cwd=REPO, capture_output=True, text=True,
+                             timeout=60, check=False)
+    assert refused.returncode == 2 and "--push-insecure-http" in refused.stderr, refused.stderr
+
+    tag = os.urandom(3).hex()
+    proc, url, _, err = _responder(incident, tmp_path, False, "--push-insecure-http")
+    try:
+        assert "PLAIN HTTP" in err.read_text()
+        https = url.replace("http://", "https://")
+        wrong = incident.ikepki("gateways", "add", "--name", f"plain-{tag}", "--kind", "responder", "--url", https,
+                                check=False)
+        assert wrong.returncode == 5 and "plain HTTP" in wrong.stderr, wrong.stderr
+        assert f"plain-{tag}" not in incident.ikepki("gateways", "list", "--json").stdout
+        forced = incident.ikepki("gateways", "add", "--name", f"plain-{tag}", "--kind", "responder", "--url", https,
+                                 "--no-check")
+        assert "not checked" in forced.stdout
+        plain = incident.ikepki("gateways", "add", "--name", f"plain-ok-{tag}", "--kind", "responder", "--url", url)
+        assert "plain HTTP" in plain.stderr  # registered, with a warning
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        for n in (f"plain-{tag}", f"plain-ok-{tag}"):
+            with contextlib.suppress(AssertionError):
+                incident.disable_gateway(n)
+
+
+def _up(httpx: Any, url: str, verify: Any) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1, verify=verify).status_code == 200
     except httpx.HTTPError:
         return False
