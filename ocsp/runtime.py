@@ -12,6 +12,7 @@ from datetime import timedelta
 from functools import cached_property
 from typing import Any
 
+from ca.service.liveness import beat
 from ca.store.outbox_feed import OutboxFeed
 from ocsp import lease
 from ocsp.crl_publisher import CrlPublisher
@@ -23,6 +24,8 @@ from ocsp.signers import delegated_cert, needs_rotation, rotate
 log = logging.getLogger("ikepki.ocsp")
 CRL_LEASE, ROTATION_LEASE = "crl-publisher", "ocsp-signer-rotation"
 SCHEDULE_SECONDS = 30.0  # re-check CRL schedules at least this often
+CRL_LOOP = "crl-publisher"
+CRL_MAX_SILENCE_SECONDS = 300.0  # a round reads the outbox and maybe publishes (1M entries: < 1 s)
 MIN_SIGNER_AGE = timedelta(seconds=10)
 
 
@@ -85,6 +88,7 @@ class OcspRuntime:
         led = False  # until this process has published once, try every round (take over an expired lease)
         last = 0.0
         while True:
+            beat(CRL_LOOP)
             try:
                 rows = await asyncio.to_thread(self._read_outbox, feed)
                 if rows and led:

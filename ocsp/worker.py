@@ -11,10 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from ca.service.server import BackgroundTask
-from ocsp.runtime import runtime_for
+from ocsp.runtime import CRL_LOOP, CRL_MAX_SILENCE_SECONDS, runtime_for
 
 
 def background_tasks(deployment: Any) -> list[BackgroundTask]:
     rt = runtime_for(deployment)
-    return [BackgroundTask("crl-publisher", rt.crl_loop), BackgroundTask("ocsp-presign", rt.presign_loop),
+    return [BackgroundTask(CRL_LOOP, rt.crl_loop, max_silence=CRL_MAX_SILENCE_SECONDS),
+            BackgroundTask("ocsp-presign", rt.presign_loop),
             BackgroundTask("ocsp-signer-rotation", rt.rotation_loop)]

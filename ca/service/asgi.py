@@ -43,8 +43,9 @@ class Router:
     """Dispatch by longest matching path prefix; core endpoints first."""
 
     def __init__(self, listener: str, mounts: list[HttpMount], deployment: Any, metrics: Metrics,
-                 readiness: Callable[[], dict[str, bool]]) -> None:
+                 readiness: Callable[[], dict[str, bool]], liveness: Callable[[], list[str]] = list) -> None:
         self.listener = listener
+        self.liveness = liveness
         self.mounts = sorted((m for m in mounts if listener in m.listeners), key=lambda m: -len(m.prefix))
         self.deployment = deployment
         self.metrics = metrics
@@ -87,8 +88,10 @@ class Router:
             self.metrics.requests[(self.listener, mount_name, status_box.get("s", 0))] += 1
 
     async def _core(self, path: str, scope: Scope, send: Send) -> bool:
-        if path == "/healthz":
-            await send_bytes(send, 200, b"ok\n")
+        if path == "/healthz":  # liveness: the background tasks run (ca/service/liveness.py)
+            problems = self.liveness()
+            await send_bytes(send, 503 if problems else 200,
+                             "".join(f"FAIL {p}\n" for p in problems).encode() or b"ok\n")
         elif path == "/readyz":
             checks = self.readiness()
             body = "".join(f"{k}: {'ok' if v else 'FAIL'}\n" for k, v in checks.items()).encode()
@@ -112,5 +115,5 @@ def _strip(scope: Scope, mount: HttpMount) -> Scope:
 
 
 def app_for(listener: str, mounts: list[HttpMount], deployment: Any, metrics: Metrics,
-            readiness: Callable[[], dict[str, bool]]) -> ASGIApp:
-    return Router(listener, mounts, deployment, metrics, readiness)
+            readiness: Callable[[], dict[str, bool]], liveness: Callable[[], list[str]] = list) -> ASGIApp:
+    return Router(listener, mounts, deployment, metrics, readiness, liveness)

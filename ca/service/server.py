@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ca.service.asgi import Metrics, app_for
+from ca.service.liveness import Liveness
 from ca.service.mounts import HTTP, HTTPS, HttpMount, load_mounts
 
 log = logging.getLogger("ikepki.service")
@@ -76,6 +77,7 @@ class BackgroundTask:
 
     name: str
     run: Callable[[], Coroutine[Any, Any, None]]
+    max_silence: float | None = None  # seconds without a liveness.beat(name) before /healthz fails
 
 
 def load_background_tasks(deployment: Any, only: set[str] | None = None) -> list[BackgroundTask]:
@@ -108,14 +110,16 @@ async def run_servers(deployment: Any, host: str, https_port: int | None, http_p
                       ready: Callable[[], None] | None = None) -> None:
     mounts = load_mounts(deployment) if mounts is None else mounts
     metrics = Metrics()
+    liveness = Liveness()
     servers = []
     if https_port is not None:
-        app = app_for(HTTPS, mounts, deployment, metrics, deployment.ready)
+        app = app_for(HTTPS, mounts, deployment, metrics, deployment.ready, liveness.problems)
         servers.append(uvicorn.Server(_uvicorn_config(app, host, https_port, tls_context(deployment))))
     if http_port is not None:
-        app = app_for(HTTP, mounts, deployment, metrics, deployment.ready)
+        app = app_for(HTTP, mounts, deployment, metrics, deployment.ready, liveness.problems)
         servers.append(uvicorn.Server(_uvicorn_config(app, host, http_port, None)))
     running = [asyncio.create_task(t.run(), name=t.name) for t in (tasks or [])]
+    liveness.watch(tasks or [], running)
     serving = [asyncio.create_task(s.serve()) for s in servers]
     while not all(s.started for s in servers):
         if any(t.done() for t in serving):

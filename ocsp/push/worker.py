@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca.errors import PKIError
 from ca.revocation_event import sign_event
+from ca.service.liveness import beat
 from ca.service.server import BackgroundTask
 from ca.store.deliveries import DeliveryQueue, DueDelivery, Gateway
 from ocsp.push.crl import CrlSource
@@ -31,6 +32,8 @@ from ocsp.push.settings import PushSettings
 
 log = logging.getLogger("ikepki.push")
 SIGNER = "push-signer"
+LIVENESS_NAME = "push"
+MAX_SILENCE_SECONDS = 120.0  # a round is a stat or one indexed query: this long means a hung database call
 JWS_CACHE = 20_000
 
 
@@ -83,6 +86,7 @@ class PushWorker:
         log.info("push worker started (poll %.0f ms, change probe %s)", poll * 1000, changes.available)
         loop = asyncio.get_running_loop()
         while True:
+            beat(LIVENESS_NAME)
             started = 0
             if changes.changed() or loop.time() - last_query >= idle_query:
                 last_query = loop.time()
@@ -211,4 +215,4 @@ def background_tasks(deployment: Any) -> list[BackgroundTask]:
     if not settings.enabled:
         return []
     worker = PushWorker(deployment, settings)
-    return [BackgroundTask("push", worker.run)]
+    return [BackgroundTask(LIVENESS_NAME, worker.run, max_silence=MAX_SILENCE_SECONDS)]

@@ -98,6 +98,7 @@ def chart(ha_base: HaBase, tmp_path_factory: pytest.TempPathFactory) -> Iterator
                "IKEPKI_HSM_PIN_FILE": str(directory / "hsm-pin"),
                "IKEPKI_ADMIN_TOKEN_FILE": str(directory / "admin-token")}
     https_port, api_http, ocsp_port, http01 = free_port(), free_port(), free_port(), free_port()
+    worker_port = free_port()
     public = f"http://127.0.0.1:{ocsp_port}"
     common = {**secrets, "IKEPKI_PUBLIC_BASE_URL": public, "IKEPKI_OCSP_BASE_URL": public}
     started: dict[str, Proc] = {}
@@ -113,9 +114,9 @@ def chart(ha_base: HaBase, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         started["api"] = spawn("api", argv, env, base)
         argv, env = localize(procs["ocsp"], common, {"--host": "127.0.0.1", "--port": str(ocsp_port)})
         started["ocsp"] = spawn("ocsp", argv, env, base)
-        argv, env = localize(procs["worker"], common, {})
+        argv, env = localize(procs["worker"], common, {"--host": "127.0.0.1", "--port": str(worker_port)})
         started["worker"] = spawn("worker", argv, env, base)
-        for name, port in (("api", api_http), ("ocsp", ocsp_port)):
+        for name, port in (("api", api_http), ("ocsp", ocsp_port), ("worker", worker_port)):
             probe = f"http://127.0.0.1:{port}{probe_path(procs[name], 'readinessProbe')}"
 
             def ready(proc: Proc = started[name], probe: str = probe) -> bool:
@@ -124,6 +125,8 @@ def chart(ha_base: HaBase, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             wait_for(ready, f"{name} readiness", timeout=120)
         wait_for(lambda: _alive(started["worker"]) and "ikepki worker:" in started["worker"].output(),
                  "worker start", timeout=120)
+        live = httpx.get(f"http://127.0.0.1:{worker_port}{probe_path(procs['worker'], 'livenessProbe')}", timeout=5)
+        assert (live.status_code, live.text) == (200, "ok\n"), live.text  # push + CRL publisher tasks alive
         yield Chart(directory, url, f"https://127.0.0.1:{https_port}", f"http://127.0.0.1:{api_http}", public, http01,
                     started)
     finally:

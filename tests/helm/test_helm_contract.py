@@ -17,7 +17,7 @@ EXPECTED_ARGV = {
     "api": ["ikepki", "serve", "--dir", "$(IKEPKI_DIR)", "--host", "0.0.0.0", "--https-port", "8443",
             "--http-port", "8080"],
     "ocsp": ["ikepki", "ocsp", "serve", "--dir", "$(IKEPKI_DIR)", "--host", "0.0.0.0", "--port", "8080"],
-    "worker": ["ikepki", "worker", "--dir", "$(IKEPKI_DIR)"],
+    "worker": ["ikepki", "worker", "--dir", "$(IKEPKI_DIR)", "--host", "0.0.0.0", "--port", "8080"],
     "migrate": ["ikepki", "db", "upgrade", "--dir", "$(IKEPKI_DIR)"],
     "gateway": ["ikepki", "responder", "serve", "--config", "/etc/ikepki/responder.yaml"],
 }
@@ -255,7 +255,7 @@ def test_resources_on_every_container(rendered: tuple[str, list[dict[str, Any]]]
 def test_probes(rendered: tuple[str, list[dict[str, Any]]]) -> None:
     _values_file, manifests = rendered
     procs = component_processes(manifests=manifests)
-    for name in ("api", "ocsp"):
+    for name in ("api", "ocsp", "worker"):
         if name not in procs:
             continue
         probes = procs[name].probes
@@ -266,11 +266,11 @@ def test_probes(rendered: tuple[str, list[dict[str, Any]]]) -> None:
         assert ports["http"] == 8080
         if name == "api":
             assert ports["https"] == 8443
+        if name == "worker":
+            assert set(ports) == {"http"}
     if "gateway" in procs:
         assert procs["gateway"].probes["livenessProbe"]["tcpSocket"] == {"port": "push"}
         assert procs["gateway"].probes["readinessProbe"]["tcpSocket"] == {"port": "push"}
-    if "worker" in procs:
-        assert procs["worker"].probes == {}, "the worker exposes no health endpoint (yet)"
 
 
 def test_pod_disruption_budgets_never_block_a_drain(rendered: tuple[str, list[dict[str, Any]]]) -> None:
@@ -305,7 +305,7 @@ def test_network_policies_public_ocsp_restricted_admin() -> None:
     assert {"podSelector": {"matchLabels": {"ikepki.io/admin-client": "true"}}} in peers
 
     worker = _policy(manifests, "worker")["spec"]
-    assert worker["ingress"] == []
+    assert worker["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}], "health/metrics only"
     gateway = _policy(manifests, "gateway")["spec"]
     push = next(r for r in gateway["ingress"] if {"port": "push", "protocol": "TCP"} in r["ports"])
     assert push["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "worker"
@@ -423,6 +423,8 @@ def test_responder_yaml_uses_the_responders_option_names() -> None:
     config = yaml.safe_load(data["responder.yaml"])
     assert config["listen"].endswith(":500") and config["nat_port"] == 4500
     assert config["push_listen"].endswith(":8444")
+    assert config["push_tls_cert"].startswith("/etc/ikepki/gateway/"), "the push listener is HTTPS by default"
+    assert not config.get("push_insecure_http")
     assert config["control"].startswith("/tmp/"), "the root filesystem is read-only"
     assert config["policy"] == "/etc/ikepki/policy.yaml" and "rules" in yaml.safe_load(data["policy.yaml"])
     options = _responder_serve_options()
@@ -437,13 +439,20 @@ def test_api_background_workers_switch() -> None:
     assert [*api.command, *api.args] == [*EXPECTED_ARGV["api"], "--no-workers"]
 
 
-def test_worker_health_listener_switch() -> None:
-    manifests = render_manifests(None, {"worker": {"health": {"enabled": True}}})
+def test_worker_health_listener_is_on_by_default_and_can_be_switched_off() -> None:
+    manifests = render_manifests(None)
     worker = component_processes(manifests=manifests)["worker"]
-    assert [*worker.command, *worker.args] == [*EXPECTED_ARGV["worker"], "--host", "0.0.0.0", "--port", "8080"]
+    assert [*worker.command, *worker.args] == EXPECTED_ARGV["worker"]
     assert worker.probes["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert worker.probes["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert _policy(manifests, "worker")["spec"]["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]
+
+    exec_probe = {"exec": {"command": ["/bin/sh", "-c", "test -e /tmp/alive"]}, "periodSeconds": 30}
+    off = render_manifests(None, {"worker": {"health": {"enabled": False}, "livenessProbe": exec_probe}})
+    worker = component_processes(manifests=off)["worker"]
+    assert [*worker.command, *worker.args] == ["ikepki", "worker", "--dir", "$(IKEPKI_DIR)"]
+    assert worker.probes == {"livenessProbe": exec_probe} and worker.ports == []
+    assert _policy(off, "worker")["spec"]["ingress"] == []
 
 
 def test_ocsp_and_worker_wait_for_the_demo_ca() -> None:
