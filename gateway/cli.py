@@ -82,11 +82,14 @@ def serve(
         raise typer.Exit(2) from exc
 
 
-def _http_get(path: str, url: str | None, control: Path) -> dict[str, Any]:
+def _http_get(path: str, url: str | None, control: Path, ca_bundle: Path | None = None) -> dict[str, Any]:
     if url:
+        import ssl
+
         import httpx
 
-        return dict(httpx.get(url.rstrip("/") + path, timeout=5).json())
+        verify = ssl.create_default_context(cafile=str(ca_bundle)) if ca_bundle else True
+        return dict(httpx.get(url.rstrip("/") + path, timeout=5, verify=verify).json())
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(5)
         s.connect(str(control))
@@ -100,11 +103,13 @@ def _http_get(path: str, url: str | None, control: Path) -> dict[str, Any]:
 @app.command()
 def sas(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
-    url: Annotated[str | None, typer.Option(help="push listener URL, http://h:p")] = None,
+    url: Annotated[str | None, typer.Option(help="push listener URL, https://h:p")] = None,
     control: Annotated[Path, typer.Option(help="Unix control socket")] = DEFAULT_CONTROL,
+    ca_bundle: Annotated[Path | None, typer.Option(help="PEM roots for the push listener's TLS certificate "
+                                                        "(default: the system roots)")] = None,
 ) -> None:
     """List the responder's IKE SAs."""
-    data = _http_get("/v1/sas", url, control)
+    data = _http_get("/v1/sas", url, control, ca_bundle)
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return

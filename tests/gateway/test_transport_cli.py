@@ -83,6 +83,10 @@ def test_serve_from_config_file_and_sas_over_control_socket(tmp_path: Path) -> N
         out = subprocess.run([sys.executable, "-m", "gateway.cli", "sas", "--json", "--control", str(proc.control)],
                              capture_output=True, text=True, timeout=20, check=True)
         assert json.loads(out.stdout) == {"sas": []}
+        over_tls = subprocess.run([sys.executable, "-m", "gateway.cli", "sas", "--json", "--url", proc.url,
+                                   "--ca-bundle", str(tmp_path / "root.pem")],
+                                  capture_output=True, text=True, timeout=20, check=True)
+        assert proc.url.startswith("https://") and json.loads(over_tls.stdout) == {"sas": []}
         assert httpx.post(proc.url + "/v1/revocations", content=b"x", verify=ctx, timeout=10).status_code == 400
         (tmp_path / "policy.yaml").write_text("rules: [{name: second, match: {role: ops}}]")
         assert proc.proc is not None

@@ -209,6 +209,14 @@ def test_plain_http_push_listener_only_on_request_and_https_to_it_is_refused(inc
                 incident.disable_gateway(n)
 
 
+def test_vici_gateway_without_a_socket_is_not_registered(incident, tmp_path):  # type: ignore[no-untyped-def]
+    name = f"vici-missing-{os.urandom(3).hex()}"
+    proc = incident.ikepki("gateways", "add", "--name", name, "--kind", "vici", "--url",
+                           f"unix://{tmp_path}/charon.vici", check=False)
+    assert proc.returncode == 6 and "no such socket" in proc.stderr, proc.stderr
+    assert name not in incident.ikepki("gateways", "list", "--json").stdout
+
+
 def _up(httpx: Any, url: str, verify: Any) -> bool:
     try:
         return httpx.get(f"{url}/healthz", timeout=1, verify=verify).status_code == 200
