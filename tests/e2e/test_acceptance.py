@@ -167,8 +167,9 @@ def _start_responder(lab: Lab) -> None:
               "--event-log", str(lab.work / "events.jsonl"), "--ocsp", "strict", "--local-id", "gw.example.test")
     assert wait_until(lambda: '"ok"' in lab.run("curl", "-s", f"http://127.0.0.1:{lab.push_port}/healthz",
                                                   check=False).stdout, 20), (lab.work / "responder.log").read_text()
-    run_ikepki("gateways", "add", "--name", "bundled-responder", "--kind", "responder", "--url",
-               f"http://127.0.0.1:{lab.push_port}", directory=lab.dir)
+    # checked from inside the namespace, where ikepki serve (the push worker) runs
+    lab.run(IKEPKI, "gateways", "add", "--name", "bundled-responder", "--kind", "responder", "--url",
+            f"http://127.0.0.1:{lab.push_port}", "--dir", str(lab.dir))
 
 
 # --- enrollment with independent clients --------------------------------------------------------
