@@ -81,9 +81,9 @@ def add(name: Annotated[str, typer.Option("--name")], kind: Annotated[str, typer
     else:
         if url.startswith("http://"):
             err_console.print(f"warning: {url} is plain HTTP: events are signed, but anyone on the path sees "
-                              "them", highlight=False)
+                              "them", highlight=False, markup=False)
         console.print(f"gateway {name} ({kind}) registered: {url}"
-                      + (f"\ncheck: {result.detail}" if result else " (not checked)"), highlight=False)
+                      + (f"\ncheck: {result.detail}" if result else " (not checked)"), highlight=False, markup=False)
 
 
 @gateways_app.command("test")
@@ -109,7 +109,7 @@ def test(name: str, directory: DirOption = DEFAULT_DIR, config: ConfigOption = N
         return
     if not result.ok:
         raise PKIError(result.kind or ErrorKind.BAD_REQUEST, f"gateway {name}: {result.detail}")
-    console.print(f"gateway {name}: ok — {result.detail}", highlight=False)
+    console.print(f"gateway {name}: ok — {result.detail}", highlight=False, markup=False)
 
 
 def _set_enabled(name: str, enabled: bool, directory: Any, config: Any) -> None:

@@ -50,3 +50,15 @@ def test_key_cells_always_appear_whole(width: int, rows: list[tuple[str, str, st
     # a list line may be wider than the console (the terminal soft-wraps it); a table cell never is split
     for r in rows:
         assert r[0] in out and r[2] in out
+
+
+def test_error_lines_print_brackets_literally(capsys: object) -> None:
+    """Error details are data: a TLS error's "[SSL: …]" or a stray "[/x]" is printed as is (rich
+    markup would swallow the first and crash on the second)."""
+    from ca.cli.common import fail
+
+    message = "https://gw:8444: [SSL: CERTIFICATE_VERIFY_FAILED] [ssl] certificate verify failed [/x]"
+    exit_ = fail(message, 5)
+    assert exit_.exit_code == 5
+    err = capsys.readouterr().err  # type: ignore[attr-defined]
+    assert message in err.replace("\n", "")
