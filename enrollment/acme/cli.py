@@ -95,7 +95,11 @@ def eab_create(
     if json_out:
         print_json(result)
     else:
-        console.print(f"key id:   {kid}\nhmac key: {b64e(key)}", highlight=False)
+        lines = [f"key id:   {kid}", f"hmac key: {b64e(key)}", f"profile:  {profile}",
+                 f"allows:   {', '.join(patterns)}"]
+        lines += [f"expires:  {expiry.isoformat()}"] if expiry else []
+        lines += ["single use"] if single_use else []
+        console.print("\n".join(lines), highlight=False, markup=False)
 
 
 @eab_app.command("list")

@@ -3,6 +3,8 @@ and that everything else is refused with a message listing the forms."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -64,3 +66,13 @@ def test_parse_pattern_never_crashes(text: str) -> None:
     assert p == p.strip().lower() and 0 < len(p) <= 255
     for ident in (Identifier("dns", "h.example.test"), Identifier("ip", "10.0.0.1"), DEVICE):
         assert isinstance(matches_pattern(ident, p), bool)
+
+
+def test_cli_refuses_a_label_wildcard_and_shows_what_a_key_allows(deployment_dir: Path) -> None:
+    from tests.conftest import run_ikepki
+
+    bad = run_ikepki("acme", "eab", "create", "--profile", "machine", "--identifiers", "laptop-*.corp.test",
+                     directory=deployment_dir, check=False)
+    assert bad.returncode == 5 and "device:*" in bad.stderr and "'*.example.test'" in bad.stderr, bad.stderr
+    ok = run_ikepki("acme", "eab", "create", "--profile", "machine", "--identifiers", "*", directory=deployment_dir)
+    assert "allows:   *" in ok.stdout.splitlines() and "profile:  machine" in ok.stdout.splitlines()
