@@ -383,10 +383,10 @@ def degenerate(certs: Sequence[x509.Certificate], crls: Sequence[bytes] = ()) ->
     """A degenerate SignedData (RFC 8894 §3.4): no content, no signers; certificates, or for
     GetCRL (§3.3.3) the DER CRLs in the ``crls`` [1] field."""
     body = [_int(1), _set(), _seq(_OID_DER["data"])]
-    if certs:
-        body.append(der_tlv(0xA0, b"".join(c.public_bytes(Encoding.DER) for c in certs)))
+    if certs:  # [0] IMPLICIT SET OF: DER order (X.690 §11.6), as strict parsers (cryptography) want it
+        body.append(der_tlv(0xA0, b"".join(sorted(c.public_bytes(Encoding.DER) for c in certs))))
     if crls:
-        body.append(der_tlv(0xA1, b"".join(crls)))
+        body.append(der_tlv(0xA1, b"".join(sorted(crls))))
     return _content_info("signed_data", _seq(*body, _set()))
 
 

@@ -8,6 +8,7 @@ import os
 import ssl
 import subprocess
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +112,9 @@ def test_strongswan_des3_wrong_password_issues_nothing(scep_defaults: ScepEnv, t
 def degenerate_certs(scep: ScepEnv) -> list[x509.Certificate]:
     resp = httpx.get(scep.url, params={"operation": "GetCACert"}, timeout=30)
     assert resp.status_code == 200
-    return pkcs7.load_der_pkcs7_certificates(resp.content)
+    with warnings.catch_warnings():  # strict DER: cryptography warns (and will refuse) on a BER SET OF
+        warnings.simplefilter("error")
+        return pkcs7.load_der_pkcs7_certificates(resp.content)
 
 
 def scepclient(scep: ScepEnv, work: Path, cn: str, *extra: str) -> subprocess.CompletedProcess[str]:
