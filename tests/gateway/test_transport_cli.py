@@ -109,3 +109,27 @@ def test_serve_from_config_file_and_sas_over_control_socket(tmp_path: Path) -> N
                                 "--cert", str(tmp_path / "gw.pem"), "--key", str(tmp_path / "tls.key"),
                                 "--ca-bundle", str(tmp_path / "root.pem")], capture_output=True, text=True, timeout=20)
     assert wrong_key.returncode == 2 and "is not the key of" in wrong_key.stderr
+
+
+def test_push_listener_is_https_unless_plain_http_is_asked_for_by_name(tmp_path: Path) -> None:
+    """check_push_options (gateway/server.py) and the YAML/CLI merge of --push-insecure-http."""
+    import pytest
+
+    from gateway.cli import _merge
+    from gateway.server import ConfigError, ServeOptions, check_push_options
+
+    base = {"listen": "127.0.0.1:500", "cert": Path("c"), "key": "k", "ca_bundle": Path("b")}
+    with pytest.raises(ConfigError, match="--push-insecure-http"):
+        check_push_options(ServeOptions(**base, push_listen="127.0.0.1:8444"))
+    with pytest.raises(ConfigError, match="exclude each other"):
+        check_push_options(ServeOptions(**base, push_listen="127.0.0.1:8444", push_tls_cert=Path("t"),
+                                        push_insecure_http=True))
+    with pytest.raises(ConfigError, match="need --push-listen"):
+        check_push_options(ServeOptions(**base, push_insecure_http=True))
+    check_push_options(ServeOptions(**base, push_listen="127.0.0.1:8444", push_tls_cert=Path("t")))
+    check_push_options(ServeOptions(**base, push_listen="127.0.0.1:8444", push_insecure_http=True))
+    check_push_options(ServeOptions(**base))  # no push listener at all
+
+    (tmp_path / "r.yaml").write_text("push_listen: 127.0.0.1:8444\npush_insecure_http: true\n")
+    # the CLI passes None when the flag is absent, so the YAML value stands
+    assert _merge(tmp_path / "r.yaml", {"push_insecure_http": None})["push_insecure_http"] is True
