@@ -235,11 +235,13 @@ class NoLiveSessions:
         return {}
 
 
-def live_session_probe() -> LiveSessionProbe:
-    """The probe registered under the ``ikepki.live_sessions`` entry point group (first by name)."""
+def live_session_probe(roots: Sequence[Any] = ()) -> LiveSessionProbe:
+    """The probe registered under the ``ikepki.live_sessions`` entry point group (first by name).
+    ``roots`` (the deployment's root certificates) are trusted, besides the system roots, for
+    gateways answering over HTTPS with an ikepki-issued certificate."""
     for ep in sorted(entry_points(group=LIVE_SESSIONS_GROUP), key=lambda e: e.name):
         try:
-            probe: LiveSessionProbe = ep.load()()
+            probe: LiveSessionProbe = ep.load()(roots)
             return probe
         except Exception as exc:  # a broken plug-in must not stop an incident response
             log.warning("live session probe %s unavailable: %s", ep.name, exc)

@@ -44,6 +44,7 @@ from ca.model import CertificateInfo, Requester, RevocationReason, parse_serial
 from ca.revocation import (
     RevocationOutcome,
     Selector,
+    live_session_probe,
     parse_reason,
     read_serials_file,
     revoke_selected,
@@ -99,7 +100,8 @@ class LocalBackend:
 
     def revoke(self, sel: Selector, reason: RevocationReason, block_device: bool, dry_run: bool) -> dict[str, Any]:
         return outcome_json(revoke_selected(self.dep.store, self.dep.authority, sel, reason,
-                                            Requester("cli", _whoami()), block_device, dry_run))
+                                            Requester("cli", _whoami()), block_device, dry_run,
+                                            probe=live_session_probe([self.dep.root]) if dry_run else None))
 
     def deliveries(self, serials: Sequence[str]) -> list[dict[str, Any]]:
         return [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}

@@ -125,7 +125,7 @@ def _routes(app: FastAPI, dep: Any, settings: AdminSettings) -> None:
             raise PKIError(ErrorKind.BAD_REQUEST, f"at most {settings.max_serials} serials per request")
         out = revoke_selected(dep.store, dep.authority, service.selector(body), parse_reason(body.reason, body.hold),
                               requester(p), body.block_device, body.dry_run, body.invalidity_date,
-                              settings.max_targets)
+                              settings.max_targets, live_session_probe([dep.root]) if body.dry_run else None)
         return RevocationResult(dry_run=out.dry_run, reason=out.reason.name,
                                 targets=[CertificateOut.of(t) for t in out.targets],
                                 revoked=[t.serial_hex for t in out.revoked],
@@ -201,7 +201,7 @@ def _routes(app: FastAPI, dep: Any, settings: AdminSettings) -> None:
         row = gateway_row(name)
         out = GatewayHealth.model_validate(GatewayOut.of(row).model_dump())
         if row["kind"] in ("vici", "responder"):
-            sessions = live_session_probe().sessions([{**row, "enabled": True}])
+            sessions = live_session_probe([dep.root]).sessions([{**row, "enabled": True}])
             out.reachable = name in sessions
             out.live_peers = len({k for k in sessions[name].peers if not k.startswith("dn:")}) \
                 if name in sessions else None

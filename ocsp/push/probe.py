@@ -25,8 +25,8 @@ import vici
 
 from ca.errors import ErrorKind
 from ca.revocation_event import EVENT_TEST, MEDIA_TYPE, RevocationEvent, now_rfc3339, sign_event
+from ca.store.deliveries import Gateway
 from ocsp.push.drivers import USER_AGENT, ResponderDriver, WebhookDriver
-from ocsp.push.queue import Gateway
 from ocsp.push.settings import PushSettings
 from ocsp.push.worker import push_signer, tls_verify
 

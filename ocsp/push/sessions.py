@@ -52,17 +52,31 @@ def _vici_sessions(url: str, timeout: float) -> GatewaySessions:
         sock.close()
 
 
-def _responder_sessions(url: str, timeout: float) -> GatewaySessions:
+def _responder_sessions(url: str, timeout: float, verify: Any = True) -> GatewaySessions:
     import httpx
 
-    sas = httpx.get(url.rstrip("/") + "/v1/sas", timeout=timeout).json().get("sas", [])
+    sas = httpx.get(url.rstrip("/") + "/v1/sas", timeout=timeout, verify=verify).json().get("sas", [])
     peers = set().union(*(peer_keys(str(sa["peer_id"])) for sa in sas if sa.get("peer_id"))) if sas else set()
     serials = {int(sa["serial"], 16) for sa in sas if sa.get("serial")}
     return GatewaySessions(frozenset(peers), frozenset(serials))
 
 
 class GatewaySessionProbe:
-    """VICI and bundled-responder gateways; others are unknown."""
+    """VICI and bundled-responder gateways; others are unknown. An HTTPS responder is verified
+    against the system roots plus ``roots`` (ikepki's root: the push listener's usual issuer)."""
+
+    def __init__(self, roots: Sequence[Any] = ()) -> None:
+        self.roots = tuple(roots)
+
+    def _verify(self) -> Any:
+        import ssl
+
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        ctx = ssl.create_default_context()
+        if self.roots:
+            ctx.load_verify_locations(cadata="".join(r.public_bytes(Encoding.PEM).decode() for r in self.roots))
+        return ctx
 
     def sessions(self, gateways: Iterable[Mapping[str, Any]], timeout: float = 1.0) -> dict[str, GatewaySessions]:
         out: dict[str, GatewaySessions] = {}
@@ -73,7 +87,7 @@ class GatewaySessionProbe:
                 if g["kind"] == "vici":
                     out[g["name"]] = _vici_sessions(g["url"], timeout)
                 elif g["kind"] == "responder":
-                    out[g["name"]] = _responder_sessions(g["url"], timeout)
+                    out[g["name"]] = _responder_sessions(g["url"], timeout, self._verify())
             except Exception:  # noqa: S112  (best effort: a gateway that cannot tell is "unknown")
                 continue
         return out
@@ -89,6 +103,6 @@ class GatewaySessionProbe:
         return out
 
 
-def probe() -> GatewaySessionProbe:
+def probe(roots: Sequence[Any] = ()) -> GatewaySessionProbe:
     """Entry point ``ikepki.live_sessions: push``."""
-    return GatewaySessionProbe()
+    return GatewaySessionProbe(roots)

@@ -161,6 +161,9 @@ def test_bundled_ikev2_responder_accepts_the_pushed_event_over_tls(incident, tmp
 
         ok = incident.ikepki("gateways", "test", name)
         assert "ok" in ok.stdout and "acknowledged" in ok.stdout
+        with incident.api() as api:  # live-SA probe over the verified HTTPS listener (ikepki's root trusted)
+            health = api.get(f"/gateways/{name}/health").json()
+        assert health["reachable"] is True and health["live_peers"] == 0, health
     finally:
         proc.terminate()
         proc.wait(10)
