@@ -1,0 +1,1 @@
+"""RADIUS for the gateway: a client (authentication relay, accounting) and a DAE listener."""
