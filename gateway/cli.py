@@ -54,6 +54,7 @@ def serve(
     cookie_threshold: Annotated[int | None, typer.Option(help="half-open SAs before COOKIEs")] = None,
     half_open_timeout: Annotated[float | None, typer.Option(help="seconds a half-open SA lives")] = None,
     fragment_size: Annotated[int | None, typer.Option(help="RFC 7383: fragment SK messages above this")] = None,
+    radius: Annotated[Path | None, typer.Option(help="YAML: EAP via RADIUS servers, accounting, DAE")] = None,
 ) -> None:
     """Serve IKEv2 as responder (RFC 7296)."""
     opts = _merge(config, {
@@ -63,12 +64,12 @@ def serve(
         "ocsp": ocsp,
         "event_log": event_log, "local_id": local_id, "dh_groups": dh_groups,
         "cookie_threshold": cookie_threshold, "half_open_timeout": half_open_timeout,
-        "fragment_size": fragment_size})
+        "fragment_size": fragment_size, "radius": radius})
     missing = [k for k in ("listen", "cert", "key", "ca_bundle") if not opts.get(k)]
     if missing:
         raise typer.BadParameter(f"missing: {', '.join('--' + m.replace('_', '-') for m in missing)}")
     opts["key"] = str(opts["key"])
-    for k in ("cert", "ca_bundle", "policy", "control", "event_log", "push_tls_cert", "push_tls_key"):
+    for k in ("cert", "ca_bundle", "policy", "control", "event_log", "push_tls_cert", "push_tls_key", "radius"):
         if opts.get(k) is not None:
             opts[k] = Path(opts[k])
     if isinstance(opts.get("dh_groups"), str):

@@ -19,6 +19,13 @@ CHILD_REKEY = "child_sa_rekey"
 AUTH_FAILED = "auth_failed"
 REVOCATION = "revocation_event"
 PROPOSAL_REFUSED = "proposal_refused"
+AUTH_ROUND = "auth_round_done"  # RFC 4739: first (certificate) round accepted
+EAP_STARTED = "eap_started"
+RADIUS_ANSWER = "radius_answer"
+EAP_SUCCESS = "eap_success"
+ACCOUNTING = "radius_accounting"
+DISCONNECT = "radius_disconnect"
+REAUTH_DUE = "reauth_deadline"
 
 
 @dataclass

@@ -11,9 +11,17 @@ YAML shape::
           role: vpn-staff
         local_ts: ["10.97.1.0/24"]            # responder side (TSr)
         remote_ts: ["10.97.2.0/24[tcp/443]"]  # initiator side (TSi)
+      - name: eap-staff
+        match:
+          radius_group: staff     # a Filter-Id or Class of the Access-Accept (fnmatch)
+        require: [pubkey, eap]    # RFC 4739: machine certificate AND user EAP
+        local_ts: ["10.97.1.0/24"]
+        remote_ts: ["10.97.2.0/24"]
 
-The first matching rule wins. Proposed selectors are narrowed to the intersection with
-the rule's selectors (RFC 7296 §2.9); an empty result is TS_UNACCEPTABLE.
+The first matching rule wins. ``require`` lists the authentication rounds the peer must
+have completed (``pubkey``, ``eap``); without it any round suffices. Certificate matchers
+(profile, san, role) never match a peer that presented no certificate. Proposed selectors
+are narrowed to the intersection with the rule's selectors (RFC 7296 §2.9); an empty result is TS_UNACCEPTABLE.
 """
 
 from __future__ import annotations
@@ -116,6 +124,8 @@ class Rule:
     roles: tuple[str, ...]
     local_ts: tuple[Selector, ...]
     remote_ts: tuple[Selector, ...]
+    radius_groups: tuple[str, ...] = ()
+    require: tuple[str, ...] = ()
 
 
 def _cert_oids(cert: x509.Certificate) -> set[str]:
@@ -172,17 +182,32 @@ class Policy:
         if not isinstance(r, dict):
             raise PolicyError(f"rule {i} is not a mapping")
         m = r.get("match") or {}
+        require = _as_tuple(r.get("require"))
+        if set(require) - {"pubkey", "eap"}:
+            raise PolicyError(f"rule {i}: require takes pubkey and/or eap")
         return Rule(str(r.get("name", f"rule-{i}")), _as_tuple(m.get("profile")), _as_tuple(m.get("san")),
                     _as_tuple(m.get("role")), tuple(Selector.parse(t) for t in _as_tuple(r.get("local_ts"))),
-                    tuple(Selector.parse(t) for t in _as_tuple(r.get("remote_ts"))))
+                    tuple(Selector.parse(t) for t in _as_tuple(r.get("remote_ts"))),
+                    _as_tuple(m.get("radius_group")), require)
 
     def _roles(self, cert: x509.Certificate) -> set[str]:
         attrs = cert.subject.get_attributes_for_oid(x509.ObjectIdentifier(self.role_oid))
         return {str(a.value) for a in attrs}
 
     def match(self, cert: x509.Certificate) -> Rule | None:
-        oids, sans, roles = _cert_oids(cert), _san_strings(cert), self._roles(cert)
+        return self.match_peer(cert, frozenset(), frozenset({"pubkey"}))
+
+    def match_peer(self, cert: x509.Certificate | None, groups: frozenset[str], methods: frozenset[str]
+                   ) -> Rule | None:
+        """First rule whose certificate matchers, RADIUS groups and required rounds all hold."""
+        oids = _cert_oids(cert) if cert is not None else set()
+        sans = _san_strings(cert) if cert is not None else []
+        roles = self._roles(cert) if cert is not None else set()
         for rule in self.rules:
+            if rule.require and not set(rule.require) <= methods:
+                continue
+            if rule.radius_groups and not any(fnmatch.fnmatchcase(g, p) for g in groups for p in rule.radius_groups):
+                continue
             if rule.profiles and not oids & set(rule.profiles):
                 continue
             if rule.san_patterns and not any(fnmatch.fnmatchcase(s.lower(), p.lower())

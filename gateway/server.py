@@ -23,6 +23,8 @@ from gateway.ikev2.crypto import SUPPORTED_GROUPS
 from gateway.ikev2.proposals import Preferences
 from gateway.policy import Policy
 from gateway.push import ControlApi, serve_tcp, serve_unix
+from gateway.radius import config as radius_config
+from gateway.radius.dae import serve_dae
 from gateway.responder import Responder, ResponderConfig
 from gateway.revocation import OcspMode
 from gateway.transport import IkeEndpoint, open_endpoint
@@ -55,6 +57,7 @@ class ServeOptions:
     cookie_threshold: int = 64
     half_open_timeout: float = 30.0
     fragment_size: int = 1280
+    radius: Path | None = None  # EAP/RADIUS configuration (gateway.radius.config)
 
 
 def _load_key(ref: str) -> PrivateKey:
@@ -129,11 +132,13 @@ def build_config(o: ServeOptions) -> ResponderConfig:
     if unknown:
         raise ConfigError(f"unsupported DH groups {unknown}; choose from {list(map(int, SUPPORTED_GROUPS))}")
     prefs = Preferences(dh=o.dh_groups) if o.dh_groups else Preferences()
+    eap = radius_config.load(o.radius)[0] if o.radius else None
     return ResponderConfig(
         cert_chain=chain, key=key, roots=roots,
         policy=Policy.load(o.policy) if o.policy else None, ocsp_mode=o.ocsp, prefs=prefs,
         local_id=parse_identity(o.local_id) if o.local_id else None, listen_host=split_hostport(o.listen)[0],
-        half_open_timeout=o.half_open_timeout, cookie_threshold=o.cookie_threshold, fragment_size=o.fragment_size)
+        half_open_timeout=o.half_open_timeout, cookie_threshold=o.cookie_threshold, fragment_size=o.fragment_size,
+        eap=eap)
 
 
 class Gateway:
@@ -147,6 +152,7 @@ class Gateway:
         self.responder = Responder(build_config(opts), self._send, self.log)
         self.api = ControlApi(self.responder)
         self.servers: list[asyncio.Server] = []
+        self.dae: asyncio.DatagramTransport | None = None
 
     def _send(self, data: bytes, peer: tuple[str, int], port: int) -> None:
         ep = self.endpoints.get(port)
@@ -170,6 +176,10 @@ class Gateway:
                 self.log.emit("push_listener_insecure", push_listen=self.opts.push_listen, warning=warning)
         if self.opts.control:
             await self._start_control(self.opts.control)
+        dae = radius_config.load(self.opts.radius)[1] if self.opts.radius else None
+        if dae is not None:
+            self.dae = await serve_dae(dae, lambda u, s, ip: len(self.responder.disconnect(u, s, ip)),
+                                       self.log.emit)
         self.log.emit("responder_started", listen=self.opts.listen, nat_port=self.opts.nat_port,
                       push_listen=self.opts.push_listen, push_tls=bool(self.opts.push_tls_cert),
                       identity=str(self.responder.identity))
@@ -214,6 +224,8 @@ class Gateway:
                 ep.transport.close()
         for s in self.servers:
             s.close()
+        if self.dae is not None:
+            self.dae.close()
         self.log.emit("responder_stopped")
 
 

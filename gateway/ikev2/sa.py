@@ -46,19 +46,53 @@ class ChildSa:
 
 
 @dataclass(frozen=True)
+class RadiusGrant:
+    """What an Access-Accept granted (RFC 2865 §5, RFC 2869 §5.16): policy input."""
+
+    server: str
+    filter_ids: tuple[str, ...] = ()
+    classes: tuple[str, ...] = ()
+    session_timeout: int | None = None
+    interim_interval: int | None = None
+    framed_ip: str | None = None
+    class_raw: tuple[bytes, ...] = ()  # echoed in accounting (RFC 2865 §5.25)
+
+    @property
+    def groups(self) -> frozenset[str]:
+        return frozenset(self.filter_ids) | frozenset(self.classes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"server": self.server, "filter_ids": list(self.filter_ids), "classes": list(self.classes),
+                "session_timeout": self.session_timeout, "interim_interval": self.interim_interval,
+                "framed_ip": self.framed_ip}
+
+
+@dataclass(frozen=True)
 class PeerAuth:
-    """Who authenticated the IKE SA (RFC 7296 §2.15) and with which certificate."""
+    """Who authenticated the IKE SA (RFC 7296 §2.15, RFC 4739): the certificate round, the EAP
+    round, or both. ``identity`` is the EAP identity when EAP ran, else the certificate's."""
 
     identity: Identity
-    cert: x509.Certificate
-    issuer: x509.Certificate
+    cert: x509.Certificate | None
+    issuer: x509.Certificate | None
     issuer_key_id: str
     rule: str | None
     scheme: str = ""
+    eap_identity: str | None = None
+    eap_method: str | None = None
+    radius: RadiusGrant | None = None
 
     @property
     def serial(self) -> int:
-        return self.cert.serial_number
+        return self.cert.serial_number if self.cert is not None else -1
+
+    @property
+    def serial_hex(self) -> str | None:
+        return format(self.cert.serial_number, "x") if self.cert is not None else None
+
+    @property
+    def methods(self) -> frozenset[str]:
+        return frozenset(m for m, on in (("pubkey", self.cert is not None), ("eap", self.eap_method)) if on)
 
 
 @dataclass
@@ -91,6 +125,11 @@ class IkeSa:
     mobike: bool = False
     peer_behind_nat: bool = False
     established: datetime | None = None
+    eap: Any = None  # gateway.responder.eap.EapState while EAP runs (RFC 7296 §2.16)
+    first_auth: PeerAuth | None = None  # RFC 4739: the certificate round before the EAP round
+    acct_session_id: str = ""
+    virtual_ip: str | None = None
+    auth_lifetime: int | None = None  # RFC 4478 AUTH_LIFETIME sent (Session-Timeout)
 
     @property
     def name(self) -> str:
@@ -104,10 +143,14 @@ class IkeSa:
             "ike_sa": self.name, "state": self.state.value, "peer": f"{self.peer[0]}:{self.peer[1]}",
             "local_port": self.local_port, "suite": suite, "peer_behind_nat": self.peer_behind_nat,
             "peer_id": str(auth.identity) if auth else None,
-            "serial": format(auth.serial, "x") if auth else None,
+            "serial": auth.serial_hex if auth else None,
             "issuer_key_id": auth.issuer_key_id if auth else None,
             "rule": auth.rule if auth else None,
             "auth": auth.scheme if auth else None,
+            "eap_identity": auth.eap_identity if auth else None,
+            "eap_method": auth.eap_method if auth else None,
+            "radius": auth.radius.to_dict() if auth and auth.radius else None,
+            "virtual_ip": self.virtual_ip,
             "established": self.established.isoformat() if self.established else None,
             "next_msgid": self.expected_id,
             "children": [c.to_dict() for c in self.children.values()],

@@ -35,7 +35,10 @@ from gateway.ikev2.crypto import (
 )
 from gateway.ikev2.proposals import Preferences, select_esp
 from gateway.ikev2.sa import Address, ChildSa, IkeSa, SaState
-from gateway.policy import Policy, Rule, narrow
+from gateway.policy import Policy, Rule, Selector, narrow
+from gateway.radius import packet as rp
+from gateway.radius.client import NoAnswer
+from gateway.responder.eap import EapConfig
 from gateway.revocation import Blocklist, OcspChecker, OcspMode, Revoked
 
 OUR_HASHES = (HashAlg.SHA2_256, HashAlg.SHA2_384, HashAlg.SHA2_512, HashAlg.IDENTITY)
@@ -61,6 +64,7 @@ class ResponderConfig:
     half_open_timeout: float = 30.0
     cookie_threshold: int = 64
     fragment_size: int = 1280  # largest SK message sent whole once RFC 7383 is negotiated
+    eap: EapConfig | None = None  # EAP relayed to RADIUS (RFC 7296 §2.16, RFC 3579); None = certificates only
 
 
 class Refused(Exception):
@@ -106,6 +110,10 @@ class ResponderBase:
         self.identity = cfg.local_id or _own_identity(cfg.cert_chain[0])
         self._certreq = b"".join(spki_sha1(r) for r in cfg.roots)
         self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def eap_cfg(self) -> EapConfig | None:
+        return self.cfg.eap
 
     # ----------------------------------------------------------------- plumbing
     def half_open(self) -> int:
@@ -304,7 +312,11 @@ class ResponderBase:
         choice = select_esp(sa_p.proposals, self.cfg.prefs, with_dh)
         if choice is None:
             raise Refused(N.NO_PROPOSAL_CHOSEN, "no acceptable ESP proposal")
-        remote, local = narrow(tsi.selectors, rule.remote_ts), narrow(tsr.selectors, rule.local_ts)
+        allowed_remote = rule.remote_ts
+        if sa.virtual_ip is not None:  # the peer's side is its virtual IP (RFC 7296 §2.19)
+            vip = Selector.parse(f"{sa.virtual_ip}/32")
+            allowed_remote = tuple(s for s in (vip.intersect(a) for a in rule.remote_ts) if s is not None)
+        remote, local = narrow(tsi.selectors, allowed_remote), narrow(tsr.selectors, rule.local_ts)
         if not remote or not local:
             raise Refused(N.TS_UNACCEPTABLE, "traffic selectors outside policy")
         spi_in = os.urandom(4)
@@ -337,7 +349,97 @@ class ResponderBase:
         sa.state = SaState.DELETING
         self.log.emit(ev.SA_DOWN, ike_sa=sa.name, reason=reason,
                       peer_id=str(sa.auth.identity) if sa.auth else None,
-                      serial=format(sa.auth.serial, "x") if sa.auth else None)
+                      serial=sa.auth.serial_hex if sa.auth else None)
+        if sa.acct_session_id and not any(o is not sa and o.acct_session_id == sa.acct_session_id
+                                          and o.state == SaState.ESTABLISHED for o in self.sas.values()):
+            cause = {"deleted by peer": 1, "session timeout": 5, "radius disconnect": 6}.get(reason, 6)
+            self._spawn(self._account(sa, 2, cause))
+
+    # ----------------------------------------------------------------- RADIUS accounting (RFC 2866)
+    def _session_started(self, sa: IkeSa) -> None:
+        """Accounting Start, Interim-Update timer and the Session-Timeout deadline of an EAP session."""
+        assert sa.auth is not None
+        sa.acct_session_id = sa.acct_session_id or f"{sa.spi_i.hex()}-{sa.spi_r.hex()}"
+        self._spawn(self._account(sa, 1))
+        grant = sa.auth.radius
+        loop = asyncio.get_running_loop()
+        interim = (grant.interim_interval if grant and grant.interim_interval else 0) or (
+            self.eap_cfg.interim_interval if self.eap_cfg else 0)
+        if interim:
+            self._spawn(self._interim_loop(sa.acct_session_id, max(float(interim), 1.0)))
+        if sa.auth_lifetime:
+            grace = max(10.0, sa.auth_lifetime * 0.1)
+            loop.call_later(sa.auth_lifetime + grace, self._auth_expired, sa.acct_session_id)
+
+    def _by_session(self, session_id: str) -> list[IkeSa]:
+        return [s for s in self.sas.values() if s.acct_session_id == session_id and s.state == SaState.ESTABLISHED]
+
+    def _auth_expired(self, session_id: str) -> None:
+        """RFC 4478: the initiator did not re-authenticate within AUTH_LIFETIME: delete the SA."""
+        for sa in self._by_session(session_id):
+            self.log.emit(ev.REAUTH_DUE, ike_sa=sa.name, peer_id=str(sa.auth.identity) if sa.auth else None)
+            self._spawn(self.delete_ike_sa(sa, "session timeout"))
+
+    async def _interim_loop(self, session_id: str, every: float) -> None:
+        while True:
+            await asyncio.sleep(every)
+            live = self._by_session(session_id)
+            if not live:
+                return
+            await self._account(live[0], 3)
+
+    async def _account(self, sa: IkeSa, status: int, cause: int | None = None) -> None:
+        """Accounting-Request Start (1) / Stop (2) / Interim-Update (3), RFC 2866 §5.1."""
+        cfg = self.eap_cfg
+        if cfg is None or cfg.accounting is None or sa.auth is None:
+            return
+        grant = sa.auth.radius
+        attrs: list[tuple[int, bytes]] = [
+            (rp.Attr.ACCT_STATUS_TYPE, rp.u32(status)),
+            (rp.Attr.ACCT_SESSION_ID, sa.acct_session_id.encode()),
+            (rp.Attr.USER_NAME, (sa.auth.eap_identity or str(sa.auth.identity)).encode()[:253]),
+            (rp.Attr.NAS_IDENTIFIER, cfg.nas_identifier.encode()[:253]),
+            (rp.Attr.NAS_PORT_TYPE, rp.u32(5)),
+            (rp.Attr.CALLING_STATION_ID, f"{sa.peer[0]}[{sa.peer[1]}]".encode()),
+            (rp.Attr.EVENT_TIMESTAMP, rp.u32(int(self.clock.now().timestamp()))),
+            *[(rp.Attr.CLASS, v) for v in (grant.class_raw if grant else ())]]
+        if sa.virtual_ip:
+            attrs.append((rp.Attr.FRAMED_IP_ADDRESS, ipaddress.IPv4Address(sa.virtual_ip).packed))
+        if status != 1 and sa.established is not None:
+            attrs.append((rp.Attr.ACCT_SESSION_TIME,
+                          rp.u32(max(0, int((self.clock.now() - sa.established).total_seconds())))))
+        if cause is not None:
+            attrs.append((rp.Attr.ACCT_TERMINATE_CAUSE, rp.u32(cause)))
+        name = {1: "Start", 2: "Stop", 3: "Interim-Update"}[status]
+        try:
+            answer = await cfg.accounting.transact(rp.Code.ACCOUNTING_REQUEST, attrs, require_ma=False)
+        except NoAnswer as exc:
+            self.log.emit(ev.ACCOUNTING, ike_sa=sa.name, status=name, session_id=sa.acct_session_id,
+                          ok=False, error=str(exc))
+            return
+        self.log.emit(ev.ACCOUNTING, ike_sa=sa.name, status=name, session_id=sa.acct_session_id, ok=True,
+                      server=answer.server.label)
+
+    def disconnect(self, user_name: str | None, session_id: str | None, framed_ip: str | None) -> list[IkeSa]:
+        """RFC 5176 §3: the established SAs a Disconnect-Request names (every given attribute must
+        match); each gets an INFORMATIONAL Delete."""
+        if not (user_name or session_id or framed_ip):
+            return []
+        hits = []
+        for sa in self.established():
+            a = sa.auth
+            if a is None or not a.eap_method:
+                continue
+            if user_name is not None and a.eap_identity != user_name:
+                continue
+            if session_id is not None and sa.acct_session_id != session_id:
+                continue
+            if framed_ip is not None and sa.virtual_ip != framed_ip:
+                continue
+            hits.append(sa)
+        for sa in hits:
+            self._spawn(self.delete_ike_sa(sa, "radius disconnect"))
+        return hits
 
     # ----------------------------------------------------------------- our requests
     async def _request_peer(self, sa: IkeSa, payloads: list[c.Payload]) -> bool:

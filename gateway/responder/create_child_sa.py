@@ -72,7 +72,8 @@ class CreateChildSa(ResponderBase):
         """IKE SA rekey (RFC 7296 §1.3.2, keys §2.18); revocation is checked again first."""
         assert sa.auth is not None
         try:
-            await self._check_revocation(sa.auth.cert, sa.auth.issuer)
+            if sa.auth.cert is not None and sa.auth.issuer is not None:
+                await self._check_revocation(sa.auth.cert, sa.auth.issuer)
         except Refused as r:
             raise Refused(N.NO_PROPOSAL_CHOSEN, f"revoked at IKE rekey: {r.reason}") from r
         ke = next((p for p in payloads if isinstance(p, c.KE)), None)
@@ -98,10 +99,11 @@ class CreateChildSa(ResponderBase):
         new = IkeSa(spi_i, spi_r, choice.suite, keys, nonce.data, nr, b"", b"", sa.peer, sa.local_port,
                     sa.peer_hashes, self.clock.now(), SaState.ESTABLISHED, expected_id=0, auth=sa.auth,
                     children=dict(sa.children), mobike=sa.mobike, established=self.clock.now(),
-                    fragmentation=sa.fragmentation, peer_behind_nat=sa.peer_behind_nat)
+                    fragmentation=sa.fragmentation, peer_behind_nat=sa.peer_behind_nat,
+                    acct_session_id=sa.acct_session_id, virtual_ip=sa.virtual_ip, auth_lifetime=sa.auth_lifetime)
         self.sas[spi_r] = new
         sa.state, sa.children = SaState.REKEYED, {}
         self._schedule_expiry(sa, 30.0)
         self.log.emit(ev.REKEY, ike_sa=sa.name, new_ike_sa=new.name, peer_id=str(sa.auth.identity),
-                      serial=format(sa.auth.serial, "x"))
+                      serial=sa.auth.serial_hex)
 

@@ -1,0 +1,85 @@
+"""RADIUS Dynamic Authorization Server (RFC 5176): Disconnect-Request deletes the IKE SA.
+
+A request is answered only if it comes from a configured client address and its Request
+Authenticator and Message-Authenticator verify with the DAE secret (RFC 5176 §3.5;
+Message-Authenticator required, BlastRADIUS); everything else is silently discarded.
+Event-Timestamp, when present, must be within 300 s of our clock (§3.5 replay window).
+CoA-Request gets CoA-NAK Error-Cause 405 (Unsupported Service). Disconnect-Request:
+ACK if at least one session matched, else NAK with Error-Cause 503 (Session Context Not Found).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any, cast
+
+from gateway.radius import packet as rp
+from gateway.radius.config import DaeConfig
+from gateway.radius.packet import Attr, Code
+
+Disconnect = Callable[[str | None, str | None, str | None], int]
+WINDOW = 300
+ERR_UNSUPPORTED_SERVICE, ERR_SESSION_NOT_FOUND, ERR_MISSING_ATTRIBUTE = 405, 503, 402
+
+
+class DaeListener(asyncio.DatagramProtocol):
+    def __init__(self, cfg: DaeConfig, disconnect: Disconnect, log: Callable[..., None]) -> None:
+        self.cfg, self.disconnect, self.log = cfg, disconnect, log
+        self.transport: asyncio.DatagramTransport | None = None
+        self._answers: dict[tuple[str, int, bytes], bytes] = {}  # duplicate detection (RFC 5080 §2.2.2)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        peer = (str(addr[0]), int(addr[1]))
+        if self.cfg.clients and peer[0] not in self.cfg.clients:
+            return
+        try:
+            pkt = rp.verify_request(data, self.cfg.secret, require_ma=True)
+        except rp.MalformedPacket as exc:
+            self.log("radius_dae_discarded", peer=f"{peer[0]}:{peer[1]}", reason=str(exc))
+            return
+        key = (peer[0], pkt.identifier, pkt.authenticator)
+        if key in self._answers:
+            self._send(self._answers[key], peer)
+            return
+        answer = self._handle(pkt, peer)
+        self._answers = {**dict(list(self._answers.items())[-255:]), key: answer}
+        self._send(answer, peer)
+
+    def _handle(self, pkt: rp.Packet, peer: tuple[str, int]) -> bytes:
+        def reply(code: int, error: int | None = None) -> bytes:
+            attrs: list[tuple[int, bytes]] = [(Attr.ERROR_CAUSE, rp.u32(error))] if error else []
+            return rp.encode_response(code, pkt.identifier, attrs, self.cfg.secret, pkt.authenticator)
+
+        if pkt.code == Code.COA_REQUEST:
+            return reply(Code.COA_NAK, ERR_UNSUPPORTED_SERVICE)
+        if pkt.code != Code.DISCONNECT_REQUEST:
+            return reply(Code.DISCONNECT_NAK, ERR_UNSUPPORTED_SERVICE)
+        ts = pkt.first(Attr.EVENT_TIMESTAMP)
+        if ts is not None and (len(ts) != 4 or abs(int.from_bytes(ts, "big") - time.time()) > WINDOW):
+            self.log("radius_dae_discarded", peer=f"{peer[0]}:{peer[1]}", reason="Event-Timestamp outside window")
+            return reply(Code.DISCONNECT_NAK, ERR_MISSING_ATTRIBUTE)
+        name, session, framed = (pkt.first(Attr.USER_NAME), pkt.first(Attr.ACCT_SESSION_ID),
+                                 pkt.first(Attr.FRAMED_IP_ADDRESS))
+        user = name.decode("utf-8", "replace") if name is not None else None
+        sid = session.decode("utf-8", "replace") if session is not None else None
+        ip = rp.ipv4(framed) if framed is not None else None
+        count = self.disconnect(user, sid, ip)
+        self.log("radius_disconnect", peer=f"{peer[0]}:{peer[1]}", user_name=user, session_id=sid,
+                 framed_ip=ip, deleted=count)
+        return reply(Code.DISCONNECT_ACK) if count else reply(Code.DISCONNECT_NAK, ERR_SESSION_NOT_FOUND)
+
+    def _send(self, data: bytes, peer: tuple[str, int]) -> None:
+        if self.transport is not None:
+            self.transport.sendto(data, peer)
+
+
+async def serve_dae(cfg: DaeConfig, disconnect: Disconnect, log: Callable[..., None]) -> asyncio.DatagramTransport:
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(lambda: DaeListener(cfg, disconnect, log),
+                                                       local_addr=(cfg.host, cfg.port))
+    return cast(asyncio.DatagramTransport, transport)
