@@ -91,6 +91,8 @@ class IkeSaInit(ResponderBase):
         fragmentation = msg.notify(N.IKEV2_FRAGMENTATION_SUPPORTED) is not None
         payloads += [c.CertReq(encoding=4, data=self._certreq), c.Notify(N.SIGNATURE_HASH_ALGORITHMS, hashes),
                      c.Notify(N.CHILDLESS_IKEV2_SUPPORTED)]
+        if self.eap_cfg is not None:  # RFC 4739 §3: the initiator answers in IKE_AUTH
+            payloads.append(c.Notify(N.MULTIPLE_AUTH_SUPPORTED))
         if fragmentation:
             payloads.append(c.Notify(N.IKEV2_FRAGMENTATION_SUPPORTED))
         resp = self._reply_plain(hdr, peer, port, payloads, spi_r)

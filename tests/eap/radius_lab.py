@@ -121,7 +121,7 @@ class IkepkiPki:
 
 USERS = """\
 alice@example.test
-\tFilter-Id := "staff", Class := 0x7374616666, Session-Timeout := {timeout}
+\tFilter-Id := "staff", Class := 0x7374616666, Acct-Interim-Interval := 2
 
 bob@example.test
 \tFilter-Id := "guests", Class := 0x6775657374, Framed-IP-Address := 10.231.9.7
@@ -129,10 +129,11 @@ bob@example.test
 rita@example.test
 \tFilter-Id := "staff"
 
+dora@example.test
+\tFilter-Id := "staff", Session-Timeout := {timeout}
+
 carl\tTOTP-Secret := "{totp_secret}"
 \tFilter-Id := "staff", Class := 0x7374616666
-
-DEFAULT\tAuth-Type := Reject
 """
 
 
@@ -281,10 +282,10 @@ server default {{
     port = {self.acct_port}
   }}
   authorize {{
+    files
     eap {{
       ok = return
     }}
-    files
   }}
   authenticate {{
     eap
