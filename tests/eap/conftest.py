@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from eap_lab import EAP_PLUGINS, EapConn, EapLab
 from gw_procs import Charon, ResponderProc, free_port, free_udp_pair
-
 from radius_lab import FreeRadius, IkepkiPki, free_udp
 
 SECRET = "eap-lab-Secret-7f3a9c"

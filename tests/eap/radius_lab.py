@@ -148,6 +148,8 @@ class FreeRadius:
     totp_secret: str = "JBSWY3DPEHPK3PEEJBSWY3DP"
     session_timeout: int = 3600
     require_ma: bool = True
+    ocsp: bool = True
+    wrap: tuple[str, ...] = ()  # e.g. ("ip", "netns", "exec", NS)
     dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="eap-raddb-")))
     auth_port: int = 0
     acct_port: int = 0
@@ -241,7 +243,7 @@ modules {{
         enable = no
       }}
       ocsp {{
-        enable = yes
+        enable = {"yes" if self.ocsp else "no"}
         override_cert_url = yes
         url = "{self.ocsp_url}"
         use_nonce = yes
@@ -317,7 +319,7 @@ server default {{
     def start(self) -> None:
         self.write()
         out = self.log_path.open("wb")
-        self.proc = subprocess.Popen([FREERADIUS, "-X", "-d", str(self.dir)], stdout=out, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen([*self.wrap, FREERADIUS, "-X", "-d", str(self.dir)], stdout=out, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
