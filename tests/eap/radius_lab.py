@@ -269,7 +269,8 @@ modules {{
   }}
   linelog acctlog {{
     filename = {d}/acct/accounting.log
-    format = "%{{Acct-Status-Type}} %{{User-Name}} %{{Acct-Session-Id}} %{{%{{Acct-Session-Time}}:-0}} %{{%{{Acct-Terminate-Cause}}:-none}}"
+    format = "%{{Acct-Status-Type}} %{{User-Name}} %{{Acct-Session-Id}} %{{%{{Acct-Session-Time}}:-0}} \
+%{{%{{Acct-Terminate-Cause}}:-none}}"
   }}
 }}
 server default {{
@@ -319,7 +320,8 @@ server default {{
     def start(self) -> None:
         self.write()
         out = self.log_path.open("wb")
-        self.proc = subprocess.Popen([*self.wrap, FREERADIUS, "-X", "-d", str(self.dir)], stdout=out, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen([*self.wrap, FREERADIUS, "-X", "-d", str(self.dir)], stdout=out,
+                                     stderr=subprocess.STDOUT,
                                      start_new_session=True)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -355,4 +357,5 @@ def eapol_test(conf: str, work: Path, port: int, secret: str, timeout: int = 15,
     path = work / f"eapol-{time.monotonic_ns()}.conf"
     path.write_text(conf)
     return subprocess.run([EAPOL_TEST, "-c", str(path), "-a", "127.0.0.1", "-p", str(port), "-s", secret, "-r0",
-                           f"-t{timeout}", *(["-n"] if no_msk else [])], capture_output=True, text=True, timeout=timeout + 10, check=False)
+                           f"-t{timeout}", *(["-n"] if no_msk else [])],
+                          capture_output=True, text=True, timeout=timeout + 10, check=False)

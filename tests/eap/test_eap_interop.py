@@ -140,8 +140,8 @@ def test_accounting_start_interim_stop(eap_lab: EapLab) -> None:
     _wait(lambda: any(line.startswith("Interim-Update alice@example.test " + session)
                       for line in eap_lab.radius.accounting()), 10, "Interim-Update (Acct-Interim-Interval 2)")
     eap_lab.charon.terminate("alice")
-    stop = _wait(lambda: [ln for ln in eap_lab.radius.accounting() if ln.startswith(f"Stop alice@example.test {session}")],
-                 10, "accounting Stop")
+    stop = _wait(lambda: [ln for ln in eap_lab.radius.accounting()
+                          if ln.startswith(f"Stop alice@example.test {session}")], 10, "accounting Stop")
     assert stop[0].endswith("User-Request")
     assert any(ln.startswith(f"Start alice@example.test {session}") for ln in eap_lab.radius.accounting())
 

@@ -97,7 +97,8 @@ def test_session_timeout_forces_reauthentication(reauth_lab: tuple[ResponderProc
     deadline = time.monotonic() + SESSION_TIMEOUT + 10
     ups: list[dict[str, object]] = []
     while time.monotonic() < deadline and len(ups) < 2:
-        ups = [e for e in responder.events() if e["event"] == "ike_sa_up" and e.get("eap_identity") == "dora@example.test"]
+        ups = [e for e in responder.events()
+               if e["event"] == "ike_sa_up" and e.get("eap_identity") == "dora@example.test"]
         time.sleep(0.2)
     assert len(ups) >= 2, "charon did not re-authenticate"
     assert ups[1]["ike_sa"] != ups[0]["ike_sa"] and ups[1]["eap_method"] == "tls"
