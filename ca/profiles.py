@@ -1,7 +1,8 @@
 """Certificate profiles: what each kind of identity certificate looks like (RFC 5280 §4.2).
 
 End-entity profiles (``machine``, ``user``, ``gateway``) carry EKU id-kp-ipsecIKE
-(RFC 4945 §5.1.3.12) plus clientAuth (and serverAuth for gateways). The internal profiles
+(RFC 4945 §5.1.3.12) plus clientAuth (and serverAuth for gateways); ``radius`` is serverAuth
+only, for RADIUS/EAP servers that present it in EAP-TLS/PEAP/TTLS. The internal profiles
 (``tls-server``, ``ocsp-signer``, ``push-signer``, ``scep-ra``) are issued by ikepki to itself.
 Each profile is marked in the certificate by a certificate-policy OID under ikepki's arc so
 relying parties (the bundled responder) can map certificates to policy.
@@ -76,6 +77,10 @@ BUILTIN_PROFILES: dict[str, Profile] = {
                 frozenset(), require_san=False, enrollable=False),
         Profile("scep-ra", _policy(7), 365 * _D, 3 * 365 * _D, (), frozenset(), require_san=False,
                 enrollable=False, issuer="rsa"),
+        # RADIUS / EAP servers (EAP-TLS, PEAP, TTLS): serverAuth only; clients check it against their EAP
+        # server name (strongSwan aaa_id, wpa_supplicant domain_match), so DNS/IP SANs (RFC 5216 §5.2)
+        Profile("radius", _policy(9), 90 * _D, 397 * _D, (ExtendedKeyUsageOID.SERVER_AUTH,),
+                frozenset({SAN_DNS, SAN_IP})),
         # TPM attestation-key certificates: built by enrollment.attestation.ak_cert (TCG AK profile, EKU
         # 2.23.133.8.3), signed by the attestation CA, recorded under this name (never via Authority.issue)
         Profile("attestation-ak", _policy(8), 7 * _D, 30 * _D, (), frozenset({SAN_PERMANENT_ID, SAN_HW_MODULE}),

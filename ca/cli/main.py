@@ -90,7 +90,7 @@ def serve(directory: DirOption = DEFAULT_DIR, config: ConfigOption = None,
 @app.command()
 @cli_errors
 def issue(csr: Annotated[Path, typer.Option("--csr", help="PKCS#10 request (PEM or DER).")],
-          profile: Annotated[str, typer.Option("--profile", help="machine, user or gateway.")],
+          profile: Annotated[str, typer.Option("--profile", help="machine, user, gateway or radius.")],
           out: Annotated[Path | None, typer.Option("--out", help="Write leaf + chain (PEM) here.")] = None,
           lifetime_hours: Annotated[float | None, typer.Option("--lifetime-hours")] = None,
           directory: DirOption = DEFAULT_DIR, config: ConfigOption = None, json_out: JsonOption = False) -> None:

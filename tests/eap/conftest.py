@@ -68,7 +68,7 @@ def eap_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EapLab]:
     pki.start_ocsp()
     certs = d / "certs"
     creds = {
-        "radius": pki.issue("radius", "gateway", "/O=ikepki test/CN=radius.example.test",
+        "radius": pki.issue("radius", "radius", "/O=ikepki test/CN=radius.example.test",
                             "DNS:radius.example.test", certs),
         "gw": pki.issue("gw", "gateway", "/O=ikepki test/CN=gw.example.test", "DNS:gw.example.test", certs),
         "laptop": pki.issue("laptop", "machine", "/O=ikepki test/CN=laptop1.example.test",

@@ -40,7 +40,7 @@ def reauth_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Respo
     wrap = ("ip", "netns", "exec", ns)
     pki = IkepkiPki.create(d)
     certs = d / "certs"
-    radius_cred = pki.issue("radius", "gateway", "/O=ikepki test/CN=radius.example.test", "DNS:radius.example.test",
+    radius_cred = pki.issue("radius", "radius", "/O=ikepki test/CN=radius.example.test", "DNS:radius.example.test",
                             certs)
     gw = pki.issue("gw", "gateway", "/O=ikepki test/CN=gw.example.test", "DNS:gw.example.test", certs)
     laptop = pki.issue("laptop", "machine", "/O=ikepki test/CN=laptop1.example.test", "DNS:laptop1.example.test",

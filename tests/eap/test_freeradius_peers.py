@@ -29,7 +29,7 @@ def peers(tmp_path_factory: pytest.TempPathFactory
     pki = IkepkiPki.create(d)
     pki.start_ocsp()
     c = d / "certs"
-    creds = {"radius": pki.issue("radius", "gateway", "/O=ikepki test/CN=radius.example.test",
+    creds = {"radius": pki.issue("radius", "radius", "/O=ikepki test/CN=radius.example.test",
                                  "DNS:radius.example.test", c),
              "alice": pki.issue("alice", "user", "/O=ikepki test/CN=alice", "email:alice@example.test", c),
              "rita": pki.issue("rita", "user", "/O=ikepki test/CN=rita", "email:rita@example.test", c)}

@@ -1,0 +1,83 @@
+"""The responder's EAP state machine driven in-process (codec-built initiator, RADIUS servers that
+never answer): every malformed or unexpected EAP input ends in AUTHENTICATION_FAILED, the
+responder never waits longer than its RADIUS timeouts, and nothing is established."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from gw_initiator import PyInitiator, Wire
+from gw_pki import build_pki
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from radius_lab import free_udp
+
+from gateway.events import EventLog
+from gateway.ikev2 import codec as c
+from gateway.ikev2.constants import Exchange, Notify
+from gateway.radius.client import RadiusClient, Server
+from gateway.responder import Responder, ResponderConfig
+from gateway.responder.eap import EapConfig, eap_payload
+from gateway.revocation import OcspMode
+
+PKI = build_pki()
+
+
+def _responder(tmp: Path) -> tuple[Responder, Wire]:
+    dead = [Server("127.0.0.1", free_udp(), b"s", f"dead{i}") for i in range(2)]
+    cfg = ResponderConfig(cert_chain=(PKI.gateway.cert,), key=PKI.gateway.key, roots=(PKI.root.cert,),  # type: ignore[arg-type]
+                          ocsp_mode=OcspMode.OFF, listen_host="198.51.100.1",
+                          eap=EapConfig(RadiusClient(dead, timeout=0.05, retries=1)))
+    wire = Wire()
+    return Responder(cfg, wire, EventLog(tmp / "events.jsonl")), wire
+
+
+async def _to_identity_request(r: Responder, wire: Wire) -> PyInitiator:
+    ini = PyInitiator(r, wire, PKI.clients["alice"], b"alice@example.test")
+    await ini.ike_sa_init()
+    out = await ini.request(Exchange.IKE_AUTH, [c.ID(id_type=3, data=ini.identity)])
+    assert any(isinstance(p, c.Auth) for p in out)  # our certificate AUTH first (RFC 7296 §2.16)
+    eap = next(p for p in out if isinstance(p, c.Unknown) and p.raw_type == 48)
+    assert eap.data[0] == 1 and eap.data[4] == 1  # EAP-Request/Identity
+    return ini
+
+
+def test_multiple_auth_announced_and_dead_radius_fails_in_bounded_time(tmp_path: Path) -> None:
+    async def go() -> tuple[tuple[c.Payload, ...], float]:
+        r, wire = _responder(tmp_path)
+        ini = await _to_identity_request(r, wire)
+        assert c.parse_message(ini.init_response).notify(Notify.MULTIPLE_AUTH_SUPPORTED) is not None
+        started = time.monotonic()
+        out = await ini.request(Exchange.IKE_AUTH, [eap_payload(b"\x02\x01\x00\x0a\x01alice")])
+        return out, time.monotonic() - started
+
+    out, took = asyncio.run(go())
+    assert any(isinstance(p, c.Notify) and p.notify_type == Notify.AUTHENTICATION_FAILED for p in out)
+    assert took < 2.0  # 2 servers x 2 tries x 0.05 s
+    events = (tmp_path / "events.jsonl").read_text()
+    assert "no valid answer" in events and "dead0" in events and "dead1" in events
+
+
+def test_auth_without_eap_is_refused(tmp_path: Path) -> None:
+    async def go() -> tuple[c.Payload, ...]:
+        r, wire = _responder(tmp_path)
+        ini = await _to_identity_request(r, wire)
+        return await ini.request(Exchange.IKE_AUTH, [c.Auth(method=2, data=bytes(32))])
+
+    out = asyncio.run(go())
+    assert [p.notify_type for p in out if isinstance(p, c.Notify)] == [Notify.AUTHENTICATION_FAILED]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=400))
+def test_fuzz_eap_payloads(tmp_path: Path, data: bytes) -> None:
+    async def go() -> tuple[tuple[c.Payload, ...], Responder]:
+        r, wire = _responder(tmp_path)
+        ini = await _to_identity_request(r, wire)
+        return await ini.request(Exchange.IKE_AUTH, [eap_payload(data)]), r
+
+    out, r = asyncio.run(go())
+    assert any(isinstance(p, c.Notify) and p.notify_type == Notify.AUTHENTICATION_FAILED for p in out)
+    assert not r.established()
