@@ -126,8 +126,8 @@ class IkeAuth(ResponderBase):
         st: EapState = sa.eap
         if sa.first_auth is not None:
             attempt.update(peer_id=str(sa.first_auth.identity), serial=sa.first_auth.serial_hex or "")
-        if st.identity:
-            attempt["eap_identity"] = st.identity
+        elif st.idi is not None:
+            attempt["peer_id"] = _id_text(st.idi)
         try:
             if st.phase == Phase.WAIT_IDI:
                 idi = self._one(payloads, c.ID, "second IDi")
@@ -140,6 +140,8 @@ class IkeAuth(ResponderBase):
             else:
                 self._eap_finish(sa, hdr, payloads, peer, st)
         except Refused as r:
+            if st.identity:
+                attempt["eap_identity"] = st.identity
             failure = (eap_payload(bytes((EAP_FAILURE, st.next_id & 0xFF, 0, 4))),) if st.phase == Phase.EAP else ()
             self._auth_failed(sa, hdr, peer, r, attempt, failure)
 
