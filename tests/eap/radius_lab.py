@@ -132,6 +132,9 @@ rita@example.test
 dora@example.test
 \tFilter-Id := "staff", Session-Timeout := {timeout}
 
+tina\tTOTP-Secret := "{totp_secret}"
+\tFilter-Id := "staff", Session-Timeout := {timeout}
+
 carl\tTOTP-Secret := "{totp_secret}"
 \tFilter-Id := "staff", Class := 0x7374616666
 """
