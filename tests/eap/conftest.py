@@ -129,5 +129,5 @@ def eap_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EapLab]:
     finally:
         for proc in reversed(started):
             proc.stop()
-        radius.cleanup()
+        radius.cleanup(keep=d / "radiusd.log")
         pki.stop()

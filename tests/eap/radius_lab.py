@@ -270,6 +270,9 @@ modules {{
   always ok {{
     rcode = ok
   }}
+  always reject {{
+    rcode = reject
+  }}
   linelog acctlog {{
     filename = {d}/acct/accounting.log
     format = "%{{Acct-Status-Type}} %{{User-Name}} %{{Acct-Session-Id}} %{{%{{Acct-Session-Time}}:-0}} \
@@ -309,6 +312,15 @@ server default {{
     ok
   }}
   post-auth {{
+    # EAP-TLS: the EAP identity (whose reply attributes the users file gives) must be the
+    # certificate's email SAN, or anyone with a valid user certificate could claim anyone's policy
+    if (&TLS-Client-Cert-Subject-Alt-Name-Email && \
+        &TLS-Client-Cert-Subject-Alt-Name-Email != &User-Name) {{
+      update reply {{
+        &Reply-Message := "EAP identity is not the certificate's email"
+      }}
+      reject
+    }}
     Post-Auth-Type REJECT {{
       eap
     }}
@@ -344,8 +356,11 @@ server default {{
                 self.proc.kill()
                 self.proc.wait(5)
 
-    def cleanup(self) -> None:
+    def cleanup(self, keep: Path | None = None) -> None:
+        """Stop and remove the private raddb; ``keep``: copy the debug log there first."""
         self.stop()
+        if keep is not None and self.log_path.exists():
+            shutil.copy(self.log_path, keep)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def accounting(self) -> list[str]:

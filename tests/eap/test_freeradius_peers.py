@@ -55,6 +55,14 @@ def test_eapol_test_eap_tls_with_ikepki_user_certificate(peers) -> None:  # type
     assert "ocsp: Cert status: good" in fr.log()
 
 
+def test_eapol_test_identity_must_match_certificate(peers) -> None:  # type: ignore[no-untyped-def]
+    """alice's certificate with bob's EAP identity: FreeRADIUS's post-auth check refuses it."""
+    pki, fr, creds, d = peers
+    r = eapol_test(_tls_conf(pki, creds["alice"], "bob@example.test"), d, fr.auth_port, SECRET)
+    assert r.returncode != 0 and r.stdout.rstrip().endswith("FAILURE")
+    assert "EAP identity is not the certificate's email" in fr.log()
+
+
 def test_eapol_test_revoked_certificate_refused_by_ocsp(peers) -> None:  # type: ignore[no-untyped-def]
     pki, fr, creds, d = peers
     pki.revoke(creds["rita"].serial_hex)
