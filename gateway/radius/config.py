@@ -26,7 +26,16 @@ from typing import Any
 import yaml
 
 from gateway.radius.client import RadiusClient, Server, resolve_secret
-from gateway.responder.eap import EapConfig
+
+
+@dataclass(frozen=True)
+class EapConfig:
+    """Where EAP goes: RADIUS servers in failover order and what identifies us to them."""
+
+    client: RadiusClient
+    nas_identifier: str = "ikepki-responder"
+    accounting: RadiusClient | None = None
+    interim_interval: float = 0.0  # seconds; 0 = only Start/Stop unless the server sends Acct-Interim-Interval
 
 
 class RadiusConfigError(ValueError):

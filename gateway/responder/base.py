@@ -38,7 +38,7 @@ from gateway.ikev2.sa import Address, ChildSa, IkeSa, SaState
 from gateway.policy import Policy, Rule, Selector, narrow
 from gateway.radius import packet as rp
 from gateway.radius.client import NoAnswer
-from gateway.responder.eap import EapConfig
+from gateway.radius.config import EapConfig
 from gateway.revocation import Blocklist, OcspChecker, OcspMode, Revoked
 
 OUR_HASHES = (HashAlg.SHA2_256, HashAlg.SHA2_384, HashAlg.SHA2_512, HashAlg.IDENTITY)

@@ -17,7 +17,7 @@ from gateway.ikev2 import codec as c
 from gateway.ikev2.crypto import prf
 from gateway.ikev2.sa import RadiusGrant
 from gateway.radius import packet as rp
-from gateway.radius.client import RadiusClient, Server
+from gateway.radius.client import Server
 
 KEY_PAD = b"Key Pad for IKEv2"
 EAP_REQUEST, EAP_RESPONSE, EAP_SUCCESS, EAP_FAILURE = 1, 2, 3, 4
@@ -29,16 +29,6 @@ MAX_IDENTITY = 253
 
 class EapError(ValueError):
     """A malformed EAP packet (RFC 3748 §4)."""
-
-
-@dataclass(frozen=True)
-class EapConfig:
-    """Where EAP goes: RADIUS servers in failover order and what identifies us to them."""
-
-    client: RadiusClient
-    nas_identifier: str = "ikepki-responder"
-    accounting: RadiusClient | None = None
-    interim_interval: float = 0.0  # seconds; 0 = only Start/Stop unless the server sends Acct-Interim-Interval
 
 
 class Phase(StrEnum):

@@ -173,8 +173,7 @@ class IkeAuth(ResponderBase):
         except NoAnswer as exc:
             raise Refused(N.AUTHENTICATION_FAILED, f"RADIUS: {exc}") from exc
         pkt, st.server = answer.packet, answer.server
-        self.log.emit(ev.RADIUS_ANSWER, ike_sa=sa.name, server=answer.server.label,
-                      code=rp.Code(pkt.code).name if pkt.code in rp.Code._value2member_map_ else pkt.code,
+        self.log.emit(ev.RADIUS_ANSWER, ike_sa=sa.name, server=answer.server.label, code=_code_name(pkt.code),
                       eap_identity=st.identity, eap_method=st.method or None)
         eap = pkt.eap_message()
         if pkt.code == rp.Code.ACCESS_CHALLENGE:
@@ -365,3 +364,10 @@ def _identity_of(eap_identity: str, idi: c.ID | None) -> Identity:
             with contextlib.suppress(ValueError):
                 return Identity(IdType(idi.id_type), idi.data)
         return Identity(IdType.FQDN, eap_identity.encode())
+
+
+def _code_name(code: int) -> str:
+    try:
+        return rp.Code(code).name
+    except ValueError:
+        return str(code)

@@ -18,8 +18,9 @@ from gateway.events import EventLog
 from gateway.ikev2 import codec as c
 from gateway.ikev2.constants import Exchange, Notify
 from gateway.radius.client import RadiusClient, Server
+from gateway.radius.config import EapConfig
 from gateway.responder import Responder, ResponderConfig
-from gateway.responder.eap import EapConfig, eap_payload
+from gateway.responder.eap import eap_payload
 from gateway.revocation import OcspMode
 
 PKI = build_pki()

@@ -169,6 +169,10 @@ def test_disconnect_request_deletes_the_sa(eap_lab: EapLab) -> None:
     _wait(lambda: not eap_lab.charon.sas_of("alice"), 10, "charon saw the Delete")
     down = _events(eap_lab, "ike_sa_down", ike_sa=sa["ike_sa"])
     assert down and down[-1]["reason"] == "radius disconnect"
+    session = sa["ike_sa"].replace("_i:", "-").replace("_r", "")
+    _wait(lambda: [ln for ln in eap_lab.radius.accounting()
+                   if ln.startswith(f"Stop alice@example.test {session}") and ln.endswith("Admin-Reset")],
+          10, "accounting Stop with Admin-Reset")
 
 
 def test_session_timeout_sends_auth_lifetime(eap_lab: EapLab) -> None:

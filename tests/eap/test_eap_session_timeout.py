@@ -22,8 +22,9 @@ from gateway.ikev2.auth import signed_octets
 from gateway.ikev2.constants import Exchange, Notify
 from gateway.policy import Policy
 from gateway.radius.client import RadiusClient, Server
+from gateway.radius.config import EapConfig
 from gateway.responder import Responder, ResponderConfig
-from gateway.responder.eap import EapConfig, eap_payload, msk_auth
+from gateway.responder.eap import eap_payload, msk_auth
 from gateway.revocation import OcspMode
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
