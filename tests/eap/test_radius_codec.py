@@ -131,3 +131,61 @@ def test_fuzz_parse_eap(data: bytes) -> None:
     except EapError:
         return
     assert code in (1, 2, 3, 4) and (etype == 0) == (code in (3, 4))
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
+
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.sent.append((data, addr))
+
+
+def _dae(calls: list[tuple[str | None, str | None, str | None]]):  # type: ignore[no-untyped-def]
+    from gateway.radius.config import DaeConfig
+    from gateway.radius.dae import DaeListener
+
+    def disconnect(user: str | None, sid: str | None, ip: str | None) -> int:
+        calls.append((user, sid, ip))
+        return 1 if user == "alice" else 0
+
+    listener = DaeListener(DaeConfig("127.0.0.1", 0, SECRET, frozenset({"127.0.0.1"})), disconnect,
+                           lambda *a, **k: None)
+    transport = _Transport()
+    listener.connection_made(transport)  # type: ignore[arg-type]
+    return listener, transport
+
+
+def test_dae_answers() -> None:
+    calls: list[tuple[str | None, str | None, str | None]] = []
+    listener, transport = _dae(calls)
+    peer = ("127.0.0.1", 5000)
+    req = rp.encode_request(Code.DISCONNECT_REQUEST, 1, [(Attr.USER_NAME, b"alice")], SECRET, bytes(16))
+    listener.datagram_received(req, peer)
+    listener.datagram_received(req, peer)  # duplicate: same answer, no second disconnect
+    assert calls == [("alice", None, None)] and len(transport.sent) == 2
+    ack = rp.verify_response(transport.sent[0][0], SECRET, req[4:20], require_ma=True)
+    assert ack.code == Code.DISCONNECT_ACK and transport.sent[0][0] == transport.sent[1][0]
+    nak_req = rp.encode_request(Code.DISCONNECT_REQUEST, 2, [(Attr.USER_NAME, b"bob")], SECRET, bytes(16))
+    listener.datagram_received(nak_req, peer)
+    nak = rp.verify_response(transport.sent[-1][0], SECRET, nak_req[4:20], require_ma=True)
+    assert nak.code == Code.DISCONNECT_NAK and nak.first(Attr.ERROR_CAUSE) == rp.u32(503)
+    # wrong secret, foreign source, no Message-Authenticator: silence
+    before = len(transport.sent)
+    listener.datagram_received(rp.encode_request(Code.DISCONNECT_REQUEST, 3, [(Attr.USER_NAME, b"alice")],
+                                                 b"wrong", bytes(16)), peer)
+    listener.datagram_received(req, ("192.0.2.1", 5000))
+    body = rp.encode_attributes([(Attr.USER_NAME, b"alice")])
+    raw = bytes((40, 4)) + (20 + len(body)).to_bytes(2, "big") + bytes(16) + body
+    raw = raw[:4] + hashlib.md5(raw + SECRET, usedforsecurity=False).digest() + raw[20:]
+    listener.datagram_received(raw, peer)
+    assert len(transport.sent) == before and len(calls) == 2
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=600))
+def test_fuzz_dae_listener(data: bytes) -> None:
+    calls: list[tuple[str | None, str | None, str | None]] = []
+    listener, transport = _dae(calls)
+    listener.datagram_received(data, ("127.0.0.1", 1))
+    assert not transport.sent and not calls  # random bytes never authenticate
