@@ -189,3 +189,43 @@ def test_fuzz_dae_listener(data: bytes) -> None:
     listener, transport = _dae(calls)
     listener.datagram_received(data, ("127.0.0.1", 1))
     assert not transport.sent and not calls  # random bytes never authenticate
+
+
+def test_retransmits_the_same_packet_then_fails_over() -> None:
+    """RFC 5080 §2.2.1: a retransmission is the identical datagram (same Identifier and
+    authenticator); after the retries the next server gets a fresh packet. The "servers" here are
+    plain sockets that only record what arrives."""
+    import asyncio
+    import socket
+
+    from gateway.radius.client import NoAnswer, RadiusClient
+
+    sinks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
+    for s in sinks:
+        s.bind(("127.0.0.1", 0))
+        s.setblocking(False)
+    servers = [Server("127.0.0.1", s.getsockname()[1], SECRET, f"s{i}") for i, s in enumerate(sinks)]
+
+    async def go() -> str:
+        try:
+            await RadiusClient(servers, timeout=0.05, retries=2).transact(Code.ACCESS_REQUEST,
+                                                                          [(Attr.USER_NAME, b"x")])
+        except NoAnswer as exc:
+            return str(exc)
+        return ""
+
+    err = asyncio.run(go())
+    got = []
+    for s in sinks:
+        seen = []
+        while True:
+            try:
+                seen.append(s.recv(4096))
+            except BlockingIOError:
+                break
+        s.close()
+        got.append(seen)
+    assert "s0" in err and "s1" in err
+    assert [len(g) for g in got] == [3, 3] and len(set(got[0])) == 1 and len(set(got[1])) == 1
+    assert got[0][0] != got[1][0]
+    assert rp.decode(got[0][0]).attributes[0][0] == Attr.MESSAGE_AUTHENTICATOR
