@@ -59,9 +59,9 @@ class IkeAuth(ResponderBase):
             if another and self.eap_cfg is not None:  # RFC 4739 §3: certificate round done, EAP follows
                 sa.first_auth = auth
                 sa.eap = EapState(Phase.WAIT_IDI, payloads)
-                self._reply_sk(sa, hdr, peer, self._auth_payloads(sa))
                 self.log.emit(ev.AUTH_ROUND, ike_sa=sa.name, round=1, method="pubkey", peer_id=str(auth.identity),
                               serial=auth.serial_hex)
+                self._reply_sk(sa, hdr, peer, self._auth_payloads(sa))
                 return
         except Refused as r:
             self._auth_failed(sa, hdr, peer, r, attempt)
@@ -71,11 +71,11 @@ class IkeAuth(ResponderBase):
     def _auth_failed(self, sa: IkeSa, hdr: c.Header, peer: Address, r: Refused, attempt: dict[str, str],
                      extra: tuple[c.Payload, ...] = ()) -> None:
         sa.state = SaState.FAILED
-        self._reply_sk(sa, hdr, peer, [*extra, c.Notify(N.AUTHENTICATION_FAILED)])
         self.log.emit(ev.AUTH_FAILED, ike_sa=sa.name, peer=f"{peer[0]}:{peer[1]}", reason=r.reason,
                       peer_id=attempt.get("peer_id"), serial=attempt.get("serial"),
                       issuer=attempt.get("issuer"), **({"eap_identity": attempt["eap_identity"]}
                                                         if "eap_identity" in attempt else {}))
+        self._reply_sk(sa, hdr, peer, [*extra, c.Notify(N.AUTHENTICATION_FAILED)])
         self._schedule_expiry(sa, 10.0)
 
     def _establish(self, sa: IkeSa, hdr: c.Header, payloads: tuple[c.Payload, ...], peer: Address,
@@ -94,7 +94,6 @@ class IkeAuth(ResponderBase):
         if grant is not None and grant.session_timeout:
             sa.auth_lifetime = grant.session_timeout  # RFC 4478: re-authenticate before it ends
             out.append(c.Notify(N.AUTH_LIFETIME, grant.session_timeout.to_bytes(4, "big")))
-        self._reply_sk(sa, hdr, peer, out)
         self.log.emit(ev.SA_UP, ike_sa=sa.name, peer=f"{peer[0]}:{peer[1]}", peer_id=str(auth.identity),
                       id_type=auth.identity.id_type.name, auth=auth.scheme,
                       serial=auth.serial_hex, issuer_key_id=auth.issuer_key_id, rule=auth.rule,
@@ -104,6 +103,7 @@ class IkeAuth(ResponderBase):
                           "auth_lifetime": sa.auth_lifetime} if auth.eap_method else {}))
         for child in sa.children.values():
             self._child_event(ev.CHILD_UP, sa, child)
+        self._reply_sk(sa, hdr, peer, out)
         if auth.eap_method:
             self._session_started(sa)
 
@@ -118,8 +118,8 @@ class IkeAuth(ResponderBase):
         assert isinstance(idi, c.ID)
         attempt["peer_id"] = _id_text(idi)
         sa.eap = EapState(Phase.EAP, payloads, idi_body=idi.body(), idi=idi)
-        self._reply_sk(sa, hdr, peer, [*self._auth_payloads(sa), eap_payload(identity_request(sa.eap.next_id))])
         self.log.emit(ev.EAP_STARTED, ike_sa=sa.name, round=1, peer_id=attempt["peer_id"])
+        self._reply_sk(sa, hdr, peer, [*self._auth_payloads(sa), eap_payload(identity_request(sa.eap.next_id))])
 
     async def _eap_step(self, sa: IkeSa, hdr: c.Header, payloads: tuple[c.Payload, ...], peer: Address,
                         attempt: dict[str, str]) -> None:
@@ -133,8 +133,8 @@ class IkeAuth(ResponderBase):
                 idi = self._one(payloads, c.ID, "second IDi")
                 assert isinstance(idi, c.ID)
                 st.phase, st.idi, st.idi_body = Phase.EAP, idi, idi.body()
-                self._reply_sk(sa, hdr, peer, [eap_payload(identity_request(st.next_id))])
                 self.log.emit(ev.EAP_STARTED, ike_sa=sa.name, round=2, peer_id=_id_text(idi))
+                self._reply_sk(sa, hdr, peer, [eap_payload(identity_request(st.next_id))])
             elif st.phase == Phase.EAP:
                 await self._eap_relay(sa, hdr, payloads, peer, st)
             else:
@@ -191,9 +191,9 @@ class IkeAuth(ResponderBase):
             st.grant = grant_of(pkt, answer.server.label)
             st.phase = Phase.WAIT_AUTH
             success = eap or bytes((EAP_SUCCESS, ident, 0, 4))
-            self._reply_sk(sa, hdr, peer, [eap_payload(success)])
             self.log.emit(ev.EAP_SUCCESS, ike_sa=sa.name, eap_identity=st.identity, eap_method=st.method,
                           msk=st.msk is not None, radius=st.grant.to_dict())
+            self._reply_sk(sa, hdr, peer, [eap_payload(success)])
             return
         reason = b"; ".join(pkt.get(rp.Attr.REPLY_MESSAGE)).decode("utf-8", "replace")[:200]
         raise Refused(N.AUTHENTICATION_FAILED, f"RADIUS Access-Reject from {answer.server.label}"
