@@ -82,3 +82,26 @@ def test_fuzz_eap_payloads(tmp_path: Path, data: bytes) -> None:
     out, r = asyncio.run(go())
     assert any(isinstance(p, c.Notify) and p.notify_type == Notify.AUTHENTICATION_FAILED for p in out)
     assert not r.established()
+
+
+def test_bad_radius_configuration_exits_2(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    PKI.write(tmp_path)
+    (tmp_path / "secret").write_text("")
+    cases = {
+        'servers:\n  - {host: 127.0.0.1, secret: "plain-text"}\n': "file:PATH or env:NAME",
+        "servers: []\n": "non-empty list of servers",
+        f'servers:\n  - {{host: 127.0.0.1, secret: "file:{tmp_path / "secret"}"}}\n': "is empty",
+        f'timeout: 99\nservers:\n  - {{host: 127.0.0.1, secret: "file:{tmp_path / "gw.pem"}"}}\n': "timeout",
+    }
+    for i, (doc, why) in enumerate(cases.items()):
+        (tmp_path / f"r{i}.yaml").write_text(doc)
+        proc = subprocess.run([sys.executable, "-m", "gateway.cli", "serve", "--listen", "127.0.0.1:0",
+                               "--cert", str(tmp_path / "gw.pem"), "--key", str(tmp_path / "gw.key"),
+                               "--ca-bundle", str(tmp_path / "root.pem"), "--radius", str(tmp_path / f"r{i}.yaml"),
+                               "--control", str(tmp_path / "c.sock")],
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert proc.returncode == 2 and why in proc.stderr, (doc, proc.stderr)
+        assert "plain-text" not in proc.stderr  # a secret given inline is not echoed
