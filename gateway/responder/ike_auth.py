@@ -130,6 +130,8 @@ class IkeAuth(ResponderBase):
             attempt["peer_id"] = _id_text(st.idi)
         try:
             if st.phase == Phase.WAIT_IDI:
+                if any(isinstance(p, c.Auth) for p in payloads):
+                    raise Refused(N.AUTHENTICATION_FAILED, "the second authentication round must be EAP")
                 idi = self._one(payloads, c.ID, "second IDi")
                 assert isinstance(idi, c.ID)
                 st.phase, st.idi, st.idi_body = Phase.EAP, idi, idi.body()

@@ -105,3 +105,25 @@ def test_bad_radius_configuration_exits_2(tmp_path: Path) -> None:
                               capture_output=True, text=True, timeout=60, check=False)
         assert proc.returncode == 2 and why in proc.stderr, (doc, proc.stderr)
         assert "plain-text" not in proc.stderr  # a secret given inline is not echoed
+
+
+def test_rfc4739_second_round(tmp_path: Path) -> None:
+    """Certificate round with ANOTHER_AUTH_FOLLOWS gets IDr/CERT/AUTH only; the second IDi gets
+    EAP-Request/Identity; a second round that is not EAP is refused."""
+    async def go(second: list[c.Payload]) -> tuple[tuple[c.Payload, ...], tuple[c.Payload, ...]]:
+        r, wire = _responder(tmp_path)
+        ini = PyInitiator(r, wire, PKI.clients["alice"], b"alice@example.test")
+        await ini.ike_sa_init()
+        first = await ini.request(Exchange.IKE_AUTH, [*ini.auth_payloads(),
+                                                      c.Notify(Notify.ANOTHER_AUTH_FOLLOWS)])
+        return first, await ini.request(Exchange.IKE_AUTH, second)
+
+    first, out = asyncio.run(go([c.ID(id_type=3, data=b"alice@example.test")]))
+    assert [type(p) for p in first if not isinstance(p, c.Cert)] == [c.ID, c.Auth]
+    eap = next(p for p in out if isinstance(p, c.Unknown) and p.raw_type == 48)
+    assert eap.data[0] == 1 and eap.data[4] == 1
+    events = (tmp_path / "events.jsonl").read_text()
+    assert '"event": "auth_round_done"' in events and '"ike_sa_up"' not in events
+    _, out = asyncio.run(go([c.ID(id_type=3, data=b"alice@example.test"), c.Auth(method=2, data=bytes(32))]))
+    assert [p.notify_type for p in out if isinstance(p, c.Notify)] == [Notify.AUTHENTICATION_FAILED]
+    assert "the second authentication round must be EAP" in (tmp_path / "events.jsonl").read_text()
