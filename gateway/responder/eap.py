@@ -10,7 +10,7 @@ octets); a method without MSK (e.g. EAP-GTC) uses SK_pi / SK_pr instead (§2.16)
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 from gateway.ikev2 import codec as c
@@ -53,7 +53,7 @@ class EapState:
     msk: bytes | None = None
     grant: RadiusGrant | None = None
     rounds: int = 0
-    history: list[str] = field(default_factory=list)
+    failure: bytes | None = None  # the server's EAP-Failure, relayed as is
 
 
 def parse_eap(data: bytes) -> tuple[int, int, int, bytes]:

@@ -144,7 +144,8 @@ class IkeAuth(ResponderBase):
         except Refused as r:
             if st.identity:
                 attempt["eap_identity"] = st.identity
-            failure = (eap_payload(bytes((EAP_FAILURE, st.next_id & 0xFF, 0, 4))),) if st.phase == Phase.EAP else ()
+            failure = (eap_payload(st.failure or bytes((EAP_FAILURE, st.next_id & 0xFF, 0, 4))),
+                       ) if st.phase == Phase.EAP else ()
             self._auth_failed(sa, hdr, peer, r, attempt, failure)
 
     async def _eap_relay(self, sa: IkeSa, hdr: c.Header, payloads: tuple[c.Payload, ...], peer: Address,
@@ -197,6 +198,8 @@ class IkeAuth(ResponderBase):
                           msk=st.msk is not None, radius=st.grant.to_dict())
             self._reply_sk(sa, hdr, peer, [eap_payload(success)])
             return
+        if len(eap) == 4 and eap[0] == EAP_FAILURE:
+            st.failure = eap  # RFC 3579: Access-Reject carries the EAP-Failure; relay it
         reason = b"; ".join(pkt.get(rp.Attr.REPLY_MESSAGE)).decode("utf-8", "replace")[:200]
         raise Refused(N.AUTHENTICATION_FAILED, f"RADIUS Access-Reject from {answer.server.label}"
                       + (f": {reason}" if reason else ""))
