@@ -56,7 +56,7 @@ def test_multiple_auth_announced_and_dead_radius_fails_in_bounded_time(tmp_path:
 
     out, took = asyncio.run(go())
     assert any(isinstance(p, c.Notify) and p.notify_type == Notify.AUTHENTICATION_FAILED for p in out)
-    assert took < 2.0  # 2 servers x 2 tries x 0.05 s
+    assert took < 10  # bounded (2 servers x 2 tries x 0.05 s), not a benchmark
     events = (tmp_path / "events.jsonl").read_text()
     assert "no valid answer" in events and "dead0" in events and "dead1" in events
 
