@@ -14,7 +14,6 @@ from datetime import datetime, timedelta
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import NameOID
 
 from ca.audit import AuditLog
 from ca.clock import Clock
@@ -30,13 +29,11 @@ from ca.model import (
     RevocationReason,
     RevocationRequest,
 )
-from ca.profiles import OID_OCSP_NOCHECK, Profile, check_sans, san_text
+from ca.profiles import OID_OCSP_NOCHECK, Profile, build_subject, check_sans, san_text
 from ca.store.sql import SqlCertificateStore, audit_row
 
 BACKDATE = timedelta(minutes=1)  # tolerate small clock skew on relying parties
-_SUBJECT_ATTRS = {NameOID.COMMON_NAME, NameOID.ORGANIZATION_NAME, NameOID.ORGANIZATIONAL_UNIT_NAME,
-                  NameOID.COUNTRY_NAME, NameOID.STATE_OR_PROVINCE_NAME, NameOID.LOCALITY_NAME, NameOID.SERIAL_NUMBER}
-MAX_SUBJECT_ATTR = 64  # RFC 5280 Appendix A ub-common-name
+MAX_CLOCK_SKEW = timedelta(minutes=5)  # an invalidity date may lie this far in the future (requester's clock)
 
 
 def random_serial() -> int:
@@ -58,6 +55,7 @@ class _Template:
     requester: Requester
     device_id: str | None
     ek_fingerprint: str | None
+    subject_dropped: tuple[str, ...] = ()
 
 
 class Authority:
@@ -90,10 +88,18 @@ class Authority:
         sans = list(request.replace_sans) if request.replace_sans is not None else request.csr.sans
         sans += [n for n in request.extra_sans if n not in sans]
         check_sans(profile, sans)
+        subject, dropped = build_subject(profile, request.csr.subject, sans, request.subject_grants)
         return self._issue(_Template(
             profile=profile, issuer=self.issuer_for(profile), public_key=request.csr.public_key,
-            subject=_filter_subject(request.csr.subject), sans=sans, lifetime=profile.lifetime(request.lifetime),
-            requester=request.requester, device_id=request.device_id, ek_fingerprint=request.ek_fingerprint))
+            subject=subject, sans=sans, lifetime=profile.lifetime(request.lifetime),
+            requester=request.requester, device_id=request.device_id, ek_fingerprint=request.ek_fingerprint,
+            subject_dropped=tuple(dropped)))
+
+    def subject_for(self, profile_name: str, requested: x509.Name, sans: Sequence[x509.GeneralName],
+                    grants: Sequence[x509.NameAttribute] = ()) -> tuple[x509.Name, list[str]]:
+        """The subject :meth:`issue` would give this request (e.g. to compare a renewal request
+        with the certificate it renews, RFC 7030 §4.2.2 / RFC 8894 §3.3.1.2)."""
+        return build_subject(self.profile(profile_name, allow_internal=True), requested, sans, grants)
 
     def issue_internal(self, profile_name: str, public_key: CertificatePublicKeyTypes, subject: x509.Name,
                        sans: Sequence[x509.GeneralName] = (), lifetime: timedelta | None = None,
@@ -130,9 +136,10 @@ class Authority:
         self.store.insert_certificate(info, now, audit_row(
             now, t.requester.principal, "issue", t.requester.channel, t.requester.source, info.serial,
             profile=t.profile.name, sans=list(info.sans), subject=info.subject))
+        dropped = {"subject_dropped": list(t.subject_dropped)} if t.subject_dropped else {}
         self.audit.append(now, t.requester.principal, "issue", t.requester.channel, source=t.requester.source,
                           serial=info.serial_hex, profile=t.profile.name, identities=list(info.sans),
-                          subject=info.subject, device=t.device_id)
+                          subject=info.subject, device=t.device_id, **dropped)
         return IssuedCertificate(info, cert, t.issuer.chain_for_leaf())
 
     # -- revocation ---------------------------------------------------------------------------
@@ -142,6 +149,7 @@ class Authority:
         if request.reason is RevocationReason.removeFromCRL:
             raise PKIError(ErrorKind.BAD_REQUEST, "removeFromCRL is not a revocation reason; release the hold")
         now = self.clock.now()
+        check_invalidity_date(request.invalidity_date, now)
         r = request.requester
         done = self.store.revoke(request.serials, request.reason, now, r.principal, r.channel, r.source,
                                  request.invalidity_date, self.issuer_identity)
@@ -176,17 +184,16 @@ class Authority:
         return self.clock.now()
 
 
-def _filter_subject(subject: x509.Name) -> x509.Name:
-    """Keep only ordinary naming attributes from the request, each bounded in length."""
-    attrs = []
-    for attr in subject:
-        if attr.oid not in _SUBJECT_ATTRS:
-            continue
-        value = attr.value if isinstance(attr.value, str) else attr.value.decode("utf-8", "replace")
-        if not value or len(value) > MAX_SUBJECT_ATTR or (attr.oid == NameOID.COUNTRY_NAME and len(value) != 2):
-            raise PKIError(ErrorKind.BAD_CSR, f"subject attribute {attr.oid._name} has an invalid length")
-        attrs.append(x509.NameAttribute(attr.oid, value))
-    return x509.Name(attrs)
+def check_invalidity_date(at: datetime | None, now: datetime) -> None:
+    """RFC 5280 §5.3.2: the date the key is known or suspected to have been compromised. It needs a
+    timezone, must not lie in the future (beyond ``MAX_CLOCK_SKEW``); the store also refuses one
+    before the certificate's notBefore (checked per serial in the revocation transaction)."""
+    if at is None:
+        return
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise PKIError(ErrorKind.BAD_REQUEST, "invalidity date needs a timezone (e.g. 2026-01-01T00:00:00Z)")
+    if at > now + MAX_CLOCK_SKEW:
+        raise PKIError(ErrorKind.BAD_REQUEST, "invalidity date lies in the future")
 
 
 def _extensions(t: _Template) -> list[tuple[x509.ExtensionType, bool]]:

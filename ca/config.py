@@ -32,9 +32,13 @@ class IkepkiSettings(BaseSettings):
 
 
 class ProfileLifetimes(IkepkiSettings):
+    """``profiles.<name>``: lifetimes, and the subject attribute values a requester may ask for
+    (``subject: {O: [Example]}``; nothing beyond authorized identifiers and grants by default)."""
+
     model_config = SettingsConfigDict(extra="forbid", env_prefix="IKEPKI_PROFILE_UNUSED_")
     default_hours: float | None = None
     max_hours: float | None = None
+    subject: dict[str, list[str]] | None = None
 
 
 class CaSettings(IkepkiSettings):

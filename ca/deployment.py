@@ -43,7 +43,7 @@ from ca.keys.pkcs11 import Pkcs11Token, open_token
 from ca.keys.signer import SigningKey
 from ca.keys.uri import parse as parse_uri
 from ca.model import IssuedCertificate, Requester
-from ca.profiles import BUILTIN_PROFILES, Profile, with_lifetimes
+from ca.profiles import BUILTIN_PROFILES, Profile, subject_policy_from_config, with_lifetimes, with_subject_policies
 from ca.store.db import Database
 from ca.store.sql import SqlCertificateStore
 
@@ -166,6 +166,7 @@ class Deployment:
     @cached_property
     def profiles(self) -> dict[str, Profile]:
         overrides: dict[str, dict[str, timedelta]] = {}
+        subjects = {}
         for name, lt in self.settings.profiles.items():
             values = {}
             if lt.default_hours is not None:
@@ -173,7 +174,9 @@ class Deployment:
             if lt.max_hours is not None:
                 values["max_lifetime"] = timedelta(hours=lt.max_hours)
             overrides[name] = values
-        return with_lifetimes(BUILTIN_PROFILES, overrides)
+            if lt.subject is not None:
+                subjects[name] = subject_policy_from_config(name, lt.subject)
+        return with_subject_policies(with_lifetimes(BUILTIN_PROFILES, overrides), subjects)
 
     @cached_property
     def authority(self) -> Authority:
@@ -344,4 +347,7 @@ https_port: 8443
 http_port: 8080
 # profiles:
 #   machine: {default_hours: 24, max_hours: 168}
+#   # subject attribute values a requester may ask for (default: none beyond a commonName equal to
+#   # an authorized identifier and what a registration granted); never a role attribute clients choose
+#   # machine: {subject: {O: [Example]}}
 """

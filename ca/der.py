@@ -23,13 +23,24 @@ def der_integer(value: int) -> bytes:
     return der_tlv(0x02, body)
 
 
+def _utc(at: datetime) -> datetime:
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise ValueError("a DER time needs an aware datetime (naive times are ambiguous)")
+    return at.astimezone(UTC)
+
+
 def der_time(at: datetime) -> bytes:
-    """UTCTime through 2049, GeneralizedTime after (RFC 5280 §5.1.2.4)."""
-    at = at.astimezone(UTC)
-    if at.year < 2050:
-        return der_tlv(0x17, at.strftime("%y%m%d%H%M%SZ").encode())
-    return der_tlv(0x18, at.strftime("%Y%m%d%H%M%SZ").encode())
+    """RFC 5280 §4.1.2.5 / §5.1.2.4: UTCTime (YYMMDDHHMMSSZ) for 1950-2049, GeneralizedTime otherwise."""
+    at = _utc(at)
+    if 1950 <= at.year < 2050:
+        return der_tlv(0x17, f"{at.year % 100:02d}{at.month:02d}{at.day:02d}{at.hour:02d}{at.minute:02d}"
+                             f"{at.second:02d}Z".encode())
+    return der_generalized_time(at)
 
 
 def der_generalized_time(at: datetime) -> bytes:
-    return der_tlv(0x18, at.astimezone(UTC).strftime("%Y%m%d%H%M%SZ").encode())
+    """GeneralizedTime as RFC 5280 §4.1.2.5.2 requires: YYYYMMDDHHMMSSZ, a 4-digit year (zero-padded:
+    ``strftime("%Y")`` writes year 1 as "1"), UTC, no fractional seconds (truncated)."""
+    at = _utc(at)
+    return der_tlv(0x18, f"{at.year:04d}{at.month:02d}{at.day:02d}{at.hour:02d}{at.minute:02d}{at.second:02d}Z"
+                   .encode())

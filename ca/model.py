@@ -74,6 +74,9 @@ class IssuanceRequest:
     device_id: str | None = None
     ek_fingerprint: str | None = None
     allow_internal: bool = False  # internal profiles (tls-server, ocsp-signer, ...) only from the core
+    # Subject attributes CA-controlled data granted this request (an MDM registration, the
+    # certificate being renewed): see ca.profiles.build_subject. Never taken from the CSR.
+    subject_grants: tuple[x509.NameAttribute, ...] = ()
 
 
 @dataclass(frozen=True)

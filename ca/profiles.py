@@ -11,11 +11,12 @@ relying parties (the bundled responder) can map certificates to policy.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from cryptography import x509
-from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
 from ca.errors import ErrorKind, PKIError
 from ca.oids import PROFILE_POLICY_ARC, PUSH_SIGNER_EKU
@@ -26,6 +27,15 @@ OID_HARDWARE_MODULE_NAME = ObjectIdentifier("1.3.6.1.5.5.7.8.4")  # RFC 4108
 OID_OCSP_NOCHECK = ObjectIdentifier("1.3.6.1.5.5.7.48.1.5")  # RFC 6960 §4.2.2.2.1
 MAX_SANS = 32
 MAX_SAN_LENGTH = 255
+MAX_SUBJECT_ATTR = 64  # RFC 5280 Appendix A ub-common-name
+MAX_DROPPED_REPORTED = 16  # dropped subject attributes named in one audit line
+ANY_VALUE = "*"  # in a profile's subject policy: any (bounded) value, for display-only attributes
+
+# Subject attributes a certificate may carry at all, by the names used in configuration.
+SUBJECT_ATTRIBUTES: dict[str, ObjectIdentifier] = {
+    "CN": NameOID.COMMON_NAME, "O": NameOID.ORGANIZATION_NAME, "OU": NameOID.ORGANIZATIONAL_UNIT_NAME,
+    "C": NameOID.COUNTRY_NAME, "ST": NameOID.STATE_OR_PROVINCE_NAME, "L": NameOID.LOCALITY_NAME,
+    "serialNumber": NameOID.SERIAL_NUMBER}
 
 # SAN kinds a profile may allow
 SAN_DNS, SAN_IP, SAN_EMAIL = "dns", "ip", "email"
@@ -44,6 +54,9 @@ class Profile:
     issuer: str = "ec"  # which issuing CA signs it (ceremony issuer id)
     enrollable: bool = True  # may be requested over ACME/EST/SCEP
     extra_critical: tuple[x509.ExtensionType, ...] = field(default=())
+    # Subject attribute values a requester may ask for (configuration ``profiles.<name>.subject``);
+    # empty: none beyond what the registration/authorization granted (see :func:`build_subject`).
+    subject_values: Mapping[ObjectIdentifier, frozenset[str]] = field(default_factory=dict)
 
     def lifetime(self, requested: timedelta | None) -> timedelta:
         """Requested lifetime, bounded by the profile maximum; the default when not requested."""
@@ -104,6 +117,88 @@ def with_lifetimes(profiles: dict[str, Profile], overrides: dict[str, dict[str, 
             raise PKIError(ErrorKind.CONFIG, f"profile {name}: default lifetime exceeds maximum")
         out[name] = prof
     return out
+
+
+def with_subject_policies(profiles: dict[str, Profile],
+                          policies: Mapping[str, Mapping[ObjectIdentifier, frozenset[str]]]) -> dict[str, Profile]:
+    """Apply configured subject policies (``profiles.<name>.subject``)."""
+    out = dict(profiles)
+    for name, policy in policies.items():
+        if name not in out:
+            raise PKIError(ErrorKind.CONFIG, f"unknown profile {name!r} in configuration")
+        out[name] = replace(out[name], subject_values=dict(policy))
+    return out
+
+
+def subject_policy_from_config(profile: str, config: Mapping[str, Sequence[str]]
+                               ) -> dict[ObjectIdentifier, frozenset[str]]:
+    """``{O: [Example], OU: [vpn-staff]}`` -> OID -> allowed values. Fails closed on unknown names."""
+    out: dict[ObjectIdentifier, frozenset[str]] = {}
+    for name, values in config.items():
+        oid = SUBJECT_ATTRIBUTES.get(name)
+        if oid is None:
+            raise PKIError(ErrorKind.CONFIG, f"profiles.{profile}.subject: unknown subject attribute {name!r} "
+                                             f"(one of {', '.join(SUBJECT_ATTRIBUTES)})")
+        if isinstance(values, str) or not all(isinstance(v, str) and 0 < len(v) <= MAX_SUBJECT_ATTR
+                                               for v in values):
+            raise PKIError(ErrorKind.CONFIG, f"profiles.{profile}.subject.{name}: a list of values "
+                                             f"(1-{MAX_SUBJECT_ATTR} characters each)")
+        out[oid] = frozenset(values)
+    return out
+
+
+def identifier_values(sans: Iterable[x509.GeneralName]) -> set[str]:
+    """The authorized identifiers a commonName may repeat (RFC 8555 §7.4 / CA/B BR 7.1.4.3 style):
+    DNS names, IP addresses and email addresses, compared case-insensitively."""
+    out: set[str] = set()
+    for name in sans:
+        if isinstance(name, x509.DNSName | x509.RFC822Name):
+            out.add(name.value.casefold())
+        elif isinstance(name, x509.IPAddress):
+            out.add(str(name.value))
+    return out
+
+
+def build_subject(profile: Profile, requested: x509.Name, sans: Sequence[x509.GeneralName],
+                  grants: Iterable[x509.NameAttribute] = ()) -> tuple[x509.Name, list[str]]:
+    """The certificate subject (RFC 5280 §4.1.2.6) the CA decides for a request; and what was dropped.
+
+    A requested attribute is kept only if (a) a registration or authorization granted exactly
+    that attribute and value (``grants``: CA-controlled data such as an MDM registration or the
+    certificate being renewed), (b) the profile allows that value (``subject_values``; ``*``: any
+    value, for display-only attributes a relying party never maps to a role), or (c) it
+    is a commonName equal to one of the certificate's (already authorized) identifiers. Anything
+    else is dropped, as Boulder builds the subject from authorized identifiers only, so a
+    requester can never choose an attribute a relying party maps to a role (``OU=vpn-admin``).
+    Grants permit; they never add attributes the request did not ask for. Kept values are
+    bounded (RFC 5280 Appendix A upper bounds; countryName exactly 2 characters)."""
+    granted = {(a.oid, _text(a.value)) for a in grants}
+    identifiers = identifier_values(sans)
+    kept: list[x509.NameAttribute] = []
+    dropped: list[str] = []
+    for attr in requested:
+        value = _text(attr.value)
+        allowed = profile.subject_values.get(attr.oid, frozenset())
+        ok = attr.oid in SUBJECT_ATTRIBUTES.values() and (
+            (attr.oid, value) in granted or value in allowed or ANY_VALUE in allowed
+            or (attr.oid == NameOID.COMMON_NAME and value.casefold() in identifiers))
+        if not ok:
+            if len(dropped) < MAX_DROPPED_REPORTED:
+                dropped.append(_describe(attr.oid, value))
+            continue
+        if not value or len(value) > MAX_SUBJECT_ATTR or (attr.oid == NameOID.COUNTRY_NAME and len(value) != 2):
+            raise PKIError(ErrorKind.BAD_CSR, f"subject attribute {_describe(attr.oid, value)} has an invalid length")
+        kept.append(x509.NameAttribute(attr.oid, value))
+    return x509.Name(kept), dropped
+
+
+def _text(value: str | bytes) -> str:
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")
+
+
+def _describe(oid: ObjectIdentifier, value: str) -> str:
+    name = next((k for k, v in SUBJECT_ATTRIBUTES.items() if v == oid), oid.dotted_string)
+    return f"{name}={value[:MAX_SUBJECT_ATTR]}"
 
 
 def san_kind(name: x509.GeneralName) -> str:

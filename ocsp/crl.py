@@ -18,6 +18,7 @@ from cryptography import x509
 from ca.crl_entry import crl_entry_der
 from ca.keys.signer import SigningKey
 from ca.model import RevocationReason
+from ocsp.crl_lint import lint_crl_tbs
 from ocsp.der import der_bool, der_integer, der_octets, der_oid, der_seq, der_time, der_tlv, explicit
 from ocsp.signing import algorithm_identifier, signed
 
@@ -67,12 +68,18 @@ def build_tbs(issuer_name_der: bytes, alg_id: bytes, entries_der: bytes, this_up
 
 
 def build_crl(issuer: CrlIssuer, entries: Iterable[bytes], number: int, this_update: datetime,
-              next_update: datetime, *, delta_base: int | None = None) -> tuple[bytes, int]:
-    """A signed CertificateList DER and its entry count. Blocking (HSM signature)."""
+              next_update: datetime, *, delta_base: int | None = None, entries_linted: bool = False
+              ) -> tuple[bytes, int]:
+    """A signed CertificateList DER and its entry count. Blocking (HSM signature).
+
+    The TBSCertList is linted before it is signed (:mod:`ocsp.crl_lint`); each entry too unless
+    ``entries_linted`` (the publisher's entry cache lints every entry once, as it is loaded)."""
     entry_list = entries if isinstance(entries, list) else list(entries)
     alg_id = algorithm_identifier(issuer.key)
     exts = crl_extensions(issuer.key_id, number, delta_base, None if delta_base is not None else issuer.delta_url)
     tbs = build_tbs(issuer.name_der, alg_id, b"".join(entry_list), this_update, next_update, exts)
+    lint_crl_tbs(tbs, alg_id=alg_id, issuer_name_der=issuer.name_der, key_id=issuer.key_id, number=number,
+                 delta_base=delta_base, entries=entry_list, entries_linted=entries_linted)
     return signed(issuer.key, tbs, alg_id), len(entry_list)
 
 

@@ -37,6 +37,7 @@ from ca.errors import PKIError
 from ca.store.outbox_feed import OutboxFeed
 from ca.store.status import entry_states, outbox_position, outbox_serials_since, revoked_entry_ders
 from ocsp.crl import CrlIssuer, build_crl, remove_from_crl_entries
+from ocsp.crl_lint import lint_crl_entry
 from ocsp.records import CrlPublicationRecord
 from ocsp.settings import CrlSettings
 
@@ -84,7 +85,8 @@ def latest(conn: Any, issuer_id: str, kind: str, base_only: bool = False) -> Pub
 
 
 class EntryCache:
-    """The revoked entries of one issuer kept in memory and brought up to date from the core's
+    """The revoked entries of one issuer, each linted once (:func:`ocsp.crl_lint.lint_crl_entry`), kept
+    in memory and brought up to date from the core's
     outbox (every revocation and release writes one event, read through :class:`OutboxFeed`, which
     also catches ids committed out of order), so a rebuild after a revocation reads a handful of
     rows instead of all of them. Reloaded completely every ``reload_after`` seconds."""
@@ -113,11 +115,15 @@ class EntryCache:
                 for serial in serials:
                     state = states.get(serial)
                     if state is not None and state.status in ("revoked", "hold") and state.crl_entry_der is not None:
+                        lint_crl_entry(state.crl_entry_der, delta=False)
                         self.entries[serial] = state.crl_entry_der
                     else:
                         self.entries.pop(serial, None)
         if reload:
-            self.entries = revoked_entry_ders(self.db, self.issuer_id)
+            entries = revoked_entry_ders(self.db, self.issuer_id)
+            for entry in entries.values():  # once per entry: build_crl then lints only the envelope
+                lint_crl_entry(entry, delta=False)
+            self.entries = entries
             self.loaded_at = time.monotonic()
         assert self.entries is not None
         return list(self.entries.values())
@@ -213,7 +219,7 @@ class CrlPublisher:
                 feed = self.feed_position(conn, issuer_id)
                 number = self._next_number(conn, issuer_id)
             entries = [] if issuer_id == ROOT else self._entry_cache(issuer_id).current()
-            der, count = build_crl(issuer, entries, number, now, now + validity)
+            der, count = build_crl(issuer, entries, number, now, now + validity, entries_linted=True)
             if self._record(issuer_id, "full", number, None, is_base, now, feed, now, now + validity, count, der):
                 return f"{issuer_id} full #{number} ({count} entries{', base' if is_base else ''})"
             time.sleep(random.uniform(0, 0.05 * (attempt + 1)))

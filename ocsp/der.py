@@ -7,9 +7,7 @@ anything that is not definite-length DER within bounds. Writers build on
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
-from ca.der import der_integer, der_length, der_time, der_tlv  # noqa: F401  (re-exported)
+from ca.der import der_generalized_time, der_integer, der_length, der_time, der_tlv  # noqa: F401  (re-exported)
 
 MAX_DEPTH_LENGTH_OCTETS = 4  # lengths above 4 GiB are never legitimate here
 
@@ -88,11 +86,6 @@ def der_oid(dotted: str) -> bytes:
             arc >>= 7
         body.extend(reversed(chunk))
     return der_tlv(0x06, bytes(body))
-
-
-def der_generalized_time(at: datetime) -> bytes:
-    """GeneralizedTime without fractional seconds (RFC 5280 §4.1.2.5.2, RFC 6960 §4.2.2.1)."""
-    return der_tlv(0x18, at.astimezone(UTC).strftime("%Y%m%d%H%M%SZ").encode())
 
 
 def der_integer_value(buf: bytes | memoryview, start: int, end: int) -> int:

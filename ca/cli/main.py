@@ -93,17 +93,30 @@ def issue(csr: Annotated[Path, typer.Option("--csr", help="PKCS#10 request (PEM 
           profile: Annotated[str, typer.Option("--profile", help="machine, user, gateway or radius.")],
           out: Annotated[Path | None, typer.Option("--out", help="Write leaf + chain (PEM) here.")] = None,
           lifetime_hours: Annotated[float | None, typer.Option("--lifetime-hours")] = None,
+          subject: Annotated[str | None, typer.Option(
+              "--subject", help="Subject attributes the operator grants (RFC 4514, e.g. 'CN=mdm-ra,O=Example'); "
+                                "other CSR subject attributes are kept only where the profile allows them.")] = None,
           directory: DirOption = DEFAULT_DIR, config: ConfigOption = None, json_out: JsonOption = False) -> None:
     """Issue a certificate locally (bootstrap and ceremonies); output is the leaf then its chain."""
     from datetime import timedelta
 
+    from cryptography import x509
+
     from ca.csr import parse_csr
+    from ca.errors import ErrorKind, PKIError
     from ca.model import IssuanceRequest, Requester
+    from ca.profiles import SUBJECT_ATTRIBUTES
 
     data = csr.read_bytes()
+    grants: tuple[x509.NameAttribute, ...] = ()
+    if subject:
+        try:
+            grants = tuple(x509.Name.from_rfc4514_string(subject, {"serialNumber": SUBJECT_ATTRIBUTES["serialNumber"]}))
+        except ValueError:
+            raise PKIError(ErrorKind.CONFIG, f"--subject: not an RFC 4514 name: {subject[:80]!r}") from None
     dep = open_deployment(directory, config)
     req = IssuanceRequest(parse_csr(data), profile, Requester("cli", _whoami()),
-                          timedelta(hours=lifetime_hours) if lifetime_hours else None)
+                          timedelta(hours=lifetime_hours) if lifetime_hours else None, subject_grants=grants)
     issued = dep.authority.issue(req)
     pem = issued.pem_chain()
     if out:

@@ -297,6 +297,9 @@ class SqlCertificateStore(SqlCertificateReader):
                 if row is None or row.status == "revoked" or (hold and row.status == "hold"):
                     continue
                 serial = int(hexed, 16)
+                if invalidity_date is not None and invalidity_date < as_utc(row.not_before):
+                    raise PKIError(ErrorKind.BAD_REQUEST, f"invalidity date lies before the notBefore of {hexed} "
+                                                          "(RFC 5280 §5.3.2)")
                 entry = crl_entry_der(serial, at, reason.value, invalidity_date)
                 changes.append({"b_serial": hexed, "b_status": status, "b_at": at, "b_reason": reason.name,
                                 "b_invalidity": invalidity_date, "b_entry": entry})

@@ -12,6 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
 
 from ca.csr import CertificationRequest, parse_csr
 from ca.errors import ErrorKind, PKIError
@@ -63,6 +64,8 @@ class _Plan:
     ek_fingerprint: str | None
     lifetime: timedelta | None
     source: str
+    # subject attributes CA-controlled data grants (registration, certificate being renewed)
+    grants: tuple[x509.NameAttribute, ...] = ()
 
 
 class EstService:
@@ -194,8 +197,6 @@ class EstService:
 
     def _registration_of(self, csr: CertificationRequest) -> Registration:
         """RA mode: the device is named by the CSR subject's serialNumber, else its commonName."""
-        from cryptography.x509.oid import NameOID
-
         for oid in (NameOID.SERIAL_NUMBER, NameOID.COMMON_NAME):
             attrs = csr.subject.get_attributes_for_oid(oid)
             if attrs:
@@ -222,21 +223,28 @@ class EstService:
             raise PKIError(ErrorKind.FORBIDDEN, f"not registered for device {registration.device_id}: "
                                                 + ", ".join(outside))
         replace_sans = None if requested else tuple(registration.general_names())
-        return replace(plan, registration=registration, replace_sans=replace_sans,
+        # the registered device id may name the device (CN or serialNumber); nothing else of the subject
+        grants = (x509.NameAttribute(NameOID.COMMON_NAME, registration.device_id[:64]),
+                  x509.NameAttribute(NameOID.SERIAL_NUMBER, registration.device_id[:64]))
+        return replace(plan, registration=registration, replace_sans=replace_sans, grants=grants,
                        device_id=registration.device_id, ek_fingerprint=registration.ek_fingerprint)
 
     def _for_renewal(self, plan: _Plan, call: EnrollCall) -> _Plan:
         """§4.2.2: the new request must carry the same subject and subjectAltName as the presented
-        certificate; the new certificate keeps its profile and device binding."""
+        certificate; the new certificate keeps its profile, subject and device binding. The subject
+        is compared after the CA's subject policy: attributes dropped at the first issuance (a
+        client re-sending its original DN) are dropped again, anything new is refused."""
         info = plan.principal.cert_info
         assert info is not None and call.client_cert is not None
         old = call.client_cert
-        if plan.csr.subject != old.subject:
+        grants = tuple(old.subject)
+        if self.dep.authority.subject_for(info.profile, plan.csr.subject, plan.csr.sans, grants)[0] != old.subject:
             raise PKIError(ErrorKind.FORBIDDEN, "CSR subject differs from the client certificate (RFC 7030 §4.2.2)")
         if {san_text(n) for n in plan.csr.sans} != set(info.sans):
             raise PKIError(ErrorKind.FORBIDDEN, "CSR subjectAltName differs from the client certificate "
                                                 "(RFC 7030 §4.2.2)")
-        return replace(plan, profile=info.profile, device_id=info.device_id, ek_fingerprint=info.ek_fingerprint)
+        return replace(plan, profile=info.profile, device_id=info.device_id, ek_fingerprint=info.ek_fingerprint,
+                       grants=grants)
 
     # -- issuance -----------------------------------------------------------------------------
 
@@ -255,7 +263,7 @@ class EstService:
             issued = self.dep.authority.issue(IssuanceRequest(
                 csr=plan.csr, profile=plan.profile, lifetime=plan.lifetime, replace_sans=plan.replace_sans,
                 requester=Requester(CHANNEL, plan.principal.display, plan.source),
-                device_id=plan.device_id, ek_fingerprint=plan.ek_fingerprint))
+                device_id=plan.device_id, ek_fingerprint=plan.ek_fingerprint, subject_grants=plan.grants))
         except PKIError as exc:
             if claim is not None and registration is not None and exc.kind in _RELEASE_ON:
                 self.registrations.release(registration.device_id, claim)

@@ -287,16 +287,17 @@ class ScepService:
         csr = parse_csr(data)
         assert ex.signer is not None
         old = self._current_certificate(ex.signer)
-        if csr.subject != ex.signer.subject:
+        old_sans = tuple(_san_list(ex.signer))
+        sans = tuple(csr.sans) or old_sans
+        grants = tuple(ex.signer.subject)  # CA-issued: the subject the renewed certificate keeps
+        if self.dep.authority.subject_for(old.profile, csr.subject, sans, grants)[0] != ex.signer.subject:
             raise PKIError(ErrorKind.BAD_REQUEST, "a renewal must keep the subject of the current certificate")
         prior = self._prior(ex, csr)
         if prior is not None:
             return prior
-        old_sans = tuple(_san_list(ex.signer))
         if any(n not in old_sans for n in csr.sans):
             raise PKIError(ErrorKind.REJECTED_IDENTIFIER, "a renewal cannot add subject alternative names")
-        sans = tuple(csr.sans) or old_sans
-        return self._enroll(ex, csr, old.profile, f"renewal of {old.serial_hex}", sans)
+        return self._enroll(ex, csr, old.profile, f"renewal of {old.serial_hex}", sans, grants)
 
     def _current_certificate(self, signer: x509.Certificate) -> Any:
         try:
@@ -381,7 +382,7 @@ class ScepService:
                 "csr": csr.der.hex(), "source": ex.source}
 
     def _enroll(self, ex: _Exchange, csr: CertificationRequest, profile: str, principal: str,
-                sans: tuple[x509.GeneralName, ...]) -> ScepReply:
+                sans: tuple[x509.GeneralName, ...], grants: tuple[x509.NameAttribute, ...] = ()) -> ScepReply:
         assert ex.signer is not None
         now = self.dep.clock.now()
         pending = self.settings.profile(profile).manual_approval
@@ -393,7 +394,7 @@ class ScepService:
             if not self._save(ex, status=PENDING, serial=None, **record):
                 raise PKIError(ErrorKind.BAD_REQUEST, "transactionID already in use")
             return ScepReply(PkiStatus.PENDING, detail="awaiting manual approval")
-        issued = self._issue(csr, profile, principal, ex.source, sans)
+        issued = self._issue(csr, profile, principal, ex.source, sans, grants)
         self._save(ex, status=ISSUED, serial=issued.serial, **record)
         return ScepReply(PkiStatus.SUCCESS, payload=cms.degenerate([issued.certificate]))
 
@@ -403,9 +404,10 @@ class ScepService:
         return self.repo.reopen(ex.reuse.id, ex.reuse.status, **row)
 
     def _issue(self, csr: CertificationRequest, profile: str, principal: str, source: str,
-               sans: tuple[x509.GeneralName, ...]) -> Any:
+               sans: tuple[x509.GeneralName, ...], grants: tuple[x509.NameAttribute, ...] = ()) -> Any:
         return self.authority_for(profile).issue(IssuanceRequest(
-            csr=csr, profile=profile, requester=Requester("scep", principal, source), replace_sans=sans))
+            csr=csr, profile=profile, requester=Requester("scep", principal, source), replace_sans=sans,
+            subject_grants=grants))
 
     # -- CertPoll, GetCert, GetCRL (RFC 8894 §3.3.3, §4.3.1) ---------------------------------------------
 

@@ -189,3 +189,38 @@ def test_validation_lost_by_a_dead_replica_is_reaped(setup: tuple[AcmeService, F
     reaped = client.post(order["authorizations"][0], None).body
     assert reaped["status"] == "invalid" and reaped["challenges"][0]["status"] == "invalid"
     assert client.post(order_url, None).body["status"] == "invalid"
+
+
+def _validated_order(client: Client, name: str) -> tuple[str, dict[str, Any]]:
+    order_url, order = new_order(client, name)
+    authz = client.post(order["authorizations"][0], None).body
+    client.post(authz["challenges"][0]["url"], {"proof": "ok"})
+    for _ in range(200):
+        if client.post(order_url, None).body["status"] == "ready":
+            break
+        time.sleep(0.02)
+    return order_url, client.post(order_url, None).body
+
+
+def test_finalize_drops_requested_role_attributes(setup: tuple[AcmeService, FixedClock, Client]) -> None:
+    """Issue 21 defect 1: finalize with ``OU=vpn-admin,serialNumber=dev2`` got exactly that subject.
+    The subject now carries only the commonName equal to the authorized identifier."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509.oid import NameOID
+
+    _, _, client = setup
+    _, order = _validated_order(client, "role.svc.test")
+    assert order["status"] == "ready"
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "role.svc.test"),
+                         x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "vpn-admin"),
+                         x509.NameAttribute(NameOID.SERIAL_NUMBER, "dev2")])
+    csr = (x509.CertificateSigningRequestBuilder().subject_name(subject)
+           .add_extension(x509.SubjectAlternativeName([x509.DNSName("role.svc.test")]), critical=False)
+           .sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256()).public_bytes(Encoding.DER))
+    resp = client.post(order["finalize"], {"csr": b64u(csr)})
+    assert resp.status == 200, resp.body
+    pem = client.post(resp.body["certificate"], None).body
+    cert = x509.load_pem_x509_certificates(pem if isinstance(pem, bytes) else pem.encode())[0]
+    assert cert.subject.rfc4514_string() == "CN=role.svc.test"

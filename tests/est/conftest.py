@@ -44,6 +44,10 @@ est:
       labels: [machine, user, gateway, approval, shortlived]
     strict: {{password_hash: "{hash_password(STRICT_PASSWORD, 1000)}", registered_only: true}}
   ra_subjects: ["{RA_SUBJECT}"]
+profiles:  # the subject these MDM clients send (CN = device name, O=Example); never OU (a role)
+  machine: {{subject: {{CN: ["*"], O: [Example]}}}}
+  user: {{subject: {{CN: ["*"], O: [Example]}}}}
+  gateway: {{subject: {{CN: ["*"], O: [Example]}}}}
 """
 
 
@@ -145,7 +149,7 @@ def est(deployment_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
             key = new_key()
             (base / "ra.csr").write_bytes(make_csr(key, "mdm-ra", ["DNS:mdm-ra.example.test"]))
             run_ikepki("issue", "--csr", str(base / "ra.csr"), "--profile", "machine", "--out", str(env.ra_cert),
-                       directory=directory)
+                       "--subject", RA_SUBJECT, directory=directory)
             write_pem(env.ra_key, key)
         except BaseException as exc:
             errors.append(exc)

@@ -268,3 +268,25 @@ def test_cli_approve_releases_a_held_device_enrollment(est: EstEnv) -> None:
         cert = issued_cert(enroll(c, est.url, csr, label="approval", auth=("held-dev", secret)))
     assert est.store.registration("held-dev") == (1, format(cert.serial_number, "x"))
     assert est.store.device_of(cert.serial_number) == "held-dev"
+
+
+def test_device_cannot_choose_a_role_attribute(est: EstEnv) -> None:
+    """Issue 21 defect 1: a device with a one-time secret asked for ``OU=vpn-admin`` and got it (the
+    responder's ``role_attribute: OU`` then matched an admin rule). The profile allows CN and
+    O=Example only, so OU is dropped and O=Evil too."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    secret = est.register_one("role-dev-1", ["DNS:role-dev-1.example.test"])
+    key = new_key()
+    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Example"),
+                         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Evil"),
+                         x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "vpn-admin"),
+                         x509.NameAttribute(NameOID.COMMON_NAME, "role-dev-1")])
+    csr = (x509.CertificateSigningRequestBuilder().subject_name(subject)
+           .add_extension(x509.SubjectAlternativeName([x509.DNSName("role-dev-1.example.test")]), critical=False)
+           .sign(key, hashes.SHA256()).public_bytes(Encoding.DER))
+    with est.client() as c:
+        cert = issued_cert(enroll(c, est.url, csr, auth=("role-dev-1", secret)))
+    assert cert.subject.rfc4514_string() == "CN=role-dev-1,O=Example"
+    assert cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME) == []
