@@ -131,6 +131,9 @@ class RevocationRequest:
     block_devices: bool = False
 
 
+MAX_QUERY_OFFSET = 1_000_000_000  # a search offset beyond any real store (64-bit SQL integers)
+
+
 @dataclass(frozen=True)
 class CertificateQuery:
     """Search filter; every field narrows the result."""

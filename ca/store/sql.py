@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from ca.clock import as_utc
 from ca.crl_entry import crl_entry_der
 from ca.errors import ErrorKind, PKIError
-from ca.model import CertificateInfo, CertificateQuery, CertStatus, RevocationReason
+from ca.model import MAX_QUERY_OFFSET, CertificateInfo, CertificateQuery, CertStatus, RevocationReason
 from ca.revocation_event import EVENT_REVOKED, EVENT_UNREVOKED, RevocationEvent, now_rfc3339
 from ca.store.db import Database
 from ca.store.records import (
@@ -119,7 +119,9 @@ class SqlCertificateReader:
         conds = self._conditions(q)
         if conds:
             stmt = stmt.where(and_(*conds))
-        stmt = stmt.order_by(CERTS.c.created_at.desc()).limit(min(max(q.limit, 1), 100_000)).offset(max(q.offset, 0))
+        if not 0 <= q.offset <= MAX_QUERY_OFFSET:  # SQLite/PostgreSQL integers are 64-bit: bound before binding
+            raise PKIError(ErrorKind.BAD_REQUEST, f"offset must be between 0 and {MAX_QUERY_OFFSET}")
+        stmt = stmt.order_by(CERTS.c.created_at.desc()).limit(min(max(q.limit, 1), 100_000)).offset(q.offset)
         with self.db.read() as conn:
             return [_info(r) for r in conn.execute(stmt)]
 

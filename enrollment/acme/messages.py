@@ -57,7 +57,10 @@ def parse_rfc3339(value: Any, what: str) -> datetime:
         raise malformed(f"{what} must be an RFC 3339 date-time") from None
     if parsed.tzinfo is None:
         raise malformed(f"{what} needs a time zone offset")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-23:59 is after datetime.max in UTC
+        raise malformed(f"{what} is out of range") from None
 
 
 def account_json(account: Account, urls: Urls) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from fastapi import FastAPI, Query
 from fastapi.responses import Response
 
 from ca.errors import ErrorKind, PKIError
-from ca.model import CertificateQuery, CertStatus, Requester, parse_serial
+from ca.model import MAX_QUERY_OFFSET, CertificateQuery, CertStatus, Requester, parse_serial
 from ca.revocation import live_session_probe, parse_reason, revoke_selected
 from ca.service.admin import (
     CHANNEL,
@@ -98,7 +98,7 @@ def _routes(app: FastAPI, dep: Any, settings: AdminSettings) -> None:
                profile: Annotated[str | None, Query(max_length=32)] = None,
                status: Annotated[str | None, Query(pattern="^(valid|revoked|hold)$")] = None,
                expires_before: datetime | None = None, expires_after: datetime | None = None,
-               limit: Annotated[int, Query(ge=1, le=1000)] = 100, offset: Annotated[int, Query(ge=0)] = 0
+               limit: Annotated[int, Query(ge=1, le=1000)] = 100, offset: Annotated[int, Query(ge=0, le=MAX_QUERY_OFFSET)] = 0
                ) -> CertificateList:
         q = CertificateQuery(serial=parse_serial(serial) if serial else None, subject_contains=subject,
                              san=san, profile=profile, status=CertStatus(status) if status else None,

@@ -24,6 +24,7 @@ from enrollment.scep.service import ScepService
 
 log = logging.getLogger("ikepki.scep.http")
 PREFIX = "/scep"
+MAX_QUERY_FIELDS = 8
 
 
 class BodyTooLarge(Exception):
@@ -133,7 +134,10 @@ class ScepApp:
         profile = self._profile(scope["path"])
         if profile is None:
             return _text(404, "unknown SCEP profile")
-        params = parse_qs(query.decode("latin-1"), max_num_fields=8)
+        try:  # RFC 8894 §4.1: operation and message; more than a few parameters is not SCEP
+            params = parse_qs(query.decode("latin-1"), max_num_fields=MAX_QUERY_FIELDS)
+        except ValueError:
+            return _text(400, f"at most {MAX_QUERY_FIELDS} query parameters")
         operation = (params.get("operation") or [""])[0]
         if method in ("GET", "HEAD"):
             return await self._get(operation, params, profile, scope)
