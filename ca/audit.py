@@ -17,6 +17,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ca.errors import ErrorKind, PKIError
+
 GENESIS = "0" * 64
 
 
@@ -33,16 +35,26 @@ class AuditLog:
         self.path = path  # None: audit lines go nowhere (unit tests)
 
     def append(self, at: datetime, actor: str, action: str, channel: str, **fields: Any) -> None:
+        """Append one line (flushed to the file before returning). An unwritable sink raises
+        ``PKIError(UNAVAILABLE)``: callers write the line inside their DB transaction (see
+        :class:`ca.authority.Authority`), so nothing is committed that the file does not show."""
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        except OSError as exc:
+            raise PKIError(ErrorKind.UNAVAILABLE, f"audit log {self.path} is not writable ({exc.strerror})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             record: dict[str, Any] = {"at": at.isoformat(), "actor": actor, "action": action, "channel": channel,
                                       **fields, "prev": _last_hash(fd)}
             record["hash"] = _content_hash(record)
-            os.write(fd, _canonical(record) + b"\n")
+            line = _canonical(record) + b"\n"
+            if os.write(fd, line) != len(line):
+                raise PKIError(ErrorKind.UNAVAILABLE, f"audit log {self.path}: short write (disk full?)")
+        except OSError as exc:
+            raise PKIError(ErrorKind.UNAVAILABLE, f"audit log {self.path} is not writable ({exc.strerror})") from None
         finally:
             os.close(fd)
 

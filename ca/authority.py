@@ -133,13 +133,17 @@ class Authority:
             not_after=cert.not_valid_after_utc, status=CertStatus.valid, der=cert.public_bytes(Encoding.DER),
             requester=t.requester.principal, channel=t.requester.channel, device_id=t.device_id,
             ek_fingerprint=t.ek_fingerprint)
+        dropped = {"subject_dropped": list(t.subject_dropped)} if t.subject_dropped else {}
+        # The audit file line is written inside the store transaction: an unwritable sink raises
+        # PKIError(UNAVAILABLE) and nothing is committed (a commit failing after the line leaves a
+        # line for a certificate that does not exist, never a certificate without a line).
         self.store.insert_certificate(info, now, audit_row(
             now, t.requester.principal, "issue", t.requester.channel, t.requester.source, info.serial,
-            profile=t.profile.name, sans=list(info.sans), subject=info.subject))
-        dropped = {"subject_dropped": list(t.subject_dropped)} if t.subject_dropped else {}
-        self.audit.append(now, t.requester.principal, "issue", t.requester.channel, source=t.requester.source,
-                          serial=info.serial_hex, profile=t.profile.name, identities=list(info.sans),
-                          subject=info.subject, device=t.device_id, **dropped)
+            profile=t.profile.name, sans=list(info.sans), subject=info.subject),
+            before_commit=lambda: self.audit.append(
+                now, t.requester.principal, "issue", t.requester.channel, source=t.requester.source,
+                serial=info.serial_hex, profile=t.profile.name, identities=list(info.sans), subject=info.subject,
+                device=t.device_id, **dropped))
         return IssuedCertificate(info, cert, t.issuer.chain_for_leaf())
 
     # -- revocation ---------------------------------------------------------------------------
@@ -151,23 +155,26 @@ class Authority:
         now = self.clock.now()
         check_invalidity_date(request.invalidity_date, now)
         r = request.requester
+
+        def audit_lines(changed: list[CertificateInfo]) -> None:  # inside the transaction, as for issuance
+            for info in changed:
+                self.audit.append(now, r.principal, "hold" if info.status is CertStatus.hold else "revoke",
+                                  r.channel, source=r.source, serial=info.serial_hex, reason=request.reason.name,
+                                  identities=list(info.sans), device=info.device_id)
+
         done = self.store.revoke(request.serials, request.reason, now, r.principal, r.channel, r.source,
-                                 request.invalidity_date, self.issuer_identity)
+                                 request.invalidity_date, self.issuer_identity, before_commit=audit_lines)
         for info in done:
-            self.audit.append(now, r.principal, "hold" if info.status is CertStatus.hold else "revoke", r.channel,
-                              source=r.source, serial=info.serial_hex, reason=request.reason.name,
-                              identities=list(info.sans), device=info.device_id)
             if request.block_devices and (info.device_id or info.ek_fingerprint):
                 self.block_device(info.device_id or f"ek:{info.ek_fingerprint}", r, request.reason.name)
         return done
 
     def release_hold(self, serial: int, requester: Requester) -> CertificateInfo:
         now = self.clock.now()
-        info = self.store.release_hold(serial, now, requester.principal, requester.channel, requester.source,
-                                       self.issuer_identity)
-        self.audit.append(now, requester.principal, "unhold", requester.channel, source=requester.source,
-                          serial=info.serial_hex)
-        return info
+        return self.store.release_hold(
+            serial, now, requester.principal, requester.channel, requester.source, self.issuer_identity,
+            before_commit=lambda info: self.audit.append(now, requester.principal, "unhold", requester.channel,
+                                                         source=requester.source, serial=info.serial_hex))
 
     def block_device(self, device_id: str, requester: Requester, reason: str | None = None,
                      blocked: bool = True) -> None:

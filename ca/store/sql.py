@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -249,8 +249,11 @@ class SqlCertificateReader:
 class SqlCertificateStore(SqlCertificateReader):
     """Reader plus the writes the Authority and the admin API make."""
 
-    def insert_certificate(self, info: CertificateInfo, created_at: datetime, audit: dict[str, Any]) -> None:
-        """Record the certificate and its audit row in one transaction (before it is returned)."""
+    def insert_certificate(self, info: CertificateInfo, created_at: datetime, audit: dict[str, Any],
+                           before_commit: Callable[[], None] | None = None) -> None:
+        """Record the certificate and its audit row in one transaction (before it is returned).
+        ``before_commit`` runs inside the transaction (the audit file line): if it raises, nothing
+        is committed."""
         row = {"serial": _hex(info.serial), "issuer_id": info.issuer_id, "subject": info.subject,
                "sans": json.dumps(list(info.sans)), "profile": info.profile, "not_before": info.not_before,
                "not_after": info.not_after, "status": info.status.value, "der": info.der,
@@ -263,6 +266,8 @@ class SqlCertificateStore(SqlCertificateReader):
                 if info.device_id or info.ek_fingerprint:
                     self._ensure_device(conn, info.device_id or f"ek:{info.ek_fingerprint}", info.ek_fingerprint,
                                         created_at)
+                if before_commit is not None:
+                    before_commit()
         except IntegrityError:
             raise PKIError(ErrorKind.CONFLICT, "serial collision") from None
 
@@ -276,10 +281,12 @@ class SqlCertificateStore(SqlCertificateReader):
                                                     created_at=at).on_conflict_do_nothing())
 
     def revoke(self, serials: Sequence[int], reason: RevocationReason, at: datetime, actor: str, channel: str,
-               source: str, invalidity_date: datetime | None, identity_of: Any) -> list[CertificateInfo]:
+               source: str, invalidity_date: datetime | None, identity_of: Any,
+               before_commit: Callable[[list[CertificateInfo]], None] | None = None) -> list[CertificateInfo]:
         """Revoke (or hold) in one transaction with the revocation rows, the outbox events, one
         delivery row per enabled gateway, and audit rows. Already revoked serials are skipped;
-        a held certificate may be revoked for good (RFC 5280 §5.3.1)."""
+        a held certificate may be revoked for good (RFC 5280 §5.3.1). ``before_commit`` gets the
+        changed certificates inside the transaction (audit file lines); if it raises, nothing changes."""
         hold = reason is RevocationReason.certificateHold
         status = "hold" if hold else "revoked"
         done: list[CertificateInfo] = []
@@ -323,10 +330,13 @@ class SqlCertificateStore(SqlCertificateReader):
                                       (AUDIT, audits)):
                     if values:
                         conn.execute(insert(table), values)
+            if done and before_commit is not None:
+                before_commit(done)
         return done
 
     def release_hold(self, serial: int, at: datetime, actor: str, channel: str, source: str,
-                     identity_of: Any) -> CertificateInfo:
+                     identity_of: Any, before_commit: Callable[[CertificateInfo], None] | None = None
+                     ) -> CertificateInfo:
         with self.db.write() as conn:
             row = conn.execute(select(CERTS).where(CERTS.c.serial == _hex(serial)).with_for_update()).first()
             if row is None:
@@ -341,6 +351,8 @@ class SqlCertificateStore(SqlCertificateReader):
             gateways = [g.id for g in conn.execute(select(GATEWAYS.c.id).where(GATEWAYS.c.enabled.is_(True)))]
             self._enqueue(conn, info, EVENT_UNREVOKED, at, gateways, identity_of)
             conn.execute(insert(AUDIT), audit_row(at, actor, "unhold", channel, source, serial))
+            if before_commit is not None:
+                before_commit(info)
         return info
 
     def _enqueue(self, conn: Connection, info: CertificateInfo, kind: str, at: datetime, gateways: list[int],
