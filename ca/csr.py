@@ -152,6 +152,38 @@ def check_key_strength(key: object) -> None:
         raise PKIError(ErrorKind.BAD_CSR, f"key type {type(key).__name__} is not allowed")
 
 
+def without_challenge_password(der: bytes) -> bytes:
+    """The CSR with its challengePassword attribute (RFC 2985 §5.4.1) removed, for storage: a shared
+    secret must not be kept after it was checked. The signature no longer verifies (it covered the
+    password), so the result is only for :func:`load_stored_csr`, never for a new request."""
+    try:
+        req = asn1_csr.CertificationRequest.load(der, strict=True)
+        info = req["certification_request_info"]
+        attrs = [a for a in info["attributes"] if a["type"].native != "challenge_password"]
+        if len(attrs) == len(info["attributes"]):
+            return der
+        attrs.sort(key=lambda a: a.dump())
+        info["attributes"] = attrs
+        return asn1_csr.CertificationRequest({"certification_request_info": info,
+                                              "signature_algorithm": req["signature_algorithm"],
+                                              "signature": req["signature"].native}).dump(force=True)
+    except (ValueError, TypeError, KeyError):
+        raise PKIError(ErrorKind.BAD_CSR, "not a valid PKCS#10 certification request") from None
+
+
+def load_stored_csr(der: bytes) -> CertificationRequest:
+    """A CSR the CA verified on receipt (:func:`parse_csr`) and stored with
+    :func:`without_challenge_password` (e.g. an SCEP request awaiting manual approval). Its
+    signature is not checked again (it covered the removed password); the key strength is."""
+    try:
+        csr = x509.load_der_x509_csr(der)
+        public_key = csr.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        raise PKIError(ErrorKind.BAD_CSR, "stored CSR is unreadable") from None
+    check_key_strength(public_key)
+    return CertificationRequest(der=der, csr=csr, public_key=public_key, challenge_password=None)
+
+
 def _challenge_password(csr: x509.CertificateSigningRequest) -> str | None:
     try:
         value = csr.attributes.get_attribute_for_oid(AttributeOID.CHALLENGE_PASSWORD).value

@@ -120,6 +120,8 @@ class RemoteBackend:
         import httpx
 
         token = token_file.read_text().strip()
+        if not token or not token.isprintable() or any(c.isspace() for c in token):
+            raise PKIError(ErrorKind.CONFIG, f"--token {token_file}: not an admin API token (empty or with spaces)")
         self.base = url.rstrip("/") + "/admin/v1"
         verify = ssl.create_default_context(cafile=str(ca_bundle)) if ca_bundle else ssl.create_default_context()
         self.client = httpx.Client(verify=verify, timeout=300,

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import NameOID
 
 from ca.authority import Authority
-from ca.csr import CertificationRequest, parse_csr
+from ca.csr import CertificationRequest, load_stored_csr, parse_csr, without_challenge_password
 from ca.errors import ErrorKind, PKIError
 from ca.model import CertStatus, IssuanceRequest, Requester
 from ca.profiles import check_sans
@@ -325,7 +325,7 @@ class ScepService:
         tx = self.repo.find(ex.request.transaction_id, key_digest(ex.signer.public_key()))
         if tx is None:
             return None
-        if tx.csr_der == csr.der:
+        if tx.csr_der in (csr.der, without_challenge_password(csr.der)):  # rows from before redaction too
             return self._reply_for(tx)
         if tx.status in (PENDING, ISSUING):
             raise PKIError(ErrorKind.BAD_REQUEST, "another request with this transactionID is pending")
@@ -387,7 +387,8 @@ class ScepService:
         now = self.dep.clock.now()
         pending = self.settings.profile(profile).manual_approval
         record = {"transaction_id": ex.request.transaction_id, "key_sha256": key_digest(ex.signer.public_key()),
-                  "profile": profile, "subject": csr.subject.rfc4514_string(), "csr_der": csr.der,
+                  "profile": profile, "subject": csr.subject.rfc4514_string(),
+                  "csr_der": without_challenge_password(csr.der),  # never keep the shared secret
                   "signer_der": ex.signer.public_bytes(Encoding.DER), "cipher": ex.cipher, "principal": principal,
                   "source": ex.source, "now": now}
         if pending:
@@ -450,7 +451,7 @@ class ScepService:
         if not self.repo.transition(row_id, PENDING, ISSUING, now):
             raise PKIError(ErrorKind.CONFLICT, f"transaction {row_id} is {tx.status}, not pending")
         try:
-            csr = parse_csr(tx.csr_der)
+            csr = load_stored_csr(tx.csr_der)  # verified on receipt, stored without the challenge
             sans = self._sans(csr, tx.profile, self.settings.profile(tx.profile))
             issued = self._issue(csr, tx.profile, f"{tx.principal}; approved by {approver}", tx.source, sans)
         except PKIError:

@@ -95,3 +95,15 @@ def test_init_refuses_to_overwrite_a_ca(deployment_dir: Path) -> None:
 def test_invalid_setting_fails_closed(deployment_dir: Path) -> None:
     proc = run_ikepki("certs", "list", directory=deployment_dir, check=False, env={"IKEPKI_HTTPS_PORT": "many"})
     assert proc.returncode == 2 and "https_port" in proc.stderr
+
+
+@pytest.mark.parametrize("content", ["", "  \n", "two words\n"])
+def test_unusable_admin_token_file_is_a_usage_error(deployment_dir: Path, tmp_path: Path, content: str) -> None:
+    """Issue 21 defect 11: an empty --token file said "admin API unreachable" (exit 6, "retry")."""
+    token = tmp_path / "token"
+    token.write_text(content)
+    proc = run_ikepki("revoke", "1f", "--reason", "keyCompromise", "--yes", "--server", "https://127.0.0.1:9",
+                      "--token", str(token), directory=deployment_dir, check=False)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "token" in lines[0] and "unreachable" not in lines[0]

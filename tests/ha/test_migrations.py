@@ -2,11 +2,11 @@
 empty database and from the previous revision, the downgrades run, and the migrated schema has
 every column the packages' SQLModel records use.
 
-"Previous revision": every branch has one revision so far (ca_0001, acme_0001, est_0001,
-scep_0001, ocsp_0001, attestation_0001, response_0001), so the previous state of a database is either a
-core-only schema (ca_0001, before the protocol packages' branches existed) or a database with one
-package branch stepped back (``<label>@-1`` = that branch removed); one step back of the core is
-``base`` (it first removes the branches that depend on ca_0001).
+"Previous revision": the previous state of a database is either a core-only schema (ca_0001,
+before the protocol packages' branches existed), a database with one package branch removed
+(``<label>@base``; branches: acme, est, scep, ocsp, attestation, response), or one package branch
+one revision back (``<label>@-1``: scep_0002, the challenge-password redaction, back to scep_0001);
+one step back of the core is ``base`` (it first removes the branches that depend on ca_0001).
 """
 
 from __future__ import annotations
@@ -87,15 +87,18 @@ def test_upgrade_from_each_package_branch_one_step_back(pg: PgCluster) -> None:
     migrate.upgrade(url)
     before = _tables(url)
     cfg = migrate.alembic_config(url)
+    command.downgrade(cfg, "scep@-1")  # a data-only revision: the schema stays
+    assert "scep_0001" in _applied(url) and _tables(url) == before
+    migrate.upgrade(url)
     for label in sorted(LABELS - {"ca"}):
-        command.downgrade(cfg, f"{label}@-1")
+        command.downgrade(cfg, f"{label}@base")
         applied = _applied(url)
         assert not any(h.startswith(label) for h in applied) and "ca_0001" in applied, (label, applied)
         assert set(_tables(url)) < set(before), label
         migrate.upgrade(url)
         assert _tables(url) == before, label
     for label in sorted(LABELS - {"ca"}):  # all package branches back at once, then the CLI
-        command.downgrade(cfg, f"{label}@-1")
+        command.downgrade(cfg, f"{label}@base")
     assert _applied(url) == {"ca_0001"}
     migrate.upgrade(url)  # what `ikepki db upgrade` runs (the CLI is exercised by the other tests)
     assert _applied(url) == _all_revisions(url)

@@ -142,7 +142,8 @@ def test_invalidity_date_and_reason_codes_in_the_full_crl(pki: Pki) -> None:
     from tests.ocsp.ocsp_helpers import TESTER
 
     cert, _ = pki.issue()
-    compromised_at = (datetime.now(UTC) - timedelta(days=2)).replace(microsecond=0)
+    # bounded since issue 21: not before the certificate's notBefore, not in the future
+    compromised_at = min(cert.not_valid_before_utc + timedelta(seconds=30), datetime.now(UTC)).replace(microsecond=0)
     pki.dep.authority.revoke(RevocationRequest((cert.serial_number,), RevocationReason.privilegeWithdrawn, TESTER,
                                                invalidity_date=compromised_at))
     crl = wait_for(lambda: listed(pki, "ec.crl", cert.serial_number), what="entry in the full CRL")

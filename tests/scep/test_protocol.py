@@ -325,3 +325,34 @@ def test_admin_challenge_endpoint_requires_admin_token(scep: ScepEnv) -> None:
     # plain HTTP listener does not expose the admin API
     assert httpx.post(f"{srv.http_url}/admin/v1/scep/challenges", json={}).status_code == 404
 
+
+
+def test_challenge_password_is_not_stored(http: ScepHttp, ra: x509.Certificate, scep: ScepEnv) -> None:
+    """Issue 21 defect 11: scep_transactions.csr_der kept the challengePassword in clear. The CSR is
+    stored without it; retransmissions (same CSR) and manual approval still work from the row."""
+    import sqlite3
+
+    def stored(transaction_id: str) -> bytes:
+        with sqlite3.connect(scep.server.dir / "ikepki.db") as conn:
+            (der,) = conn.execute("select csr_der from scep_transactions where transaction_id = ?",
+                                  (transaction_id,)).fetchone()
+        return bytes(der)
+
+    password = otp(scep)
+    req = Requester.new()
+    csr = make_csr(req.key, "nopw.example.test", password, ("nopw.example.test",))
+    first = read_certrep(http.post(req.message("19", csr, ra)).content, req)
+    assert first.status == SUCCESS
+    assert password.encode() not in stored(req.transaction_id)
+    again = read_certrep(http.post(req.message("19", csr, ra)).content, req)  # a retransmission: same answer
+    assert again.status == SUCCESS and again.certificates[0].serial_number == first.certificates[0].serial_number
+
+    url = f"{scep.url}/gateway/pkiclient.exe"
+    held_password = otp(scep, "gateway")
+    rep, held = enroll(http, ra, held_password, "gw-nopw.example.test", url=url)
+    assert rep.status == PENDING and held_password.encode() not in stored(held.transaction_id)
+    run_ikepki("scep", "approve", held.transaction_id, directory=scep.server.dir)
+    rsa_ca = x509.load_pem_x509_certificate((scep.server.dir / "ca" / "rsa.pem").read_bytes())
+    poll_body = issuer_and_subject(rsa_ca.subject, x509.Name.from_rfc4514_string("CN=gw-nopw.example.test"))
+    done = read_certrep(ScepHttp(url, http.client).post(held.message("20", poll_body, ra)).content, held)
+    assert done.status == SUCCESS and same_key(done.certificates[0], held.key)

@@ -83,3 +83,35 @@ def test_transactions_are_unique_and_change_state_conditionally(repo: ScepReposi
     assert not repo.transition(tx.id, PENDING, ISSUING, now)
     assert repo.transition(tx.id, ISSUING, ISSUED, now, serial=0xABC)
     assert repo.by_id(tx.id).serial == 0xABC
+
+
+def test_migration_redacts_stored_challenge_passwords(tmp_path: Path) -> None:
+    """scep_0002 (issue 21): rows stored before it kept the challengePassword inside csr_der."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509.oid import AttributeOID, NameOID
+    from sqlalchemy import create_engine, text
+
+    from ca.csr import load_stored_csr
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    migrate.upgrade(url, "scep@scep_0001")
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "old.example.test")]))
+           .add_attribute(AttributeOID.CHALLENGE_PASSWORD, b"old-static-secret")
+           .sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256()).public_bytes(Encoding.DER))
+    now = datetime.now(UTC)
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO scep_transactions (transaction_id, key_sha256, status, profile, subject, csr_der, signer_der,"
+            " cipher, principal, source, created_at, updated_at) VALUES ('t1', :k, 'pending', 'machine', 'CN=x',"
+            " :c, :s, 'aes', 'p', '', :n, :n)"), {"k": "0" * 64, "c": csr, "s": b"\x30\x00", "n": now})
+    migrate.upgrade(url)
+    with engine.begin() as conn:
+        stored = bytes(conn.execute(text("SELECT csr_der FROM scep_transactions")).scalar_one())
+    engine.dispose()
+    assert b"old-static-secret" not in stored
+    assert load_stored_csr(stored).subject.rfc4514_string() == "CN=old.example.test"
