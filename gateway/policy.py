@@ -2,7 +2,8 @@
 
 YAML shape::
 
-    role_attribute: OU            # subject attribute read as the peer's role (name or OID)
+    role_attribute: OU            # subject attribute read as the peer's role (name or OID); trust it only
+                                  # if the CA decides it (ikepki: profiles.<name>.subject), never CN
     rules:
       - name: staff
         match:                    # every key given must match

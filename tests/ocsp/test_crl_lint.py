@@ -107,3 +107,37 @@ def test_lint_refuses_the_old_bad_entry_before_signing(monkeypatch: pytest.Monke
     with pytest.raises(CrlLintError, match="nextUpdate"):
         build_crl(issuer, [], 7, now, now)
     assert signed == []  # nothing reached the key
+
+
+def test_migration_repairs_a_poisoned_entry(tmp_path: Path) -> None:
+    """ca_0002: a database revoked with invalidityDate 0001-01-01 before the fix holds the bad entry
+    DER; the migration re-encodes it (dropping the out-of-bounds date) so CRLs lint clean again."""
+    from sqlalchemy import create_engine, insert, select
+
+    from ca.crl_entry import crl_entry_der
+    from ca.store import migrate
+    from ca.store.sql import CERTS
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    migrate.upgrade(url, "ca_0001")
+    now = datetime.now(UTC).replace(microsecond=0)
+    good_inv = now - timedelta(minutes=5)
+    rows = [("1f5", datetime(1, 1, 1, tzinfo=UTC), OLD_BAD_ENTRY),
+            ("2a", good_inv, crl_entry_der(0x2a, now, 1, good_inv))]
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        for serial, inv, entry in rows:
+            conn.execute(insert(CERTS).values(
+                serial=serial, issuer_id="ec", subject="", sans="[]", profile="machine",
+                not_before=now - timedelta(hours=1), not_after=now + timedelta(hours=1), status="revoked", der=b"x",
+                requester="t", channel="t", created_at=now, revoked_at=now, revocation_reason="keyCompromise",
+                invalidity_date=inv, crl_entry_der=entry))
+    migrate.upgrade(url)
+    with engine.begin() as conn:
+        got = {r.serial: r for r in conn.execute(
+            select(CERTS.c.serial, CERTS.c.invalidity_date, CERTS.c.crl_entry_der))}
+    engine.dispose()
+    assert got["1f5"].invalidity_date is None and bytes(got["1f5"].crl_entry_der) == crl_entry_der(0x1f5, now, 1)
+    assert bytes(got["2a"].crl_entry_der) == rows[1][2]  # a correct entry is left as it was
+    for r in got.values():
+        lint_crl_entry(bytes(r.crl_entry_der), delta=False)
