@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ca.authority import Authority
 from ca.config import CaSettings, ConfigSource
@@ -101,3 +103,33 @@ def test_subject_policy_config(tmp_path: Path) -> None:
                       NameOID.ORGANIZATIONAL_UNIT_NAME: frozenset({"vpn-staff"})}
     with pytest.raises(PKIError, match="unknown subject attribute"):
         subject_policy_from_config("machine", {"emailAddress": ["x"]})
+
+
+_ATTRS = [NameOID.COMMON_NAME, NameOID.ORGANIZATION_NAME, NameOID.ORGANIZATIONAL_UNIT_NAME, NameOID.SERIAL_NUMBER,
+          NameOID.COUNTRY_NAME, NameOID.TITLE, NameOID.EMAIL_ADDRESS]
+_VALUES = st.sampled_from(["vpn-admin", "Example", "dev1", "dev1.example.test", "DE", "*", "x" * 65, ""])
+
+
+@pytest.mark.filterwarnings("ignore:Attribute's length:UserWarning")  # invalid country codes on purpose
+@settings(max_examples=300, deadline=None)
+@given(requested=st.lists(st.tuples(st.sampled_from(_ATTRS), _VALUES), max_size=8),
+       allowed=st.dictionaries(st.sampled_from(_ATTRS[:5]), st.frozensets(_VALUES, max_size=3), max_size=3),
+       grants=st.lists(st.tuples(st.sampled_from(_ATTRS[:4]), _VALUES.filter(bool)), max_size=3))
+def test_every_kept_attribute_is_authorized(requested: list[tuple[Any, str]], allowed: dict[Any, frozenset[str]],
+                                            grants: list[tuple[Any, str]]) -> None:
+    """Property: nothing reaches the subject that the profile, a grant or an identifier did not authorize."""
+    from ca.profiles import ANY_VALUE, BUILTIN_PROFILES, build_subject
+
+    profile = replace(BUILTIN_PROFILES["machine"], subject_values=allowed)
+    name = x509.Name([x509.NameAttribute(oid, v, _validate=False) for oid, v in requested])
+    granted = [x509.NameAttribute(oid, v, _validate=False) for oid, v in grants]
+    try:
+        subject, dropped = build_subject(profile, name, [DNS], granted)
+    except PKIError:
+        return  # an authorized value of invalid length is refused, never truncated
+    for attr in subject:
+        ok = ((attr.oid, attr.value) in {(g.oid, g.value) for g in granted}
+              or attr.value in allowed.get(attr.oid, frozenset()) or ANY_VALUE in allowed.get(attr.oid, frozenset())
+              or (attr.oid == NameOID.COMMON_NAME and attr.value == DNS.value))
+        assert ok, attr
+    assert len(subject) + len(dropped) == len(requested) or len(dropped) == 16
