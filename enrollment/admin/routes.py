@@ -98,7 +98,8 @@ def _routes(app: FastAPI, dep: Any, settings: AdminSettings) -> None:
                profile: Annotated[str | None, Query(max_length=32)] = None,
                status: Annotated[str | None, Query(pattern="^(valid|revoked|hold)$")] = None,
                expires_before: datetime | None = None, expires_after: datetime | None = None,
-               limit: Annotated[int, Query(ge=1, le=1000)] = 100, offset: Annotated[int, Query(ge=0, le=MAX_QUERY_OFFSET)] = 0
+               limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+               offset: Annotated[int, Query(ge=0, le=MAX_QUERY_OFFSET)] = 0
                ) -> CertificateList:
         q = CertificateQuery(serial=parse_serial(serial) if serial else None, subject_contains=subject,
                              san=san, profile=profile, status=CertStatus(status) if status else None,
