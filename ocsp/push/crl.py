@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca.crl_entry import der_tlv
+from ocsp.crl_lint import lint_crl_tbs
 
 log = logging.getLogger("ikepki.push.crl")
 
@@ -50,7 +51,10 @@ def _header_len(tlv: bytes) -> int:
 
 
 def build_local_crl(issuer: Any, entries: Iterable[bytes], now: datetime, next_update: timedelta) -> bytes:
-    """CertificateList DER (RFC 5280 §5.1) with the given revokedCertificates entries."""
+    """CertificateList DER (RFC 5280 §5.1) with the given revokedCertificates entries, linted
+    (:mod:`ocsp.crl_lint`) before the CA key signs it. (The builder's template, an empty CRL, is
+    signed by cryptography and discarded.)"""
+    entries = list(entries)
     sk = issuer.key
     template = (x509.CertificateRevocationListBuilder().issuer_name(issuer.name).last_update(now)
                 .next_update(now + next_update)
@@ -64,6 +68,8 @@ def build_local_crl(issuer: Any, entries: Iterable[bytes], now: datetime, next_u
         at = next((i for i, p in enumerate(parts) if p[0] == 0xA0), len(parts))
         parts.insert(at, der_tlv(0x30, revoked))
     tbs = der_tlv(0x30, b"".join(parts))
+    lint_crl_tbs(tbs, alg_id=alg, issuer_name_der=issuer.name.public_bytes(), key_id=issuer.key_id, number=0,
+                 delta_base=None, entries=entries)
     if isinstance(sk.key, ec.EllipticCurvePrivateKey):
         sig = sk.key.sign(tbs, ec.ECDSA(sk.hash_algorithm))
     elif isinstance(sk.key, rsa.RSAPrivateKey):

@@ -141,3 +141,20 @@ def test_migration_repairs_a_poisoned_entry(tmp_path: Path) -> None:
     assert bytes(got["2a"].crl_entry_der) == rows[1][2]  # a correct entry is left as it was
     for r in got.values():
         lint_crl_entry(bytes(r.crl_entry_der), delta=False)
+
+
+def test_pushed_local_crl_is_linted_too() -> None:
+    """ocsp.push.crl.build_local_crl (the CRL a VICI gateway is loaded with) goes through the same lint."""
+    from types import SimpleNamespace
+
+    from ocsp.push.crl import build_local_crl
+
+    scale = software_issuer()
+    issuer = SimpleNamespace(name=scale.certificate.subject, key_id=scale.key_id, key=scale.key)
+    now = datetime.now(UTC).replace(microsecond=0)
+    der = build_local_crl(issuer, [_good_entry(now)], now, timedelta(minutes=10))
+    crl = x509.load_der_x509_crl(der)
+    assert crl.is_signature_valid(scale.certificate.public_key())  # type: ignore[arg-type]
+    assert crl.get_revoked_certificate_by_serial_number(501) is not None
+    with pytest.raises(CrlLintError):
+        build_local_crl(issuer, [OLD_BAD_ENTRY], now, timedelta(minutes=10))
