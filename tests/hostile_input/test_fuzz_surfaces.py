@@ -1,5 +1,6 @@
 """Random bytes, parameters, headers and JSON at every route of every HTTP surface of the
-in-process ASGI app (both listeners): nothing may answer 5xx (issue 21, defect 6). Examples are
+in-process ASGI app (both listeners; ACME, EST, SCEP, OCSP/CRL, attestation, admin incl. the EST,
+SCEP and incident routes, alert hooks, health): nothing may answer 5xx (issue 21, defect 6). Examples are
 bounded so each surface runs in seconds; hypothesis shrinks any 5xx to a minimal request."""
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ ROUTES: dict[str, tuple[tuple[str, str], ...]] = {
     "admin": tuple((HTTPS, f"/admin/v1/{p}") for p in (
         "whoami", "certificates", "certificates/1f", "revocations", "revocations/1f", "deliveries/search",
         "devices/d1", "devices/d1/block", "gateways", "gateways/g1", "gateways/g1/health", "tokens", "tokens/x",
-        "est/registrations", "est/pending", "scep/challenges", "scep/transactions", "openapi.json")),
+        "est/registrations", "est/pending", "scep/challenges", "scep/transactions", "incidents", "incidents/x",
+        "incidents/x/approve", "incidents/x/reject", "openapi.json")),
+    "hooks": ((HTTPS, "/hooks/v1/alertmanager"), (HTTPS, "/hooks/v1/x"), (HTTPS, "/hooks/v1/openapi.json")),
     "health": tuple((listener, p) for listener in (HTTP, HTTPS) for p in (
         "/healthz", "/readyz", "/metrics", "/ca/root.pem", "/ca/ec.der", "/ca/nope.pem", "/nope")),
 }
