@@ -37,6 +37,7 @@ from enrollment.scep.webhook import WebhookVerdict, ask_webhook
 
 log = logging.getLogger("ikepki.scep")
 RSA_ISSUER = "rsa"
+RENEWAL_PRINCIPAL = "renewal of "  # principal prefix of a RenewalReq transaction (RFC 8894 §3.3.1.2)
 LEGACY_HINT = ("micromdm scepclient (and other clients limited to single DES / SHA-1) need "
                "'scep: {allow_single_des: true}' in ikepki.yaml or IKEPKI_SCEP_ALLOW_SINGLE_DES=1 — a 56-bit cipher "
                "protects the challenge password in transit: prefer one-time challenges (ikepki scep challenge create)")
@@ -297,7 +298,7 @@ class ScepService:
             return prior
         if any(n not in old_sans for n in csr.sans):
             raise PKIError(ErrorKind.REJECTED_IDENTIFIER, "a renewal cannot add subject alternative names")
-        return self._enroll(ex, csr, old.profile, f"renewal of {old.serial_hex}", sans, grants)
+        return self._enroll(ex, csr, old.profile, f"{RENEWAL_PRINCIPAL}{old.serial_hex}", sans, grants)
 
     def _current_certificate(self, signer: x509.Certificate) -> Any:
         try:
@@ -453,7 +454,8 @@ class ScepService:
         try:
             csr = load_stored_csr(tx.csr_der)  # verified on receipt, stored without the challenge
             sans = self._sans(csr, tx.profile, self.settings.profile(tx.profile))
-            issued = self._issue(csr, tx.profile, f"{tx.principal}; approved by {approver}", tx.source, sans)
+            issued = self._issue(csr, tx.profile, f"{tx.principal}; approved by {approver}", tx.source, sans,
+                                 self._renewal_grants(tx))
         except PKIError:
             self.repo.transition(row_id, ISSUING, REJECTED, self.dep.clock.now())
             raise
@@ -461,6 +463,18 @@ class ScepService:
         self.dep.audit.append(now, approver, "scep-approve", "scep", transaction=tx.transaction_id,
                               serial=issued.info.serial_hex)
         return self.repo.by_id(row_id)
+
+    def _renewal_grants(self, tx: Transaction) -> tuple[x509.NameAttribute, ...]:
+        """An approved RenewalReq keeps the subject of the certificate that signed it (as
+        :meth:`_renewal_req` does at once), if that certificate is still a current one of this CA."""
+        if not tx.principal.startswith(RENEWAL_PRINCIPAL):
+            return ()
+        try:
+            signer = x509.load_der_x509_certificate(tx.signer_der)
+            self._current_certificate(signer)
+        except (ValueError, PKIError, cms.CmsError):
+            return ()
+        return tuple(signer.subject)
 
     def reject(self, row_id: int, approver: str) -> Transaction:
         tx = self.repo.by_id(row_id)

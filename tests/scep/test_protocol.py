@@ -356,3 +356,32 @@ def test_challenge_password_is_not_stored(http: ScepHttp, ra: x509.Certificate, 
     poll_body = issuer_and_subject(rsa_ca.subject, x509.Name.from_rfc4514_string("CN=gw-nopw.example.test"))
     done = read_certrep(ScepHttp(url, http.client).post(held.message("20", poll_body, ra)).content, held)
     assert done.status == SUCCESS and same_key(done.certificates[0], held.key)
+
+
+def test_approved_renewal_keeps_the_granted_subject(http: ScepHttp, ra: x509.Certificate, scep: ScepEnv,
+                                                    deployment: Any) -> None:
+    """A RenewalReq waiting for manual approval keeps the renewed certificate's subject when approved,
+    as an immediate renewal does (the signer certificate is the CA-controlled grant)."""
+    from cryptography.x509.oid import NameOID
+
+    from ca.csr import parse_csr
+    from ca.model import IssuanceRequest
+
+    req = Requester.new()
+    name = "gw-renew-approval.example.test"
+    granted = x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Example")
+    first = ScepService(deployment, ScepSettings()).authority_for("gateway").issue(IssuanceRequest(
+        parse_csr(make_csr(req.key, name, None, (name,))), "gateway", ModelRequester("test", "operator"),
+        subject_grants=(granted,)))
+    leaf = first.certificate
+    assert leaf.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME) == [granted]
+    url = f"{scep.url}/gateway/pkiclient.exe"
+    holder = Requester(req.key, leaf)
+    rep = read_certrep(ScepHttp(url, http.client).post(holder.message("17", make_csr(req.key, name, None, (name,)),
+                                                                      ra)).content, holder)
+    assert rep.status == PENDING
+    run_ikepki("scep", "approve", holder.transaction_id, directory=scep.server.dir)
+    poll_body = issuer_and_subject(leaf.issuer, leaf.subject)
+    done = read_certrep(ScepHttp(url, http.client).post(holder.message("20", poll_body, ra)).content, holder)
+    assert done.status == SUCCESS
+    assert done.certificates[0].subject == leaf.subject and same_key(done.certificates[0], req.key)
