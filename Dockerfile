@@ -14,21 +14,34 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 # build: compile wheels for the project and every dependency (tpm2-pytss and vici have no
 # manylinux wheels for every platform, so a compiler and the TSS headers are needed here).
 FROM ${PYTHON_IMAGE} AS build
+# PIP_CERT (optional): a CA bundle for PyPI behind a TLS-intercepting proxy, bind-mounted by
+# container/build-image.sh; a build ARG, so it never reaches the runtime image.
+ARG PIP_CERT
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
+# python3-dev only where the base lacks Python's headers (a Debian base; the official python
+# image has them): tpm2-pytss compiles against pyconfig.h.
 RUN apt-get update \
+ && headers=$(python -c 'import sysconfig; print(sysconfig.get_paths()["include"])') \
+ && dev=$(test -e "$headers/Python.h" || echo python3-dev) \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      build-essential pkg-config libtss2-dev libffi-dev libssl-dev \
+      build-essential pkg-config libtss2-dev libffi-dev libssl-dev $dev \
  && rm -rf /var/lib/apt/lists/*
+RUN python -m venv /opt/build \
+ && /opt/build/bin/pip install --upgrade pip wheel setuptools
 WORKDIR /src
-COPY pyproject.toml README* LICENSE* ./
+# Dependency wheels first, from pyproject.toml alone: this layer stays cached while only the
+# sources change.
+COPY pyproject.toml ./
+RUN /opt/build/bin/python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' >/tmp/requirements.txt \
+ && /opt/build/bin/pip wheel --wheel-dir /wheels -r /tmp/requirements.txt
+COPY README* LICENSE* ./
 COPY ca ./ca
 COPY enrollment ./enrollment
 COPY ocsp ./ocsp
 COPY gateway ./gateway
 COPY response ./response
 COPY hsm-config ./hsm-config
-RUN python -m pip install --upgrade pip wheel setuptools \
- && python -m pip wheel --wheel-dir /wheels .
+RUN /opt/build/bin/pip wheel --no-deps --wheel-dir /wheels .
 
 # ---------------------------------------------------------------------------------------
 # runtime: only the runtime libraries and the installed wheels, in a venv at /opt/ikepki.

@@ -12,9 +12,9 @@ APT_PACKAGES := softhsm2 opensc openssl curl iproute2 pkg-config gcc libtss2-dev
   podman buildah runc catatonit mmdebstrap uidmap fuse-overlayfs \
   freeradius freeradius-utils eapoltest prometheus-alertmanager chromium chromium-driver nodejs
 
-.PHONY: setup system-packages venv run test lint typecheck bench clean
+.PHONY: setup system-packages container-config venv image run test lint typecheck bench clean
 
-setup: system-packages venv
+setup: system-packages container-config venv
 
 system-packages:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
@@ -23,6 +23,24 @@ system-packages:
 	  echo "installing: $$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
+
+# Podman on this kind of machine (charts/ikepki/README.md, "The container image"): runc (crun refuses the hybrid
+# cgroup layout), cgroupfs, and default ulimits no higher than the current hard limits (raising
+# RLIMIT_NOFILE/NPROC is not permitted).  One drop-in file; nothing else on the host is touched.
+CONTAINERS_CONF := /etc/containers/containers.conf.d/50-ikepki.conf
+container-config:
+	@lim() { v=$$(ulimit -H $$1); [ "$$v" = unlimited ] && v=1048576; [ "$$v" -gt 1048576 ] && v=1048576; echo $$v; }; \
+	conf=$$(printf '# written by ikepki make setup\n[containers]\ndefault_ulimits = ["nofile=%s:%s", "nproc=%s:%s"]\n\n[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\n' \
+	  $$(lim -n) $$(lim -n) $$(lim -u) $$(lim -u)); \
+	if [ "$$(cat $(CONTAINERS_CONF) 2>/dev/null)" != "$$conf" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "not root: cannot write $(CONTAINERS_CONF)" >&2; exit 1; fi; \
+	  mkdir -p $(dir $(CONTAINERS_CONF)) && printf '%s\n' "$$conf" > $(CONTAINERS_CONF) && echo "wrote $(CONTAINERS_CONF)"; \
+	fi
+
+# The container image (podman, or docker where a daemon answers), cached by content:
+# container/build-image.sh prints the image reference.  PYTHON_IMAGE=… picks the base.
+image: system-packages container-config
+	@container/build-image.sh
 
 venv: $(VENV)/.installed
 

@@ -21,7 +21,40 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests import system_deps
+
 REPO = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Fail a test whose Debian packages (tests/system_deps.py: NEEDS) are not installed with one
+    line naming them, before any fixture runs."""
+    try:
+        relative = item.path.resolve().relative_to(TESTS).as_posix()
+    except ValueError:
+        return
+    missing = system_deps.missing_packages(system_deps.needs_of(relative))
+    if missing:
+        pytest.fail(system_deps.advice(missing), pytrace=False)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """A program that could not be started (FileNotFoundError naming a program a Debian package
+    provides) is reported as that one line, not as the harness's stack trace."""
+    outcome = yield
+    report = outcome.get_result()
+    exc = call.excinfo.value if call.excinfo is not None else None
+    seen = 0
+    while exc is not None and seen < 10 and report.failed:
+        if isinstance(exc, FileNotFoundError) and exc.filename:
+            line = system_deps.program_advice(str(exc.filename))
+            if line:
+                report.longrepr = f"{item.nodeid}: {line}"
+                return
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
 IKEPKI = str(Path(sys.executable).with_name("ikepki"))
 
 
@@ -155,5 +188,5 @@ def session_server(deployment_dir: Path) -> Iterator[Server]:
 def require_binary(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        pytest.fail(f"{name} is not installed: run `make setup`")
+        pytest.fail(system_deps.program_advice(name) or f"{name} is not installed: run `make setup`", pytrace=False)
     return path
