@@ -66,7 +66,11 @@ RUN apt-get update \
  && test -e /usr/lib/softhsm/libsofthsm2.so
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python -m venv "$VIRTUAL_ENV" \
- && "$VIRTUAL_ENV/bin/pip" install --no-index --find-links=/wheels ikepki
+ && "$VIRTUAL_ENV/bin/pip" install --no-index --find-links=/wheels ikepki \
+ && "$VIRTUAL_ENV/bin/pip" uninstall -y -q pip setuptools \
+ && find "$VIRTUAL_ENV/lib" -depth -type d -path '*/site-packages/*' \( -name tests -o -name testdata \) \
+      -exec rm -rf {} +
+# ^ no installer left in the image, and no third-party test data (acme ships test private keys).
 # ca/ceremony.py looks for the default key ceremony at <site-packages>/../hsm-config
 # relative to the `ca` package (hsm-config/ is not package data yet).
 COPY --from=build /src/hsm-config/ceremony.yaml /opt/ikepki/lib/python3.11/site-packages/hsm-config/ceremony.yaml

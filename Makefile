@@ -26,12 +26,13 @@ system-packages:
 
 # Podman on this kind of machine (charts/ikepki/README.md, "The container image"): runc (crun refuses the hybrid
 # cgroup layout), cgroupfs, and default ulimits no higher than the current hard limits (raising
-# RLIMIT_NOFILE/NPROC is not permitted).  One drop-in file; nothing else on the host is touched.
+# RLIMIT_NOFILE/NPROC is not permitted; runc refused nproc above ~20000 here although the hard
+# limit is higher, hence at most 4096).  One drop-in file; nothing else on the host is touched.
 CONTAINERS_CONF := /etc/containers/containers.conf.d/50-ikepki.conf
 container-config:
-	@lim() { v=$$(ulimit -H $$1); [ "$$v" = unlimited ] && v=1048576; [ "$$v" -gt 1048576 ] && v=1048576; echo $$v; }; \
+	@lim() { v=$$(ulimit -H $$1); [ "$$v" = unlimited ] || [ "$$v" -gt $$2 ] && v=$$2; echo $$v; }; \
 	conf=$$(printf '# written by ikepki make setup\n[containers]\ndefault_ulimits = ["nofile=%s:%s", "nproc=%s:%s"]\n\n[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\n' \
-	  $$(lim -n) $$(lim -n) $$(lim -u) $$(lim -u)); \
+	  $$(lim -n 65536) $$(lim -n 65536) $$(lim -u 4096) $$(lim -u 4096)); \
 	if [ "$$(cat $(CONTAINERS_CONF) 2>/dev/null)" != "$$conf" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then echo "not root: cannot write $(CONTAINERS_CONF)" >&2; exit 1; fi; \
 	  mkdir -p $(dir $(CONTAINERS_CONF)) && printf '%s\n' "$$conf" > $(CONTAINERS_CONF) && echo "wrote $(CONTAINERS_CONF)"; \
