@@ -229,7 +229,10 @@ def init_deployment(directory: Path, ceremony_path: Path | None = None, force: b
     clock = clock or SystemClock()
     now = clock.now()
 
-    token_info: dict[str, Any] = {"label": ceremony.token.label}
+    label = ceremony.token.label
+    if "IKEPKI_HSM_TOKEN_LABEL" in os.environ:  # the override Deployment.token honours (charts/ikepki sets it)
+        label = ConfigSource.load(directory / "ikepki.yaml").settings(CaSettings).hsm_token_label
+    token_info: dict[str, Any] = {"label": label}
     token = None
     if ceremony.key_backend == "pkcs11":
         if ceremony.token.module:  # an existing token on a real HSM
@@ -239,12 +242,12 @@ def init_deployment(directory: Path, ceremony_path: Path | None = None, force: b
         else:
             pre = ConfigSource.load(directory / "ikepki.yaml").settings(CaSettings)
             so_pin_env = os.environ.get("IKEPKI_HSM_SO_PIN_FILE")
-            conf, pin = init_softhsm_token(directory, ceremony.token.label,
+            conf, pin = init_softhsm_token(directory, label,
                                            Path(pre.hsm_pin_file) if pre.hsm_pin_file else None,
                                            Path(so_pin_env) if so_pin_env else None)
-            result.made.append(("SoftHSM token", f"{ceremony.token.label} ({conf})"))
+            result.made.append(("SoftHSM token", f"{label} ({conf})"))
         settings = ConfigSource.load(directory / "ikepki.yaml").settings(CaSettings)
-        token = open_token(ceremony.token.module or settings.hsm_module, ceremony.token.label, pin)
+        token = open_token(ceremony.token.module or settings.hsm_module, label, pin)
     maker = KeyMaker(ceremony.key_backend, token, directory)
     base_settings = ConfigSource.load(directory / "ikepki.yaml").settings(CaSettings)
     base_url = base_settings.public_base_url.rstrip("/")
