@@ -10,7 +10,9 @@ expired client certificate with a clear protocol error instead of a TLS alert.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 import ssl
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -105,6 +107,31 @@ def _uvicorn_config(app: Any, host: str, port: int, ssl_ctx: ssl.SSLContext | No
     return uvicorn.Config(app, **kwargs)
 
 
+async def _until_signalled(work: asyncio.Future[Any]) -> None:
+    """Wait for ``work`` or SIGTERM/SIGINT. Without listeners nothing else handles SIGTERM, and as
+    PID 1 of a container (`ikepki worker` in charts/ikepki) its default action does not apply:
+    the pod would sit out its whole grace period and be SIGKILLed."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([work, stopper], return_when=asyncio.FIRST_COMPLETED)
+        if work.done():
+            work.result()  # a task that failed fails the worker
+    finally:
+        if not work.done():
+            work.cancel()  # cancels the tasks it gathers
+            with contextlib.suppress(asyncio.CancelledError):
+                await work
+        stopper.cancel()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+
+
 async def run_servers(deployment: Any, host: str, https_port: int | None, http_port: int | None,
                       mounts: list[HttpMount] | None = None, tasks: list[BackgroundTask] | None = None,
                       ready: Callable[[], None] | None = None) -> None:
@@ -128,7 +155,10 @@ async def run_servers(deployment: Any, host: str, https_port: int | None, http_p
     if ready is not None and all(s.started for s in servers):
         ready()
     try:
-        await asyncio.gather(*(serving or running))
+        if serving:
+            await asyncio.gather(*serving)  # uvicorn handles SIGTERM/SIGINT
+        else:
+            await _until_signalled(asyncio.gather(*running))
     finally:
         for t in running:
             t.cancel()
