@@ -167,6 +167,9 @@ migrate, init).  Call with (dict "ctx" $ "component" "api").
 - name: IKEPKI_EST_TRUSTED_PROXY_HEADER
   value: {{ $v.ingress.enroll.clientCert.header | quote }}
 {{- end }}
+{{- end }}
+{{- if or (eq .component "api") (eq .component "init") }}
+{{- /* init-ca registers this token (ikepki init), so the api accepts the Secret's token */}}
 - name: IKEPKI_ADMIN_TOKEN_FILE
   value: {{ include "ikepki.adminTokenFile" $ctx | quote }}
 {{- end }}
@@ -230,7 +233,7 @@ migrate, init).  Call with (dict "ctx" $ "component" "api").
 {{- end }}
 {{- end }}
 {{- end }}
-{{- if eq .component "api" }}
+{{- if or (eq .component "api") (eq .component "init") }}
 - name: admin-token
   mountPath: /run/secrets/ikepki/admin
   readOnly: true
