@@ -64,8 +64,12 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && ln -sf /usr/lib/softhsm/libsofthsm2.so /usr/lib/libsofthsm2.so \
  && test -e /usr/lib/softhsm/libsofthsm2.so
+# buildah's layer cache does not look into a bind-mounted stage: container/build-image.sh passes
+# the content key of the sources so that a changed wheel is reinstalled.
+ARG IKEPKI_SOURCE_KEY=unset
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    python -m venv "$VIRTUAL_ENV" \
+    echo "ikepki sources ${IKEPKI_SOURCE_KEY}" \
+ && python -m venv "$VIRTUAL_ENV" \
  && "$VIRTUAL_ENV/bin/pip" install --no-index --find-links=/wheels ikepki \
  && "$VIRTUAL_ENV/bin/pip" uninstall -y -q pip setuptools \
  && find "$VIRTUAL_ENV/lib" -depth -type d -path '*/site-packages/*' \( -name tests -o -name testdata \) \

@@ -2,6 +2,7 @@
 # Build the ikepki image from the repository's Dockerfile, cached by content.
 #
 #   container/build-image.sh            # prints the image reference (last line of stdout)
+#   container/build-image.sh --postgres # the tests' PostgreSQL image (container/postgres/)
 #
 # Engine: docker when a Docker daemon answers, otherwise podman (ENGINE=… overrides).
 # Base:   PYTHON_IMAGE when set; else python:3.11-slim-bookworm when present locally or
@@ -53,6 +54,19 @@ if [ -z "${PYTHON_IMAGE:-}" ]; then
   else log "no registry reachable: using a local mmdebstrap base"; PYTHON_IMAGE=$(local_base); fi
 fi
 
+base_id=$("$ENGINE" image inspect --format '{{.Id}}' "$PYTHON_IMAGE" 2>/dev/null || echo "$PYTHON_IMAGE")
+
+if [ "${1:-}" = --postgres ]; then
+  key=$( { cat container/postgres/*; echo "base $base_id"; } | sha256sum | cut -c1-16)
+  tag=localhost/ikepki-postgres:15-$key
+  if ! exists "$tag"; then
+    log "building $tag"
+    net=(); [ "$ENGINE" = podman ] && net=(--network host --pull=never)
+    "$ENGINE" build "${net[@]}" --tag "$tag" --build-arg "BASE=$PYTHON_IMAGE" container/postgres >&2
+  fi
+  echo "$tag"; exit 0
+fi
+
 # -- the content key ------------------------------------------------------------------------
 # Everything the Dockerfile copies (minus what .dockerignore drops) plus the Dockerfile, this
 # script and the base image's id.
@@ -61,7 +75,6 @@ inputs() {
     ! -path '*/__pycache__/*' ! -name '*.py[cod]' ! -name '*.pem' ! -name '*.key' ! -name '*.pin' -print
   ls pyproject.toml README* LICENSE* Dockerfile .dockerignore container/build-image.sh 2>/dev/null
 }
-base_id=$("$ENGINE" image inspect --format '{{.Id}}' "$PYTHON_IMAGE" 2>/dev/null || echo "$PYTHON_IMAGE")
 key=$( { inputs | LC_ALL=C sort | xargs -d '\n' sha256sum; echo "base $base_id"; } | sha256sum | cut -c1-16)
 tag=$IMAGE:src-$key
 if exists "$tag"; then
@@ -71,7 +84,8 @@ if exists "$tag"; then
 fi
 
 # -- build ----------------------------------------------------------------------------------
-args=(build --tag "$tag" --tag "$IMAGE:latest" --build-arg "PYTHON_IMAGE=$PYTHON_IMAGE" --file Dockerfile)
+args=(build --tag "$tag" --tag "$IMAGE:latest" --build-arg "PYTHON_IMAGE=$PYTHON_IMAGE"
+      --build-arg "IKEPKI_SOURCE_KEY=$key" --file Dockerfile)
 if [ "$ENGINE" = podman ]; then
   # apt/pip inside the build reach the mirrors as the host does (host network, host CA bundle:
   # on machines behind a TLS-intercepting proxy PyPI is only trusted through it).

@@ -245,3 +245,21 @@ def test_image_has_no_toolchain_and_no_private_keys(image: str) -> None:
         assert not (root / STATE.lstrip("/")).exists() or not any((root / STATE.lstrip("/")).iterdir())
     finally:
         podman("image", "unmount", image, check=False)
+
+
+def test_image_holds_the_current_sources(image: str) -> None:
+    """The content-keyed cache never serves a stale image: every module of the four packages in
+    the image is byte-identical to the working tree (buildah's layer cache once kept an old
+    wheel: a bind mount from another stage is not part of its cache key)."""
+    root = Path(podman("image", "mount", image).strip())
+    try:
+        site = next((root / "opt/ikepki/lib").glob("python3*/site-packages"))
+        repo = Path(__file__).resolve().parents[2]
+        for package in ("ca", "enrollment", "ocsp", "gateway"):
+            sources = sorted(p.relative_to(repo) for p in (repo / package).rglob("*.py"))
+            assert sources, package
+            stale = [str(p) for p in sources
+                     if not (site / p).is_file() or (site / p).read_bytes() != (repo / p).read_bytes()]
+            assert not stale, stale[:10]
+    finally:
+        podman("image", "unmount", image, check=False)

@@ -1,0 +1,275 @@
+"""The chart's workloads as containers: charts/ikepki rendered by Helm's engine with the demo
+values (demo PostgreSQL StatefulSet, SoftHSM token and state on PVCs, migrate and init-ca as
+init containers of the api pod) and the image from `make image`, then each pod run with podman
+by tests/container/kube.py honouring its securityContext, volumes, Secrets and probes:
+PostgreSQL (a Debian image built here: container/postgres), two api replicas, ocsp, worker.
+
+Changed from the rendered manifests, and only this: the image references (values), api.replicas
+2, gateway/ingress/ServiceMonitor off (no IKE peer, ingress controller or Prometheus here), one
+ocsp replica instead of the HPA's two, and the api's ACME validation target (env additions:
+the test's http-01 responder on podman's bridge gateway).
+
+ACME enrollment through both replicas (certbot's `acme` library), revocation through the admin
+API of the other replica, `openssl ocsp` against the ocsp pod: good, then revoked; SIGKILL of one
+api container in the middle of enrollments: every certificate a client received is in
+PostgreSQL byte for byte, the other replica keeps enrolling, the restarted container serves
+the same CA and the audit chain verifies."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import subprocess
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import josepy as jose
+import pytest
+from acme import challenges, client, messages
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from tests.conftest import free_port, require_binary
+from tests.container.kube import Cluster, Pod
+from tests.container.podman import REPO, bridge_gateway, inspect, ledger, podman
+from tests.ha.ha_helpers import wait_for
+from tests.helm.render import render_manifests
+
+pytestmark = pytest.mark.interop
+VALUES = "values-demo.yaml"
+
+
+class Responder:
+    """HTTP-01 responses on the bridge gateway, where the api containers validate."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.tokens: dict[str, str] = {}
+        tokens = self.tokens
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = tokens.get(self.path.rsplit("/", 1)[-1], "").encode()
+                self.send_response(200 if body else 404)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@dataclass
+class Chart:
+    cluster: Cluster
+    pg: Pod
+    apis: list[Pod]
+    ocsp: Pod
+    worker: Pod
+    root: Path
+    issuer: Path
+    responder: Responder
+    eab: tuple[str, str]
+
+    def replace_api(self, index: int) -> Pod:
+        """What the kubelet does after a container dies: a new one from the same pod spec."""
+        pod = self.cluster.start_pod("Deployment", "pki-ikepki-api", f"api-{index}-restarted", publish=("https",))
+        pod.wait_ready()
+        self.apis[index] = pod
+        return pod
+
+
+def _split(image: str) -> dict[str, str]:
+    repository, _, tag = image.rpartition(":")
+    return {"repository": repository, "tag": tag}
+
+
+def postgres_image() -> str:
+    proc = subprocess.run([str(REPO / "container" / "build-image.sh"), "--postgres"], capture_output=True,
+                          text=True, timeout=1200, check=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def chart(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chart]:
+    overrides = {
+        "image": _split(image),
+        "database": {"postgresql": {"image": _split(postgres_image())}},
+        "api": {"replicas": 2},
+        "gateway": {"enabled": False},
+        "ingress": {"enabled": False},
+        "metrics": {"serviceMonitor": {"enabled": False}},
+    }
+    manifests = render_manifests(VALUES, overrides)
+    files = tmp_path_factory.mktemp("chart-files")
+    gateway, http01 = bridge_gateway(), free_port()
+    with ledger() as led:
+        cluster = Cluster(manifests, led, files)
+        assert cluster.obj("Deployment", "pki-ikepki-api")["spec"]["replicas"] == 2
+        pg = cluster.start_pod("StatefulSet", "pki-ikepki-postgresql", "pg-0")
+        pg.wait_ready()
+        cluster.hosts["pki-ikepki-postgresql"] = pg.ip  # the Service
+        cluster.extra_env["api"] = {"IKEPKI_ACME_HTTP01_PORT": str(http01),
+                                    "IKEPKI_ACME_VALIDATION_HOSTS": f"*.test={gateway}",
+                                    "IKEPKI_ACME_VALIDATION_TIMEOUT": "10"}
+        # replica 0 first: its init-ca container makes the CA; replica 1's sees it and skips
+        api0 = cluster.start_pod("Deployment", "pki-ikepki-api", "api-0", publish=("https",))
+        api0.wait_ready()
+        api1 = cluster.start_pod("Deployment", "pki-ikepki-api", "api-1", publish=("https",))
+        ocsp = cluster.start_pod("Deployment", "pki-ikepki-ocsp", "ocsp-0")
+        worker = cluster.start_pod("Deployment", "pki-ikepki-worker", "worker-0")
+        api1.wait_ready()
+        ocsp.wait_ready()
+        wait_for(lambda: worker.running() and "ikepki worker:" in podman("logs", worker.name), "the worker",
+                 timeout=120)
+        root, issuer = files / "root-ca.pem", files / "issuer.pem"
+        root.write_text(api0.exec("cat", "/var/lib/ikepki/root-ca.pem"))
+        issuer.write_text(api0.exec("cat", "/var/lib/ikepki/ca/ec.pem"))
+        eab = json.loads(api0.exec("ikepki", "acme", "eab", "create", "--profile", "machine", "--identifiers",
+                                   "*.test", "--json"))
+        responder = Responder(gateway, http01)
+        try:
+            yield Chart(cluster, pg, [api0, api1], ocsp, worker, root, issuer, responder,
+                        (eab["kid"], eab["hmac_key"]))
+        finally:
+            responder.close()
+
+
+def _enroll(chart: Chart, api: Pod, name: str) -> x509.Certificate:
+    kid, hmac_key = chart.eab
+    key = jose.JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
+    net = client.ClientNetwork(key, alg=jose.ES256, verify_ssl=str(chart.root),  # type: ignore[arg-type]
+                               user_agent="ikepki-container-test")
+    cl = client.ClientV2(client.ClientV2.get_directory(f"{api.loopback('https')}/acme/directory", net), net)
+    binding = messages.ExternalAccountBinding.from_data(account_public_key=key.public_key(), kid=kid,
+                                                        hmac_key=hmac_key, directory=cl.directory)
+    net.account = cl.new_account(messages.NewRegistration.from_data(
+        email="chart@example.test", terms_of_service_agreed=True, external_account_binding=binding))
+    csr = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
+           .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+           .sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+    order = cl.new_order(csr)
+    for authz in order.authorizations:
+        challb = next(c for c in authz.body.challenges if isinstance(c.chall, challenges.HTTP01))
+        response, validation = challb.response_and_validation(cl.net.key)
+        chart.responder.tokens[challb.chall.encode("token")] = validation
+        cl.answer_challenge(challb, response)
+    done = cl.poll_and_finalize(order, datetime.datetime.now() + datetime.timedelta(seconds=90))
+    leaf = x509.load_pem_x509_certificate(done.fullchain_pem.encode())
+    leaf.verify_directly_issued_by(x509.load_pem_x509_certificate(chart.issuer.read_bytes()))
+    return leaf
+
+
+def _ocsp(chart: Chart, leaf: x509.Certificate, work: Path) -> str:
+    path = work / f"{leaf.serial_number:x}.pem"
+    path.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    chain = work / "chain.pem"
+    chain.write_bytes(chart.root.read_bytes() + chart.issuer.read_bytes())
+    proc = subprocess.run([require_binary("openssl"), "ocsp", "-issuer", str(chart.issuer), "-cert", str(path),
+                           "-url", f"{chart.ocsp.url('http')}/ocsp", "-CAfile", str(chain), "-nonce"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "Response verify OK" in text, text
+    return text.replace(str(path), "LEAF")
+
+
+def test_rendered_security_context_is_what_runs(chart: Chart) -> None:
+    for pod, uid in [(chart.pg, 999), *[(p, 10001) for p in (*chart.apis, chart.ocsp, chart.worker)]]:
+        host = inspect(pod.name)["HostConfig"]
+        assert host["ReadonlyRootfs"] is True, pod.name
+        assert "no-new-privileges" in " ".join(host.get("SecurityOpt") or []), pod.name
+        status = pod.exec("cat", "/proc/1/status")
+        assert f"Uid:\t{uid}\t{uid}\t{uid}\t{uid}" in status, (pod.name, status)
+        assert "CapEff:\t0000000000000000" in status and "NoNewPrivs:\t1" in status, (pod.name, status)
+        denied = subprocess.run(["podman", "exec", pod.name, "touch", "/etc/x"], capture_output=True, text=True,
+                                check=False)
+        assert denied.returncode != 0 and "Read-only file system" in denied.stderr, denied
+
+
+def test_acme_through_both_replicas_revocation_and_ocsp_from_the_ocsp_pod(chart: Chart, tmp_path: Path) -> None:
+    first = _enroll(chart, chart.apis[0], "replica-a.test")
+    second = _enroll(chart, chart.apis[1], "replica-b.test")
+    assert "LEAF: good" in _ocsp(chart, first, tmp_path) and "LEAF: good" in _ocsp(chart, second, tmp_path)
+    import httpx
+
+    token = chart.cluster.secret("pki-ikepki-admin")["token"]
+    with httpx.Client(verify=str(chart.root), timeout=60) as c:  # revoked through the *other* replica
+        r = c.post(f"{chart.apis[1].loopback('https')}/admin/v1/revocations",
+                   headers={"Authorization": f"Bearer {token}"},
+                   json={"serials": [format(first.serial_number, "x")], "reason": "keyCompromise"})
+    assert r.status_code == 200 and r.json()["revoked"], r.text
+    wait_for(lambda: "LEAF: revoked" in _ocsp(chart, first, tmp_path), "the ocsp pod to answer revoked",
+             timeout=90, interval=1)
+    assert "LEAF: good" in _ocsp(chart, second, tmp_path)
+
+
+def _stored(chart: Chart, serials: list[int]) -> dict[int, bytes]:
+    password = chart.cluster.secret("pki-ikepki-postgresql")["password"]
+    wanted = ",".join(f"'{s:x}'" for s in serials)
+    out = podman("exec", "-e", f"PGPASSWORD={password}", chart.pg.name, "psql", "-h", "127.0.0.1", "-U", "ikepki",
+                 "-d", "ikepki", "-At", "-F", " ", "-c",
+                 f"select serial, encode(der, 'hex') from certificates where serial in ({wanted})")
+    return {int(s, 16): bytes.fromhex(d) for s, d in (line.split() for line in out.splitlines() if line)}
+
+
+def test_sigkill_one_api_mid_enrollment_loses_nothing(chart: Chart) -> None:
+    victim, survivor = chart.apis
+    received: list[x509.Certificate] = []
+    lock, stop, killed = threading.Lock(), threading.Event(), threading.Event()
+
+    def loop(api: Pod, tag: str) -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            try:
+                leaf = _enroll(chart, api, f"kill-{tag}-{n}.test")
+            except Exception:
+                if api is victim and killed.is_set():
+                    return  # the connection died with the container: nothing was returned
+                raise
+            with lock:
+                received.append(leaf)
+
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(loop, victim, "a1"), pool.submit(loop, victim, "a2"),
+                   pool.submit(loop, survivor, "b1"), pool.submit(loop, survivor, "b2")]
+        wait_for(lambda: len(received) >= 4 or any(f.done() for f in futures), "enrollments on both replicas",
+                 timeout=300, interval=0.1)
+        killed.set()
+        podman("kill", "--signal", "KILL", victim.name)
+        at_kill = len(received)
+        wait_for(lambda: len(received) >= at_kill + 3 or any(f.done() for f in futures),
+                 "enrollment to continue on the other replica", timeout=300, interval=0.2)
+        stop.set()
+        for f in futures:
+            f.result(timeout=300)
+    assert inspect(victim.name)["State"]["ExitCode"] == 137
+    stored = _stored(chart, [c.serial_number for c in received])
+    assert stored == {c.serial_number: c.public_bytes(serialization.Encoding.DER) for c in received}
+    restarted = chart.replace_api(0)
+    assert restarted.exec("cat", "/var/lib/ikepki/root-ca.pem") == chart.root.read_text()
+    _enroll(chart, restarted, "after-kill.test")
+    out = subprocess.run(["podman", "exec", restarted.name, "ikepki", "audit", "verify"], capture_output=True,
+                         text=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_sigterm_stops_every_workload_within_its_grace_period(chart: Chart) -> None:
+    for pod in (chart.worker, chart.ocsp, chart.apis[1]):
+        grace = int(pod.spec.get("terminationGracePeriodSeconds", 30))
+        took = pod.stop()
+        code = inspect(pod.name)["State"]["ExitCode"]
+        assert code in (0, 143) and took < grace, (pod.name, code, took)
