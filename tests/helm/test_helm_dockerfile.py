@@ -1,5 +1,4 @@
-"""Static checks of the Dockerfile (no container engine on the test machines, so it is
-not built here; see charts/ikepki/README.md for the build command)."""
+"""Static checks of the Dockerfile (tests/container builds and runs it with podman)."""
 
 from __future__ import annotations
 
