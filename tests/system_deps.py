@@ -40,6 +40,7 @@ PACKAGES: dict[str, tuple[str, ...]] = {
     "postgresql": ("/usr/lib/postgresql/15/bin/initdb", "/usr/lib/postgresql/15/bin/pg_ctl"),
     "wrk": ("wrk",),
     "apache2-utils": ("ab",),
+    "prometheus-alertmanager": ("prometheus-alertmanager", "amtool"),
     "podman": ("podman",),
     "runc": ("runc",),
     "catatonit": ("catatonit",),
@@ -72,6 +73,9 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "incident": ("softhsm2", "openssl", "curl", *STRONGSWAN),
     "ocsp": ("softhsm2", "openssl", "curl"),
     "ocsp/test_strongswan.py": STRONGSWAN,
+    "response": ("softhsm2", "openssl", "strongswan-charon", "libstrongswan-standard-plugins",
+                 "libstrongswan-extra-plugins"),
+    "response/test_alertmanager.py": ("prometheus-alertmanager",),
     "scep": ("softhsm2", "openssl", "postgresql", "util-linux"),
     "scep/test_interop.py": (*PKI_TOOL, "scep"),
 }
