@@ -99,4 +99,8 @@ log "$ENGINE ${args[*]} ."
 start=$(date +%s)
 "$ENGINE" "${args[@]}" . >&2
 log "built $tag in $(( $(date +%s) - start )) s"
+# earlier source keys are superseded: drop their tags (the layer cache stays)
+for old in $("$ENGINE" images --format '{{.Repository}}:{{.Tag}}' "$IMAGE" | grep ":src-" | grep -vx "$tag"); do
+  "$ENGINE" rmi "$old" >/dev/null 2>&1 || true
+done
 echo "$tag"
