@@ -1,6 +1,6 @@
-"""Podman from the tests: the image built once per session by `make image`, and a ledger of
-every container, pod and volume a test creates (all named ``ikepki-test-<random>-…``) so that
-they are removed even when the test fails."""
+"""Podman from the tests: a ledger of every container, pod and volume a test creates (all named
+``ikepki-test-<random>-…``) so that they are removed even when the test fails, and inspection
+helpers."""
 
 from __future__ import annotations
 
@@ -35,15 +35,6 @@ def podman(*args: str, check: bool = True, timeout: float = 180, input: str | No
     if check and proc.returncode != 0:
         raise AssertionError(f"podman {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc.stdout
-
-
-def build_image() -> str:
-    """`make image` (the same target a user runs); its last stdout line is the image reference."""
-    proc = subprocess.run(["make", "-s", "--no-print-directory", "image"], cwd=REPO, capture_output=True,
-                          text=True, timeout=1800, check=False)
-    if proc.returncode != 0:
-        raise AssertionError(f"make image failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-    return proc.stdout.strip().splitlines()[-1]
 
 
 class Ledger:

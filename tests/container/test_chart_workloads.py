@@ -37,11 +37,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.conftest import free_port, require_binary
 from tests.container.kube import Cluster, Pod
-from tests.container.podman import REPO, bridge_gateway, inspect, ledger, podman
+from tests.container.podman import bridge_gateway, inspect, ledger, podman
 from tests.ha.ha_helpers import wait_for
 from tests.helm.render import render_manifests
 
-pytestmark = pytest.mark.interop
+# the first test's setup may include a cold image build (minutes): above the suite's 300 s
+pytestmark = [pytest.mark.interop, pytest.mark.timeout(1500)]
 VALUES = "values-demo.yaml"
 
 
@@ -96,18 +97,11 @@ def _split(image: str) -> dict[str, str]:
     return {"repository": repository, "tag": tag}
 
 
-def postgres_image() -> str:
-    proc = subprocess.run([str(REPO / "container" / "build-image.sh"), "--postgres"], capture_output=True,
-                          text=True, timeout=1200, check=False)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return proc.stdout.strip().splitlines()[-1]
-
-
 @pytest.fixture(scope="module")
-def chart(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chart]:
+def chart(image: str, postgres_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chart]:
     overrides = {
         "image": _split(image),
-        "database": {"postgresql": {"image": _split(postgres_image())}},
+        "database": {"postgresql": {"image": _split(postgres_image)}},
         "api": {"replicas": 2},
         "gateway": {"enabled": False},
         "ingress": {"enabled": False},

@@ -35,7 +35,8 @@ from tests.container.podman import (
 from tests.ha.ha_helpers import wait_for
 from tests.helm.render import find, pod_spec, render_manifests
 
-pytestmark = pytest.mark.interop
+# the first test's setup may include a cold image build (minutes): above the suite's 300 s
+pytestmark = [pytest.mark.interop, pytest.mark.timeout(1500)]
 
 
 @dataclass
