@@ -73,6 +73,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "gateway/test_interop_ports_500.py": STRONGSWAN,
     "gateway/test_interop_child_libipsec.py": (*STRONGSWAN, "libcharon-extra-plugins"),
     "gateway/test_pkcs11_key.py": (*STRONGSWAN, "softhsm2", "opensc"),
+    "hostile_input": ("softhsm2", "openssl"),
     "ha": ("softhsm2", "openssl", "postgresql", "util-linux"),
     "incident": ("softhsm2", "openssl", "curl", *STRONGSWAN),
     "ocsp": ("softhsm2", "openssl", "curl"),
