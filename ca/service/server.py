@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import ssl
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -20,10 +21,11 @@ from typing import Any
 
 import uvicorn
 from cryptography.hazmat.primitives.serialization import Encoding
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ca.service.asgi import Metrics, app_for
+from ca.service.limits import LimitedHttpProtocol, LimitedServer, ListenerSettings
 from ca.service.liveness import Liveness
+from ca.service.log_limit import rate_limit_loggers
 from ca.service.mounts import HTTP, HTTPS, HttpMount, load_mounts
 
 log = logging.getLogger("ikepki.service")
@@ -31,8 +33,9 @@ _NO_CHECK_TIME = 0x200000  # X509_V_FLAG_NO_CHECK_TIME: apps check validity them
 TLS_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:!aNULL:!MD5:!DSS"
 
 
-class TlsAwareProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol plus the ASGI TLS extension with the peer certificate."""
+class TlsAwareProtocol(LimitedHttpProtocol):
+    """uvicorn's httptools protocol with the listener limits (ca/service/limits.py) plus the ASGI TLS
+    extension with the peer certificate."""
 
     _tls_ext: dict[str, Any] | None = None
 
@@ -95,29 +98,43 @@ def load_background_tasks(deployment: Any, only: set[str] | None = None) -> list
     return tasks
 
 
-def _uvicorn_config(app: Any, host: str, port: int, ssl_ctx: ssl.SSLContext | None) -> uvicorn.Config:
+def _uvicorn_config(app: Any, host: str, port: int, ssl_ctx: ssl.SSLContext | None,
+                    limits: ListenerSettings) -> uvicorn.Config:
     kwargs: dict[str, Any] = {"host": host, "port": port, "http": TlsAwareProtocol, "lifespan": "off",
-                              "access_log": False, "log_level": "warning", "timeout_keep_alive": 15,
-                              "timeout_graceful_shutdown": 2, "h11_max_incomplete_event_size": 64 * 1024,
+                              "access_log": False, "log_level": "warning",
+                              "timeout_keep_alive": limits.keep_alive_seconds, "timeout_graceful_shutdown": 2,
                               "server_header": False}
     if ssl_ctx is not None:
         kwargs["ssl_context_factory"] = lambda _cfg, _default: ssl_ctx
     return uvicorn.Config(app, **kwargs)
 
 
+def raise_file_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit: connection caps, not the file limit, should refuse."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open file limit from %d: %s", soft, exc)
+
+
 async def run_servers(deployment: Any, host: str, https_port: int | None, http_port: int | None,
                       mounts: list[HttpMount] | None = None, tasks: list[BackgroundTask] | None = None,
                       ready: Callable[[], None] | None = None) -> None:
     mounts = load_mounts(deployment) if mounts is None else mounts
+    limits = deployment.settings_for(ListenerSettings, "listener")
+    raise_file_limit()
+    rate_limit_loggers("asyncio", "uvicorn.error", "ikepki.service")
     metrics = Metrics()
     liveness = Liveness()
-    servers = []
+    servers: list[uvicorn.Server] = []
     if https_port is not None:
         app = app_for(HTTPS, mounts, deployment, metrics, deployment.ready, liveness.problems)
-        servers.append(uvicorn.Server(_uvicorn_config(app, host, https_port, tls_context(deployment))))
+        servers.append(LimitedServer(_uvicorn_config(app, host, https_port, tls_context(deployment), limits), limits))
     if http_port is not None:
         app = app_for(HTTP, mounts, deployment, metrics, deployment.ready, liveness.problems)
-        servers.append(uvicorn.Server(_uvicorn_config(app, host, http_port, None)))
+        servers.append(LimitedServer(_uvicorn_config(app, host, http_port, None, limits), limits))
     running = [asyncio.create_task(t.run(), name=t.name) for t in (tasks or [])]
     liveness.watch(tasks or [], running)
     serving = [asyncio.create_task(s.serve()) for s in servers]
