@@ -128,12 +128,16 @@ async def run_servers(deployment: Any, host: str, https_port: int | None, http_p
     rate_limit_loggers("asyncio", "uvicorn.error", "ikepki.service")
     metrics = Metrics()
     liveness = Liveness()
+
+    def alive() -> list[str]:  # /healthz: background tasks (ca/service/liveness.py) and the HSM
+        return [*liveness.problems(), *deployment.live()]
+
     servers: list[uvicorn.Server] = []
     if https_port is not None:
-        app = app_for(HTTPS, mounts, deployment, metrics, deployment.ready, liveness.problems)
+        app = app_for(HTTPS, mounts, deployment, metrics, deployment.ready, alive)
         servers.append(LimitedServer(_uvicorn_config(app, host, https_port, tls_context(deployment), limits), limits))
     if http_port is not None:
-        app = app_for(HTTP, mounts, deployment, metrics, deployment.ready, liveness.problems)
+        app = app_for(HTTP, mounts, deployment, metrics, deployment.ready, alive)
         servers.append(LimitedServer(_uvicorn_config(app, host, http_port, None, limits), limits))
     running = [asyncio.create_task(t.run(), name=t.name) for t in (tasks or [])]
     liveness.watch(tasks or [], running)
