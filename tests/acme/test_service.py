@@ -70,6 +70,7 @@ def setup(deployment: Any, request: pytest.FixtureRequest) -> tuple[AcmeService,
     clock = FixedClock(datetime.now(UTC))
     limit = getattr(request, "param", 0)
     settings = AcmeSettings(order_lifetime_seconds=600, authz_lifetime_seconds=300, rate_limit_per_account=limit,
+                            validation_queue_per_account=2,
                             rate_limit_window_seconds=3600)
     registry = ChallengeRegistry()
     registry.register(EchoValidator())
