@@ -12,7 +12,8 @@ Answers:
   1..32 octets, an unknown critical extension or trailing data; ``unauthorized`` as well for a
   signed request (``optionalSignature``): this responder authorizes no requestor, and answering
   as if the signature had been checked would be misleading (RFC 6960 §2.3, §4.1.2);
-  ``tryLater`` when the signer (HSM) or the store fails.
+  ``tryLater`` when the signer (HSM) or the store fails; ``internalError`` when the response about
+  to be signed fails :mod:`ocsp.lint` (never signed).
 - Signed by the issuer's delegated signer (``ocsp-<issuer>``, certificate included), else the CA.
 
 Pre-signing (RFC 5019 §2.2.2, §6): a nonce-less single-CertID request is answered from an
@@ -52,6 +53,7 @@ from typing import Any
 from ca.model import RevocationReason
 from ca.store.outbox_feed import OutboxFeed
 from ca.store.status import StatusReader
+from ocsp.lint import LintError, lint_response_data
 from ocsp.request import CertIdRequest, MalformedRequest, OcspRequest, canonical_cert_id, parse_request
 from ocsp.responder_der import (
     GOOD,
@@ -158,7 +160,8 @@ class Responder:
         self._feed = OutboxFeed(FEED_BATCH)  # revocations committed out of id order too (ca/store/outbox_feed.py)
         self._pending_resign: list[tuple[str, int, bytes]] = []
         self._maintenance: asyncio.Task[None] | None = None
-        self.stats = {"presigned_hits": 0, "signed": 0, "malformed": 0, "try_later": 0, "unauthorized": 0}
+        self.stats = {"presigned_hits": 0, "signed": 0, "malformed": 0, "try_later": 0, "unauthorized": 0,
+                      "lint_failed": 0}
 
     # -- entry point --------------------------------------------------------------------------
 
@@ -200,6 +203,10 @@ class Responder:
             self.stats["try_later"] += 1
             log.warning("OCSP tryLater: %s", exc)
             return Answer(error_response(ResponseStatus.tryLater), NO_CACHE)
+        except LintError as exc:
+            self.stats["lint_failed"] += 1
+            log.error("OCSP response not signed: %s", exc)
+            return Answer(error_response(ResponseStatus.internalError), NO_CACHE)
 
     # -- pre-signed cache ---------------------------------------------------------------------
 
@@ -286,6 +293,8 @@ class Responder:
         try:
             der = await loop.run_in_executor(self._sign_pool, self._answer_now, signer, issuer_id, list(cert_ids),
                                              nonce)
+        except LintError:
+            raise
         except Exception as exc:
             raise Unavailable(f"store or signer for {issuer_id} failed: {exc}") from None
         self.stats["signed"] += 1
@@ -298,6 +307,7 @@ class Responder:
         items = [(c.der, st) for c, st in zip(cert_ids, states, strict=True)]
         singles = [single_response(der, st, now, next_update) for der, st in items]
         tbs = response_data(signer.key_hash, now, singles, nonce, any(st is NOT_ISSUED for _, st in items))
+        lint_response_data(tbs)
         return ocsp_response(tbs, signer.alg_id, sign(signer.key, tbs), signer.certs_der)
 
     async def _run_sign(self, signer: Signer, items: list[tuple[bytes, CertState]], this_update: datetime,
@@ -305,6 +315,7 @@ class Responder:
         extended = any(s is NOT_ISSUED for _, s in items)
         singles = [single_response(der, s, this_update, next_update) for der, s in items]
         tbs = response_data(signer.key_hash, produced_at, singles, nonce, extended)
+        lint_response_data(tbs)
         loop = asyncio.get_running_loop()
         try:
             signature = await loop.run_in_executor(self._sign_pool, sign, signer.key, tbs)
