@@ -83,7 +83,15 @@ def canonical_cert_id(body: bytes) -> bytes | None:
     ``OCSPRequest{TBSRequest{requestList{Request{CertID}}}}`` with nothing else: four SEQUENCE
     headers each spanning exactly to the end of ``body``. No parse of the CertID itself: the
     caller only uses the result as a key into what strict parsing produced before."""
-    pos, end = 0, len(body)
+    end = len(body)
+    if end < 10:
+        return None
+    if end < 130:  # every length short-form (SHA-1/SHA-256 CertIDs): one comparison per header
+        if body[0:8:2] == b"\x30\x30\x30\x30" and body[1:8:2] == bytes((end - 2, end - 4, end - 6, end - 8)):
+            return body[8:]
+        if body[1] < 0x80:
+            return None
+    pos = 0
     for _ in range(4):
         if pos + 2 > end or body[pos] != 0x30:
             return None
