@@ -15,7 +15,7 @@ served on TCP and optionally on a local Unix control socket. Bounded against hos
 closed), the TLS handshake and the whole request (head and body) each within ``timeout`` seconds
 (``408`` once the request started, a silent close for a connection that never sent a byte),
 ``MAX_HEADER`` bytes / ``MAX_HEADER_FIELDS`` fields of head (``431``) and ``MAX_BODY`` of body
-(``413``); repeated log lines are rate-limited.
+(``413``). ``ikepki responder serve`` rate-limits repeated log lines (gateway/server.py).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from ca.revocation_event import EVENT_REVOKED, EVENT_TEST, EventVerificationError, verify_event
-from ca.service.log_limit import rate_limit_loggers
 from gateway import events as ev
 from gateway.responder import Responder
 
@@ -158,7 +157,6 @@ async def serve_tcp(api: ControlApi, host: str, port: int, tls: ssl.SSLContext |
                     limits: PushLimits | None = None) -> asyncio.Server:
     """HTTP, or HTTPS when ``tls`` is given (server certificate only; events carry their own proof)."""
     limits = limits or PushLimits()
-    rate_limit_loggers("asyncio")
     return await asyncio.start_server(make_handler(api, limits), host, port, limit=MAX_HEADER, ssl=tls,
                                       ssl_handshake_timeout=limits.timeout if tls is not None else None)
 

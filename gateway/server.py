@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from ca.identity import parse_identity
+from ca.service.log_limit import rate_limit_loggers
 from gateway.events import EventLog
 from gateway.ikev2.auth import PrivateKey
 from gateway.ikev2.crypto import SUPPORTED_GROUPS
@@ -167,6 +168,7 @@ class Gateway:
             if p:
                 self.endpoints[p] = await open_endpoint(host, p, self.responder.receive)
         if self.opts.push_listen:
+            rate_limit_loggers("asyncio")  # e.g. EMFILE on accept: a few lines, not one per attempt
             host, port = split_hostport(self.opts.push_listen)
             tls = self._push_tls()
             limits = PushLimits(self.opts.push_max_connections, self.opts.push_timeout)

@@ -43,8 +43,13 @@ _installed: dict[str, RateLimitFilter] = {}
 
 
 def rate_limit_loggers(*names: str, period: float = 10.0, burst: int = 5) -> None:
-    """Attach one shared filter to each named logger (idempotent)."""
+    """Attach a filter to each named logger (records logged on it directly) and one to every
+    handler of the root logger (records propagated from any logger), idempotently."""
     for name in names:
         if name not in _installed:
             _installed[name] = RateLimitFilter(period, burst)
             logging.getLogger(name).addFilter(_installed[name])
+    shared = _installed.setdefault("", RateLimitFilter(period, burst))
+    for handler in logging.getLogger().handlers:
+        if shared not in handler.filters:
+            handler.addFilter(shared)

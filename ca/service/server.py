@@ -103,28 +103,43 @@ def _uvicorn_config(app: Any, host: str, port: int, ssl_ctx: ssl.SSLContext | No
     kwargs: dict[str, Any] = {"host": host, "port": port, "http": TlsAwareProtocol, "lifespan": "off",
                               "access_log": False, "log_level": "warning",
                               "timeout_keep_alive": limits.keep_alive_seconds, "timeout_graceful_shutdown": 2,
+                              "backlog": BACKLOG,
                               "server_header": False}
     if ssl_ctx is not None:
         kwargs["ssl_context_factory"] = lambda _cfg, _default: ssl_ctx
     return uvicorn.Config(app, **kwargs)
 
 
-def raise_file_limit() -> None:
-    """Soft RLIMIT_NOFILE up to the hard limit: connection caps, not the file limit, should refuse."""
+FD_RESERVE = 64  # descriptors kept for the database, the HSM, logs, outgoing pushes
+BACKLOG = 256  # listen() backlog; also how many connections one accept burst may take at once
+
+
+def fit_file_limit(limits: ListenerSettings, listeners: int) -> ListenerSettings:
+    """Raise the soft RLIMIT_NOFILE to the hard limit, then lower ``max_connections`` if the
+    listeners' caps would not fit in it: the cap, not EMFILE on accept, must refuse connections."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
         except (ValueError, OSError) as exc:
             log.warning("could not raise the open file limit from %d: %s", soft, exc)
+    if soft == resource.RLIM_INFINITY or listeners == 0:
+        return limits
+    fits = max(1, (soft - FD_RESERVE) // listeners - BACKLOG)
+    if limits.max_connections > fits:
+        log.warning("listener.max_connections %d does not fit the open file limit %d: using %d per listener",
+                    limits.max_connections, soft, fits)
+        return limits.model_copy(update={"max_connections": fits})
+    return limits
 
 
 async def run_servers(deployment: Any, host: str, https_port: int | None, http_port: int | None,
                       mounts: list[HttpMount] | None = None, tasks: list[BackgroundTask] | None = None,
                       ready: Callable[[], None] | None = None) -> None:
     mounts = load_mounts(deployment) if mounts is None else mounts
-    limits = deployment.settings_for(ListenerSettings, "listener")
-    raise_file_limit()
+    limits = fit_file_limit(deployment.settings_for(ListenerSettings, "listener"),
+                            (https_port is not None) + (http_port is not None))
     rate_limit_loggers("asyncio", "uvicorn.error", "ikepki.service")
     metrics = Metrics()
     liveness = Liveness()

@@ -190,19 +190,29 @@ def _closed_by_peer(sock: socket.socket) -> bool:
         return True
 
 
-def test_rate_limit_filter_suppresses_floods(caplog: pytest.LogCaptureFixture) -> None:
+def test_rate_limit_filter_suppresses_floods() -> None:
+    records: list[logging.LogRecord] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
     logger = logging.getLogger("tests.hostile.flood")
-    flt = RateLimitFilter(period=60, burst=3)
-    logger.addFilter(flt)
+    logger.propagate = False
+    handler = Collect()
+    handler.addFilter(RateLimitFilter(period=0.5, burst=3))
+    logger.addHandler(handler)
     try:
-        with caplog.at_level(logging.WARNING, logger="tests.hostile.flood"):
-            for i in range(1000):
-                logger.warning("accept failed: %s", i)
-            logger.warning("another message")
+        for i in range(1000):
+            logger.warning("accept failed: %s", i)
+        logger.warning("another message")
+        time.sleep(0.6)
+        logger.warning("accept failed: %s", "later")
     finally:
-        logger.removeFilter(flt)
-    assert [r.getMessage() for r in caplog.records] == ["accept failed: 0", "accept failed: 1", "accept failed: 2",
-                                                       "another message"]
+        logger.removeHandler(handler)
+    assert [r.getMessage() for r in records] == [
+        "accept failed: 0", "accept failed: 1", "accept failed: 2", "another message",
+        "accept failed: later [997 similar messages suppressed in the last 0.5 s]"]
 
 
 def test_listener_limits_configurable() -> None:
@@ -212,3 +222,45 @@ def test_listener_limits_configurable() -> None:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("IKEPKI_LISTENER_MAX_HEADER_BYTES", "4096")
         assert ListenerSettings().max_header_bytes == 4096
+
+
+def test_connection_flood_under_a_low_file_limit_is_refused_not_emfile(deployment_dir: Path) -> None:
+    """With a hard RLIMIT_NOFILE of 1024 the server lowers its per-listener cap to fit; 700 idle
+    connections then meet prompt 503s instead of EMFILE on accept (which took /healthz down and
+    logged a traceback per attempt before)."""
+    import resource
+
+    https, http = free_port(), free_port()
+    log = deployment_dir / f"server-emfile-{http}.log"
+    env = {k: v for k, v in os.environ.items() if k != "SOFTHSM2_CONF"} | LIMITS_ENV
+    env["IKEPKI_LISTENER_MAX_CONNECTIONS"] = "1000"
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+
+    proc = subprocess.Popen([IKEPKI, "serve", "--dir", str(deployment_dir), "--https-port", str(https),
+                             "--http-port", str(http), "--no-workers"], stdout=log.open("wb"),
+                            stderr=subprocess.STDOUT, env=env, preexec_fn=low_limit, start_new_session=True)
+    idle: list[socket.socket] = []
+    try:
+        deadline = time.monotonic() + 60
+        while hostile.healthz("127.0.0.1", http, False) != 200:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        idle = hostile.open_idle("127.0.0.1", http, 700)
+        t0 = time.monotonic()
+        assert hostile.healthz("127.0.0.1", http, False) == 503 and time.monotonic() - t0 < 2
+        assert _fds(proc.pid) < 1024 - 64
+        time.sleep(LIMIT + 0.5)
+        assert hostile.healthz("127.0.0.1", http, False) == 200
+        text = log.read_text()
+        assert "Too many open files" not in text and len(text) < 16 * 1024, text[-2000:]
+    finally:
+        for sock in idle:
+            sock.close()
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
