@@ -5,7 +5,8 @@ as known pipeline names.
 Before the fix, each bad login waited on a 2-slot semaphore *inside* a worker thread: a flood of
 them took every thread, and other requests (EST /cacerts, admin /whoami) queued behind all of
 them. The check is by ordering, not by timing: /cacerts, sent once the flood is under way, must
-be answered before most of the flood's 401s."""
+be answered before most of the flood's 401s. The pipeline's PBKDF2 is made slow (400,000 iterations)
+so that the order does not depend on how fast requests reach the server."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def slow_pipeline_server(deployment_dir: Path, tmp_path_factory: pytest.TempPath
     config.write_text((deployment_dir / "ikepki.yaml").read_text() + f"""
 est:
   pipelines:
-    flood: {{password_hash: "{hash_password(PASSWORD, 200_000)}"}}
+    flood: {{password_hash: "{hash_password(PASSWORD, 400_000)}"}}
 """)
     server = start_server(deployment_dir, extra_args=("--config", str(config)))
     yield server
@@ -56,8 +57,9 @@ def test_bad_login_flood_holds_no_worker_thread(slow_pipeline_server) -> None:  
         limits = httpx.Limits(max_connections=FLOOD + 10, max_keepalive_connections=FLOOD + 10)
         async with httpx.AsyncClient(verify=ctx, timeout=120, limits=limits) as client:
             flood = [asyncio.create_task(bad_login(client)) for _ in range(FLOOD)]
-            while not order:  # the flood is being answered: PBKDF2s are running
+            while "401" not in order:  # the flood is being answered: PBKDF2s are running
                 await asyncio.sleep(0.01)
+            await asyncio.sleep(1)  # every flood request has reached the server (each PBKDF2 takes longer)
             cacerts = await client.get(f"{server.https_url}/.well-known/est/cacerts")
             order.append("cacerts")
             return await asyncio.gather(*flood), cacerts
