@@ -168,6 +168,11 @@ def parameter_flood(host: str, port: int, tls: bool) -> Outcome:
     return _send_then_drain(host, port, tls, b"GET /healthz?" + query + b" HTTP/1.1\r\nHost: probe\r\n\r\n")
 
 
+def long_url(host: str, port: int, tls: bool) -> Outcome:
+    """A 200 kB request target."""
+    return _send_then_drain(host, port, tls, b"GET /healthz?" + b"a" * 200_000 + b" HTTP/1.1\r\nHost: probe\r\n\r\n")
+
+
 def random_bytes(host: str, port: int, tls: bool) -> Outcome:
     """64 kB of random bytes instead of HTTP."""
     return _send_then_drain(host, port, tls, os.urandom(64 * 1024))
@@ -175,7 +180,7 @@ def random_bytes(host: str, port: int, tls: bool) -> Outcome:
 
 PROBES: dict[str, Callable[[str, int, bool], Outcome]] = {
     f.__name__: f for f in (slow_headers, trickled_body, idle_tcp, stalled_tls_handshake, oversized_headers,
-                            many_headers, oversized_body, chunked_flood, parameter_flood, random_bytes)
+                            many_headers, oversized_body, chunked_flood, parameter_flood, long_url, random_bytes)
 }
 
 

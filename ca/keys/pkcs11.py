@@ -6,8 +6,10 @@ under concurrent calls, so every call into one token is serialised by one lock p
 login (see shared notes hsm-and-tpm.md). Keys are generated on the token with
 ``CKA_SENSITIVE=true`` and ``CKA_EXTRACTABLE=false``.
 
-Recovery: any PKCS#11 error drops the session and every cached object handle (a token that went
-away and came back hands out new handles: the old ones fail with ``ObjectHandleInvalid`` forever).
+Recovery: a PKCS#11 error that means the token, session or handles are gone (:data:`TOKEN_FAULTS`,
+not errors about one operation's input such as a bad ciphertext) drops the session and every
+cached object handle (a token that went away and came back hands out new handles: the old ones
+fail with ``ObjectHandleInvalid`` forever).
 The next call re-opens the session and logs in again, at most once per backoff interval (0.5 s,
 doubling to 10 s while it keeps failing), and is retried once right away after a successful
 re-open. A re-open after a failure first re-initialises the module (``C_Finalize`` +
@@ -47,6 +49,18 @@ _HASH_MECH = {
 }
 
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 10.0
+# errors after which the session or the module must be re-opened (the token went away, handles are stale)
+TOKEN_FAULTS: tuple[type[Exception], ...] = (
+    pkcs11.exceptions.DeviceError, pkcs11.exceptions.DeviceMemory, pkcs11.exceptions.DeviceRemoved,
+    pkcs11.exceptions.FunctionFailed, pkcs11.exceptions.GeneralError, pkcs11.exceptions.KeyHandleInvalid,
+    pkcs11.exceptions.ObjectHandleInvalid, pkcs11.exceptions.OperationActive, pkcs11.exceptions.SessionClosed,
+    pkcs11.exceptions.SessionCount, pkcs11.exceptions.SessionHandleInvalid, pkcs11.exceptions.SlotIDInvalid,
+    pkcs11.exceptions.TokenNotPresent, pkcs11.exceptions.TokenNotRecognised, pkcs11.exceptions.UserNotLoggedIn,
+    pkcs11.exceptions.NoSuchKey,
+)
+# also what SoftHSM answers for a bad ciphertext: a fault only if the token then fails a probe too
+AMBIGUOUS: tuple[type[Exception], ...] = (pkcs11.exceptions.GeneralError, pkcs11.exceptions.FunctionFailed,
+                                          pkcs11.exceptions.DeviceError)
 _libs: dict[str, Any] = {}
 _libs_lock = threading.Lock()
 
@@ -150,6 +164,16 @@ class Pkcs11Token:
             self._retry_at = now + self._backoff
             self._backoff = min(self._backoff * 2, BACKOFF_MAX)
 
+    def _healthy(self) -> bool:
+        """Whether the open session still finds private keys on the token (after an ambiguous error)."""
+        session = self._session
+        if session is None:
+            return False
+        try:
+            return any(True for _ in session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY}))
+        except pkcs11.PKCS11Error:
+            return False
+
     def _succeeded(self) -> None:
         self.failing_since = None
         self._backoff = BACKOFF_FIRST
@@ -179,6 +203,9 @@ class Pkcs11Token:
                     self._reset()  # token not found, key gone, backoff: all "unusable" for liveness
                     raise
                 except pkcs11.PKCS11Error as exc:
+                    if not isinstance(exc, TOKEN_FAULTS) or (isinstance(exc, AMBIGUOUS) and self._healthy()):
+                        # about this operation's input (e.g. a bad ciphertext): the token itself is fine
+                        raise PKIError(ErrorKind.UNAVAILABLE, f"HSM operation failed: {exc!r}") from None
                     self._reset()
                     if attempt == 1 and not reopened:
                         self._retry_at = 0.0  # one immediate re-open: handles may just be stale

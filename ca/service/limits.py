@@ -6,7 +6,8 @@ idle, greedy or hostile clients (section ``listener:`` in ikepki.yaml, environme
   more is answered ``503 Service Unavailable`` with ``Retry-After`` and closed at once.
 - ``max_header_bytes`` for the request line plus headers, counted on the raw bytes *before* the
   parser buffers them (httptools would otherwise buffer a 100 MB header), and ``max_headers``
-  header fields: ``431 Request Header Fields Too Large`` (RFC 6585 §5), connection closed.
+  header fields: ``431 Request Header Fields Too Large`` (RFC 6585 §5), or ``414 URI Too Long``
+  (RFC 9110 §15.5.15) when the request line alone is too long; connection closed.
 - ``max_body_bytes``: a larger ``Content-Length`` or body gets ``413 Content Too Large``
   (RFC 9110 §15.5.14); apps keep their own, smaller limits.
 - ``header_timeout_seconds`` from the first byte of a request (or from connect) to the end of its
@@ -56,6 +57,7 @@ def _status(code: int, reason: str, extra: bytes = b"") -> bytes:
 
 REFUSED = _status(503, "Service Unavailable", b"retry-after: 1\r\n")
 HEADERS_TOO_LARGE = _status(431, "Request Header Fields Too Large")
+URI_TOO_LONG = _status(414, "URI Too Long")
 BODY_TOO_LARGE = _status(413, "Content Too Large")
 TIMED_OUT = _status(408, "Request Timeout")
 
@@ -74,6 +76,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._phase = _HEAD
         self._head_bytes = 0
+        self._line_done = False  # the request line of the current request is complete
         self._header_count = 0
         self._body_bytes = 0
         self._rejected: bytes | None = None
@@ -149,10 +152,12 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 self._arm(lim.header_timeout_seconds)  # first byte of a request on a kept-alive connection
             room = lim.max_header_bytes - self._head_bytes
             if room <= 0:
-                self._refuse(HEADERS_TOO_LARGE)
+                self._refuse(HEADERS_TOO_LARGE if self._line_done else URI_TOO_LONG)
                 return
             chunk, data = data[:room], data[room:]
             self._head_bytes += len(chunk)
+            if not self._line_done and b"\n" in chunk:
+                self._line_done = True
             super().data_received(chunk)
 
     # -- parser callbacks ---------------------------------------------------------------------
@@ -195,6 +200,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._disarm()
         self._phase = _HEAD
         self._head_bytes = 0
+        self._line_done = False
         super().on_message_complete()
 
 

@@ -38,7 +38,7 @@ LIMITS_ENV = {"IKEPKI_LISTENER_HEADER_TIMEOUT_SECONDS": str(LIMIT), "IKEPKI_LIST
               "IKEPKI_LISTENER_HANDSHAKE_TIMEOUT_SECONDS": str(LIMIT),
               "IKEPKI_LISTENER_KEEP_ALIVE_SECONDS": str(LIMIT), "IKEPKI_LISTENER_MAX_CONNECTIONS": str(CAP),
               "IKEPKI_LISTENER_MAX_BODY_BYTES": str(1 << 20)}
-EXPECTED = {"oversized_headers": {431}, "many_headers": {431}, "oversized_body": {413}}
+EXPECTED = {"oversized_headers": {431}, "many_headers": {431}, "oversized_body": {413}, "long_url": {414, 431}}
 
 
 @dataclass
