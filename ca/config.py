@@ -51,6 +51,7 @@ class CaSettings(IkepkiSettings):
     hsm_token_label: str = "ikepki"  # noqa: S105  (a label, not a secret)
     hsm_pin_file: str | None = None  # default DIR/hsm-pin
     hsm_pin_env: str | None = None  # name of an environment variable holding the PIN
+    hsm_unhealthy_after_seconds: float = 120.0  # /healthz fails once the HSM has been unusable this long
     softhsm_conf: str | None = None  # default DIR/softhsm2.conf when it exists
     public_base_url: str = "http://127.0.0.1:8080"  # put into AIA/CDP of issued certs
     ocsp_base_url: str | None = None  # OCSP responder base if it runs elsewhere (default public_base_url)

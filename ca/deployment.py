@@ -200,6 +200,16 @@ class Deployment:
     def admin_token(self) -> str:
         return self.path(self.settings.admin_token_file or "admin-token").read_text().strip()
 
+    def live(self) -> list[str]:
+        """Liveness problems: the HSM token has failed every operation for longer than
+        ``hsm_unhealthy_after_seconds`` (sessions are re-opened meanwhile; a restart is the next
+        step). No HSM call here: the state comes from the calls traffic and /readyz make."""
+        token = self.__dict__.get("token")
+        limit = self.settings.hsm_unhealthy_after_seconds
+        if token is None or (failing := token.unusable_for()) <= limit:
+            return []
+        return [f"hsm: unusable for {failing:.0f} s (limit {limit:.0f} s)"]
+
     def ready(self) -> dict[str, bool]:
         """Readiness: the database answers and the HSM signs."""
         db_ok = self.db.ping()

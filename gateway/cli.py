@@ -45,6 +45,8 @@ def serve(
     push_insecure_http: Annotated[bool, typer.Option(
         "--push-insecure-http", help="serve --push-listen as plain HTTP instead of HTTPS (events stay signed, but "
                                      "are readable on the path); logs a warning")] = False,
+    push_max_connections: Annotated[int | None, typer.Option(help="open push connections (default 64)")] = None,
+    push_timeout: Annotated[float | None, typer.Option(help="seconds for a push TLS handshake / request")] = None,
     control: Annotated[Path | None, typer.Option(help="Unix control socket path")] = None,
     ocsp: Annotated[OcspMode | None, typer.Option(help="OCSP checking mode")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML file with any of these options")] = None,
@@ -60,7 +62,8 @@ def serve(
     opts = _merge(config, {
         "listen": listen, "nat_port": nat_port, "cert": cert, "key": key, "ca_bundle": ca_bundle,
         "policy": policy, "push_listen": push_listen, "push_tls_cert": push_tls_cert,
-        "push_tls_key": push_tls_key, "push_insecure_http": push_insecure_http or None, "control": control,
+        "push_tls_key": push_tls_key, "push_insecure_http": push_insecure_http or None,
+        "push_max_connections": push_max_connections, "push_timeout": push_timeout, "control": control,
         "ocsp": ocsp,
         "event_log": event_log, "local_id": local_id, "dh_groups": dh_groups,
         "cookie_threshold": cookie_threshold, "half_open_timeout": half_open_timeout,

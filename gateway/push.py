@@ -10,7 +10,12 @@
 - ``GET /v1/sas``: ``{"sas": [...]}``. ``GET /healthz``: ``{"ok": true}``.
 
 A deliberately small HTTP/1.1 server on asyncio streams (one request per connection),
-served on TCP and optionally on a local Unix control socket.
+served on TCP and optionally on a local Unix control socket. Bounded against hostile clients
+(:class:`PushLimits`): at most ``max_connections`` open connections (one more gets ``503`` and is
+closed), the TLS handshake and the whole request (head and body) each within ``timeout`` seconds
+(``408`` once the request started, a silent close for a connection that never sent a byte),
+``MAX_HEADER`` bytes / ``MAX_HEADER_FIELDS`` fields of head (``431``) and ``MAX_BODY`` of body
+(``413``). ``ikepki responder serve`` rate-limits repeated log lines (gateway/server.py).
 """
 
 from __future__ import annotations
@@ -27,10 +32,20 @@ from gateway.responder import Responder
 
 MAX_HEADER = 16 * 1024
 MAX_BODY = 64 * 1024
+MAX_HEADER_FIELDS = 64
 _BAD_REQUEST_HINTS = ("malformed", "not a compact", "payload", "bad event field", "unknown event type",
                       "unsupported event version", "too large", "wrong JWS type")
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
-            413: "Payload Too Large"}
+            408: "Request Timeout", 413: "Content Too Large", 431: "Request Header Fields Too Large",
+            503: "Service Unavailable"}
+
+
+@dataclass(frozen=True)
+class PushLimits:
+    """Per listener: open connections, and seconds for the TLS handshake and for a whole request."""
+
+    max_connections: int = 64
+    timeout: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -81,9 +96,13 @@ class ControlApi:
 async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, bytes] | HttpResult:
     try:
         head = await reader.readuntil(b"\r\n\r\n")
-    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+    except asyncio.LimitOverrunError:
+        return HttpResult(431, {"error": f"request head larger than {MAX_HEADER} bytes"})
+    except (asyncio.IncompleteReadError, ValueError):
         return HttpResult(400, {"error": "bad request"})
     lines = head.decode("latin-1").split("\r\n")
+    if len(lines) > MAX_HEADER_FIELDS + 3:
+        return HttpResult(431, {"error": f"more than {MAX_HEADER_FIELDS} header fields"})
     parts = lines[0].split(" ")
     if len(parts) != 3:
         return HttpResult(400, {"error": "bad request line"})
@@ -98,26 +117,48 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, bytes] 
     return parts[0], parts[1].split("?")[0], body
 
 
-def make_handler(api: ControlApi) -> Any:
+def _response(result: HttpResult) -> bytes:
+    payload = json.dumps(result.body).encode()
+    return (f"HTTP/1.1 {result.status} {_REASONS.get(result.status, 'Error')}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
+            "Connection: close\r\n\r\n".encode() + payload)
+
+
+def make_handler(api: ControlApi, limits: PushLimits | None = None) -> Any:
+    limits = limits or PushLimits()
+    active: set[asyncio.StreamWriter] = set()
+
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(active) >= limits.max_connections:
+            writer.write(_response(HttpResult(503, {"error": "too many connections"})))
+            writer.close()
+            return
+        active.add(writer)
         try:
-            req = await asyncio.wait_for(_read_request(reader), 10)
+            try:
+                req = await asyncio.wait_for(_read_request(reader), limits.timeout)
+            except TimeoutError:
+                if reader._buffer:  # type: ignore[attr-defined]  # the request had started: tell it why
+                    writer.write(_response(HttpResult(408, {"error": "request not received in time"})))
+                return
             result = req if isinstance(req, HttpResult) else api.handle(*req)
-            payload = json.dumps(result.body).encode()
-            writer.write(f"HTTP/1.1 {result.status} {_REASONS.get(result.status, 'Error')}\r\n"
-                         f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
-                         "Connection: close\r\n\r\n".encode() + payload)
-            await writer.drain()
-        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
+            writer.write(_response(result))
+            await asyncio.wait_for(writer.drain(), limits.timeout)
+        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
         finally:
+            active.discard(writer)
             writer.close()
+    handle.active = active  # type: ignore[attr-defined]  # for tests and metrics
     return handle
 
 
-async def serve_tcp(api: ControlApi, host: str, port: int, tls: ssl.SSLContext | None = None) -> asyncio.Server:
+async def serve_tcp(api: ControlApi, host: str, port: int, tls: ssl.SSLContext | None = None,
+                    limits: PushLimits | None = None) -> asyncio.Server:
     """HTTP, or HTTPS when ``tls`` is given (server certificate only; events carry their own proof)."""
-    return await asyncio.start_server(make_handler(api), host, port, limit=MAX_HEADER, ssl=tls)
+    limits = limits or PushLimits()
+    return await asyncio.start_server(make_handler(api, limits), host, port, limit=MAX_HEADER, ssl=tls,
+                                      ssl_handshake_timeout=limits.timeout if tls is not None else None)
 
 
 async def serve_unix(api: ControlApi, path: str) -> asyncio.Server:

@@ -17,12 +17,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from ca.identity import parse_identity
+from ca.service.log_limit import rate_limit_loggers
 from gateway.events import EventLog
 from gateway.ikev2.auth import PrivateKey
 from gateway.ikev2.crypto import SUPPORTED_GROUPS
 from gateway.ikev2.proposals import Preferences
 from gateway.policy import Policy
-from gateway.push import ControlApi, serve_tcp, serve_unix
+from gateway.push import ControlApi, PushLimits, serve_tcp, serve_unix
 from gateway.radius import config as radius_config
 from gateway.radius.dae import serve_dae
 from gateway.responder import Responder, ResponderConfig
@@ -49,6 +50,8 @@ class ServeOptions:
     push_tls_cert: Path | None = None
     push_tls_key: Path | None = None
     push_insecure_http: bool = False  # --push-listen without TLS: only when asked for explicitly
+    push_max_connections: int = 64
+    push_timeout: float = 10.0
     control: Path | None = None
     ocsp: OcspMode = OcspMode.RELAXED
     event_log: Path | None = None
@@ -165,9 +168,11 @@ class Gateway:
             if p:
                 self.endpoints[p] = await open_endpoint(host, p, self.responder.receive)
         if self.opts.push_listen:
+            rate_limit_loggers("asyncio")  # e.g. EMFILE on accept: a few lines, not one per attempt
             host, port = split_hostport(self.opts.push_listen)
             tls = self._push_tls()
-            self.servers.append(await serve_tcp(self.api, host, port, tls))
+            limits = PushLimits(self.opts.push_max_connections, self.opts.push_timeout)
+            self.servers.append(await serve_tcp(self.api, host, port, tls, limits))
             if tls is None:
                 warning = (f"WARNING: the push listener {self.opts.push_listen} is PLAIN HTTP "
                            "(--push-insecure-http): revocation events are signed but readable by anyone on the path; "

@@ -9,11 +9,19 @@ Answers:
   with the extended-revoke extension instead, RFC 6960 §2.2); ``unauthorized`` when a CertID names
   a CA that is not ours (or several of ours: one delegated signer cannot vouch for two CAs);
   ``malformedRequest`` for anything unparsable, > ``max_requests`` CertIDs, or a nonce outside
-  1..32 octets; ``tryLater`` when the signer (HSM) or the store fails.
+  1..32 octets, an unknown critical extension or trailing data; ``unauthorized`` as well for a
+  signed request (``optionalSignature``): this responder authorizes no requestor, and answering
+  as if the signature had been checked would be misleading (RFC 6960 §2.3, §4.1.2);
+  ``tryLater`` when the signer (HSM) or the store fails; ``internalError`` when the response about
+  to be signed fails :mod:`ocsp.lint` (never signed).
 - Signed by the issuer's delegated signer (``ocsp-<issuer>``, certificate included), else the CA.
 
 Pre-signing (RFC 5019 §2.2.2, §6): a nonce-less single-CertID request is answered from an
-in-memory cache of signed responses keyed by the CertID DER. Entries are produced **lazily on the
+in-memory cache of signed responses keyed by the CertID DER (hash algorithm, issuer name and key
+hashes, serial), bounded by ``cache_entries`` and ``cache_max_bytes`` (least recently asked for
+evicted first). Nothing else of a request is kept: a minimal request is recognised by its framing
+(:func:`ocsp.request.canonical_cert_id`) and answered without a parse; any other request is parsed
+strictly first, so padding, extensions or signatures cannot grow memory. Entries are produced **lazily on the
 first request** (concurrent first requests share one signature), **eagerly on revocation** (a feed
 poll of the core's outbox every ``poll_seconds`` drops the serial's entries and re-signs them plus
 the SHA-1 CertID form within about a second) and **refreshed in the background** once half their
@@ -45,7 +53,8 @@ from typing import Any
 from ca.model import RevocationReason
 from ca.store.outbox_feed import OutboxFeed
 from ca.store.status import StatusReader
-from ocsp.request import CertIdRequest, MalformedRequest, OcspRequest, parse_request
+from ocsp.lint import LintError, lint_response_data
+from ocsp.request import CertIdRequest, MalformedRequest, OcspRequest, canonical_cert_id, parse_request
 from ocsp.responder_der import (
     GOOD,
     NOT_ISSUED,
@@ -65,6 +74,7 @@ log = logging.getLogger("ikepki.ocsp")
 ROOT = "root"  # the root CA answers for the issuing CA certificates (signed with the root key)
 SHA1_CERTID_ALG = bytes.fromhex("300906052b0e03021a0500")
 FEED_BATCH = 5000
+ENTRY_OVERHEAD = 400  # bytes per cache entry beyond the DER: Presigned, headers, dict slots, by_serial
 SIGNER_RELOAD_SECONDS = 30.0
 
 
@@ -85,6 +95,11 @@ class Presigned:
     last_modified: bytes
     expires: bytes
     last_hit: float = field(default_factory=time.monotonic)
+
+    def size(self, key: bytes) -> int:
+        """Bytes this entry holds in the cache (for the ``cache_max_bytes`` bound)."""
+        return len(self.body) + len(key) + len(self.etag) + len(self.last_modified) + len(self.expires) \
+            + ENTRY_OVERHEAD
 
     def headers(self, now: float) -> list[tuple[bytes, bytes]]:
         max_age = max(0, int(self.next_update - now))
@@ -137,7 +152,7 @@ class Responder:
         self._read_pool = ThreadPoolExecutor(4, thread_name_prefix="ocsp-read")
         self._status = StatusReader(dep.db)  # one raw store connection per thread (lookup)
         self.cache: dict[bytes, Presigned] = {}
-        self.by_body: dict[bytes, bytes] = {}
+        self.cache_bytes = 0
         self.by_serial: dict[tuple[str, int], set[bytes]] = {}
         self._inflight: dict[bytes, asyncio.Future[Presigned | None]] = {}
         self._changed: dict[tuple[str, int], int] = {}
@@ -145,14 +160,15 @@ class Responder:
         self._feed = OutboxFeed(FEED_BATCH)  # revocations committed out of id order too (ca/store/outbox_feed.py)
         self._pending_resign: list[tuple[str, int, bytes]] = []
         self._maintenance: asyncio.Task[None] | None = None
-        self.stats = {"presigned_hits": 0, "signed": 0, "malformed": 0, "try_later": 0}
+        self.stats = {"presigned_hits": 0, "signed": 0, "malformed": 0, "try_later": 0, "unauthorized": 0,
+                      "lint_failed": 0}
 
     # -- entry point --------------------------------------------------------------------------
 
     async def respond(self, body: bytes) -> Answer:
         """The OCSPResponse for one request body (never raises)."""
         self.ensure_maintenance()
-        cid_key = self.by_body.get(body)
+        cid_key = canonical_cert_id(body)
         if cid_key is not None:
             entry = self.cache.get(cid_key)
             now = time.time()
@@ -165,11 +181,12 @@ class Responder:
         except MalformedRequest:
             self.stats["malformed"] += 1
             return Answer(error_response(ResponseStatus.malformedRequest), NO_CACHE)
-        return await self.answer(request, body)
+        return await self.answer(request)
 
-    async def answer(self, request: OcspRequest, body: bytes | None = None) -> Answer:
+    async def answer(self, request: OcspRequest) -> Answer:
         issuers = {self.issuer_by_hash.get((c.hash_name, c.name_hash, c.key_hash)) for c in request.cert_ids}
-        if None in issuers or len(issuers) != 1:
+        if request.signed or None in issuers or len(issuers) != 1:
+            self.stats["unauthorized"] += 1
             return Answer(error_response(ResponseStatus.unauthorized), NO_CACHE)
         issuer_id = next(iter(issuers))
         assert issuer_id is not None
@@ -178,8 +195,6 @@ class Responder:
                 cid = request.cert_ids[0]
                 entry = await self.presigned(issuer_id, cid)
                 if entry is not None:
-                    if body is not None and len(self.by_body) < self.settings.cache_entries:
-                        self.by_body[body] = cid.der
                     now = time.time()
                     return Answer(entry.body, entry.headers(now), True)
             der = await self._signed_now(issuer_id, request.cert_ids, request.nonce_ext_value)
@@ -188,6 +203,10 @@ class Responder:
             self.stats["try_later"] += 1
             log.warning("OCSP tryLater: %s", exc)
             return Answer(error_response(ResponseStatus.tryLater), NO_CACHE)
+        except LintError as exc:
+            self.stats["lint_failed"] += 1
+            log.error("OCSP response not signed: %s", exc)
+            return Answer(error_response(ResponseStatus.internalError), NO_CACHE)
 
     # -- pre-signed cache ---------------------------------------------------------------------
 
@@ -232,19 +251,25 @@ class Responder:
         return entry
 
     def _store(self, cid_der: bytes, entry: Presigned) -> None:
-        if cid_der not in self.cache and len(self.cache) >= self.settings.cache_entries:
-            self._evict(len(self.cache) // 10 or 1)
+        self._drop_key(cid_der)
+        size = entry.size(cid_der)
+        if len(self.cache) >= self.settings.cache_entries or self.cache_bytes + size > self.settings.cache_max_bytes:
+            self._evict(len(self.cache) // 10 or 1, size)
         self.cache[cid_der] = entry
+        self.cache_bytes += size
         self.by_serial.setdefault((entry.issuer_id, entry.serial), set()).add(cid_der)
 
-    def _evict(self, n: int) -> None:
-        for key in sorted(self.cache, key=lambda k: self.cache[k].last_hit)[:n]:
+    def _evict(self, n: int, room: int = 0) -> None:
+        """Drop the ``n`` least recently asked-for entries, more if ``room`` bytes do not fit yet."""
+        for i, key in enumerate(sorted(self.cache, key=lambda k: self.cache[k].last_hit)):
+            if i >= n and self.cache_bytes + room <= self.settings.cache_max_bytes:
+                break
             self._drop_key(key)
-        self.by_body.clear()
 
     def _drop_key(self, key: bytes) -> None:
         entry = self.cache.pop(key, None)
         if entry is not None:
+            self.cache_bytes -= entry.size(key)
             keys = self.by_serial.get((entry.issuer_id, entry.serial))
             if keys is not None:
                 keys.discard(key)
@@ -268,6 +293,8 @@ class Responder:
         try:
             der = await loop.run_in_executor(self._sign_pool, self._answer_now, signer, issuer_id, list(cert_ids),
                                              nonce)
+        except LintError:
+            raise
         except Exception as exc:
             raise Unavailable(f"store or signer for {issuer_id} failed: {exc}") from None
         self.stats["signed"] += 1
@@ -280,6 +307,7 @@ class Responder:
         items = [(c.der, st) for c, st in zip(cert_ids, states, strict=True)]
         singles = [single_response(der, st, now, next_update) for der, st in items]
         tbs = response_data(signer.key_hash, now, singles, nonce, any(st is NOT_ISSUED for _, st in items))
+        lint_response_data(tbs)
         return ocsp_response(tbs, signer.alg_id, sign(signer.key, tbs), signer.certs_der)
 
     async def _run_sign(self, signer: Signer, items: list[tuple[bytes, CertState]], this_update: datetime,
@@ -287,6 +315,7 @@ class Responder:
         extended = any(s is NOT_ISSUED for _, s in items)
         singles = [single_response(der, s, this_update, next_update) for der, s in items]
         tbs = response_data(signer.key_hash, produced_at, singles, nonce, extended)
+        lint_response_data(tbs)
         loop = asyncio.get_running_loop()
         try:
             signature = await loop.run_in_executor(self._sign_pool, sign, signer.key, tbs)
@@ -387,9 +416,9 @@ class Responder:
         for issuer_id, serial in changes:
             key = (issuer_id, serial)
             self._changed[key] = self._epoch
-            keys = self.by_serial.pop(key, set())
+            keys = self.by_serial.get(key, set()).copy()
             for k in keys:
-                self.cache.pop(k, None)
+                self._drop_key(k)
             resign.add(key)
             for k in keys:
                 self._pending_resign.append((issuer_id, serial, k))

@@ -5,12 +5,25 @@ under concurrent calls, so every call into one token is serialised by one lock p
 (module, token) in this process; throughput scales with processes, each with its own
 login (see shared notes hsm-and-tpm.md). Keys are generated on the token with
 ``CKA_SENSITIVE=true`` and ``CKA_EXTRACTABLE=false``.
+
+Recovery: a PKCS#11 error that means the token, session or handles are gone (:data:`TOKEN_FAULTS`,
+not errors about one operation's input such as a bad ciphertext) drops the session and every
+cached object handle (a token that went away and came back hands out new handles: the old ones
+fail with ``ObjectHandleInvalid`` forever).
+The next call re-opens the session and logs in again, at most once per backoff interval (0.5 s,
+doubling to 10 s while it keeps failing), and is retried once right away after a successful
+re-open. A re-open after a failure first re-initialises the module (``C_Finalize`` +
+``C_Initialize``): SoftHSM answers ``GeneralError`` to every ``C_OpenSession`` on a token whose
+directory vanished and came back until it is re-initialised.
+:attr:`Pkcs11Token.failing_since` tells liveness checks how long the token has been unusable.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,8 +48,37 @@ _HASH_MECH = {
     "sha1": (Mechanism.SHA_1, pkcs11.MGF.SHA1, Mechanism.SHA1_RSA_PKCS, Mechanism.SHA1_RSA_PKCS_PSS),
 }
 
+BACKOFF_FIRST, BACKOFF_MAX = 0.5, 10.0
+# errors after which the session or the module must be re-opened (the token went away, handles are stale)
+TOKEN_FAULTS: tuple[type[Exception], ...] = (
+    pkcs11.exceptions.DeviceError, pkcs11.exceptions.DeviceMemory, pkcs11.exceptions.DeviceRemoved,
+    pkcs11.exceptions.FunctionFailed, pkcs11.exceptions.GeneralError, pkcs11.exceptions.KeyHandleInvalid,
+    pkcs11.exceptions.ObjectHandleInvalid, pkcs11.exceptions.OperationActive, pkcs11.exceptions.SessionClosed,
+    pkcs11.exceptions.SessionCount, pkcs11.exceptions.SessionHandleInvalid, pkcs11.exceptions.SlotIDInvalid,
+    pkcs11.exceptions.TokenNotPresent, pkcs11.exceptions.TokenNotRecognised, pkcs11.exceptions.UserNotLoggedIn,
+    pkcs11.exceptions.NoSuchKey,
+)
+# also what SoftHSM answers for a bad ciphertext: a fault only if the token then fails a probe too
+AMBIGUOUS: tuple[type[Exception], ...] = (pkcs11.exceptions.GeneralError, pkcs11.exceptions.FunctionFailed,
+                                          pkcs11.exceptions.DeviceError)
 _libs: dict[str, Any] = {}
 _libs_lock = threading.Lock()
+
+
+_generations: dict[str, int] = {}  # per module: bumped by each re-initialisation
+
+
+def _reinitialize(module_path: str) -> int:
+    """C_Finalize + C_Initialize: every session of every token of this module becomes invalid."""
+    lib = _load_lib(module_path)
+    with _libs_lock:
+        try:
+            lib.reinitialize()
+        except (RuntimeError, pkcs11.PKCS11Error) as exc:
+            raise PKIError(ErrorKind.UNAVAILABLE, f"cannot re-initialise PKCS#11 module {module_path}: {exc!r}") \
+                from None
+        _generations[module_path] = _generations.get(module_path, 0) + 1
+        return _generations[module_path]
 
 
 def _load_lib(module_path: str) -> Any:
@@ -74,11 +116,23 @@ class Pkcs11Token:
         self._session: Any = None
         self._pid = -1
         self._keys: dict[tuple[int, str], Any] = {}
+        self.failing_since: float | None = None  # time.monotonic() of the first failure in a row
+        self._retry_at = 0.0
+        self._backoff = BACKOFF_FIRST
+        self._generation = 0
 
     def _open(self) -> Any:
-        if self._session is not None and self._pid == os.getpid():
+        if self._session is not None and self._pid == os.getpid() \
+                and self._generation == _generations.get(self.module_path, 0):
             return self._session
+        if time.monotonic() < self._retry_at:
+            wait = self._retry_at - time.monotonic()
+            raise PKIError(ErrorKind.UNAVAILABLE,
+                           f"PKCS#11 token {self.token_label!r} unavailable (next re-open attempt in {wait:.1f} s)")
         lib = _load_lib(self.module_path)
+        if self.failing_since is not None:  # recovering: stale slots and sessions in the module
+            self._session = None
+            _reinitialize(self.module_path)
         try:
             token = lib.get_token(token_label=self.token_label)
             try:
@@ -92,8 +146,38 @@ class Pkcs11Token:
         except pkcs11.PKCS11Error as exc:
             raise PKIError(ErrorKind.UNAVAILABLE, f"PKCS#11 token {self.token_label!r}: {exc!r}") from None
         self._pid = os.getpid()
+        self._generation = _generations.get(self.module_path, 0)
         self._keys.clear()
         return self._session
+
+    def _reset(self) -> None:
+        """Forget the session and handles after a failure; back off before the next re-open."""
+        now = time.monotonic()
+        if self.failing_since is None:
+            self.failing_since = now
+        session, self._session = self._session, None
+        self._keys.clear()
+        if session is not None:
+            with contextlib.suppress(Exception):  # the old session may be gone with the token
+                session.close()
+        if now >= self._retry_at:  # a real attempt failed (not a refusal during the backoff)
+            self._retry_at = now + self._backoff
+            self._backoff = min(self._backoff * 2, BACKOFF_MAX)
+
+    def _healthy(self) -> bool:
+        """Whether the open session still finds private keys on the token (after an ambiguous error)."""
+        session = self._session
+        if session is None:
+            return False
+        try:
+            return any(True for _ in session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY}))
+        except pkcs11.PKCS11Error:
+            return False
+
+    def _succeeded(self) -> None:
+        self.failing_since = None
+        self._backoff = BACKOFF_FIRST
+        self._retry_at = 0.0
 
     def _key(self, object_class: ObjectClass, label: str) -> Any:
         cache_key = (int(object_class), label)
@@ -108,14 +192,33 @@ class Pkcs11Token:
         return build(self.token_label, label, module_path=self.module_path, pin_source=pin_source)
 
     def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """Run one PKCS#11 operation under the token lock, mapping token failures."""
+        """Run one PKCS#11 operation under the token lock, mapping token failures; after a failure
+        the session is re-opened (with backoff) and the operation retried once."""
         with self._lock:
-            try:
-                return fn(*args, **kwargs)
-            except PKIError:
-                raise
-            except pkcs11.PKCS11Error as exc:
-                raise PKIError(ErrorKind.UNAVAILABLE, f"HSM operation failed: {exc!r}") from None
+            reopened = self._session is None
+            for attempt in (1, 2):
+                try:
+                    result = fn(*args, **kwargs)
+                except PKIError:
+                    self._reset()  # token not found, key gone, backoff: all "unusable" for liveness
+                    raise
+                except pkcs11.PKCS11Error as exc:
+                    if not isinstance(exc, TOKEN_FAULTS) or (isinstance(exc, AMBIGUOUS) and self._healthy()):
+                        # about this operation's input (e.g. a bad ciphertext): the token itself is fine
+                        raise PKIError(ErrorKind.UNAVAILABLE, f"HSM operation failed: {exc!r}") from None
+                    self._reset()
+                    if attempt == 1 and not reopened:
+                        self._retry_at = 0.0  # one immediate re-open: handles may just be stale
+                        continue
+                    raise PKIError(ErrorKind.UNAVAILABLE, f"HSM operation failed: {exc!r}") from None
+                self._succeeded()
+                return result
+            raise AssertionError("unreachable")
+
+    def unusable_for(self) -> float:
+        """Seconds the token has been failing without a success in between (0 when healthy)."""
+        since = self.failing_since
+        return 0.0 if since is None else time.monotonic() - since
 
     def generate(self, spec: KeySpec, label: str) -> None:
         """Create a non-extractable key pair on the token (CKA_TOKEN, SENSITIVE, !EXTRACTABLE)."""

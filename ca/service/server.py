@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import signal
 import ssl
 from collections.abc import Callable, Coroutine
@@ -22,10 +23,11 @@ from typing import Any
 
 import uvicorn
 from cryptography.hazmat.primitives.serialization import Encoding
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ca.service.asgi import Metrics, app_for
+from ca.service.limits import LimitedHttpProtocol, LimitedServer, ListenerSettings
 from ca.service.liveness import Liveness
+from ca.service.log_limit import rate_limit_loggers
 from ca.service.mounts import HTTP, HTTPS, HttpMount, load_mounts
 
 log = logging.getLogger("ikepki.service")
@@ -33,8 +35,9 @@ _NO_CHECK_TIME = 0x200000  # X509_V_FLAG_NO_CHECK_TIME: apps check validity them
 TLS_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:!aNULL:!MD5:!DSS"
 
 
-class TlsAwareProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol plus the ASGI TLS extension with the peer certificate."""
+class TlsAwareProtocol(LimitedHttpProtocol):
+    """uvicorn's httptools protocol with the listener limits (ca/service/limits.py) plus the ASGI TLS
+    extension with the peer certificate."""
 
     _tls_ext: dict[str, Any] | None = None
 
@@ -97,10 +100,12 @@ def load_background_tasks(deployment: Any, only: set[str] | None = None) -> list
     return tasks
 
 
-def _uvicorn_config(app: Any, host: str, port: int, ssl_ctx: ssl.SSLContext | None) -> uvicorn.Config:
+def _uvicorn_config(app: Any, host: str, port: int, ssl_ctx: ssl.SSLContext | None,
+                    limits: ListenerSettings) -> uvicorn.Config:
     kwargs: dict[str, Any] = {"host": host, "port": port, "http": TlsAwareProtocol, "lifespan": "off",
-                              "access_log": False, "log_level": "warning", "timeout_keep_alive": 15,
-                              "timeout_graceful_shutdown": 2, "h11_max_incomplete_event_size": 64 * 1024,
+                              "access_log": False, "log_level": "warning",
+                              "timeout_keep_alive": limits.keep_alive_seconds, "timeout_graceful_shutdown": 2,
+                              "backlog": BACKLOG,
                               "server_header": False}
     if ssl_ctx is not None:
         kwargs["ssl_context_factory"] = lambda _cfg, _default: ssl_ctx
@@ -132,19 +137,50 @@ async def _until_signalled(work: asyncio.Future[Any]) -> None:
                 loop.remove_signal_handler(sig)
 
 
+FD_RESERVE = 64  # descriptors kept for the database, the HSM, logs, outgoing pushes
+BACKLOG = 256  # listen() backlog; also how many connections one accept burst may take at once
+
+
+def fit_file_limit(limits: ListenerSettings, listeners: int) -> ListenerSettings:
+    """Raise the soft RLIMIT_NOFILE to the hard limit, then lower ``max_connections`` if the
+    listeners' caps would not fit in it: the cap, not EMFILE on accept, must refuse connections."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open file limit from %d: %s", soft, exc)
+    if soft == resource.RLIM_INFINITY or listeners == 0:
+        return limits
+    fits = max(1, (soft - FD_RESERVE) // listeners - BACKLOG)
+    if limits.max_connections > fits:
+        log.warning("listener.max_connections %d does not fit the open file limit %d: using %d per listener",
+                    limits.max_connections, soft, fits)
+        return limits.model_copy(update={"max_connections": fits})
+    return limits
+
+
 async def run_servers(deployment: Any, host: str, https_port: int | None, http_port: int | None,
                       mounts: list[HttpMount] | None = None, tasks: list[BackgroundTask] | None = None,
                       ready: Callable[[], None] | None = None) -> None:
     mounts = load_mounts(deployment) if mounts is None else mounts
+    limits = fit_file_limit(deployment.settings_for(ListenerSettings, "listener"),
+                            (https_port is not None) + (http_port is not None))
+    rate_limit_loggers("asyncio", "uvicorn.error", "ikepki.service")
     metrics = Metrics()
     liveness = Liveness()
-    servers = []
+
+    def alive() -> list[str]:  # /healthz: background tasks (ca/service/liveness.py) and the HSM
+        return [*liveness.problems(), *deployment.live()]
+
+    servers: list[uvicorn.Server] = []
     if https_port is not None:
-        app = app_for(HTTPS, mounts, deployment, metrics, deployment.ready, liveness.problems)
-        servers.append(uvicorn.Server(_uvicorn_config(app, host, https_port, tls_context(deployment))))
+        app = app_for(HTTPS, mounts, deployment, metrics, deployment.ready, alive)
+        servers.append(LimitedServer(_uvicorn_config(app, host, https_port, tls_context(deployment), limits), limits))
     if http_port is not None:
-        app = app_for(HTTP, mounts, deployment, metrics, deployment.ready, liveness.problems)
-        servers.append(uvicorn.Server(_uvicorn_config(app, host, http_port, None)))
+        app = app_for(HTTP, mounts, deployment, metrics, deployment.ready, alive)
+        servers.append(LimitedServer(_uvicorn_config(app, host, http_port, None, limits), limits))
     running = [asyncio.create_task(t.run(), name=t.name) for t in (tasks or [])]
     liveness.watch(tasks or [], running)
     serving = [asyncio.create_task(s.serve()) for s in servers]

@@ -25,6 +25,7 @@ import hashlib
 import ipaddress
 import socket
 import ssl
+import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -111,9 +112,12 @@ class Http01:
 
     def __init__(self, settings: AcmeSettings) -> None:
         self.settings = settings
-        # one client for all validations (thread safe); no keep-alive: every validation connects afresh
-        self.http = httpx.Client(timeout=settings.validation_timeout, follow_redirects=False, trust_env=False,
-                                 verify=False, limits=httpx.Limits(max_keepalive_connections=0))  # noqa: S501 (plain http)
+        # one client for all validations (thread safe); no keep-alive: every validation connects afresh.
+        # Short connect timeout; reads bounded per read by the timeout and in total by the deadline below.
+        timeout = httpx.Timeout(settings.validation_timeout,
+                                connect=min(settings.validation_connect_timeout, settings.validation_timeout))
+        self.http = httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False,  # plain http:
+                                 verify=False, limits=httpx.Limits(max_keepalive_connections=0))  # noqa: S501
 
     def applies(self, authz: Authz) -> bool:
         return not authz.wildcard
@@ -126,6 +130,7 @@ class Http01:
             return ValidationResult.failure("dns", f"cannot resolve {authz.identifier.value}: {exc.strerror or exc}")
         host = authz.identifier.value if authz.identifier.type == "dns" else _host(authz.identifier.value)
         url = f"http://{_host(address)}:{self.settings.http01_port}/.well-known/acme-challenge/{challenge.token}"
+        deadline = time.monotonic() + self.settings.validation_timeout
         try:
             with self.http.stream("GET", url, headers={"Host": host, "User-Agent": "ikepki-acme-va"}) as resp:
                 body = b""
@@ -133,6 +138,8 @@ class Http01:
                     body += chunk
                     if len(body) > MAX_HTTP01_BODY:
                         return ValidationResult.failure("unauthorized", "http-01 response too large")
+                    if time.monotonic() > deadline:  # a trickling server: bounded in total, not per read
+                        return ValidationResult.failure("connection", f"http-01: {url} answered too slowly")
                 status = resp.status_code
         except httpx.HTTPError as exc:
             return ValidationResult.failure("connection", f"http-01: cannot fetch {url}: {type(exc).__name__}")
@@ -203,10 +210,11 @@ class TlsAlpn01:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
         ctx.set_alpn_protocols(["acme-tls/1"])
-        with socket.create_connection((address, self.settings.tlsalpn01_port),
-                                      timeout=self.settings.validation_timeout) as sock, \
-                ctx.wrap_socket(sock, server_hostname=sni) as tls:
-            return tls.getpeercert(binary_form=True), tls.selected_alpn_protocol()
+        connect = min(self.settings.validation_connect_timeout, self.settings.validation_timeout)
+        with socket.create_connection((address, self.settings.tlsalpn01_port), timeout=connect) as sock:
+            sock.settimeout(self.settings.validation_timeout)
+            with ctx.wrap_socket(sock, server_hostname=sni) as tls:
+                return tls.getpeercert(binary_form=True), tls.selected_alpn_protocol()
 
     def validate(self, challenge: Challenge, authz: Authz, account: Account,
                  payload: dict[str, Any]) -> ValidationResult:

@@ -11,7 +11,6 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -42,6 +41,7 @@ from enrollment.acme.model import Account, Authz, Challenge, Identifier, Order
 from enrollment.acme.problems import AcmeProblem, from_pki_error, malformed, unauthorized
 from enrollment.acme.settings import AcmeSettings
 from enrollment.acme.store import AcmeStore, IntegrityError
+from enrollment.acme.validation_queue import FairValidationQueue
 
 log = logging.getLogger("ikepki.acme")
 JOSE = "application/jose+json"
@@ -119,7 +119,8 @@ class AcmeService:
         self.registry = registry
         self.store = AcmeStore(deployment.db)
         self.limiter = RateLimiter(settings.rate_limit_window_seconds)
-        self.validators = ThreadPoolExecutor(max_workers=settings.validation_workers, thread_name_prefix="acme-va")
+        self.validations = FairValidationQueue(settings.validation_workers, settings.validation_per_account,
+                                               settings.validation_queue_per_account, settings.validation_queue_max)
         for name in settings.profiles:
             deployment.authority.profile(name)  # fail closed on unknown profile names
 
@@ -590,11 +591,17 @@ class AcmeService:
             authz = self.store.authz(authz_id) or authz
         return authz
 
+    def stale_after(self) -> timedelta:
+        """How long a challenge may stay processing: the longest wait in its account's queue plus
+        its own run (each ``validation_timeout``), three times over, plus a minute."""
+        rounds = self.settings.validation_queue_per_account // max(1, self.settings.validation_per_account) + 1
+        return timedelta(seconds=3 * rounds * self.settings.validation_timeout + 60)
+
     def _reap_stale(self, authz: Authz, challenges: list[Challenge]) -> bool:
         """A validation still processing long after its timeout was lost (its replica died):
         processing → invalid, so the client learns it and can start a new order."""
         now = self.dep.clock.now()
-        limit = timedelta(seconds=3 * self.settings.validation_timeout + 60)
+        limit = self.stale_after()
         reaped = False
         for ch in challenges:
             if ch.status == "processing" and ch.validated is not None and now - ch.validated > limit:
@@ -635,8 +642,17 @@ class AcmeService:
         if s.payload is not None and challenge.status == "pending":
             if authz.status != "pending":
                 raise malformed(f"the authorization is {authz.status}")
+            account, payload, started = s.account, s.payload, challenge
+            if not self.validations.has_room(account.id):
+                raise AcmeProblem("rateLimited", "too many validations pending for this account; retry later", 429,
+                                  retry_after=max(1, int(self.settings.validation_timeout)))
             if self.store.start_challenge(challenge.id, authz.id, self.dep.clock.now()):
-                self.validators.submit(self._validate, challenge, authz, s.account, s.payload)
+                def job() -> None:
+                    self._validate(started, authz, account, payload)
+                if not self.validations.submit(account.id, job):  # filled up since has_room: fail, recorded
+                    error = AcmeProblem("rateLimited", "too many validations pending; create a new order").document()
+                    error["identifier"] = authz.identifier.wire()
+                    self.store.finish_challenge(started, authz, error, self.dep.clock.now())
             challenge = self.store.challenge(challenge_id) or challenge
         links = [f'<{urls.authz(authz.id)}>;rel="up"']
         headers = {"Retry-After": "1"} if challenge.status == "processing" else {}

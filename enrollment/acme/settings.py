@@ -25,8 +25,12 @@ class AcmeSettings(IkepkiSettings):
     tlsalpn01_port: int = 443
     validation_hosts: str = ""  # "*.test=127.0.0.1,gw.example=10.0.0.1": identifier -> address, no DNS
     dns_resolver: str = ""  # "127.0.0.1:8053" (comma-separated); default: system resolver
-    validation_timeout: float = 10.0
+    validation_timeout: float = 10.0  # whole validation of one challenge (http-01: connect + read)
+    validation_connect_timeout: float = 3.0  # TCP connect (http-01, tls-alpn-01)
     validation_workers: int = 8
+    validation_per_account: int = 2  # validations of one account running at once
+    validation_queue_per_account: int = 16  # waiting per account; more -> rateLimited (429)
+    validation_queue_max: int = 1024  # waiting in total
     # lifetimes
     nonce_lifetime_seconds: int = 3600
     order_lifetime_seconds: int = 24 * 3600

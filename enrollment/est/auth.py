@@ -1,8 +1,17 @@
 """EST client authentication (RFC 7030 §3.2.3, §3.3.2): TLS client certificates (directly or
-from a trusted ingress header), HTTP Basic per MDM pipeline, and one-time enrollment secrets."""
+from a trusted ingress header), HTTP Basic per MDM pipeline, and one-time enrollment secrets.
+
+HTTP Basic costs one PBKDF2 per attempt that is not a remembered success, whatever the user name:
+a pipeline's own hash, or a dummy hash with the pipelines' parameters for any other name (device
+ids and unknown names alike), so response times do not reveal which pipeline names exist. The
+PBKDF2 runs under :class:`KdfThrottle`: callers wait in the event loop (holding no worker thread),
+at most ``slots`` computations run at once, and once ``queue`` callers are waiting further ones
+are refused at once (HTTP 429 with Retry-After), so password guessing cannot starve other
+requests of worker threads."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -11,6 +20,7 @@ import threading
 from dataclasses import dataclass
 from enum import Enum
 
+import anyio
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ObjectIdentifier
@@ -71,27 +81,66 @@ class PasswordCache:
     """Successful PBKDF2 checks remembered by (user, SHA-256(password)): pipelines send the same
     credentials on every request, and PBKDF2 would otherwise dominate the request cost."""
 
-    def __init__(self, concurrent_checks: int = 2) -> None:
+    def __init__(self) -> None:
         self._ok: dict[tuple[str, bytes, str], None] = {}
         self._lock = threading.Lock()
-        # wrong passwords always cost a full PBKDF2: bound how many run at once so that guessing
-        # cannot take every worker thread and core from real enrollments
-        self._slots = threading.BoundedSemaphore(concurrent_checks)
 
-    def check(self, user: str, password: str, encoded: str) -> bool:
-        key = (user, hashlib.sha256(password.encode()).digest(), encoded)
+    @staticmethod
+    def _key(user: str, password: str, encoded: str) -> tuple[str, bytes, str]:
+        return user, hashlib.sha256(password.encode()).digest(), encoded
+
+    def cached(self, user: str, password: str, encoded: str) -> bool:
         with self._lock:
-            if key in self._ok:
-                return True
-        with self._slots:
-            ok = verify_password(password, encoded)
-        if not ok:
-            return False
+            return self._key(user, password, encoded) in self._ok
+
+    def remember(self, user: str, password: str, encoded: str) -> None:
         with self._lock:
             if len(self._ok) >= _CACHE_MAX:
                 self._ok.clear()
-            self._ok[key] = None
+            self._ok[self._key(user, password, encoded)] = None
+
+    def check(self, user: str, password: str, encoded: str) -> bool:
+        """Blocking check (callers outside the event loop; HTTP goes through :class:`KdfThrottle`)."""
+        if self.cached(user, password, encoded):
+            return True
+        if not verify_password(password, encoded):
+            return False
+        self.remember(user, password, encoded)
         return True
+
+
+class Throttled(Exception):
+    """Too many password checks waiting: answer 429 with Retry-After."""
+
+
+class KdfThrottle:
+    """At most ``slots`` PBKDF2 computations at once (each in a worker thread), at most ``queue``
+    callers waiting for a slot in the event loop; more are refused with :class:`Throttled`."""
+
+    def __init__(self, slots: int = 2, queue: int = 32) -> None:
+        self.slots, self.queue = slots, queue
+        self._sem: asyncio.Semaphore | None = None
+        self.waiting = 0
+
+    async def verify(self, password: str, encoded: str) -> bool:
+        if self.waiting >= self.queue:
+            raise Throttled(f"{self.waiting} password checks already waiting")
+        if self._sem is None:
+            self._sem = asyncio.Semaphore(self.slots)
+        self.waiting += 1
+        try:
+            await self._sem.acquire()
+        finally:
+            self.waiting -= 1
+        try:
+            return await anyio.to_thread.run_sync(verify_password, password, encoded)
+        finally:
+            self._sem.release()
+
+
+def _iterations(encoded: str) -> int:
+    parts = encoded.split("$")
+    return int(parts[1]) if len(parts) == 4 and parts[1].isdigit() else PBKDF2_ITERATIONS
 
 
 class Authenticator:
@@ -101,14 +150,34 @@ class Authenticator:
         self.store = store
         self.clock = clock
         self.passwords = PasswordCache()
+        self.throttle = KdfThrottle()
+        iterations = max((_iterations(p.password_hash) for p in settings.pipelines.values()), default=PBKDF2_ITERATIONS)
+        self._dummy_hash = hash_password(secrets.token_urlsafe(16), iterations)  # for names that are no pipeline
         self._ra_subjects = [x509.Name.from_rfc4514_string(s) for s in settings.ra_subjects]
         self._ra_ekus = {ObjectIdentifier(o) for o in settings.ra_ekus}
 
-    def basic(self, user: str, password: str) -> Principal:
-        """A pipeline (configured user) or a device (registered id + its one-time secret)."""
+    async def check_basic(self, user: str, password: str) -> bool | None:
+        """The PBKDF2 part of HTTP Basic, throttled and off the worker pool (see module docstring):
+        True/False for a pipeline's password, None for any other name (after the same work against
+        the dummy hash). Raises :class:`Throttled` when too many checks are waiting."""
+        pipeline = self.settings.pipelines.get(user)
+        encoded = pipeline.password_hash if pipeline is not None else self._dummy_hash
+        if pipeline is not None and self.passwords.cached(user, password, encoded):
+            return True
+        ok = await self.throttle.verify(password, encoded)
+        if pipeline is None:
+            return None
+        if ok:
+            self.passwords.remember(user, password, encoded)
+        return ok
+
+    def basic(self, user: str, password: str, checked: bool | None = None) -> Principal:
+        """A pipeline (configured user) or a device (registered id + its one-time secret).
+        ``checked``: the result of :meth:`check_basic` for this request, if it ran."""
         pipeline = self.settings.pipelines.get(user)
         if pipeline is not None:
-            if not self.passwords.check(user, password, pipeline.password_hash):
+            ok = checked if checked is not None else self.passwords.check(user, password, pipeline.password_hash)
+            if not ok:
                 raise PKIError(ErrorKind.UNAUTHORIZED, "wrong user name or password")
             return Principal(PrincipalKind.PIPELINE, user, pipeline=pipeline)
         registration = self.registrations.get(user)

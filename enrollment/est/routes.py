@@ -23,6 +23,7 @@ from ca.errors import ErrorKind, PKIError
 from ca.service.admin import AdminRoutes
 from ca.service.mounts import HTTPS, HttpMount
 from enrollment.est import keyprotect, wire
+from enrollment.est.auth import Throttled
 from enrollment.est.service import EnrollCall, EnrollOutcome, EstService
 from enrollment.est.settings import EstSettings
 
@@ -134,9 +135,15 @@ class EstApp:
         if wire.media_type(request.headers.get("content-type")) != wire.PKCS10:
             raise HttpError(415, f"Content-Type must be {wire.PKCS10} (RFC 7030 §4.2.1)")
         body = await read_body(request, self.settings.max_body_bytes)
-        call = EnrollCall(operation=operation, label=label, csr_der=wire.decode_pkcs10_body(body),
-                          basic=wire.parse_basic(request.headers.get("authorization")),
-                          client_cert=self._client_cert(request), source=_source(request))
+        basic = wire.parse_basic(request.headers.get("authorization"))
+        checked = None
+        if basic is not None:  # PBKDF2 throttled in the event loop, not on a held worker thread
+            try:
+                checked = await self.service.auth.check_basic(*basic)
+            except Throttled:
+                return text(429, "too many password checks in progress: retry later", {"Retry-After": "1"})
+        call = EnrollCall(operation=operation, label=label, csr_der=wire.decode_pkcs10_body(body), basic=basic,
+                          client_cert=self._client_cert(request), source=_source(request), basic_checked=checked)
         outcome = await anyio.to_thread.run_sync(self.service.enroll, call)
         return outcome_response(operation, outcome)
 

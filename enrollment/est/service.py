@@ -39,6 +39,7 @@ class EnrollCall:
     basic: tuple[str, str] | None
     client_cert: x509.Certificate | None
     source: str
+    basic_checked: bool | None = None  # Authenticator.check_basic's verdict, when the HTTP edge ran it
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,7 @@ class EstService:
             if call.client_cert is not None and self.auth.is_ra(call.client_cert):
                 principal = self.auth.client_cert(call.client_cert)
             elif call.basic is not None:
-                principal = self.auth.basic(*call.basic)
+                principal = self.auth.basic(*call.basic, checked=call.basic_checked)
             elif call.client_cert is not None:
                 principal = self.auth.client_cert(call.client_cert)
         if principal is None:

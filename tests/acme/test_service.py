@@ -70,6 +70,7 @@ def setup(deployment: Any, request: pytest.FixtureRequest) -> tuple[AcmeService,
     clock = FixedClock(datetime.now(UTC))
     limit = getattr(request, "param", 0)
     settings = AcmeSettings(order_lifetime_seconds=600, authz_lifetime_seconds=300, rate_limit_per_account=limit,
+                            validation_queue_per_account=2,
                             rate_limit_window_seconds=3600)
     registry = ChallengeRegistry()
     registry.register(EchoValidator())
@@ -185,7 +186,7 @@ def test_validation_lost_by_a_dead_replica_is_reaped(setup: tuple[AcmeService, F
     authz_id = order["authorizations"][0].rsplit("/", 1)[1]
     assert service.store.start_challenge(challenge_id, authz_id, clock.now())  # as if a replica had started it
     assert client.post(order["authorizations"][0], None).body["challenges"][0]["status"] == "processing"
-    clock.advance(timedelta(seconds=3 * service.settings.validation_timeout + 61))
+    clock.advance(service.stale_after() + timedelta(seconds=1))
     reaped = client.post(order["authorizations"][0], None).body
     assert reaped["status"] == "invalid" and reaped["challenges"][0]["status"] == "invalid"
     assert client.post(order_url, None).body["status"] == "invalid"

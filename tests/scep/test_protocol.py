@@ -270,7 +270,8 @@ def test_oversized_body_is_refused(http: ScepHttp, scep: ScepEnv) -> None:
     before = scep.counts()
     r = http.post(b"\x30" + b"\x00" * (1024 * 1024))
     assert r.status_code == 413
-    assert http.client.get(scep.url, params={"operation": "PKIOperation", "message": "A" * 60_000}).status_code == 400
+    long_get = http.client.get(scep.url, params={"operation": "PKIOperation", "message": "A" * 60_000})
+    assert long_get.status_code in (400, 414)  # 414: the listener's request-head limit (listener.max_header_bytes)
     assert scep.counts() == before
 
 
