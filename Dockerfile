@@ -40,6 +40,7 @@ COPY enrollment ./enrollment
 COPY ocsp ./ocsp
 COPY gateway ./gateway
 COPY response ./response
+COPY console ./console
 COPY hsm-config ./hsm-config
 RUN /opt/build/bin/pip wheel --no-deps --wheel-dir /wheels .
 

@@ -56,17 +56,17 @@ run: setup
 	$(VENV)/bin/ikepki serve --dir $(DIR)
 
 test: setup
-	$(VENV)/bin/ruff check ca enrollment ocsp gateway response tests bench
+	$(VENV)/bin/ruff check ca enrollment ocsp gateway response console tests bench
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/mypy ca enrollment ocsp gateway response
+	$(VENV)/bin/mypy ca enrollment ocsp gateway response console
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lint:
-	$(VENV)/bin/ruff check ca enrollment ocsp gateway response tests bench
+	$(VENV)/bin/ruff check ca enrollment ocsp gateway response console tests bench
 	$(VENV)/bin/lint-imports
 
 typecheck:
-	$(VENV)/bin/mypy ca enrollment ocsp gateway response
+	$(VENV)/bin/mypy ca enrollment ocsp gateway response console
 
 bench: setup
 	$(PY) bench/run.py

@@ -247,8 +247,9 @@ class AdminGate:
     after it is answered — refused ones included."""
 
     def __init__(self, app: Any, store: AuditStore, audit: AuditSink, clock: Clock, default_limit: int,
-                 limits: Sequence[tuple[str, int]] = ()) -> None:
+                 limits: Sequence[tuple[str, int]] = (), action: str = "admin-api", channel: str = CHANNEL) -> None:
         self.app, self.store, self.audit, self.clock = app, store, audit, clock
+        self.action, self.channel = action, channel  # another front end (the console) records itself
         self.default_limit = default_limit
         self.limits = sorted(limits, key=lambda pl: len(pl[0]), reverse=True)  # longest prefix first
 
@@ -308,8 +309,8 @@ class AdminGate:
                                   "status": status, "role": p.role if p else None, "auth": p.method if p else None}
         now = self.clock.now()
         try:
-            self.store.add_audit(now, actor, "admin-api", CHANNEL, source, **fields)
-            self.audit.append(now, actor, "admin-api", CHANNEL, source=source, **fields)
+            self.store.add_audit(now, actor, self.action, self.channel, source, **fields)
+            self.audit.append(now, actor, self.action, self.channel, source=source, **fields)
         except PKIError as exc:
             log.error("audit of admin call failed: %s", exc.detail)
         except OSError as exc:  # the answer is sent: say so loudly, do not also break the connection

@@ -14,7 +14,7 @@ _ROOT = _HERE.parent.parent  # the directory holding the ca, enrollment, ocsp pa
 
 def version_locations() -> list[str]:
     locations = [str(_HERE / "migrations" / "versions")]
-    for package in ("enrollment", "ocsp", "gateway", "response"):
+    for package in ("enrollment", "ocsp", "gateway", "response", "console"):
         for versions in sorted((_ROOT / package).glob("**/migrations/versions")):
             locations.append(str(versions))
     return locations

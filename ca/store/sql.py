@@ -246,6 +246,76 @@ class SqlCertificateReader:
         return rows
 
 
+    # -- read models for the console's overview and lists (bounded; bucketed by the caller) --------
+
+    def issued_times(self, since: datetime, until: datetime, cap: int = 200_000) -> list[tuple[datetime, str]]:
+        """(created_at, channel) of certificates issued in [since, until), at most ``cap``."""
+        stmt = (select(CERTS.c.created_at, CERTS.c.channel)
+                .where(CERTS.c.created_at >= since, CERTS.c.created_at < until).limit(cap))
+        with self.db.read() as conn:
+            return [(as_utc(r.created_at), r.channel) for r in conn.execute(stmt)]
+
+    def revoked_times(self, since: datetime, until: datetime, cap: int = 200_000) -> list[tuple[datetime, str]]:
+        """(revoked_at, reason) of revocations (holds included) in [since, until), at most ``cap``."""
+        stmt = (select(REVOCATIONS.c.revoked_at, REVOCATIONS.c.reason)
+                .where(REVOCATIONS.c.revoked_at >= since, REVOCATIONS.c.revoked_at < until).limit(cap))
+        with self.db.read() as conn:
+            return [(as_utc(r.revoked_at), r.reason) for r in conn.execute(stmt)]
+
+    def expiry_times(self, since: datetime, until: datetime, cap: int = 200_000) -> list[datetime]:
+        """not_after of valid certificates expiring in [since, until), at most ``cap``."""
+        stmt = (select(CERTS.c.not_after).where(CERTS.c.status == CertStatus.valid.value,
+                                                CERTS.c.not_after >= since, CERTS.c.not_after < until).limit(cap))
+        with self.db.read() as conn:
+            return [as_utc(r.not_after) for r in conn.execute(stmt)]
+
+    def audit_events(self, actor: str | None = None, action: str | None = None, serial: int | None = None,
+                     channel: str | None = None, before_id: int | None = None, limit: int = 100
+                     ) -> list[dict[str, Any]]:
+        """Audit table rows, newest first (id, at, actor, action, channel, source, serial, detail)."""
+        stmt = select(AUDIT)
+        if actor:
+            stmt = stmt.where(AUDIT.c.actor.icontains(actor, autoescape=True))
+        if action:
+            stmt = stmt.where(AUDIT.c.action == action)
+        if serial is not None:
+            stmt = stmt.where(AUDIT.c.serial == _hex(serial))
+        if channel:
+            stmt = stmt.where(AUDIT.c.channel == channel)
+        if before_id is not None:
+            stmt = stmt.where(AUDIT.c.id < before_id)
+        stmt = stmt.order_by(AUDIT.c.id.desc()).limit(max(1, min(limit, 1000)))
+        with self.db.read() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(stmt)]
+        for row in rows:
+            row["at"] = as_utc(row["at"])
+            try:
+                row["detail"] = json.loads(row["detail"] or "{}")
+            except ValueError:
+                row["detail"] = {"raw": row["detail"]}
+        return rows
+
+    def devices(self, contains: str | None = None, blocked: bool | None = None, limit: int = 100,
+                offset: int = 0) -> list[dict[str, Any]]:
+        """Device rows (newest first) with how many certificates each holds."""
+        counts = (select(CERTS.c.device_id, func.count().label("certificates"))
+                  .where(CERTS.c.device_id.is_not(None)).group_by(CERTS.c.device_id).subquery())
+        stmt = select(DEVICES, counts.c.certificates).outerjoin(counts, counts.c.device_id == DEVICES.c.device_id)
+        if contains:
+            stmt = stmt.where(or_(DEVICES.c.device_id.icontains(contains, autoescape=True),
+                                  DEVICES.c.ek_fingerprint.icontains(contains, autoescape=True)))
+        if blocked is not None:
+            stmt = stmt.where(DEVICES.c.blocked.is_(blocked))
+        stmt = stmt.order_by(DEVICES.c.created_at.desc()).limit(max(1, min(limit, 1000))).offset(max(offset, 0))
+        with self.db.read() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(stmt)]
+        for row in rows:
+            row["certificates"] = int(row["certificates"] or 0)
+            for key in ("blocked_at", "created_at"):
+                if row.get(key) is not None:
+                    row[key] = as_utc(row[key])
+        return rows
+
 class SqlCertificateStore(SqlCertificateReader):
     """Reader plus the writes the Authority and the admin API make."""
 

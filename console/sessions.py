@@ -1,0 +1,81 @@
+"""Server-side console sessions in the deployment's database (multi-replica safe: every replica
+reads the same rows). The cookie carries 256 random bits; the table keeps only their SHA-256.
+A session ends after ``idle`` without a request, after ``max_age`` in any case, on sign-out, and
+as soon as the admin token it came from is disabled or changes role."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, insert, select, update
+
+from ca.clock import as_utc
+from ca.store.db import Database
+from console.records import ConsoleSessionRecord
+
+SESSIONS = ConsoleSessionRecord.__table__  # type: ignore[attr-defined]
+TOUCH_EVERY = timedelta(seconds=15)  # last_seen_at is written at most this often per session
+MAX_COOKIE = 128
+
+
+@dataclass(frozen=True)
+class ConsoleSession:
+    name: str
+    role: str
+    method: str
+    csrf: str
+    created_at: datetime
+    last_seen_at: datetime
+    expires_at: datetime
+
+
+def _digest(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode()).hexdigest()
+
+
+class SqlSessionStore:
+    def __init__(self, db: Database, idle: timedelta, max_age: timedelta) -> None:
+        self.db, self.idle, self.max_age = db, idle, max_age
+
+    def create(self, name: str, role: str, method: str, source: str, now: datetime) -> tuple[str, ConsoleSession]:
+        """A new session: (cookie value, session). Expired sessions are purged on the way."""
+        session_id = secrets.token_urlsafe(32)
+        s = ConsoleSession(name[:255], role, method, secrets.token_urlsafe(32), now, now, now + self.max_age)
+        with self.db.write() as conn:
+            conn.execute(delete(SESSIONS).where(SESSIONS.c.expires_at < now))
+            conn.execute(delete(SESSIONS).where(SESSIONS.c.last_seen_at < now - self.idle))
+            conn.execute(insert(SESSIONS).values(id_sha256=_digest(session_id), name=s.name, role=role, method=method,
+                                                 source=source[:255], csrf=s.csrf, created_at=now, last_seen_at=now,
+                                                 expires_at=s.expires_at))
+        return session_id, s
+
+    def get(self, session_id: str | None, now: datetime) -> ConsoleSession | None:
+        """The live session for a cookie value (touching its idle timer), else None."""
+        if not session_id or len(session_id) > MAX_COOKIE:
+            return None
+        key = _digest(session_id)
+        with self.db.read() as conn:
+            row = conn.execute(select(SESSIONS).where(SESSIONS.c.id_sha256 == key)).first()
+        if row is None:
+            return None
+        last_seen, expires = as_utc(row.last_seen_at), as_utc(row.expires_at)
+        if now >= expires or now - last_seen >= self.idle:
+            self.delete(session_id)
+            return None
+        if now - last_seen >= TOUCH_EVERY:
+            with self.db.write() as conn:
+                conn.execute(update(SESSIONS).where(SESSIONS.c.id_sha256 == key).values(last_seen_at=now))
+            last_seen = now
+        return ConsoleSession(row.name, row.role, row.method, row.csrf, as_utc(row.created_at), last_seen, expires)
+
+    def delete(self, session_id: str) -> None:
+        with self.db.write() as conn:
+            conn.execute(delete(SESSIONS).where(SESSIONS.c.id_sha256 == _digest(session_id)))
+
+    def delete_for(self, name: str) -> int:
+        """End every session of a person (e.g. when their token is disabled)."""
+        with self.db.write() as conn:
+            return int(conn.execute(delete(SESSIONS).where(SESSIONS.c.name == name)).rowcount or 0)
