@@ -154,6 +154,7 @@ def signed_in(request: Request) -> tuple[Principal, ConsoleSession]:
         raise NotSignedIn
     p = Principal(s.name, s.role, f"console-{s.method}", _client(request))
     request.scope.setdefault(CALL_STATE, {})["principal"] = p
+    request.scope["ikepki.console.session"] = s  # error pages keep the sign-out form working
     return p, s
 
 
@@ -233,7 +234,8 @@ def _handlers(app: FastAPI, con: Console) -> None:
     def error_page(request: Request, status: int, detail: str, headers: Mapping[str, str] | None = None
                    ) -> HTMLResponse:
         p = (request.scope.get(CALL_STATE) or {}).get("principal")
-        return con.page(request, "error.html", status, me=p, code=status, detail=detail, headers=headers)
+        return con.page(request, "error.html", status, me=p, session=request.scope.get("ikepki.console.session"),
+                        code=status, detail=detail, headers=headers)
 
     @app.exception_handler(NotSignedIn)
     async def not_signed_in(request: Request, _exc: NotSignedIn) -> Response:

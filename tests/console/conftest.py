@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.expected_conditions import staleness_of
+from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.incident.conftest import Incident, incident, swan_rig  # noqa: F401  (fixtures re-used here)
 
@@ -59,13 +61,25 @@ class Browser:
     def find_all(self, css: str) -> list[Any]:
         return list(self.driver.find_elements(By.CSS_SELECTOR, css))
 
+    def click(self, css: str) -> None:
+        """Click and wait for the next page (a form post or a link) to replace this one."""
+        old = self.driver.find_element(By.TAG_NAME, "html")
+        self.find(css).click()
+        WebDriverWait(self.driver, 30).until(staleness_of(old))
+
+    def submit_script(self, script: str, *args: Any) -> None:
+        """Run a script that navigates (e.g. submits a hand-made form) and wait for the next page."""
+        old = self.driver.find_element(By.TAG_NAME, "html")
+        self.driver.execute_script(script, *args)
+        WebDriverWait(self.driver, 30).until(staleness_of(old))
+
     def text(self, css: str) -> str:
         return str(self.find(css).text)
 
     def sign_in(self, token: str) -> None:
         self.get("/console/login")
         self.find("#token").send_keys(token)
-        self.find("#signin").click()
+        self.click("#signin")
         assert self.find_all("#whoami"), f"not signed in: {self.driver.current_url}\n{self.page_text()}"
 
     def page_text(self) -> str:
