@@ -13,7 +13,7 @@ def buckets(times: Iterable[datetime], start: datetime, step: timedelta, n: int)
     """How many of ``times`` fall in each of ``n`` consecutive buckets of ``step`` from ``start``."""
     counts = [0] * n
     for t in times:
-        i = int((t - start) / step)
+        i = (t - start) // step  # floor: a moment before start is not in bucket 0
         if 0 <= i < n:
             counts[i] += 1
     return counts
