@@ -341,10 +341,11 @@ def _read_routes(app: FastAPI, con: Console) -> None:
                            [("expiring", buckets(expiring, day0, timedelta(days=1), 7))], width=420)
         week = dep.store.issued_times(now - timedelta(days=7), now + timedelta(seconds=1))
         protocols = top_counts(c for _, c in week)
+        rows = _with_live_sas(con, _gateway_rows(dep))
         return con.page(request, "overview.html", me=p, session=s, activity=activity, expiry=expiry,
-                        protocols=protocols, protocol_max=max((n for _, n in protocols), default=0),
-                        rows=_gateway_rows(dep), issued_24h=len(issued), revoked_24h=len(revoked),
-                        expiring_7d=len(expiring), total=dep.store.count(), now=now)
+                        protocols=protocols, protocol_max=max((n for _, n in protocols), default=0), rows=rows,
+                        live_total=sum(r["live_sas"] or 0 for r in rows), issued_24h=len(issued),
+                        revoked_24h=len(revoked), expiring_7d=len(expiring), total=dep.store.count(), now=now)
 
     @app.get(f"{PREFIX}/certificates")
     def certificates(request: Request, person: Person,
@@ -415,17 +416,7 @@ def _read_routes(app: FastAPI, con: Console) -> None:
     @app.get(f"{PREFIX}/gateways")
     def gateways(request: Request, person: Person) -> HTMLResponse:
         p, s = person
-        rows = _gateway_rows(dep)
-        enabled = [g for g in dep.store.gateways() if g["enabled"]]
-        try:
-            sessions = con.probe().sessions(enabled, timeout=1.0)
-        except Exception as exc:  # best effort: the page still shows deliveries
-            log.warning("live sessions: %s", exc)
-            sessions = {}
-        for row in rows:
-            live = sessions.get(row["name"])
-            row["live_sas"] = len(live.peers) if live is not None else None
-        return con.page(request, "gateways.html", me=p, session=s, rows=rows)
+        return con.page(request, "gateways.html", me=p, session=s, rows=_with_live_sas(con, _gateway_rows(dep)))
 
     @app.get(f"{PREFIX}/audit")
     async def audit(request: Request, person: Person, actor: Annotated[str, Query(max_length=255)] = "",
@@ -493,6 +484,20 @@ def _gateway_rows(dep: Any) -> list[dict[str, Any]]:
         row["latency"] = statistics.median([(r["delivered_at"] - r["created_at"]).total_seconds() for r in done]) \
             if done else None
         row["healthy"] = row["enabled"] and row["pending"] == 0 and not row["last_error"]
+    return rows
+
+
+def _with_live_sas(con: Console, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Adds ``live_sas`` (IKE SAs the gateway reports now; None: it cannot tell) to each row."""
+    enabled = [g for g in rows if g["enabled"]]
+    try:
+        sessions = con.probe().sessions(enabled, timeout=1.0) if enabled else {}
+    except Exception as exc:  # best effort: the page still shows deliveries
+        log.warning("live sessions: %s", exc)
+        sessions = {}
+    for row in rows:
+        live = sessions.get(row["name"])
+        row["live_sas"] = len(live.peers) if live is not None else None
     return rows
 
 
@@ -577,6 +582,15 @@ def _revoke_routes(app: FastAPI, con: Console) -> None:
         follow = [t.serial_hex for t in (done or targets)][:MAX_RESULT_SERIALS]
         return _redirect(f"{PREFIX}/revocations?" + urlencode({"serials": " ".join(follow),
                                                                 "blocked": ",".join(blocked)}))
+
+    @app.post(f"{PREFIX}/certificates/{{serial}}/release")
+    def release_hold(request: Request, person: Person, form: Form, serial: str) -> RedirectResponse:
+        """Release a certificateHold (RFC 5280 §5.3.1): the certificate is valid again."""
+        p, s = person
+        check_post(request, form, s.csrf)
+        need(p, "revoker")
+        info = dep.authority.release_hold(parse_serial(serial[:64]), requester(p))
+        return _redirect(f"{PREFIX}/certificates/{info.serial_hex}")
 
     @app.post(f"{PREFIX}/device/block")
     def block_device(request: Request, person: Person, form: Form) -> RedirectResponse:
