@@ -133,5 +133,5 @@ def tokens(incident: Incident) -> dict[str, str]:  # noqa: F811
 
 
 def http_client(incident: Incident) -> httpx.Client:  # noqa: F811
-    return httpx.Client(base_url=incident.url, verify=str(incident.dir / "root-ca.pem"), timeout=30,
-                        follow_redirects=False)
+    trust = ssl.create_default_context(cafile=str(incident.dir / "root-ca.pem"))
+    return httpx.Client(base_url=incident.url, verify=trust, timeout=30, follow_redirects=False)

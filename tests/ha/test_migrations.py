@@ -4,7 +4,7 @@ every column the packages' SQLModel records use.
 
 "Previous revision": the previous state of a database is either a core-only schema (ca_0001,
 before the protocol packages' branches existed), a database with one package branch removed
-(``<label>@base``; branches: acme, est, scep, ocsp, attestation, response), or one package branch
+(``<label>@base``; branches: acme, est, scep, ocsp, attestation, response, console), or one package branch
 one revision back (``<label>@-1``: scep_0002, the challenge-password redaction, back to scep_0001);
 one step back of the core is ``base`` (it first removes the branches that depend on ca_0001).
 """
@@ -23,9 +23,9 @@ from ca.store import migrate
 from tests.conftest import run_ikepki
 from tests.postgres import PgCluster
 
-LABELS = {"ca", "acme", "est", "scep", "ocsp", "attestation", "response"}
+LABELS = {"ca", "acme", "est", "scep", "ocsp", "attestation", "response", "console"}
 RECORD_MODULES = ("ca.store.records", "enrollment.acme.records", "enrollment.est.records", "enrollment.scep.records",
-                  "ocsp.records", "enrollment.attestation.store", "response.records")
+                  "ocsp.records", "enrollment.attestation.store", "response.records", "console.records")
 
 
 def _script(url: str) -> ScriptDirectory:
