@@ -11,6 +11,7 @@ import re
 import shutil
 import ssl
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -89,27 +90,27 @@ class Browser:
         return {c["name"]: c["value"] for c in self.driver.get_cookies()}
 
 
-@pytest.fixture
-def browser(incident: Incident, tmp_path: Path, request: pytest.FixtureRequest  # noqa: F811
-            ) -> Iterator[Browser]:
+@contextmanager
+def chromium(port: int, work: Path, request: pytest.FixtureRequest) -> Iterator[Browser]:
+    """A fresh headless Chromium for the console on https://127.0.0.1:<port>; on failure the
+    page's screenshot, source and the chromedriver log go to test-artifacts/console/."""
     for path in (CHROMIUM, CHROMEDRIVER):
         if not os.path.exists(path):
             pytest.fail(f"{path} missing: install Debian's chromium and chromium-driver (make setup)")
-    port = incident.server.https_port
+    work.mkdir(parents=True, exist_ok=True)
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", "--window-size=1280,1000", f"--user-data-dir={tmp_path / 'chromium'}",
+                "--disable-dev-shm-usage", "--window-size=1280,1000", f"--user-data-dir={work / 'chromium'}",
                 f"--ignore-certificate-errors-spki-list={spki_hash('127.0.0.1', port)}"):
         opts.add_argument(arg)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log")),
-                              options=opts)
+    driver_log = work / "chromedriver.log"
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER, log_output=str(driver_log)), options=opts)
     driver.set_page_load_timeout(60)
-    b = Browser(driver, f"https://127.0.0.1:{port}")
     try:
-        yield b
+        yield Browser(driver, f"https://127.0.0.1:{port}")
     finally:
         rep = getattr(request.node, "rep_call", None)
         if rep is None or rep.failed:
@@ -120,9 +121,16 @@ def browser(incident: Incident, tmp_path: Path, request: pytest.FixtureRequest  
                 (ARTIFACTS / f"{stem}.html").write_text(driver.page_source)
             except Exception:  # the browser may be gone; the test's own failure matters
                 pass
-            shutil.copy(tmp_path / "chromedriver.log", ARTIFACTS / f"{stem}.chromedriver.log") \
-                if (tmp_path / "chromedriver.log").exists() else None
+            if driver_log.exists():
+                shutil.copy(driver_log, ARTIFACTS / f"{stem}.chromedriver.log")
         driver.quit()
+
+
+@pytest.fixture
+def browser(incident: Incident, tmp_path: Path, request: pytest.FixtureRequest  # noqa: F811
+            ) -> Iterator[Browser]:
+    with chromium(incident.server.https_port, tmp_path, request) as b:
+        yield b
 
 
 @pytest.fixture
