@@ -20,9 +20,10 @@ import secrets
 import statistics
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
+from functools import cached_property
 from importlib import resources
 from importlib.metadata import entry_points
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 from urllib.parse import quote, urlencode
 
 import anyio
@@ -115,6 +116,10 @@ class Console:
                                undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
         self.env.filters["ts"] = lambda d: d.strftime("%Y-%m-%d %H:%M:%S UTC") if d else ""
         self.env.filters["q"] = lambda s: quote(str(s), safe="")
+
+    @cached_property
+    def incident_panels(self) -> dict[str, IncidentPanel]:
+        return load_incident_panels(self.dep)
 
     def now(self) -> datetime:
         return self.dep.clock.now()  # type: ignore[no-any-return]
@@ -439,8 +444,7 @@ def _read_routes(app: FastAPI, con: Console) -> None:
     @app.get(f"{PREFIX}/incidents")
     def incidents(request: Request, person: Person) -> HTMLResponse:
         p, s = person
-        panels = _incident_panels(dep)
-        return con.page(request, "incidents.html", me=p, session=s, panels=panels)
+        return con.page(request, "incidents.html", me=p, session=s, panels=_incident_panels(con))
 
     @app.get(f"{PREFIX}/revocations")
     def revocation_result(request: Request, person: Person,
@@ -501,19 +505,39 @@ def _with_live_sas(con: Console, rows: list[dict[str, Any]]) -> list[dict[str, A
     return rows
 
 
-def _incident_panels(dep: Any) -> list[tuple[str, list[Mapping[str, Any]] | None, str | None]]:
-    """(name, pending incidents or None, problem) per package contributing to ``ikepki.console_incidents``."""
-    out: list[tuple[str, list[Mapping[str, Any]] | None, str | None]] = []
+class IncidentPanel(Protocol):
+    """What a package contributes under ``ikepki.console_incidents`` (``factory(deployment)``)."""
+
+    def pending(self, limit: int = 100) -> list[dict[str, Any]]: ...
+
+    def decide(self, incident_id: int, approve: bool, actor: str, channel: str, source: str = "",
+               note: str | None = None) -> dict[str, Any]: ...
+
+
+def load_incident_panels(dep: Any) -> dict[str, IncidentPanel]:
+    """The installed packages' incident panels by entry point name."""
+    out: dict[str, IncidentPanel] = {}
     for ep in sorted(entry_points(group=INCIDENTS_GROUP), key=lambda e: e.name):
         try:
-            out.append((ep.name, list(ep.load()(dep, 200)), None))
+            out[ep.name] = ep.load()(dep)
         except ModuleNotFoundError:
             continue  # the package is not installed
-        except PKIError as exc:
-            out.append((ep.name, None, exc.detail))
         except Exception as exc:  # an optional panel must not take the console down
             log.warning("incident panel %s: %s", ep.name, exc)
-            out.append((ep.name, None, "unavailable (see the server log)"))
+    return out
+
+
+def _incident_panels(con: Console) -> list[tuple[str, list[dict[str, Any]] | None, str | None]]:
+    """(name, pending incidents or None, problem) per contributed panel."""
+    out: list[tuple[str, list[dict[str, Any]] | None, str | None]] = []
+    for name, panel in con.incident_panels.items():
+        try:
+            out.append((name, panel.pending(200), None))
+        except PKIError as exc:
+            out.append((name, None, exc.detail))
+        except Exception as exc:
+            log.warning("incident panel %s: %s", name, exc)
+            out.append((name, None, "unavailable (see the server log)"))
     return out
 
 
@@ -591,6 +615,23 @@ def _revoke_routes(app: FastAPI, con: Console) -> None:
         need(p, "revoker")
         info = dep.authority.release_hold(parse_serial(serial[:64]), requester(p))
         return _redirect(f"{PREFIX}/certificates/{info.serial_hex}")
+
+    @app.post(f"{PREFIX}/incidents/{{panel}}/{{incident_id}}")
+    def decide_incident(request: Request, person: Person, form: Form, panel: str, incident_id: int
+                        ) -> RedirectResponse:
+        """Approve (execute the parked plan now) or reject a pending incident."""
+        p, s = person
+        check_post(request, form, s.csrf)
+        need(p, "revoker")
+        contributed = con.incident_panels.get(panel)
+        if contributed is None:
+            raise PKIError(ErrorKind.NOT_FOUND, f"no incident panel {panel[:40]!r}")
+        decision = form.get("decision")
+        if decision not in ("approve", "reject"):
+            raise PKIError(ErrorKind.BAD_REQUEST, "decision is approve or reject")
+        contributed.decide(incident_id, decision == "approve", p.name, CHANNEL, p.source,
+                           form.get("note", "").strip()[:512] or None)
+        return _redirect(f"{PREFIX}/incidents")
 
     @app.post(f"{PREFIX}/device/block")
     def block_device(request: Request, person: Person, form: Form) -> RedirectResponse:

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 from response_lab import Lab, lab, wait_for  # noqa: F401  (the lab fixture is re-used here)
+from selenium.webdriver.support.expected_conditions import staleness_of
+from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.console.conftest import Browser, chromium
 
@@ -88,3 +90,27 @@ def test_pending_incidents_listed_and_device_revocation_deletes_its_responder_sa
     assert b.find(f"#deliveries tr[data-gateway='{rig.gateway}'] td.delivered").text == "1"
     # the parked incident is still pending: the console's revocation did not touch it
     assert pending_of(rig, STORM[1])
+    parked_dev = rig.devices[STORM[1]]
+    assert rig.responder_has(parked_dev) and rig.status(parked_dev.serial) == "valid"
+
+    # a viewer sees the incident but no decision; a revoker approves it: the parked hold runs now
+    viewer = rig.token_file("viewer").read_text().strip()
+    b.click("#logout")
+    b.sign_in(viewer)
+    b.get("/console/incidents")
+    assert str(parked["id"]) in b.text("#incidents-response") and not b.find_all("form.decide")
+    b.click("#logout")
+    b.sign_in(rig.token_file("revoker").read_text().strip())
+    b.get("/console/incidents")
+    form = next(f for f in b.find_all("form.decide")
+                if f.get_attribute("action").endswith(f"/console/incidents/response/{parked['id']}"))
+    form.find_element("css selector", "input[name=note]").send_keys("confirmed <b>by</b> phone")
+    old = b.driver.find_element("tag name", "html")
+    form.find_element("css selector", "button.approve").click()
+    WebDriverWait(b.driver, 30).until(staleness_of(old))
+    assert not pending_of(rig, STORM[1])
+    [decided] = [i for i in rig.incidents(limit=1000) if i["id"] == parked["id"]]
+    assert decided["status"] == "approved" and decided["note"] == "confirmed <b>by</b> phone"
+    assert decided["decided_by"].startswith("resp-revoker")
+    assert rig.status(parked_dev.serial) == "hold"
+    assert wait_for(lambda: not rig.responder_has(parked_dev), 20), rig.responder.sas()
