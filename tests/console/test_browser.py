@@ -186,9 +186,17 @@ def test_markup_in_certificate_fields_renders_inert(incident, browser, tokens): 
            .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, cn)]))
            .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(email)]), critical=False)
            .sign(key, hashes.SHA256()))
+    # the subject comes from CA-controlled data (an MDM registration granted this CN; the
+    # registration's content is whatever the MDM was told)
+    grant = (x509.NameAttribute(x509.NameOID.COMMON_NAME, cn),)
     issued = incident.deployment.authority.issue(IssuanceRequest(parse_csr(csr.public_bytes(Encoding.PEM)), "user",
-                                                                 Requester("test", "console"), device_id=device))
+                                                                 Requester("test", "console"), device_id=device,
+                                                                 subject_grants=grant))
     serial = issued.info.serial_hex
+    # without the grant the CA drops the attribute
+    plain = incident.deployment.authority.issue(IssuanceRequest(parse_csr(csr.public_bytes(Encoding.PEM)), "user",
+                                                                Requester("test", "console")))
+    assert plain.info.subject == ""
     # markup in a SAN never gets that far: the Authority refuses it (so it cannot reach the store)
     bad = (x509.CertificateSigningRequestBuilder()
            .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "x")]))
@@ -201,7 +209,8 @@ def test_markup_in_certificate_fields_renders_inert(incident, browser, tokens): 
     b = browser
     b.sign_in(tokens["revoker"])
     for path in (f"/console/certificates?identity={email}", f"/console/certificates/{serial}",
-                 f"/console/devices?q={tag}", f"/console/audit?serial={serial}"):
+                 f"/console/devices?q={tag}", f"/console/audit?serial={serial}",
+                 f"/console/audit?serial={plain.info.serial_hex}", f"/console/certificates/{plain.info.serial_hex}"):
         b.get(path)
         assert no_alert(b)
         assert b.driver.execute_script("return window.__xss === undefined"), path
