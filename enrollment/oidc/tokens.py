@@ -69,7 +69,7 @@ class Jwks:
     def __init__(self, provider: ProviderSettings, timeout: float = 5.0,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.provider, self.timeout, self.monotonic = provider, timeout, monotonic
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._config: dict[str, Any] | None = None
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at: float | None = None
