@@ -42,6 +42,8 @@ def _write_private(path: Path, data: bytes) -> None:
 
 def _enroll(server: str, idp: str, out: Path, key_out: Path | None, ca_bundle: Path | None,
             device: str | None, json_out: bool) -> dict[str, Any]:
+    import ssl
+
     import httpx
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -51,7 +53,7 @@ def _enroll(server: str, idp: str, out: Path, key_out: Path | None, ca_bundle: P
     from ca.errors import ErrorKind, PKIError
     from enrollment.oidc import device_grant
 
-    verify: Any = str(ca_bundle) if ca_bundle else True
+    verify: Any = ssl.create_default_context(cafile=str(ca_bundle)) if ca_bundle else True
     with httpx.Client(verify=verify, timeout=30) as api, httpx.Client(timeout=30) as idp_http:
         providers = api.get(server.rstrip("/") + "/user/v1/providers").json()
         if idp not in providers:
@@ -63,9 +65,9 @@ def _enroll(server: str, idp: str, out: Path, key_out: Path | None, ca_bundle: P
             raise PKIError(ErrorKind.CONFIG, "the identity provider offers no device sign-in (RFC 8628)")
         code = device_grant.start(idp_http, disco["device_authorization_endpoint"], prov["client_id"],
                                   prov["scopes"])
-        err_console.print(f"To sign in, open {code.verification_uri} and enter the code [bold]{code.user_code}"
-                          f"[/bold]" + (f"\n(or open {code.verification_uri_complete})"
-                                        if code.verification_uri_complete else ""), highlight=False)
+        typer.echo(f"To sign in, open {code.verification_uri} and enter the code {code.user_code}"
+                   + (f"\n(or open {code.verification_uri_complete} )" if code.verification_uri_complete else ""),
+                   err=True)
         tokens = device_grant.poll(idp_http, disco["token_endpoint"], prov["client_id"], code)
         id_token = tokens.get("id_token")
         if not isinstance(id_token, str):

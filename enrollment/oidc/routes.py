@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ca.errors import ErrorKind, PKIError
-from ca.service.admin import STATUS, AdminRoutes, bearer_token, problem
+from ca.service.admin import STATUS, AdminRoutes, problem
 from ca.service.mounts import HTTPS, HttpMount
 from enrollment.oidc.service import EnrollCall, UserCertService
 from enrollment.oidc.settings import OidcSettings
@@ -123,7 +123,8 @@ class UserApp:
         token = doc.get("id_token")
         header = request.headers.get("authorization")
         if header:
-            bearer = bearer_token(header) if len(header) <= self.service.settings.max_token_bytes + 10 else None
+            scheme, _, credential = header.partition(" ")
+            bearer = credential.strip() if scheme.lower() == "bearer" and credential.strip() else None
             if bearer is None and token is None:
                 raise TokenError("Authorization must be 'Bearer <ID token>'")
             token = token or bearer

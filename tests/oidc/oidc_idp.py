@@ -6,6 +6,7 @@ from __future__ import annotations
 import html.parser
 import shutil
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,26 +84,35 @@ class Browser:
 
 
 class Idp:
-    def __init__(self, logout_uri: str, id_token_alg: str = "RS256") -> None:
+    def __init__(self, logout_uri: str, port: int | None = None, ca_file: Path | None = None,
+                 id_token_alg: str = "RS256") -> None:
         node = shutil.which("node")
         if not node or not (IDP_DIR / "node_modules" / "oidc-provider").is_dir():
             raise AssertionError("node and tests/oidc/idp/node_modules are required: run `make setup` "
                                  "(npm ci in tests/oidc/idp)")
-        self.port = free_port()
+        self.port = port or free_port()
         self.issuer = f"http://127.0.0.1:{self.port}"
+        self.output: list[str] = []
         self.proc = subprocess.Popen([node, "idp.mjs", str(self.port), logout_uri], cwd=IDP_DIR,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     env={"PATH": "/usr/bin:/bin", "IDP_ID_TOKEN_ALG": id_token_alg})
+                                     env={"PATH": "/usr/bin:/bin", "IDP_ID_TOKEN_ALG": id_token_alg,
+                                          **({"NODE_EXTRA_CA_CERTS": str(ca_file)} if ca_file else {})})
         deadline = time.monotonic() + 30
         assert self.proc.stdout is not None
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()
             if line.startswith("READY"):
+                threading.Thread(target=self._drain, daemon=True).start()
                 return
             if not line and self.proc.poll() is not None:
                 break
         self.stop()
         raise AssertionError("oidc-provider did not start")
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.output.append(line)
 
     def device_code(self, scope: str = "openid email groups") -> dict[str, Any]:
         resp = httpx.post(f"{self.issuer}/device/auth", data={"client_id": "ikepki-vpn", "scope": scope})

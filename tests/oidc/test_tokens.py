@@ -137,7 +137,8 @@ def test_logout_token_rules(ks: KeyServer) -> None:
     assert ok["sid"] == "s1"
     assert logout_claims(ks.sign(logout(ks, sid=None)), p, jw, now(), 16384)["sub"] == "alice"
     for claims, match in ((logout(ks, nonce="n"), "nonce"), (logout(ks, events=None), "event"),
-                          (logout(ks, events={LOGOUT_EVENT: "x"}), "event"), (logout(ks, sub=None, sid=None), "neither"),
+                          (logout(ks, events={LOGOUT_EVENT: "x"}), "event"),
+                          (logout(ks, sub=None, sid=None), "neither"),
                           (logout(ks, jti=None), "jti"), (logout(ks, iat=int(time.time()) - 3600), "too old"),
                           (logout(ks, aud="other"), "audience")):
         with pytest.raises(TokenError, match=match):

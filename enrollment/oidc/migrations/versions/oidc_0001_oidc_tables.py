@@ -12,7 +12,7 @@ from alembic import op
 revision = "oidc_0001"
 down_revision = None
 branch_labels = ("oidc",)
-depends_on = "ca_0002"
+depends_on = "ca_0003"
 
 
 def upgrade() -> None:

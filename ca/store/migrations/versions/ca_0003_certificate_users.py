@@ -1,7 +1,7 @@
 """certificate_users: the identity-provider user (iss, sub, email, groups, device) of a certificate
 
-Revision ID: ca_0002
-Revises: ca_0001
+Revision ID: ca_0003
+Revises: ca_0002
 Create Date: 2026-12-06 21:00:00
 """
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "ca_0002"
-down_revision = "ca_0001"
+revision = "ca_0003"
+down_revision = "ca_0002"
 branch_labels = None
 depends_on = None
 
