@@ -51,10 +51,10 @@ def user_certs(rig: OidcRig) -> int:
         return len(admin.get("/certificates", params={"profile": "user", "limit": 1000}).json()["items"])
 
 
-def test_cli_device_grant_issues_a_user_certificate(rig: OidcRig, tmp_path: Path) -> None:
-    out = tmp_path / "alice"
+def cli_enroll(rig: OidcRig, login: str, out: Path, device: str = "laptop-7") -> tuple[dict[str, Any], Browser]:
+    """``ikepki user enroll`` as a subprocess; the person signs in with the browser at the URL it shows."""
     proc = subprocess.Popen([IKEPKI, "user", "enroll", "--server", rig.server.https_url, "--idp", "corp", "--out",
-                             str(out), "--ca-bundle", str(rig.dir / "root-ca.pem"), "--device", "laptop-7", "--json"],
+                             str(out), "--ca-bundle", str(rig.dir / "root-ca.pem"), "--device", device, "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     shown = ""
@@ -67,11 +67,17 @@ def test_cli_device_grant_issues_a_user_certificate(rig: OidcRig, tmp_path: Path
     m = re.search(r"(http://\S+user_code=\S+)", shown)
     assert m, f"no verification URL shown:\n{shown}{proc.communicate()}"
     assert re.search(r"enter the code [A-Z]{4}-[A-Z]{4}", shown), shown  # RFC 8628 §3.3: URL + user code
-    page = Browser().sign_in(m.group(1), "alice")
+    browser = Browser()
+    page = browser.sign_in(m.group(1), login)
     assert "Sign-in Success" in page.text, page.text[-500:]
     stdout, stderr = proc.communicate(timeout=90)
     assert proc.returncode == 0, stderr
-    state = json.loads(stdout)
+    return json.loads(stdout), browser
+
+
+def test_cli_device_grant_issues_a_user_certificate(rig: OidcRig, tmp_path: Path) -> None:
+    out = tmp_path / "alice"
+    state, _ = cli_enroll(rig, "alice", out)
 
     key_file = out / "key.pem"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
