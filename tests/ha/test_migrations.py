@@ -94,7 +94,7 @@ def test_upgrade_from_each_package_branch_one_step_back(pg: PgCluster) -> None:
     for label in sorted(LABELS - {"ca"}):
         command.downgrade(cfg, f"{label}@base")
         applied = _applied(url)
-        assert not any(h.startswith(label) for h in applied) and CORE <= applied, (label, applied)
+        assert not any(h.startswith(label) for h in applied) and applied >= CORE, (label, applied)
         assert set(_tables(url)) < set(before), label
         migrate.upgrade(url)
         assert _tables(url) == before, label
