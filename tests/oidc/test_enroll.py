@@ -207,3 +207,32 @@ def test_backchannel_logout_holds_then_revoke_user(rig: OidcRig, capsys: pytest.
     dry = rig.ikepki("revoke", "--user", "nobody@example.test", "--reason", "affiliationChanged", "--json",
                      check=False)
     assert json.loads(dry.stdout)["targets"] == [], dry.stdout
+
+
+def test_est_simpleenroll_accepts_the_id_token_as_bearer(rig: OidcRig, tmp_path: Path) -> None:
+    """curl + openssl as the EST client (RFC 7030 §4.2.1 base64 PKCS#10 in, §4.2.3 certs-only out)."""
+    import base64
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([
+        x509.NameAttribute(NameOID.COMMON_NAME, "mdm")])).sign(key, hashes.SHA256())
+    (tmp_path / "csr.b64").write_bytes(base64.encodebytes(csr.public_bytes(serialization.Encoding.DER)))
+    token = rig.idp.id_token("alice")
+
+    def curl(tok: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["curl", "-sS", "--cacert", str(rig.dir / "root-ca.pem"), "-o", str(tmp_path / "out"),
+                               "-w", "%{http_code}", "-H", f"Authorization: Bearer {tok}",
+                               "-H", "Content-Type: application/pkcs10", "--data-binary", f"@{tmp_path / 'csr.b64'}",
+                               f"{rig.server.https_url}/.well-known/est/user/simpleenroll"],
+                              capture_output=True, text=True, timeout=60)
+
+    assert curl(token).stdout == "200", (tmp_path / "out").read_text()
+    der = base64.b64decode((tmp_path / "out").read_bytes())
+    (tmp_path / "p7.der").write_bytes(der)
+    printed = subprocess.run(["openssl", "pkcs7", "-inform", "DER", "-in", str(tmp_path / "p7.der"), "-print_certs"],
+                             capture_output=True, text=True, check=True).stdout
+    cert = x509.load_pem_x509_certificate(printed.encode())
+    assert cert.public_key() == key.public_key()
+    assert sans(cert) == ["RFC822Name:alice@example.test", f"UniformResourceIdentifier:{rig.idp.issuer}#alice"]
+    assert curl(token).stdout == "401"  # redeemed once, whichever door it came through
+    assert "already redeemed" in (tmp_path / "out").read_text()
