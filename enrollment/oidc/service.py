@@ -116,6 +116,14 @@ def _str_claim(claims: dict[str, Any], name: str, required: bool = False) -> str
     return value
 
 
+def _time(claims: dict[str, Any], name: str, default: float | None) -> float:
+    """A NumericDate claim (RFC 7519 §2) within a sane range (years 2000-2200)."""
+    value = claims.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 946_684_800 <= value <= 7_258_118_400:
+        raise TokenError(f"token claim {name} is not a valid time")
+    return float(value)
+
+
 def map_claims(p: ProviderSettings, name: str, claims: dict[str, Any], now: datetime,
                device: str | None = None) -> UserClaims:
     """The certificate's identity, names, roles and lifetime from verified ID-token claims."""
@@ -123,7 +131,7 @@ def map_claims(p: ProviderSettings, name: str, claims: dict[str, Any], now: date
     assert sub is not None
     if any(ord(ch) < 0x20 for ch in sub):
         raise TokenError("token sub contains control characters")
-    iat = float(claims["iat"])
+    iat = _time(claims, "iat", None)
     if now.timestamp() - iat > p.max_token_age_seconds + p.clock_skew_seconds:
         raise TokenError(f"token older than {p.max_token_age_seconds} s: sign in again")
     email = None
@@ -146,10 +154,8 @@ def map_claims(p: ProviderSettings, name: str, claims: dict[str, Any], now: date
     roles = tuple(sorted({p.group_roles[g] for g in groups if g in p.group_roles}))
     if p.require_role and not roles:
         raise PKIError(ErrorKind.FORBIDDEN, "none of the user's groups grants VPN access")
-    auth_time = claims.get("auth_time", iat)
-    if isinstance(auth_time, bool) or not isinstance(auth_time, int | float):
-        raise TokenError("token claim auth_time is not a number")
-    session_end = datetime.fromtimestamp(float(auth_time) + p.max_session_hours * 3600, now.tzinfo)
+    auth_time = _time(claims, "auth_time", iat)
+    session_end = datetime.fromtimestamp(auth_time + p.max_session_hours * 3600, now.tzinfo)
     lifetime = min(timedelta(hours=p.max_lifetime_hours), session_end - now)
     if lifetime < timedelta(minutes=5):
         raise PKIError(ErrorKind.FORBIDDEN, "the sign-in is too old for a certificate: sign in again")
@@ -158,12 +164,15 @@ def map_claims(p: ProviderSettings, name: str, claims: dict[str, Any], now: date
         raise PKIError(ErrorKind.BAD_REQUEST, "device name: at most 255 printable characters")
     identity = UserIdentity(issuer=p.issuer, subject=sub, provider=name, email=email, groups=groups, roles=roles,
                             device=device, session=sid)
-    sans: list[x509.GeneralName] = [x509.RFC822Name(email)] if email else []
+    try:
+        sans: list[x509.GeneralName] = [x509.RFC822Name(email)] if email else []
+    except ValueError:
+        raise PKIError(ErrorKind.REJECTED_IDENTIFIER, "the email claim is not an ASCII email address") from None
     sans.append(x509.UniformResourceIdentifier(identity.uri))
     cn = (email or sub)[:MAX_CN]
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn),
                          *(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, r) for r in roles)])
-    exp = datetime.fromtimestamp(float(claims.get("exp", iat + p.max_token_age_seconds)), now.tzinfo)
+    exp = datetime.fromtimestamp(_time(claims, "exp", iat + p.max_token_age_seconds), now.tzinfo)
     return UserClaims(identity, lifetime, tuple(sans), subject, max(exp, now) + timedelta(
         seconds=p.clock_skew_seconds + p.max_token_age_seconds))
 

@@ -189,3 +189,21 @@ def test_fuzz_token_parser_only_refuses_cleanly(ks: KeyServer, token: str) -> No
     assert isinstance(header, dict)
     with pytest.raises(PKIError):
         check(ks, token)
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
+                     lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner,
+                                                                                  max_size=5), max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.dictionaries(st.sampled_from(["sub", "email", "email_verified", "groups", "auth_time", "sid", "exp",
+                                        "extra"]), _json, max_size=8))
+def test_fuzz_claim_mapping_refuses_cleanly(ks: KeyServer, over: dict[str, object]) -> None:
+    """Whatever a (verified) token carries, mapping either succeeds with bounded values or refuses."""
+    try:
+        m = map_claims(provider(ks), "corp", ks.claims(**over), now())
+    except PKIError:
+        return
+    assert len(m.identity.subject) <= 255 and len(m.identity.groups) <= 200
+    assert timedelta(0) < m.lifetime <= timedelta(hours=8)
