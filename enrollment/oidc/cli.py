@@ -2,7 +2,8 @@
 provider on any browser (RFC 8628 device grant), without a browser on this device.
 
 ``ikepki user enroll --server URL --idp NAME --out DIR`` writes ``DIR/key.pem`` (0600, or
-``--key-out``), ``DIR/cert.pem``, ``DIR/chain.pem`` and ``DIR/enrollment.json`` (server, provider,
+``--key-out``; with ``--tpm TCTI`` the key is created in the TPM at a persistent handle instead),
+``DIR/cert.pem``, ``DIR/chain.pem`` and ``DIR/enrollment.json`` (server, provider,
 serial; no secrets). ``ikepki user renew --out DIR`` signs in again when the certificate is within
 ``--before`` hours of expiry (the provider decides whether its session still lets the user in
 without a password) and replaces key and certificate.
@@ -40,8 +41,27 @@ def _write_private(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+USER_KEY_HANDLE = 0x81000010  # persistent handle of the user key in the TPM (--tpm)
+
+
+def _tpm_csr(tcti: str, handle: int) -> tuple[Any, bytes]:
+    """A fresh non-exportable P-256 key in the TPM (replacing the one at ``handle``) and its CSR."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.x509.oid import NameOID
+
+    from enrollment.attestation.device import TpmDevice
+
+    with TpmDevice(tcti) as tpm:
+        tpm.create_device_key(handle)
+        csr = tpm.build_csr(subject=x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ikepki user")]),
+                            handle=handle)
+    return None, csr.public_bytes(serialization.Encoding.PEM)
+
+
 def _enroll(server: str, idp: str, out: Path, key_out: Path | None, ca_bundle: Path | None,
-            device: str | None, json_out: bool) -> dict[str, Any]:
+            device: str | None, json_out: bool, tpm: str | None = None,
+            tpm_handle: int = USER_KEY_HANDLE) -> dict[str, Any]:
     import ssl
 
     import httpx
@@ -72,25 +92,30 @@ def _enroll(server: str, idp: str, out: Path, key_out: Path | None, ca_bundle: P
         id_token = tokens.get("id_token")
         if not isinstance(id_token, str):
             raise PKIError(ErrorKind.UNAUTHORIZED, "the provider returned no ID token (is 'openid' in scope?)")
-        key = ec.generate_private_key(ec.SECP256R1())
-        csr = (x509.CertificateSigningRequestBuilder()
-               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ikepki user")]))
-               .sign(key, hashes.SHA256()))
+        if tpm:
+            key, csr_pem = _tpm_csr(tpm, tpm_handle)
+        else:
+            key = ec.generate_private_key(ec.SECP256R1())
+            csr_pem = (x509.CertificateSigningRequestBuilder()
+                       .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ikepki user")]))
+                       .sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
         resp = api.post(server.rstrip("/") + "/user/v1/certificates", json={
             "id_token": id_token, "provider": idp, "device": device or socket.gethostname()[:255],
-            "csr": csr.public_bytes(serialization.Encoding.PEM).decode()})
+            "csr": csr_pem.decode()})
         doc = resp.json()
         if resp.status_code != 201:
             raise PKIError(ErrorKind.FORBIDDEN if resp.status_code == 403 else ErrorKind.UNAUTHORIZED
                            if resp.status_code == 401 else ErrorKind.BAD_REQUEST,
                            f"{resp.status_code}: {doc.get('detail', resp.text[:200])}")
     out.mkdir(parents=True, exist_ok=True)
-    _write_private(key_out or out / "key.pem", key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    if key is not None:
+        _write_private(key_out or out / "key.pem", key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     (out / "cert.pem").write_text(doc["certificate"])
     (out / "chain.pem").write_text(doc["chain"])
     state = {"server": server, "idp": idp, "ca_bundle": str(ca_bundle) if ca_bundle else None,
-             "key": str(key_out or out / "key.pem"), "device": device, "serial": doc["serial"],
+             "key": None if tpm else str(key_out or out / "key.pem"), "device": device,
+             "tpm": {"tcti": tpm, "handle": hex(tpm_handle)} if tpm else None, "serial": doc["serial"],
              "not_after": doc["not_after"], "identity": doc["identity"], "roles": doc["roles"]}
     (out / "enrollment.json").write_text(json.dumps(state, indent=2))
     if json_out:
@@ -110,9 +135,15 @@ def enroll(server: ServerOpt, idp: Annotated[str, typer.Option("--idp", help="Pr
            ca_bundle: BundleOpt = None,
            device: Annotated[str | None, typer.Option("--device", help="Device name recorded with the "
                                                       "certificate (default: host name).")] = None,
+           tpm: Annotated[str | None, typer.Option("--tpm", help="TCTI: keep the key in this TPM (e.g. "
+                                                   "device:/dev/tpmrm0) instead of a key file.")] = None,
+           tpm_handle: Annotated[str, typer.Option("--tpm-handle", help="Persistent handle of the key.")]
+           = hex(USER_KEY_HANDLE),
            json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Sign in at the identity provider (device code) and get a user certificate."""
-    _enroll(server, idp, out, key_out, ca_bundle, device, json_out)
+    if tpm and key_out:
+        raise typer.BadParameter("--tpm and --key-out exclude each other")
+    _enroll(server, idp, out, key_out, ca_bundle, device, json_out, tpm, int(tpm_handle, 16))
 
 
 @app.command()
@@ -133,5 +164,7 @@ def renew(out: OutOpt, before: Annotated[float, typer.Option("--before", help="R
         else:
             err_console.print(f"not due: valid until {cert.not_valid_after_utc:%Y-%m-%d %H:%M}Z", highlight=False)
         return
-    _enroll(state["server"], state["idp"], out, Path(state["key"]),
-            Path(state["ca_bundle"]) if state.get("ca_bundle") else None, state.get("device"), json_out)
+    tpm = state.get("tpm") or {}
+    _enroll(state["server"], state["idp"], out, Path(state["key"]) if state.get("key") else None,
+            Path(state["ca_bundle"]) if state.get("ca_bundle") else None, state.get("device"), json_out,
+            tpm.get("tcti"), int(tpm.get("handle", hex(USER_KEY_HANDLE)), 16))

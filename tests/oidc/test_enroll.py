@@ -51,10 +51,12 @@ def user_certs(rig: OidcRig) -> int:
         return len(admin.get("/certificates", params={"profile": "user", "limit": 1000}).json()["items"])
 
 
-def cli_enroll(rig: OidcRig, login: str, out: Path, device: str = "laptop-7") -> tuple[dict[str, Any], Browser]:
+def cli_enroll(rig: OidcRig, login: str, out: Path, device: str = "laptop-7", *extra: str
+               ) -> tuple[dict[str, Any], Browser]:
     """``ikepki user enroll`` as a subprocess; the person signs in with the browser at the URL it shows."""
     proc = subprocess.Popen([IKEPKI, "user", "enroll", "--server", rig.server.https_url, "--idp", "corp", "--out",
-                             str(out), "--ca-bundle", str(rig.dir / "root-ca.pem"), "--device", device, "--json"],
+                             str(out), "--ca-bundle", str(rig.dir / "root-ca.pem"), "--device", device, "--json",
+                             *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     shown = ""
@@ -236,3 +238,21 @@ def test_est_simpleenroll_accepts_the_id_token_as_bearer(rig: OidcRig, tmp_path:
     assert sans(cert) == ["RFC822Name:alice@example.test", f"UniformResourceIdentifier:{rig.idp.issuer}#alice"]
     assert curl(token).stdout == "401"  # redeemed once, whichever door it came through
     assert "already redeemed" in (tmp_path / "out").read_text()
+
+
+def test_cli_keeps_the_key_in_the_tpm(rig: OidcRig, tmp_path: Path) -> None:
+    """``--tpm``: the key is created in a (sw)TPM and never written to a file."""
+    from device_helpers import running_swtpm
+
+    from enrollment.attestation.device import TpmDevice
+    from enrollment.oidc.cli import USER_KEY_HANDLE
+
+    out = tmp_path / "tpm-user"
+    with running_swtpm() as tpm:
+        state, _ = cli_enroll(rig, "alice", out, "tpm-laptop", "--tpm", tpm.tcti)
+        with TpmDevice(tpm.tcti) as dev:
+            tpm_public = dev.device_private_key(USER_KEY_HANDLE).public_key()
+    cert = x509.load_pem_x509_certificate((out / "cert.pem").read_bytes())
+    assert cert.public_key() == tpm_public
+    assert not (out / "key.pem").exists() and state["key"] is None
+    assert state["tpm"] == {"tcti": tpm.tcti, "handle": hex(USER_KEY_HANDLE)}
