@@ -12,9 +12,16 @@ APT_PACKAGES := softhsm2 opensc openssl curl iproute2 pkg-config gcc libtss2-dev
   podman buildah runc catatonit mmdebstrap uidmap fuse-overlayfs \
   freeradius freeradius-utils eapoltest prometheus-alertmanager chromium chromium-driver nodejs
 
-.PHONY: setup system-packages container-config venv image run test lint typecheck bench clean
+# the OpenID Provider of tests/oidc (npm oidc-provider, pinned by package-lock.json)
+test-idp: tests/oidc/idp/node_modules/.installed
 
-setup: system-packages container-config venv
+tests/oidc/idp/node_modules/.installed: tests/oidc/idp/package.json tests/oidc/idp/package-lock.json
+	cd tests/oidc/idp && npm ci --no-audit --no-fund --silent
+	@touch $@
+
+.PHONY: setup system-packages container-config venv image run test lint typecheck bench clean test-idp
+
+setup: system-packages container-config venv test-idp
 
 system-packages:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \

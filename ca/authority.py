@@ -28,6 +28,7 @@ from ca.model import (
     Requester,
     RevocationReason,
     RevocationRequest,
+    UserIdentity,
 )
 from ca.profiles import OID_OCSP_NOCHECK, Profile, build_subject, check_sans, san_text
 from ca.store.sql import SqlCertificateStore, audit_row
@@ -56,6 +57,7 @@ class _Template:
     device_id: str | None
     ek_fingerprint: str | None
     subject_dropped: tuple[str, ...] = ()
+    user: UserIdentity | None = None
 
 
 class Authority:
@@ -88,12 +90,16 @@ class Authority:
         sans = list(request.replace_sans) if request.replace_sans is not None else request.csr.sans
         sans += [n for n in request.extra_sans if n not in sans]
         check_sans(profile, sans)
-        subject, dropped = build_subject(profile, request.csr.subject, sans, request.subject_grants)
+        _check_user_uris(sans, request.user)
+        # a CA-decided subject (the IdP mapping) is requested and granted as a whole, under the same rules
+        requested = request.replace_subject if request.replace_subject is not None else request.csr.subject
+        grants = (*request.subject_grants, *(request.replace_subject or ()))
+        subject, dropped = build_subject(profile, requested, sans, grants)
         return self._issue(_Template(
             profile=profile, issuer=self.issuer_for(profile), public_key=request.csr.public_key,
             subject=subject, sans=sans, lifetime=profile.lifetime(request.lifetime),
             requester=request.requester, device_id=request.device_id, ek_fingerprint=request.ek_fingerprint,
-            subject_dropped=tuple(dropped)))
+            subject_dropped=tuple(dropped), user=request.user))
 
     def subject_for(self, profile_name: str, requested: x509.Name, sans: Sequence[x509.GeneralName],
                     grants: Sequence[x509.NameAttribute] = ()) -> tuple[x509.Name, list[str]]:
@@ -139,7 +145,7 @@ class Authority:
         # line for a certificate that does not exist, never a certificate without a line).
         self.store.insert_certificate(info, now, audit_row(
             now, t.requester.principal, "issue", t.requester.channel, t.requester.source, info.serial,
-            profile=t.profile.name, sans=list(info.sans), subject=info.subject),
+            profile=t.profile.name, sans=list(info.sans), subject=info.subject), user=t.user,
             before_commit=lambda: self.audit.append(
                 now, t.requester.principal, "issue", t.requester.channel, source=t.requester.source,
                 serial=info.serial_hex, profile=t.profile.name, identities=list(info.sans), subject=info.subject,
@@ -201,6 +207,14 @@ def check_invalidity_date(at: datetime | None, now: datetime) -> None:
         raise PKIError(ErrorKind.BAD_REQUEST, "invalidity date needs a timezone (e.g. 2026-01-01T00:00:00Z)")
     if at > now + MAX_CLOCK_SKEW:
         raise PKIError(ErrorKind.BAD_REQUEST, "invalidity date lies in the future")
+
+
+def _check_user_uris(sans: list[x509.GeneralName], user: UserIdentity | None) -> None:
+    """A URI SAN names an identity-provider user: only the verified one (OIDC enrollment) may appear."""
+    for name in sans:
+        if isinstance(name, x509.UniformResourceIdentifier) and (user is None or name.value != user.uri):
+            raise PKIError(ErrorKind.REJECTED_IDENTIFIER, "URI names are set only from a verified identity-provider "
+                                                          "user")
 
 
 def _extensions(t: _Template) -> list[tuple[x509.ExtensionType, bool]]:

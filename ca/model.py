@@ -64,6 +64,30 @@ class Requester:
 
 
 @dataclass(frozen=True)
+class UserIdentity:
+    """Who a ``user`` certificate belongs to at the identity provider (OpenID Connect Core §2:
+    ``iss`` + ``sub`` identify the user; email and groups are what the provider said at issuance).
+    ``groups`` are the provider's groups; ``roles`` the CA's mapping of them (gateway policy)."""
+
+    issuer: str
+    subject: str
+    provider: str = ""
+    email: str | None = None
+    groups: tuple[str, ...] = ()
+    roles: tuple[str, ...] = ()
+    device: str | None = None
+    session: str | None = None  # the provider's ``sid`` (back-channel logout by session)
+
+    @property
+    def uri(self) -> str:
+        """The identity as one URI (the certificate's URI SAN): ``<iss>#<sub>``, ``sub``
+        percent-encoded. An OIDC issuer has no query or fragment (Core §2), so this is unambiguous."""
+        from urllib.parse import quote
+
+        return f"{self.issuer}#{quote(self.subject, safe='')}"
+
+
+@dataclass(frozen=True)
 class IssuanceRequest:
     csr: CertificationRequest
     profile: str
@@ -77,6 +101,8 @@ class IssuanceRequest:
     # Subject attributes CA-controlled data granted this request (an MDM registration, the
     # certificate being renewed): see ca.profiles.build_subject. Never taken from the CSR.
     subject_grants: tuple[x509.NameAttribute, ...] = ()
+    replace_subject: x509.Name | None = None  # CA-controlled subject (e.g. roles from the IdP mapping)
+    user: UserIdentity | None = None  # recorded with the certificate in the same transaction
 
 
 @dataclass(frozen=True)
@@ -147,5 +173,6 @@ class CertificateQuery:
     ek_fingerprint: str | None = None
     expires_before: datetime | None = None
     expires_after: datetime | None = None
+    user: str | None = None  # ``<iss>#<sub>`` URI, the provider's ``sub``, or the email at issuance
     limit: int = 100
     offset: int = 0

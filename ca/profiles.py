@@ -40,6 +40,7 @@ SUBJECT_ATTRIBUTES: dict[str, ObjectIdentifier] = {
 # SAN kinds a profile may allow
 SAN_DNS, SAN_IP, SAN_EMAIL = "dns", "ip", "email"
 SAN_PERMANENT_ID, SAN_HW_MODULE = "permanent-identifier", "hardware-module"
+SAN_URI = "uri"  # user certificates: the IdP identity <iss>#<sub> (ca.model.UserIdentity.uri)
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ BUILTIN_PROFILES: dict[str, Profile] = {
         Profile("machine", _policy(1), 24 * _H, 7 * _D, (EKU_IPSEC_IKE, ExtendedKeyUsageOID.CLIENT_AUTH),
                 frozenset({SAN_DNS, SAN_IP, SAN_PERMANENT_ID, SAN_HW_MODULE})),
         Profile("user", _policy(2), 8 * _H, 2 * _D, (EKU_IPSEC_IKE, ExtendedKeyUsageOID.CLIENT_AUTH),
-                frozenset({SAN_EMAIL})),
+                frozenset({SAN_EMAIL, SAN_URI})),
         Profile("gateway", _policy(3), 30 * _D, 90 * _D,
                 (EKU_IPSEC_IKE, ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH),
                 frozenset({SAN_DNS, SAN_IP})),
@@ -208,6 +209,8 @@ def san_kind(name: x509.GeneralName) -> str:
         return SAN_IP
     if isinstance(name, x509.RFC822Name):
         return SAN_EMAIL
+    if isinstance(name, x509.UniformResourceIdentifier):
+        return SAN_URI
     if isinstance(name, x509.OtherName) and name.type_id == OID_PERMANENT_IDENTIFIER:
         return SAN_PERMANENT_ID
     if isinstance(name, x509.OtherName) and name.type_id == OID_HARDWARE_MODULE_NAME:
@@ -223,6 +226,8 @@ def san_text(name: x509.GeneralName) -> str:
         return f"IP:{name.value}"
     if isinstance(name, x509.RFC822Name):
         return f"email:{name.value}"
+    if isinstance(name, x509.UniformResourceIdentifier):
+        return f"URI:{name.value}"
     if isinstance(name, x509.OtherName):
         kind = san_kind(name)
         return f"{kind}:{name.value.hex()}"
@@ -254,5 +259,10 @@ def _check_value(name: x509.GeneralName) -> None:
         local, at, domain = name.value.partition("@")
         if not at or not local or not domain or len(name.value) > MAX_SAN_LENGTH or " " in name.value:
             raise PKIError(ErrorKind.REJECTED_IDENTIFIER, f"invalid email address {name.value!r}")
+    elif isinstance(name, x509.UniformResourceIdentifier):
+        scheme, colon, rest = name.value.partition(":")
+        if (not colon or not scheme.isalpha() or not rest or len(name.value) > 1024
+                or any(ord(ch) <= 0x20 or ord(ch) >= 0x7F for ch in name.value)):
+            raise PKIError(ErrorKind.REJECTED_IDENTIFIER, f"invalid URI {name.value[:80]!r}")
     elif isinstance(name, x509.IPAddress) and not isinstance(name.value, ipaddress.IPv4Address | ipaddress.IPv6Address):
         raise PKIError(ErrorKind.REJECTED_IDENTIFIER, "IP networks are not allowed as names")

@@ -4,8 +4,8 @@ and ``POST /admin/v1/revocations`` (:mod:`enrollment.admin`), so both select exa
 certificates and apply the same guards.
 
 Targets are the union of the selectors: serials (also from a bulk file), a device (``ek:<fp>``:
-by TPM EK fingerprint), an identity, or a profile narrowed by a literal subject substring, a SAN
-substring or an expiry window. A profile filter that still hits every certificate of the profile
+by TPM EK fingerprint), an identity, an identity-provider user, or a profile narrowed by a literal subject
+substring, a SAN substring or an expiry window. A profile filter that still hits every certificate of the profile
 is refused unless ``all_of_profile`` says so: the guard counts what the selector hits.
 
 Which gateways hold a live IKE SA of a target (shown in a dry run) is asked through the
@@ -88,6 +88,7 @@ class Selector:
     expires_before: datetime | None = None
     expires_after: datetime | None = None
     all_of_profile: bool = False
+    user: str | None = None  # identity-provider user: ``<iss>#<sub>``, ``sub`` or email (the store's mapping)
 
     @property
     def narrowed(self) -> bool:
@@ -149,9 +150,9 @@ def select_targets(store: TargetReader, sel: Selector, max_targets: int = 100_00
             seen.setdefault(serial, info)
     if sel.profile is None and sel.narrowed:
         raise PKIError(ErrorKind.BAD_REQUEST, "subject/SAN/expiry filters narrow a --profile selector")
-    if not (sel.serials or sel.device_id or sel.identity or sel.profile):
-        raise PKIError(ErrorKind.BAD_REQUEST, "no targets: give serials, --device, --identity, --profile or "
-                                              "--from-file")
+    if not (sel.serials or sel.device_id or sel.identity or sel.profile or sel.user):
+        raise PKIError(ErrorKind.BAD_REQUEST, "no targets: give serials, --device, --identity, --user, --profile "
+                                              "or --from-file")
     hits: list[CertificateInfo] = []
     if sel.device_id:
         hits += store.search(CertificateQuery(device_id=sel.device_id, limit=max_targets + 1))
@@ -161,6 +162,8 @@ def select_targets(store: TargetReader, sel: Selector, max_targets: int = 100_00
         for form in identity_forms(sel.identity):
             # the store matches SANs by substring: keep exact matches only
             hits += [i for i in store.search(CertificateQuery(san=form, limit=max_targets + 1)) if form in i.sans]
+    if sel.user:
+        hits += store.search(CertificateQuery(user=sel.user, limit=max_targets + 1))
     if sel.profile:
         hits += _profile_hits(store, sel, max_targets)
     for info in hits:

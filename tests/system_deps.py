@@ -48,6 +48,7 @@ PACKAGES: dict[str, tuple[str, ...]] = {
     "runc": ("runc",),
     "catatonit": ("catatonit",),
     "mmdebstrap": ("mmdebstrap",),
+    "nodejs": ("node", "npm"),
 }
 
 STRONGSWAN = ("strongswan-charon", "strongswan-swanctl", "libstrongswan-standard-plugins",
@@ -77,6 +78,9 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "ha": ("softhsm2", "openssl", "postgresql", "util-linux"),
     "incident": ("softhsm2", "openssl", "curl", *STRONGSWAN),
     "ocsp": ("softhsm2", "openssl", "curl"),
+    "oidc": ("softhsm2", "openssl", "nodejs"),  # + tests/oidc/idp/node_modules (make setup: npm ci)
+    "oidc/test_enroll.py": ("curl", "swtpm", "swtpm-tools"),
+    "oidc/test_gateway.py": STRONGSWAN,
     "ocsp/test_strongswan.py": STRONGSWAN,
     "response": ("softhsm2", "openssl", "strongswan-charon", "libstrongswan-standard-plugins",
                  "libstrongswan-extra-plugins"),

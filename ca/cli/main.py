@@ -147,6 +147,8 @@ def certs_list(directory: DirOption = DEFAULT_DIR, config: ConfigOption = None,
                status: Annotated[str | None, typer.Option(help="valid, revoked or hold")] = None,
                san: Annotated[str | None, typer.Option(help="e.g. DNS:h1.example.test")] = None,
                device: Annotated[str | None, typer.Option()] = None,
+               user: Annotated[str | None, typer.Option(help="identity-provider user: <iss>#<sub>, sub or email")]
+               = None,
                limit: Annotated[int, typer.Option()] = 100, json_out: JsonOption = False) -> None:
     """List certificates, newest first."""
     from ca.model import CertificateQuery, CertStatus
@@ -156,9 +158,12 @@ def certs_list(directory: DirOption = DEFAULT_DIR, config: ConfigOption = None,
     except ValueError:
         raise PKIError(ErrorKind.BAD_REQUEST, f"unknown status {status!r} (valid, revoked, hold)") from None
     dep = open_deployment(directory, config)
-    rows = dep.store.search(CertificateQuery(profile=profile, status=st, san=san, device_id=device, limit=limit))
+    rows = dep.store.search(CertificateQuery(profile=profile, status=st, san=san, device_id=device, user=user,
+                                             limit=limit))
     if json_out:
-        print_json([_cert_json(r) for r in rows])
+        users = dep.store.users([r.serial for r in rows]) if user else {}
+        print_json([{**_cert_json(r), **({"user": _user_json(users[r.serial])} if r.serial in users else {})}
+                    for r in rows])
         return
     render(console, (Column("serial", key=True), Column("profile"), Column("status"),
                      Column("identities", key=True), Column("not after"), Column("channel")),
@@ -185,6 +190,12 @@ def certs_show(serial: str, directory: DirOption = DEFAULT_DIR, config: ConfigOp
     else:
         for key, value in _cert_json(info).items():
             console.print(f"[bold]{key}[/bold]: {value}", highlight=False)
+
+
+def _user_json(u: object) -> dict[str, object]:
+    from dataclasses import asdict
+
+    return {**asdict(u), "uri": getattr(u, "uri", None)}  # type: ignore[call-overload]
 
 
 def _cert_json(info: object) -> dict[str, object]:

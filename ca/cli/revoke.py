@@ -56,7 +56,7 @@ REMOTE_CHUNK = 5000  # serials per admin API request
 def selector_wire(sel: Selector) -> dict[str, Any]:
     """The selector as the admin API's ``RevocationRequest`` fields (serials hex)."""
     out: dict[str, Any] = {"serials": [format(s, "x") for s in sel.serials]}
-    for key in ("device_id", "identity", "profile", "subject_contains", "san_contains"):
+    for key in ("device_id", "identity", "profile", "subject_contains", "san_contains", "user"):
         if getattr(sel, key):
             out[key] = getattr(sel, key)
     for key in ("expires_before", "expires_after"):
@@ -290,6 +290,8 @@ def revoke(serials: Annotated[list[str] | None, typer.Argument(help="Serial numb
            device: Annotated[str | None, typer.Option("--device", help="Every certificate of this device.")] = None,
            identity: Annotated[str | None, typer.Option("--identity", help="Every certificate with this "
                                                         "identity (email, DNS name, IP or SAN text).")] = None,
+           user: Annotated[str | None, typer.Option("--user", help="Every certificate of this identity-provider "
+                                                    "user (<iss>#<sub>, sub or email).")] = None,
            profile: Annotated[str | None, typer.Option("--profile", help="Certificates of this profile "
                                                        "(with a filter below or --all-of-profile).")] = None,
            subject: Annotated[str | None, typer.Option("--subject", help="Profile filter: subject contains.")]
@@ -318,7 +320,7 @@ def revoke(serials: Annotated[list[str] | None, typer.Argument(help="Serial numb
     if from_file is not None:
         wanted += read_serials_file(from_file)
     sel = Selector(tuple(dict.fromkeys(wanted)), device, identity, profile, subject, san_contains,
-                   _utc(expires_before), _utc(expires_after), all_of_profile)
+                   _utc(expires_before), _utc(expires_after), all_of_profile, user)
     backend = backend_for(directory, config, server, token, ca_bundle)
     if not yes:
         plan = backend.revoke(sel, why, block_device, dry_run=True)

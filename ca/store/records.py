@@ -132,3 +132,23 @@ class AdminTokenRecord(SQLModel, table=True):
     token_sha256: str = Field(max_length=64, unique=True)
     created_at: datetime = Field(sa_column=_ts())
     disabled: bool = Field(default=False)
+
+
+class CertificateUserRecord(SQLModel, table=True):
+    """The identity-provider user a certificate was issued to (``ca.model.UserIdentity``);
+    written in the certificate's own transaction."""
+
+    __tablename__ = "certificate_users"
+    __table_args__ = (Index("ix_certificate_users_identity", "issuer", "subject"),)
+
+    serial: str = Field(primary_key=True, max_length=42, foreign_key="certificates.serial")
+    issuer: str = Field(max_length=255)
+    subject: str = Field(max_length=255)
+    uri: str = Field(max_length=1024, index=True)
+    provider: str = Field(default="", max_length=64)
+    email: str | None = Field(default=None, max_length=320, index=True)  # lower-cased
+    groups: str = Field(default="[]")  # JSON list
+    roles: str = Field(default="[]")  # JSON list
+    device: str | None = Field(default=None, max_length=255)
+    session: str | None = Field(default=None, max_length=255, index=True)
+    created_at: datetime = Field(sa_column=_ts())

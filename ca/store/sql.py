@@ -20,13 +20,14 @@ from sqlalchemy.exc import IntegrityError
 from ca.clock import as_utc
 from ca.crl_entry import crl_entry_der
 from ca.errors import ErrorKind, PKIError
-from ca.model import MAX_QUERY_OFFSET, CertificateInfo, CertificateQuery, CertStatus, RevocationReason
+from ca.model import MAX_QUERY_OFFSET, CertificateInfo, CertificateQuery, CertStatus, RevocationReason, UserIdentity
 from ca.revocation_event import EVENT_REVOKED, EVENT_UNREVOKED, RevocationEvent, now_rfc3339
 from ca.store.db import Database
 from ca.store.records import (
     AdminTokenRecord,
     AuditEventRecord,
     CertificateRecord,
+    CertificateUserRecord,
     DeliveryRecord,
     DeviceRecord,
     GatewayRecord,
@@ -42,6 +43,8 @@ GATEWAYS = GatewayRecord.__table__  # type: ignore[attr-defined]
 DELIVERIES = DeliveryRecord.__table__  # type: ignore[attr-defined]
 DEVICES = DeviceRecord.__table__  # type: ignore[attr-defined]
 ADMIN_TOKENS = AdminTokenRecord.__table__  # type: ignore[attr-defined]
+USERS = CertificateUserRecord.__table__  # type: ignore[attr-defined]
+MAX_USER_FIELD = 255
 
 
 def _hex(serial: int) -> str:
@@ -112,6 +115,8 @@ class SqlCertificateReader:
             conds.append(CERTS.c.not_after < q.expires_before)
         if q.expires_after:
             conds.append(CERTS.c.not_after >= q.expires_after)
+        if q.user:
+            conds.append(CERTS.c.serial.in_(select(USERS.c.serial).where(_user_match(q.user))))
         return conds
 
     def search(self, q: CertificateQuery) -> list[CertificateInfo]:
@@ -133,6 +138,31 @@ class SqlCertificateReader:
             stmt = stmt.where(and_(*conds))
         with self.db.read() as conn:
             return int(conn.execute(stmt).scalar_one())
+
+    def users(self, serials: Sequence[int]) -> dict[int, UserIdentity]:
+        """The identity-provider user of each certificate that has one."""
+        out: dict[int, UserIdentity] = {}
+        hexes = [_hex(s) for s in serials]
+        with self.db.read() as conn:
+            for i in range(0, len(hexes), 500):
+                for r in conn.execute(select(USERS).where(USERS.c.serial.in_(hexes[i:i + 500]))):
+                    out[int(r.serial, 16)] = UserIdentity(r.issuer, r.subject, r.provider, r.email,
+                                                          tuple(json.loads(r.groups)), tuple(json.loads(r.roles)),
+                                                          r.device, r.session)
+        return out
+
+    def user_session_serials(self, issuer: str, subject: str | None, session: str | None) -> list[int]:
+        """Live (valid or held) certificates of a provider user or session (OIDC back-channel logout:
+        ``sub``, ``sid`` or both)."""
+        conds = [USERS.c.issuer == issuer]
+        if subject is not None:
+            conds.append(USERS.c.subject == subject)
+        if session is not None:
+            conds.append(USERS.c.session == session)
+        stmt = (select(CERTS.c.serial).join(USERS, USERS.c.serial == CERTS.c.serial)
+                .where(and_(*conds), CERTS.c.status != "revoked"))
+        with self.db.read() as conn:
+            return [int(s, 16) for s in conn.execute(stmt).scalars()]
 
     def count(self, issuer_id: str | None = None) -> int:
         stmt = select(func.count()).select_from(CERTS)
@@ -315,15 +345,29 @@ class SqlCertificateReader:
                 if row.get(key) is not None:
                     row[key] = as_utc(row[key])
         return rows
+def _user_match(user: str) -> Any:
+    """``<iss>#<sub>`` URI, the provider's ``sub`` or the email recorded at issuance (any case)."""
+    return or_(USERS.c.uri == user, USERS.c.subject == user, USERS.c.email == user.lower())
+
+
+def _user_row(serial_hex: str, u: UserIdentity, at: datetime) -> dict[str, Any]:
+    for value in (u.issuer, u.subject, u.provider, u.device or "", u.session or ""):
+        if len(value) > MAX_USER_FIELD:
+            raise PKIError(ErrorKind.BAD_REQUEST, "user identity field longer than 255 characters")
+    return {"serial": serial_hex, "issuer": u.issuer, "subject": u.subject, "uri": u.uri[:1024],
+            "provider": u.provider, "email": u.email.lower()[:320] if u.email else None,
+            "groups": json.dumps(list(u.groups)), "roles": json.dumps(list(u.roles)), "device": u.device,
+            "session": u.session, "created_at": at}
+
 
 class SqlCertificateStore(SqlCertificateReader):
     """Reader plus the writes the Authority and the admin API make."""
 
     def insert_certificate(self, info: CertificateInfo, created_at: datetime, audit: dict[str, Any],
-                           before_commit: Callable[[], None] | None = None) -> None:
-        """Record the certificate and its audit row in one transaction (before it is returned).
-        ``before_commit`` runs inside the transaction (the audit file line): if it raises, nothing
-        is committed."""
+                           before_commit: Callable[[], None] | None = None, user: UserIdentity | None = None) -> None:
+        """Record the certificate, its audit row and its user (if any) in one transaction (before it
+        is returned). ``before_commit`` runs inside the transaction (the audit file line): if it
+        raises, nothing is committed."""
         row = {"serial": _hex(info.serial), "issuer_id": info.issuer_id, "subject": info.subject,
                "sans": json.dumps(list(info.sans)), "profile": info.profile, "not_before": info.not_before,
                "not_after": info.not_after, "status": info.status.value, "der": info.der,
@@ -333,6 +377,8 @@ class SqlCertificateStore(SqlCertificateReader):
             with self.db.write() as conn:
                 conn.execute(insert(CERTS), row)
                 conn.execute(insert(AUDIT), audit)
+                if user is not None:
+                    conn.execute(insert(USERS), _user_row(_hex(info.serial), user, created_at))
                 if info.device_id or info.ek_fingerprint:
                     self._ensure_device(conn, info.device_id or f"ek:{info.ek_fingerprint}", info.ek_fingerprint,
                                         created_at)

@@ -54,6 +54,8 @@ class RevocationRequest(Wire):
     device_id: str | None = Field(default=None, max_length=255)
     identity: str | None = Field(default=None, max_length=255, description="e.g. alice@example.test, "
                                  "email:alice@example.test, DNS:h1.example.test")
+    user: str | None = Field(default=None, max_length=1024, description="identity-provider user: "
+                             "<iss>#<sub>, sub or email (certificates from /user/v1)")
     profile: str | None = Field(default=None, max_length=32)
     subject_contains: str | None = Field(default=None, max_length=255)
     san_contains: str | None = Field(default=None, max_length=255)

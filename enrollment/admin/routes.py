@@ -97,6 +97,7 @@ def _routes(app: FastAPI, dep: Any, settings: AdminSettings) -> None:
                ek_fingerprint: Annotated[str | None, Query(max_length=128)] = None,
                profile: Annotated[str | None, Query(max_length=32)] = None,
                status: Annotated[str | None, Query(pattern="^(valid|revoked|hold)$")] = None,
+               user: Annotated[str | None, Query(max_length=1024)] = None,
                expires_before: datetime | None = None, expires_after: datetime | None = None,
                limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                offset: Annotated[int, Query(ge=0, le=MAX_QUERY_OFFSET)] = 0
@@ -104,7 +105,7 @@ def _routes(app: FastAPI, dep: Any, settings: AdminSettings) -> None:
         q = CertificateQuery(serial=parse_serial(serial) if serial else None, subject_contains=subject,
                              san=san, profile=profile, status=CertStatus(status) if status else None,
                              device_id=device_id, ek_fingerprint=ek_fingerprint, expires_before=expires_before,
-                             expires_after=expires_after, limit=limit, offset=offset)
+                             expires_after=expires_after, user=user, limit=limit, offset=offset)
         items = [CertificateOut.of(i) for i in dep.store.search(q)]
         return CertificateList(items=items, count=len(items))
 

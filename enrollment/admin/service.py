@@ -12,7 +12,7 @@ from enrollment.admin.models import RevocationRequest
 def selector(req: RevocationRequest) -> Selector:
     return Selector(tuple(dict.fromkeys(parse_serial(s) for s in req.serials)), req.device_id, req.identity,
                     req.profile, req.subject_contains, req.san_contains, req.expires_before, req.expires_after,
-                    req.all_of_profile)
+                    req.all_of_profile, req.user)
 
 
 def check_gateway_url(kind: str, url: str) -> None:

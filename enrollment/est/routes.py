@@ -135,6 +135,9 @@ class EstApp:
         if wire.media_type(request.headers.get("content-type")) != wire.PKCS10:
             raise HttpError(415, f"Content-Type must be {wire.PKCS10} (RFC 7030 §4.2.1)")
         body = await read_body(request, self.settings.max_body_bytes)
+        scheme, _, token = (request.headers.get("authorization") or "").strip().partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return await self._enroll_bearer(request, label, operation, body, token.strip())
         basic = wire.parse_basic(request.headers.get("authorization"))
         checked = None
         if basic is not None:  # PBKDF2 throttled in the event loop, not on a held worker thread
@@ -146,6 +149,28 @@ class EstApp:
                           client_cert=self._client_cert(request), source=_source(request), basic_checked=checked)
         outcome = await anyio.to_thread.run_sync(self.service.enroll, call)
         return outcome_response(operation, outcome)
+
+    async def _enroll_bearer(self, request: Request, label: str | None, operation: str, body: bytes,
+                             token: str) -> Response:
+        """RFC 7030 §3.2.3 allows other HTTP authentication: an identity provider's ID token as an
+        RFC 6750 bearer credential enrolls a ``user``-profile label (MDM/EST tooling carrying the
+        IdP's token), through :mod:`enrollment.oidc` (same checks, one-time redemption, names)."""
+        from enrollment.oidc.routes import user_service
+        from enrollment.oidc.service import EnrollCall as TokenCall
+        from enrollment.oidc.tokens import TokenError
+
+        _, label_settings = self.service.label(label)
+        if operation not in ("simpleenroll", "simplereenroll") or label_settings.profile != "user":
+            raise HttpError(403, "a Bearer token enrolls only labels of the user profile (simpleenroll)")
+        users = user_service(self.service.dep)
+        if users is None:
+            raise HttpError(403, "no identity provider is configured for Bearer tokens")
+        call = TokenCall(id_token=token, csr=wire.decode_pkcs10_body(body), source=_source(request))
+        try:
+            issued, _ = await anyio.to_thread.run_sync(users.enroll, call)
+        except TokenError as exc:
+            return text(401, exc.detail, {"WWW-Authenticate": 'Bearer realm="ikepki EST", error="invalid_token"'})
+        return certs_only_response(wire.certs_only([issued.certificate]))
 
     def _client_cert(self, request: Request) -> x509.Certificate | None:
         """The TLS client certificate; behind an ingress (only when configured) the forwarded one."""
