@@ -28,7 +28,6 @@ sys.path.insert(0, str(REPO / "tests" / "attestation"))
 
 from conftest import SoftwareCa, make_ca, running_swtpm  # noqa: E402
 
-from enrollment.attestation.ak_cert import issue_ak_certificate  # noqa: E402
 from enrollment.attestation.clock import SystemClock  # noqa: E402
 from enrollment.attestation.credential import (  # noqa: E402
     CredentialActivation,
@@ -72,7 +71,7 @@ def server_side(tcti: str, roots: Path, seconds: float) -> dict[str, tuple[float
         activated = activation.finish(
             blob.challenge_id, device.activate_credential(blob.id_object, blob.encrypted_secret)
         )
-        ak_cert = issue_ak_certificate(activated, ca.key, ca.cert, clock.now())
+        ak_cert = ca.sign_ak(activated)
         device.create_device_key()
         csr_key = device.build_csr().public_key()
         att_obj = device.att_obj(KEY_AUTHORIZATION, [ak_cert.public_bytes(Encoding.DER)])
@@ -100,8 +99,8 @@ def server_side(tcti: str, roots: Path, seconds: float) -> dict[str, tuple[float
         "CredentialActivation.start (RSA EK, incl. EK validation)": rate(
             lambda: activation.start(rsa_ek, ak_public), seconds
         ),
-        "issue_ak_certificate (software P-384 CA)": rate(
-            lambda: issue_ak_certificate(activated, ca.key, ca.cert, datetime.now(UTC)), seconds
+        "issue_ak_certificate via the Authority (software P-384 CA, SQLite store)": rate(
+            lambda: ca.sign_ak(activated), seconds
         ),
     }
 
@@ -136,7 +135,7 @@ def enroll_once(tcti: str, ek_kind: EkKind, trust: EkTrustStore, ca: SoftwareCa,
         )
         ak_cert = steps.run(
             "server: finish + AK cert",
-            lambda: issue_ak_certificate(activation.finish(blob.challenge_id, secret), ca.key, ca.cert, clock.now()),
+            lambda: ca.sign_ak(activation.finish(blob.challenge_id, secret)),
         )
         steps.run("device: create+persist P-256 key", device.create_device_key)
         csr = steps.run("device: CSR signed in TPM", device.build_csr)

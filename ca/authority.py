@@ -1,7 +1,14 @@
 """The Authority: the single path that issues, renews and revokes certificates.
 
-ACME, EST, SCEP, the admin API and the CLI all call it. Every certificate is linted and
+ACME, EST, SCEP, TPM attestation (AK certificates), the admin API, the CLI and ikepki's own service
+certificates (TLS, OCSP and push signers, SCEP RA) all call it. Every certificate is linted and
 recorded (with its audit row, in one transaction) before it is returned.
+
+Issuance follows Boulder's shape: the to-be-signed certificate is first signed by a throwaway
+software key of the issuer's key type and that copy is linted (:func:`ca.lint.lint_issued`); only
+then does the issuer's HSM key sign the same TBSCertificate once, and the result is checked to be
+byte-identical to the linted copy with a signature that verifies under the issuer certificate.
+So the HSM never signs a certificate that fails lint.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from ca.audit import AuditLog
 from ca.clock import Clock
 from ca.errors import ErrorKind, PKIError
 from ca.issuer import Issuer
-from ca.lint import lint_issued
+from ca.lint import LintKeys, lint_issued, lint_signed
 from ca.model import (
     CertificateInfo,
     CertStatus,
@@ -68,6 +75,7 @@ class Authority:
         self.profiles = profiles
         self.audit = audit
         self.clock = clock
+        self._lint_keys = LintKeys()
 
     # -- issuance -----------------------------------------------------------------------------
 
@@ -77,18 +85,23 @@ class Authority:
             raise PKIError(ErrorKind.BAD_REQUEST, f"unknown certificate profile {name!r}")
         return profile
 
-    def issuer_for(self, profile: Profile) -> Issuer:
-        issuer = self.issuers.get(profile.issuer)
+    def issuer_for(self, profile: Profile, issuer_id: str | None = None) -> Issuer:
+        """The issuing CA: ``issuer_id`` when given (e.g. SCEP's RSA CA, a delegated signer's CA), else the
+        profile's own."""
+        wanted = issuer_id or profile.issuer
+        issuer = self.issuers.get(wanted)
         if issuer is None:
-            raise PKIError(ErrorKind.CONFIG, f"profile {profile.name} needs issuing CA {profile.issuer!r}")
+            raise PKIError(ErrorKind.CONFIG, f"profile {profile.name} needs issuing CA {wanted!r}")
         return issuer
 
-    def issue(self, request: IssuanceRequest) -> IssuedCertificate:
+    def issue(self, request: IssuanceRequest, *, issuer: str | None = None) -> IssuedCertificate:
+        """Issue from a CSR for an enrollable profile (internal ones need ``request.allow_internal``)."""
         profile = self.profile(request.profile, allow_internal=request.allow_internal)
-        if self.store.is_device_blocked(request.device_id, request.ek_fingerprint):
-            raise PKIError(ErrorKind.BLOCKED, "this device is blocked from enrollment")
         sans = list(request.replace_sans) if request.replace_sans is not None else request.csr.sans
         sans += [n for n in request.extra_sans if n not in sans]
+        if (request.device_id or request.ek_fingerprint) and \
+                self.store.is_device_blocked(request.device_id, request.ek_fingerprint):
+            raise PKIError(ErrorKind.BLOCKED, "this device is blocked from enrollment")
         check_sans(profile, sans)
         _check_user_uris(sans, request.user)
         # a CA-decided subject (the IdP mapping) is requested and granted as a whole, under the same rules
@@ -96,7 +109,7 @@ class Authority:
         grants = (*request.subject_grants, *(request.replace_subject or ()))
         subject, dropped = build_subject(profile, requested, sans, grants)
         return self._issue(_Template(
-            profile=profile, issuer=self.issuer_for(profile), public_key=request.csr.public_key,
+            profile=profile, issuer=self.issuer_for(profile, issuer), public_key=request.csr.public_key,
             subject=subject, sans=sans, lifetime=profile.lifetime(request.lifetime),
             requester=request.requester, device_id=request.device_id, ek_fingerprint=request.ek_fingerprint,
             subject_dropped=tuple(dropped), user=request.user))
@@ -109,13 +122,18 @@ class Authority:
 
     def issue_internal(self, profile_name: str, public_key: CertificatePublicKeyTypes, subject: x509.Name,
                        sans: Sequence[x509.GeneralName] = (), lifetime: timedelta | None = None,
-                       requester: Requester | None = None) -> IssuedCertificate:
-        """Certificates ikepki issues to itself (TLS server, OCSP signer, push signer, SCEP RA)."""
+                       requester: Requester | None = None, *, issuer: str | None = None,
+                       device_id: str | None = None, ek_fingerprint: str | None = None) -> IssuedCertificate:
+        """Certificates without a CSR: those ikepki issues to itself (TLS server, OCSP signer, push signer,
+        SCEP RA) and TPM attestation-key certificates (the AK proved possession by credential activation).
+        ``subject`` is used as given: the caller builds it, not a requester."""
         profile = self.profile(profile_name, allow_internal=True)
+        if (device_id or ek_fingerprint) and self.store.is_device_blocked(device_id, ek_fingerprint):
+            raise PKIError(ErrorKind.BLOCKED, "this device is blocked from enrollment")
         check_sans(profile, list(sans))
-        return self._issue(_Template(profile, self.issuer_for(profile), public_key, subject, list(sans),
+        return self._issue(_Template(profile, self.issuer_for(profile, issuer), public_key, subject, list(sans),
                                      profile.lifetime(lifetime), requester or Requester("internal", "ikepki"),
-                                     None, None))
+                                     device_id, ek_fingerprint))
 
     def _issue(self, t: _Template) -> IssuedCertificate:
         now = self.clock.now()
@@ -128,11 +146,11 @@ class Authority:
         for ext, critical in _extensions(t):
             builder = builder.add_extension(ext, critical=critical)
         key = t.issuer.key
-        cert = builder.sign(key.key, key.hash_algorithm, rsa_padding=key.rsa_padding())
-        try:
-            lint_issued(cert, t.profile, t.issuer)
-        except x509.ExtensionNotFound as exc:
-            raise PKIError(ErrorKind.INTERNAL, f"lint: missing extension {exc.oid.dotted_string}") from None
+        padding = key.rsa_padding()
+        linted = builder.sign(self._lint_keys.like(t.issuer), key.hash_algorithm, rsa_padding=padding)
+        lint_issued(linted, t.profile, t.issuer)
+        cert = builder.sign(key.key, key.hash_algorithm, rsa_padding=padding)  # the one HSM signature
+        lint_signed(cert, linted, t.issuer)
         info = CertificateInfo(
             serial=cert.serial_number, issuer_id=t.issuer.id, subject=t.subject.rfc4514_string(),
             sans=tuple(san_text(n) for n in t.sans), profile=t.profile.name, not_before=cert.not_valid_before_utc,
@@ -140,6 +158,7 @@ class Authority:
             requester=t.requester.principal, channel=t.requester.channel, device_id=t.device_id,
             ek_fingerprint=t.ek_fingerprint)
         dropped = {"subject_dropped": list(t.subject_dropped)} if t.subject_dropped else {}
+        ek = {"ek_fingerprint": t.ek_fingerprint} if t.ek_fingerprint else {}
         # The audit file line is written inside the store transaction: an unwritable sink raises
         # PKIError(UNAVAILABLE) and nothing is committed (a commit failing after the line leaves a
         # line for a certificate that does not exist, never a certificate without a line).
@@ -149,7 +168,7 @@ class Authority:
             before_commit=lambda: self.audit.append(
                 now, t.requester.principal, "issue", t.requester.channel, source=t.requester.source,
                 serial=info.serial_hex, profile=t.profile.name, identities=list(info.sans), subject=info.subject,
-                device=t.device_id, **dropped))
+                device=t.device_id, **dropped, **ek))
         return IssuedCertificate(info, cert, t.issuer.chain_for_leaf())
 
     # -- revocation ---------------------------------------------------------------------------
@@ -221,7 +240,7 @@ def _extensions(t: _Template) -> list[tuple[x509.ExtensionType, bool]]:
     """RFC 5280 §4.2 extensions for an end-entity certificate of this profile."""
     exts: list[tuple[x509.ExtensionType, bool]] = [
         (x509.BasicConstraints(ca=False, path_length=None), True),
-        (x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=t.profile.name == "scep-ra",
+        (x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=t.profile.key_encipherment,
                        data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
                        encipher_only=False, decipher_only=False), True),
         (x509.SubjectKeyIdentifier.from_public_key(t.public_key), False),
@@ -232,8 +251,9 @@ def _extensions(t: _Template) -> list[tuple[x509.ExtensionType, bool]]:
         exts.append((x509.ExtendedKeyUsage(list(t.profile.ekus)), False))
     if t.sans:
         exts.append((x509.SubjectAlternativeName(t.sans), len(t.subject) == 0))
-    if t.profile.name == "ocsp-signer":
+    if t.profile.ocsp_nocheck:
         exts.append((x509.UnrecognizedExtension(OID_OCSP_NOCHECK, b"\x05\x00"), False))
+    if not t.profile.revocation_pointers:
         return exts
     urls = t.issuer.urls
     exts += [

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
@@ -330,11 +330,7 @@ def _issue_service_certs(dep: Deployment, ceremony: Ceremony, result: InitResult
 def issue_service_cert(dep: Deployment, profile: str, issuer_id: str, key: SigningKey, subject: x509.Name,
                        requester: Requester) -> IssuedCertificate:
     """Issue (or re-issue, on rotation) a service certificate for an HSM key from ``issuer_id``."""
-    authority = dep.authority
-    base = authority.profile(profile, allow_internal=True)
-    scoped = Authority(authority.issuers, authority.store, {**authority.profiles, profile: replace(
-        base, issuer=issuer_id)}, authority.audit, authority.clock)
-    return scoped.issue_internal(profile, key.key.public_key(), subject, requester=requester)
+    return dep.authority.issue_internal(profile, key.key.public_key(), subject, requester=requester, issuer=issuer_id)
 
 
 def _parse_san(text: str) -> x509.GeneralName:

@@ -1,13 +1,17 @@
-"""In-process certificate lint, run on every issued certificate before it is recorded or
-returned (Boulder's lint-before-issue idea). It checks the profile's invariants; the test
-suite additionally runs pkilint over every profile's output (pkilint costs milliseconds per
-certificate, too slow for the issuance path)."""
+"""In-process certificate lint, run on every certificate before the issuer's key signs it
+(Boulder's lint-before-issue: :func:`lint_issued` checks a copy signed by a throwaway key of the
+issuer's key type, :func:`lint_signed` checks that the HSM-signed result is that copy, correctly
+signed). It checks the profile's invariants; the test suite additionally runs pkilint over every
+profile's output (pkilint costs milliseconds per certificate, too slow for the issuance path)."""
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import ExtensionOID
 
 from ca.errors import ErrorKind, PKIError
@@ -19,8 +23,54 @@ def _fail(msg: str) -> PKIError:
     return PKIError(ErrorKind.INTERNAL, f"lint: {msg}")
 
 
+class LintKeys:
+    """Throwaway software keys, one per issuer, of the issuer key's type (curve, RSA size): they sign the
+    copy that is linted, so the signature algorithm — and hence the TBSCertificate — is the real one's."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, CertificateIssuerPrivateKeyTypes] = {}
+        self._lock = threading.Lock()
+
+    def like(self, issuer: Issuer) -> CertificateIssuerPrivateKeyTypes:
+        key = self._keys.get(issuer.id)
+        if key is None:
+            with self._lock:
+                key = self._keys.get(issuer.id) or _key_like(issuer.key.key)
+                self._keys[issuer.id] = key
+        return key
+
+
+def _key_like(key: CertificateIssuerPrivateKeyTypes) -> CertificateIssuerPrivateKeyTypes:
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return ec.generate_private_key(key.curve)
+    if isinstance(key, rsa.RSAPrivateKey):
+        return rsa.generate_private_key(65537, key.key_size)
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return ed25519.Ed25519PrivateKey.generate()
+    raise PKIError(ErrorKind.CONFIG, f"unsupported issuer key type {type(key).__name__}")
+
+
 def lint_issued(cert: x509.Certificate, profile: Profile, issuer: Issuer) -> None:
-    """Raise if ``cert`` violates RFC 5280 basics or the profile. Never returns a bad cert."""
+    """Raise if ``cert`` (the throwaway-key copy) violates RFC 5280 basics or the profile."""
+    try:
+        _lint(cert, profile, issuer)
+    except x509.ExtensionNotFound as exc:
+        raise _fail(f"missing extension {exc.oid.dotted_string}") from None
+    except ValueError as exc:  # duplicate or undecodable extension
+        raise _fail(f"extensions do not decode: {exc}") from None
+
+
+def lint_signed(cert: x509.Certificate, linted: x509.Certificate, issuer: Issuer) -> None:
+    """The HSM-signed ``cert`` is the linted copy (same TBSCertificate) and its signature verifies."""
+    if cert.tbs_certificate_bytes != linted.tbs_certificate_bytes:
+        raise _fail("the signed certificate differs from the linted one")
+    try:
+        cert.verify_directly_issued_by(issuer.certificate)
+    except Exception as exc:  # any failure to verify means the HSM produced garbage
+        raise _fail(f"signature does not verify with the issuer key: {exc!r}") from None
+
+
+def _lint(cert: x509.Certificate, profile: Profile, issuer: Issuer) -> None:
     if cert.version is not x509.Version.v3:
         raise _fail("not X.509 v3")
     if not (0 < cert.serial_number < 1 << 159) or cert.serial_number.bit_length() < 64:
@@ -40,6 +90,8 @@ def lint_issued(cert: x509.Certificate, profile: Profile, issuer: Issuer) -> Non
     ku = ext.get_extension_for_class(x509.KeyUsage)
     if not ku.critical or not ku.value.digital_signature or ku.value.key_cert_sign or ku.value.crl_sign:
         raise _fail("keyUsage must be critical digitalSignature without certificate/CRL signing")
+    if ku.value.key_encipherment != profile.key_encipherment:
+        raise _fail("keyUsage keyEncipherment differs from the profile")
     if profile.ekus:
         eku = ext.get_extension_for_class(x509.ExtendedKeyUsage).value
         if list(eku) != list(profile.ekus):
@@ -56,11 +108,11 @@ def lint_issued(cert: x509.Certificate, profile: Profile, issuer: Issuer) -> Non
     if len(cert.subject) == 0 and (not sans or not san_critical):
         raise _fail("an empty subject needs a critical subjectAltName (RFC 5280 §4.2.1.6)")
     check_sans(profile, sans)
-    nocheck = any(e.oid == OID_OCSP_NOCHECK for e in ext)
-    if not nocheck:
-        ext.get_extension_for_oid(ExtensionOID.AUTHORITY_INFORMATION_ACCESS)
-        ext.get_extension_for_oid(ExtensionOID.CRL_DISTRIBUTION_POINTS)
-    try:
-        cert.verify_directly_issued_by(issuer.certificate)
-    except Exception as exc:  # any failure to verify means the HSM produced garbage
-        raise _fail(f"signature does not verify with the issuer key: {exc!r}") from None
+    if any(e.oid == OID_OCSP_NOCHECK for e in ext) != profile.ocsp_nocheck:
+        raise _fail("id-pkix-ocsp-nocheck presence differs from the profile")
+    pointers = [oid for oid in (ExtensionOID.AUTHORITY_INFORMATION_ACCESS, ExtensionOID.CRL_DISTRIBUTION_POINTS)
+                if any(e.oid == oid for e in ext)]
+    if profile.revocation_pointers and len(pointers) != 2:
+        raise _fail("authorityInfoAccess and cRLDistributionPoints are required by the profile")
+    if not profile.revocation_pointers and pointers:
+        raise _fail("the profile carries no revocation pointers")

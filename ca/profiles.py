@@ -25,6 +25,7 @@ EKU_IPSEC_IKE = ObjectIdentifier("1.3.6.1.5.5.7.3.17")
 OID_PERMANENT_IDENTIFIER = ObjectIdentifier("1.3.6.1.5.5.7.8.3")  # RFC 4043
 OID_HARDWARE_MODULE_NAME = ObjectIdentifier("1.3.6.1.5.5.7.8.4")  # RFC 4108
 OID_OCSP_NOCHECK = ObjectIdentifier("1.3.6.1.5.5.7.48.1.5")  # RFC 6960 §4.2.2.2.1
+EKU_TCG_AIK_CERTIFICATE = ObjectIdentifier("2.23.133.8.3")  # TCG EK Credential Profile §3.2.17 tcg-kp-AIKCertificate
 MAX_SANS = 32
 MAX_SAN_LENGTH = 255
 MAX_SUBJECT_ATTR = 64  # RFC 5280 Appendix A ub-common-name
@@ -41,6 +42,7 @@ SUBJECT_ATTRIBUTES: dict[str, ObjectIdentifier] = {
 SAN_DNS, SAN_IP, SAN_EMAIL = "dns", "ip", "email"
 SAN_PERMANENT_ID, SAN_HW_MODULE = "permanent-identifier", "hardware-module"
 SAN_URI = "uri"  # user certificates: the IdP identity <iss>#<sub> (ca.model.UserIdentity.uri)
+SAN_DIRECTORY = "directory-name"
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,10 @@ class Profile:
     # Subject attribute values a requester may ask for (configuration ``profiles.<name>.subject``);
     # empty: none beyond what the registration/authorization granted (see :func:`build_subject`).
     subject_values: Mapping[ObjectIdentifier, frozenset[str]] = field(default_factory=dict)
+    # What the certificate carries besides the profile's EKUs (RFC 5280 §4.2), decided here, never by name:
+    key_encipherment: bool = False  # keyUsage keyEncipherment (an RA that decrypts CMS EnvelopedData)
+    ocsp_nocheck: bool = False  # id-pkix-ocsp-nocheck (RFC 6960 §4.2.2.2.1): a delegated OCSP signer
+    revocation_pointers: bool = True  # AIA (OCSP, caIssuers), CRL DP and Freshest CRL (RFC 5280 §4.2.2.1, §4.2.1.13)
 
     def lifetime(self, requested: timedelta | None) -> timedelta:
         """Requested lifetime, bounded by the profile maximum; the default when not requested."""
@@ -85,20 +91,22 @@ BUILTIN_PROFILES: dict[str, Profile] = {
         Profile("tls-server", _policy(4), 90 * _D, 397 * _D, (ExtendedKeyUsageOID.SERVER_AUTH,),
                 frozenset({SAN_DNS, SAN_IP}), enrollable=False),
         Profile("ocsp-signer", _policy(5), 2 * _D, 7 * _D, (ExtendedKeyUsageOID.OCSP_SIGNING,),
-                frozenset(), require_san=False, enrollable=False),
+                frozenset(), require_san=False, enrollable=False, ocsp_nocheck=True, revocation_pointers=False),
         Profile("push-signer", _policy(6), 30 * _D, 397 * _D,
                 (PUSH_SIGNER_EKU,),
                 frozenset(), require_san=False, enrollable=False),
         Profile("scep-ra", _policy(7), 365 * _D, 3 * 365 * _D, (), frozenset(), require_san=False,
-                enrollable=False, issuer="rsa"),
+                enrollable=False, issuer="rsa", key_encipherment=True),
         # RADIUS / EAP servers (EAP-TLS, PEAP, TTLS): serverAuth only; clients check it against their EAP
         # server name (strongSwan aaa_id, wpa_supplicant domain_match), so DNS/IP SANs (RFC 5216 §5.2)
         Profile("radius", _policy(9), 90 * _D, 397 * _D, (ExtendedKeyUsageOID.SERVER_AUTH,),
                 frozenset({SAN_DNS, SAN_IP})),
-        # TPM attestation-key certificates: built by enrollment.attestation.ak_cert (TCG AK profile, EKU
-        # 2.23.133.8.3), signed by the attestation CA, recorded under this name (never via Authority.issue)
-        Profile("attestation-ak", _policy(8), 7 * _D, 30 * _D, (), frozenset({SAN_PERMANENT_ID, SAN_HW_MODULE}),
-                require_san=False, enrollable=False, issuer="attestation"),
+        # TPM attestation-key certificates (TCG AK profile: EKU 2.23.133.8.3, empty subject, critical SAN with
+        # the TPM dirName, PermanentIdentifier and HardwareModuleName), signed by the attestation CA through
+        # Authority.issue_internal (enrollment.attestation.ak_cert builds the names); no AIA/CDP, as before
+        Profile("attestation-ak", _policy(8), 7 * _D, 30 * _D, (EKU_TCG_AIK_CERTIFICATE,),
+                frozenset({SAN_DIRECTORY, SAN_PERMANENT_ID, SAN_HW_MODULE}), require_san=True, enrollable=False,
+                issuer="attestation", revocation_pointers=False),
     )
 }
 
@@ -215,6 +223,8 @@ def san_kind(name: x509.GeneralName) -> str:
         return SAN_PERMANENT_ID
     if isinstance(name, x509.OtherName) and name.type_id == OID_HARDWARE_MODULE_NAME:
         return SAN_HW_MODULE
+    if isinstance(name, x509.DirectoryName):
+        return SAN_DIRECTORY
     return type(name).__name__
 
 

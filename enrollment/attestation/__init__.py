@@ -4,7 +4,8 @@ Server side (no TPM needed)
     ek.validate_ek_certificate(der, EkTrustStore, now) -> EkIdentity           TCG EK profile, chain
     credential.CredentialActivation(trust, repository, clock).start(ek_der, ak_public) -> CredentialBlob
     credential.CredentialActivation.finish(challenge_id, secret) -> ActivatedAk   MakeCredential round trip
-    ak_cert.issue_ak_certificate(activated, issuer_key, issuer_cert, now) -> x509.Certificate
+    ak_cert.issue_ak_certificate(authority, activated, requester, validity) -> IssuedCertificate
+        through Authority.issue_internal (profile attestation-ak: HSM attestation CA, lint, store, audit)
     tpm_statement.verify_tpm_attestation(att_obj, key_authorization=..., csr_public_key=...,
         attestation_roots=..., now=..., expected_identifier=...) -> AttestationResult
     tpm_statement.DeviceAttestationVerifier    single-use challenge + verification (replay-safe)

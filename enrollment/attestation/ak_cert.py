@@ -11,16 +11,17 @@ the device identifier as draft-ietf-acme-device-attest-09 §5 step 3 requires.
 
 from __future__ import annotations
 
-import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
+from typing import Protocol
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
-from enrollment.attestation.clock import require_aware
+from ca.model import IssuedCertificate, Requester
+from ca.profiles import EKU_TCG_AIK_CERTIFICATE
 from enrollment.attestation.credential import ActivatedAk
 from enrollment.attestation.ek import OID_TPM_MANUFACTURER, OID_TPM_MODEL, OID_TPM_VERSION, tpm_description
 from enrollment.attestation.errors import AttestationError, Reason
@@ -32,9 +33,8 @@ from enrollment.attestation.identity import (
     TpmDescription,
 )
 
-OID_TCG_KP_AIK_CERTIFICATE = x509.ObjectIdentifier("2.23.133.8.3")
-DEFAULT_AK_VALIDITY = timedelta(days=365)
-_BACKDATE = timedelta(minutes=5)
+OID_TCG_KP_AIK_CERTIFICATE = EKU_TCG_AIK_CERTIFICATE
+AK_PROFILE = "attestation-ak"
 
 
 @dataclass(frozen=True)
@@ -47,15 +47,8 @@ class AkCertificateInfo:
     tpm: TpmDescription | None
 
 
-def _hash_for(key: CertificateIssuerPrivateKeyTypes) -> hashes.SHA256 | hashes.SHA384 | None:
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        return hashes.SHA384() if key.curve.key_size >= 384 else hashes.SHA256()
-    if isinstance(key, rsa.RSAPrivateKey):
-        return hashes.SHA256()
-    return None  # Ed25519 / Ed448
-
-
-def _san(activated: ActivatedAk) -> x509.SubjectAlternativeName:
+def ak_subject_alt_names(activated: ActivatedAk) -> list[x509.GeneralName]:
+    """The AK certificate's SAN: TPM dirName (EK profile §3.2.9), PermanentIdentifier, HardwareModuleName."""
     names: list[x509.GeneralName] = []
     tpm = activated.ek.tpm
     if tpm is not None:
@@ -68,37 +61,29 @@ def _san(activated: ActivatedAk) -> x509.SubjectAlternativeName:
         names.append(x509.DirectoryName(x509.Name(rdns)))  # one attribute per RDN, as in swtpm's EK certs
     names.append(activated.ek.permanent_identifier.to_other_name())
     names.append(activated.ek.hardware_module.to_other_name())
-    return x509.SubjectAlternativeName(names)
+    return names
 
 
-def issue_ak_certificate(
-    activated: ActivatedAk,
-    issuer_key: CertificateIssuerPrivateKeyTypes,
-    issuer_cert: x509.Certificate,
-    now: datetime,
-    validity: timedelta = DEFAULT_AK_VALIDITY,
-) -> x509.Certificate:
-    """Sign an AK certificate for an activated AK (the HSM adapter key works as ``issuer_key``)."""
-    now = require_aware(now)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([]))
-        .issuer_name(issuer_cert.subject)
-        .public_key(activated.ak_public_key)  # type: ignore[arg-type]
-        .serial_number(secrets.randbits(159) | 1 << 158)
-        .not_valid_before(now - _BACKDATE)
-        .not_valid_after(min(now + validity, issuer_cert.not_valid_after_utc))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([OID_TCG_KP_AIK_CERTIFICATE]), critical=False)
-        .add_extension(_san(activated), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(activated.ak_public_key), critical=False)  # type: ignore[arg-type]
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_cert.public_key()),  # type: ignore[arg-type]
-            critical=False,
-        )
-    )
-    return builder.sign(issuer_key, _hash_for(issuer_key))
+class AkIssuer(Protocol):
+    """What AK issuance needs from the core: :meth:`ca.authority.Authority.issue_internal`."""
+
+    def issue_internal(self, profile_name: str, public_key: CertificatePublicKeyTypes, subject: x509.Name,
+                       sans: Sequence[x509.GeneralName] = (), lifetime: timedelta | None = None,
+                       requester: Requester | None = None, *, issuer: str | None = None,
+                       device_id: str | None = None, ek_fingerprint: str | None = None) -> IssuedCertificate: ...
+
+
+def issue_ak_certificate(authority: AkIssuer, activated: ActivatedAk, requester: Requester,
+                         validity: timedelta | None = None) -> IssuedCertificate:
+    """Issue the AK certificate through the Authority (profile ``attestation-ak``: the attestation CA in the
+    HSM, serial, lint, store row and audit line like every other certificate). Empty subject, so the SAN is
+    critical (RFC 5280 §4.2.1.6)."""
+    public_key = activated.ak_public_key
+    if not isinstance(public_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+        raise AttestationError(Reason.AK_PROFILE, "the AK is neither an RSA nor an ECC key")
+    return authority.issue_internal(
+        AK_PROFILE, public_key, x509.Name([]), ak_subject_alt_names(activated), validity, requester,
+        device_id=activated.ek.permanent_identifier.acme_value(), ek_fingerprint=activated.ek.fingerprint)
 
 
 def _ext(cert: x509.Certificate, cls: type[x509.ExtensionType]) -> x509.Extension[x509.ExtensionType]:

@@ -25,10 +25,10 @@ that only the same TPM can open.
 "hardwareModule", "ekFingerprint", "expires"}``.
 
 Every challenge is single use (conditional UPDATE in :mod:`enrollment.attestation.store`) and expires
-after ``attestation.credential_ttl_seconds``.  The AK certificate is signed by the attestation CA in the
-HSM and recorded in the core store under profile ``attestation-ak`` with the EK fingerprint (auditable,
-revocable, answered by OCSP).  Errors: 400 ``badAttestationStatement`` (with ``reason``), 400
-``malformed``, 401/403 ``unauthorized`` (missing/bad EAB, blocked device), 413, 415, 503.
+after ``attestation.credential_ttl_seconds``.  The AK certificate is issued through the Authority (profile
+``attestation-ak``: signed by the attestation CA in the HSM, linted, recorded in the core store with the
+EK fingerprint — auditable, revocable, answered by OCSP).  Errors: 400 ``badAttestationStatement``
+(with ``reason``), 400 ``malformed``, 401/403 ``unauthorized`` (missing/bad EAB, blocked device), 413, 415, 503.
 """
 
 from __future__ import annotations
@@ -52,10 +52,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ca.errors import ErrorKind, PKIError
-from ca.model import CertificateInfo, CertStatus
-from ca.profiles import san_text
+from ca.model import Requester
 from ca.service.mounts import HTTPS, HttpMount
-from ca.store.sql import audit_row
 from enrollment.acme.messages import matches_pattern
 from enrollment.acme.model import EabKey, Identifier
 from enrollment.acme.store import AcmeStore
@@ -69,7 +67,6 @@ from enrollment.attestation.store import SqlCredentialChallengeRepository
 from enrollment.attestation.wire import b64e, start_mac, start_mac_input
 
 PREFIX = "/attest"
-PROFILE = "attestation-ak"
 MAX_BODY = 32 * 1024
 NS = "urn:ietf:params:acme:error:"
 log = logging.getLogger("ikepki.attestation")
@@ -238,25 +235,9 @@ class AkEnrollmentService:
 
     def _issue(self, activated: ActivatedAk, principal: str, source: str) -> tuple[x509.Certificate,
                                                                                   x509.Certificate]:
-        issuer = self.dep.issuers["attestation"]
-        now = self.dep.clock.now()
-        validity = self.dep.authority.profile(PROFILE, allow_internal=True).lifetime(
-            timedelta(days=self.settings.ak_validity_days))
-        cert = issue_ak_certificate(activated, issuer.key.key, issuer.certificate, now, validity)
-        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        device_id = activated.ek.permanent_identifier.acme_value()
-        info = CertificateInfo(
-            serial=cert.serial_number, issuer_id=issuer.id, subject=cert.subject.rfc4514_string(),
-            sans=tuple(san_text(n) for n in sans), profile=PROFILE, not_before=cert.not_valid_before_utc,
-            not_after=cert.not_valid_after_utc, status=CertStatus.valid, der=cert.public_bytes(Encoding.DER),
-            requester=principal, channel="attestation", device_id=device_id,
-            ek_fingerprint=activated.ek.fingerprint)
-        self.dep.store.insert_certificate(info, now, audit_row(
-            now, principal, "issue", "attestation", source, info.serial, profile=PROFILE, sans=list(info.sans),
-            device=device_id))
-        self.dep.audit.append(now, principal, "issue", "attestation", source=source, serial=info.serial_hex,
-                              profile=PROFILE, device=device_id, ek_fingerprint=activated.ek.fingerprint)
-        return cert, issuer.certificate
+        issued = issue_ak_certificate(self.dep.authority, activated, Requester("attestation", principal, source),
+                                      timedelta(days=self.settings.ak_validity_days))
+        return issued.certificate, issued.chain[0]
 
 
 # -- HTTP ----------------------------------------------------------------------------------------------

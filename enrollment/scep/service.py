@@ -1,7 +1,7 @@
 """The SCEP server's domain logic (RFC 8894 §3.3 and §4): what to answer to each message.
 
-Every certificate is issued by the RSA issuing CA through the Authority (an issuer-"rsa"
-variant of the requested profile) with ``Requester(channel="scep")``. The pkcsPKIEnvelope is
+Every certificate is issued by the RSA issuing CA through the Authority
+(``Authority.issue(…, issuer="rsa")``) with ``Requester(channel="scep")``. The pkcsPKIEnvelope is
 opened with the RA key on the HSM; replies are signed by the RA key on the HSM.
 """
 
@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import logging
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any
@@ -24,7 +24,6 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import NameOID
 
-from ca.authority import Authority
 from ca.csr import CertificationRequest, load_stored_csr, parse_csr, without_challenge_password
 from ca.errors import ErrorKind, PKIError
 from ca.model import CertStatus, IssuanceRequest, Requester
@@ -70,7 +69,6 @@ class ScepService:
         self.dep = deployment
         self.settings = settings or deployment.settings_for(ScepSettings, "scep")
         self.repo = ScepRepository(deployment.db)
-        self._authorities: dict[str, Authority] = {}
 
     def warm_up(self) -> None:
         """Open the RA key, the RSA issuer and the profiles now (HSM and file access), not per request."""
@@ -111,16 +109,6 @@ class ScepService:
         if self.settings.allow_single_des:
             allowed.add("sha1")
         return frozenset(allowed)
-
-    def authority_for(self, profile_name: str) -> Authority:
-        """The Authority with an issuer-"rsa" variant of ``profile_name`` (SCEP clients are RSA-only)."""
-        if profile_name not in self._authorities:
-            base = self.dep.authority
-            profile = base.profile(profile_name)
-            self._authorities[profile_name] = Authority(
-                base.issuers, base.store, {**base.profiles, profile_name: replace(profile, issuer=RSA_ISSUER)},
-                base.audit, base.clock)
-        return self._authorities[profile_name]
 
     def has_profile(self, name: str) -> bool:
         profile = self.dep.authority.profiles.get(name)
@@ -407,9 +395,10 @@ class ScepService:
 
     def _issue(self, csr: CertificationRequest, profile: str, principal: str, source: str,
                sans: tuple[x509.GeneralName, ...], grants: tuple[x509.NameAttribute, ...] = ()) -> Any:
-        return self.authority_for(profile).issue(IssuanceRequest(
+        # SCEP clients are RSA-only: every profile is issued by the RSA issuing CA
+        return self.dep.authority.issue(IssuanceRequest(
             csr=csr, profile=profile, requester=Requester("scep", principal, source), replace_sans=sans,
-            subject_grants=grants))
+            subject_grants=grants), issuer=RSA_ISSUER)
 
     # -- CertPoll, GetCert, GetCRL (RFC 8894 §3.3.3, §4.3.1) ---------------------------------------------
 

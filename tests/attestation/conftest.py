@@ -25,9 +25,19 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from ca.audit import AuditLog
+from ca.authority import Authority
+from ca.clock import SystemClock as CoreClock
+from ca.issuer import Issuer, IssuerUrls
+from ca.keys.signer import SigningKey
+from ca.model import Requester
+from ca.profiles import BUILTIN_PROFILES
+from ca.store import migrate
+from ca.store.db import Database
+from ca.store.sql import SqlCertificateStore
 from enrollment.attestation.ak_cert import issue_ak_certificate
 from enrollment.attestation.clock import Clock, SystemClock
-from enrollment.attestation.credential import CredentialActivation, CredentialChallenge
+from enrollment.attestation.credential import ActivatedAk, CredentialActivation, CredentialChallenge
 from enrollment.attestation.device import TpmDevice
 from enrollment.attestation.ek import EkTrustStore
 from enrollment.attestation.repository import InMemoryChallengeRepository
@@ -157,6 +167,28 @@ class SoftwareCa:
     key: ec.EllipticCurvePrivateKey
     cert: x509.Certificate
 
+    def authority(self) -> Authority:
+        """A real Authority with this CA as issuer ``attestation`` over a migrated SQLite store in a temp dir
+        (one per CA), so AK certificates in these tests are issued, linted and recorded like in production."""
+        found = _AUTHORITIES.get(id(self))
+        if found is None:
+            directory = Path(tempfile.mkdtemp(prefix="ikepki-att-ca-"))
+            url = f"sqlite:///{directory / 'ikepki.db'}"
+            migrate.upgrade(url)
+            issuer = Issuer("attestation", self.cert, SigningKey("software:test-attestation-ca", self.key), (),
+                            self.cert, IssuerUrls.for_issuer("http://127.0.0.1:8080", "attestation"))
+            found = _AUTHORITIES[id(self)] = (self, Authority({"attestation": issuer},
+                                                              SqlCertificateStore(Database(url)),
+                                                              dict(BUILTIN_PROFILES), AuditLog(None), CoreClock()))
+        return found[1]
+
+    def sign_ak(self, activated: ActivatedAk) -> x509.Certificate:
+        """An AK certificate from this CA, through :func:`enrollment.attestation.ak_cert.issue_ak_certificate`."""
+        return issue_ak_certificate(self.authority(), activated, Requester("test", "pytest")).certificate
+
+
+_AUTHORITIES: dict[int, tuple[SoftwareCa, Authority]] = {}
+
 
 def make_ca(name: str, now: datetime | None = None) -> SoftwareCa:
     """A self-signed P-384 CA certificate made with cryptography."""
@@ -202,7 +234,7 @@ def enroll_ak(device: TpmDevice, activation: CredentialActivation, ca: SoftwareC
     blob = activation.start(device.ek_certificate(), device.ak_public())
     secret = device.activate_credential(blob.id_object, blob.encrypted_secret)
     activated = activation.finish(blob.challenge_id, secret)
-    return issue_ak_certificate(activated, ca.key, ca.cert, datetime.now(UTC))
+    return ca.sign_ak(activated)
 
 
 @pytest.fixture()

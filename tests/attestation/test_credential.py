@@ -15,7 +15,6 @@ from tpm2_pytss.constants import TPMA_OBJECT
 from enrollment.attestation.ak_cert import (
     OID_TCG_KP_AIK_CERTIFICATE,
     check_ak_certificate,
-    issue_ak_certificate,
 )
 from enrollment.attestation.clock import FixedClock
 from enrollment.attestation.credential import CredentialActivation, CredentialBlob, CredentialChallenge
@@ -33,7 +32,7 @@ def test_credential_activation_round_trip(swtpm_device, activation, attestation_
         secret = device.activate_credential(blob.id_object, blob.encrypted_secret)
     activated = activation.finish(blob.challenge_id, secret)
     assert activated.ak_public == ak_public
-    cert = issue_ak_certificate(activated, attestation_ca.key, attestation_ca.cert, datetime.now(UTC))
+    cert = attestation_ca.sign_ak(activated)
     info = check_ak_certificate(cert)
     assert info.permanent_identifier == activated.ek.permanent_identifier
     assert info.hardware_module == activated.ek.hardware_module

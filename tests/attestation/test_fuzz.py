@@ -15,7 +15,6 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from enrollment.attestation.ak_cert import issue_ak_certificate
 from enrollment.attestation.clock import SystemClock
 from enrollment.attestation.credential import CredentialActivation, CredentialChallenge
 from enrollment.attestation.device import TpmDevice
@@ -50,7 +49,7 @@ def genuine(swtpm_device, ek_trust, attestation_ca) -> Genuine:
         activated = activation.finish(
             blob.challenge_id, device.activate_credential(blob.id_object, blob.encrypted_secret)
         )
-        ak_cert = issue_ak_certificate(activated, attestation_ca.key, attestation_ca.cert, clock.now())
+        ak_cert = attestation_ca.sign_ak(activated)
         device.create_device_key()
         csr = device.build_csr()
         att_obj = device.att_obj(KEY_AUTHORIZATION, [ak_cert.public_bytes(Encoding.DER)])

@@ -33,7 +33,6 @@ from tpm2_pytss.types import (
 )
 
 from enrollment.attestation.acme_challenge import DeviceAttest01, DeviceAttest01Response
-from enrollment.attestation.ak_cert import issue_ak_certificate
 from enrollment.attestation.clock import FixedClock
 from enrollment.attestation.credential import ActivatedAk
 from enrollment.attestation.device import TpmDevice
@@ -161,9 +160,8 @@ def test_software_ak_is_rejected(attested, attestation_ca, ca_factory):
     rogue_ca = ca_factory("rogue")
     fake_ak = ec.generate_private_key(ec.SECP256R1())
     statement = cbor2.loads(attested.att_obj)["attStmt"]
-    now = datetime.now(UTC)
     activated = ActivatedAk(attested.ek, b"", b"", fake_ak.public_key())
-    rogue_cert = issue_ak_certificate(activated, rogue_ca.key, rogue_ca.cert, now)
+    rogue_cert = rogue_ca.sign_ak(activated)
     sig = fake_ak.sign(statement["certInfo"], ec.ECDSA(hashes.SHA256()))
     forged = mutate(attested.att_obj, x5c=[rogue_cert.public_bytes(Encoding.DER)], sig=sig)
     assert reason_of(lambda: verify(replace(attested, att_obj=forged), [attestation_ca.cert])) is Reason.UNTRUSTED_AK

@@ -4,7 +4,6 @@ openssl and pkilint (independent checkers), keys reported non-extractable by the
 from __future__ import annotations
 
 import subprocess
-from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -72,12 +71,8 @@ def test_issue_every_profile_and_key_type(deployment, tmp_path: Path, profile: s
 @pytest.mark.parametrize("profile", ["machine", "gateway"])
 def test_issue_from_rsa_issuing_ca(deployment, tmp_path: Path, profile: str) -> None:
     """The RSA-3072 issuing CA (SCEP, legacy clients) signs through the HSM too."""
-    auth = deployment.authority
-    scoped = Authority(auth.issuers, auth.store, {**auth.profiles, profile: replace(auth.profiles[profile],
-                                                                                   issuer="rsa")},
-                       auth.audit, auth.clock)
     csr = parse_csr(make_csr(make_key("rsa-2048"), SANS_FOR_PROFILE[profile]))
-    issued = scoped.issue(IssuanceRequest(csr, profile, Requester("test", "pytest")))
+    issued = deployment.authority.issue(IssuanceRequest(csr, profile, Requester("test", "pytest")), issuer="rsa")
     assert issued.chain[0] == deployment.issuers["rsa"].certificate
     openssl_verify(tmp_path, deployment.root, issued.chain, issued.certificate)
     pkilint(tmp_path, issued.certificate)
@@ -94,6 +89,87 @@ def test_internal_profiles_lint_clean(deployment, tmp_path: Path) -> None:
     # "localhost" is a valid single-label host name (RFC 1123) that pkilint's preferred-name check rejects;
     # the HTTPS listener needs it for https://localhost:8443.
     pkilint(tmp_path, tls[0], allowed=('pkix.invalid_domain_name_syntax Invalid domain name syntax: "localhost"',))
+
+
+def test_attestation_ak_certificate_goes_through_the_authority(deployment, tmp_path: Path) -> None:
+    """AK certificates: HSM attestation CA, Authority serial + lint, store row, audit line; pkilint and
+    openssl accept them and the verifier's own profile check (WebAuthn L2 §8.3.1) still does."""
+    from ca.model import CertStatus
+    from enrollment.attestation.ak_cert import OID_TCG_KP_AIK_CERTIFICATE, check_ak_certificate, issue_ak_certificate
+    from enrollment.attestation.credential import ActivatedAk
+    from enrollment.attestation.ek import EkIdentity
+    from enrollment.attestation.identity import HardwareModuleName, PermanentIdentifier, TpmDescription, spki_sha256_hex
+
+    for ak_key_type in ("ec-p256", "rsa-2048"):
+        ek_pub, ak_pub = make_key("ec-p256").public_key(), make_key(ak_key_type).public_key()
+        ek = EkIdentity(deployment.root, ek_pub, spki_sha256_hex(ek_pub), PermanentIdentifier.from_ek(ek_pub),
+                        HardwareModuleName.from_ek(ek_pub), TpmDescription("id:53544D20", "swtpm", "id:20191023"))
+        audit_lines = len(deployment.audit.path.read_text().splitlines())
+        issued = issue_ak_certificate(deployment.authority, ActivatedAk(ek, b"", b"", ak_pub),
+                                      Requester("attestation", "pytest"))
+        cert = issued.certificate
+        assert issued.chain == (deployment.issuers["attestation"].certificate,)
+        openssl_verify(tmp_path, deployment.root, issued.chain, cert)
+        pkilint(tmp_path, cert)
+        info = check_ak_certificate(cert)
+        assert info.permanent_identifier == ek.permanent_identifier and info.tpm == ek.tpm
+        assert list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == \
+            [OID_TCG_KP_AIK_CERTIFICATE]
+        stored = deployment.store.get(cert.serial_number)
+        assert stored is not None and stored.status is CertStatus.valid and stored.profile == "attestation-ak"
+        assert stored.ek_fingerprint == ek.fingerprint and stored.device_id == ek.permanent_identifier.acme_value()
+        assert stored.issuer_id == "attestation" and stored.der == cert.public_bytes(Encoding.DER)
+        lines = deployment.audit.path.read_text().splitlines()
+        assert len(lines) == audit_lines + 1 and f'"serial":"{cert.serial_number:x}"' in lines[-1]
+
+
+def test_lint_failure_signs_nothing_with_the_issuer_key_and_records_nothing(deployment, monkeypatch) -> None:
+    """Boulder's shape: the throwaway-key copy is linted first, so a certificate that fails lint is never
+    signed by the HSM key, never recorded, never returned."""
+    import ca.authority as authority_module
+    from ca.errors import ErrorKind, PKIError
+    from ca.issuer import Issuer
+    from ca.keys.signer import SigningKey
+
+    real = deployment.issuers["ec"]
+    signed: list[bytes] = []
+
+    class CountingKey(type(real.key.key)):  # type: ignore[misc]
+        def __init__(self) -> None:
+            pass
+
+        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+            return getattr(real.key.key, name)
+
+        def sign(self, data, algorithm):  # type: ignore[no-untyped-def]
+            signed.append(data)
+            return real.key.key.sign(data, algorithm)
+
+        def public_key(self):  # type: ignore[no-untyped-def]
+            return real.key.key.public_key()
+
+        @property
+        def curve(self):  # type: ignore[no-untyped-def]
+            return real.key.key.curve
+
+        @property
+        def key_size(self) -> int:
+            return real.key.key.key_size
+
+    issuer = Issuer("ec", real.certificate, SigningKey(real.key.uri, CountingKey()), real.chain, real.root, real.urls)
+    auth = Authority({"ec": issuer}, deployment.store, deployment.profiles, deployment.audit, deployment.clock)
+    csr = parse_csr(make_csr(make_key("ec-p256"), SANS_FOR_PROFILE["machine"]))
+    auth.issue(IssuanceRequest(csr, "machine", Requester("test", "pytest")))
+    assert len(signed) == 1  # a good certificate: exactly one HSM signature
+
+    good = authority_module._extensions
+    monkeypatch.setattr(authority_module, "_extensions",
+                        lambda t: [(e, c) for e, c in good(t) if not isinstance(e, x509.KeyUsage)])
+    before = deployment.store.count()
+    with pytest.raises(PKIError) as err:
+        auth.issue(IssuanceRequest(csr, "machine", Requester("test", "pytest")))
+    assert err.value.kind is ErrorKind.INTERNAL and "lint" in err.value.detail
+    assert len(signed) == 1 and deployment.store.count() == before
 
 
 def test_ca_keys_are_non_extractable_on_the_token(deployment) -> None:
