@@ -84,7 +84,7 @@ def software_responder(dep: object, out: Path) -> tuple[x509.Certificate, ec.Ell
 
 
 def request_der(name_hash: bytes, key_hash: bytes, serial: int, nonce: bool) -> bytes:
-    from ocsp.der import der_integer, der_octets, der_oid, der_seq, explicit
+    from ca.der import der_integer, der_octets, der_oid, der_seq, explicit
 
     tbs = [der_seq(der_seq(der_seq(SHA1_ALG, der_octets(name_hash), der_octets(key_hash), der_integer(serial))))]
     if nonce:

@@ -43,6 +43,7 @@ from ca.keys.pkcs11 import Pkcs11Token, open_token
 from ca.keys.signer import SigningKey
 from ca.keys.uri import parse as parse_uri
 from ca.model import IssuedCertificate, Requester
+from ca.ports import CoreServices
 from ca.profiles import BUILTIN_PROFILES, Profile, subject_policy_from_config, with_lifetimes, with_subject_policies
 from ca.store.db import Database
 from ca.store.sql import SqlCertificateStore
@@ -327,7 +328,7 @@ def _issue_service_certs(dep: Deployment, ceremony: Ceremony, result: InitResult
     result.made.append(("HTTPS server certificate", f"{', '.join(ceremony.tls_server.sans)} -> tls/server.pem"))
 
 
-def issue_service_cert(dep: Deployment, profile: str, issuer_id: str, key: SigningKey, subject: x509.Name,
+def issue_service_cert(dep: CoreServices, profile: str, issuer_id: str, key: SigningKey, subject: x509.Name,
                        requester: Requester) -> IssuedCertificate:
     """Issue (or re-issue, on rotation) a service certificate for an HSM key from ``issuer_id``."""
     return dep.authority.issue_internal(profile, key.key.public_key(), subject, requester=requester, issuer=issuer_id)

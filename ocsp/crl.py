@@ -16,10 +16,10 @@ from datetime import datetime
 from cryptography import x509
 
 from ca.crl_entry import crl_entry_der
+from ca.der import der_bool, der_integer, der_octets, der_oid, der_seq, der_time, der_tlv, explicit
 from ca.keys.signer import SigningKey
 from ca.model import RevocationReason
 from ocsp.crl_lint import lint_crl_tbs
-from ocsp.der import der_bool, der_integer, der_octets, der_oid, der_seq, der_time, der_tlv, explicit
 from ocsp.signing import algorithm_identifier, signed
 
 _AKI = der_oid("2.5.29.35")

@@ -9,10 +9,10 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 from email.utils import formatdate
-from typing import Any
 
 from sqlalchemy import select
 
+from ca.ports import ServiceKeys
 from ocsp.crl import to_pem
 from ocsp.crl_publisher import CRLS, latest
 
@@ -38,7 +38,7 @@ class ServedCrl:
 class CrlCache:
     """Newest CRL per (issuer, kind) for the HTTP edge and ``ikepki crl publish``."""
 
-    def __init__(self, dep: Any, poll_seconds: float) -> None:
+    def __init__(self, dep: ServiceKeys, poll_seconds: float) -> None:
         self.dep = dep
         self.poll = poll_seconds
         self.crls: dict[tuple[str, str], ServedCrl] = {}

@@ -15,8 +15,9 @@ import binascii
 import contextlib
 import time
 from collections.abc import Sequence
-from typing import Any
 
+from ca.ports import ServiceKeys
+from ca.service.bodies import BodyError, BodyTooLarge, read_body
 from ca.service.mounts import HTTP, HttpMount, Receive, Scope, Send
 from ocsp.responder import NO_CACHE, Answer
 from ocsp.responder_der import ResponseStatus, error_response
@@ -43,23 +44,6 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
         if key == name:
             return bytes(value)
     return None
-
-
-async def read_body(receive: Receive, limit: int) -> bytes | None:
-    """The request body, or None once it exceeds ``limit`` bytes."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def decode_get_path(text: str) -> bytes | None:
@@ -90,9 +74,11 @@ class OcspApp:
             if ctype != OCSP_REQUEST:
                 await _text(send, 415, "content type must be application/ocsp-request")
                 return
-            body = await read_body(receive, self.limit)
-            if body is None:
-                await _send(send, 413, error_response(ResponseStatus.malformedRequest), OCSP_RESPONSE, NO_CACHE)
+            try:
+                body = await read_body(receive, self.limit, _header(scope, b"content-length"))
+            except BodyError as exc:  # RFC 6960 §2.3 malformedRequest; 413 when too large
+                status = 413 if isinstance(exc, BodyTooLarge) else 400
+                await _send(send, status, error_response(ResponseStatus.malformedRequest), OCSP_RESPONSE, NO_CACHE)
                 return
             answer = await self.runtime.responder.respond(body)
             await _send(send, 200, answer.body, OCSP_RESPONSE, answer.headers)
@@ -177,7 +163,7 @@ def parse_crl_path(path: str, query: bytes, issuers: frozenset[str]) -> tuple[st
     return base, kind, pem
 
 
-def http_mounts(deployment: Any) -> list[HttpMount]:
+def http_mounts(deployment: ServiceKeys) -> list[HttpMount]:
     runtime = runtime_for(deployment)
     return [HttpMount("/ocsp", OcspApp(runtime), frozenset({HTTP})),
             HttpMount("/crl", CrlApp(runtime), frozenset({HTTP}))]

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ocsp.der import DerError, der_integer_value, read_all, read_tlv
+from ca.der import DerError, der_integer_value, read_all, read_tlv, tlv_start
 
 NONCE_OID = bytes.fromhex("06092b0601050507300102")  # id-pkix-ocsp-nonce 1.3.6.1.5.5.7.48.1.2
 MAX_REQUEST_BYTES = 16 * 1024
@@ -220,14 +220,8 @@ def _cert_id(buf: memoryview, tlv: tuple[int, int, int]) -> CertIdRequest:
     serial = der_integer_value(buf, fields[3][1], fields[3][2])
     if serial <= 0 or serial.bit_length() > 160:
         raise DerError("CertID: serial out of range")
-    der = _tlv_bytes(buf, s, e)  # the CertID's whole TLV, echoed in the response
+    der = bytes(buf[tlv_start(s, e):e])  # the CertID's whole TLV, echoed in the response
     return CertIdRequest(der, name, name_hash, key_hash, serial)
-
-
-def _tlv_bytes(buf: memoryview, content_start: int, content_end: int) -> bytes:
-    length = content_end - content_start
-    header = 2 if length < 0x80 else 2 + (length.bit_length() + 7) // 8
-    return bytes(buf[content_start - header:content_end])
 
 
 def _request_extensions(buf: memoryview, start: int, end: int) -> bytes | None:

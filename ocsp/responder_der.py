@@ -17,7 +17,7 @@ import enum
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from ocsp.der import der_generalized_time, der_octets, der_oid, der_seq, der_tlv, explicit
+from ca.der import der_generalized_time, der_octets, der_oid, der_seq, der_tlv, explicit
 
 OID_BASIC = der_oid("1.3.6.1.5.5.7.48.1.1")
 OID_NONCE = der_oid("1.3.6.1.5.5.7.48.1.2")

@@ -12,6 +12,7 @@ from datetime import timedelta
 from functools import cached_property
 from typing import Any
 
+from ca.ports import ServiceKeys
 from ca.service.liveness import beat
 from ca.store.outbox_feed import OutboxFeed
 from ocsp import lease
@@ -31,7 +32,7 @@ MIN_SIGNER_AGE = timedelta(seconds=10)
 
 @dataclass
 class OcspRuntime:
-    dep: Any
+    dep: ServiceKeys
     ocsp_settings: OcspSettings
     crl_settings: CrlSettings
     holder: str = field(default_factory=lease.holder_id)
@@ -151,7 +152,7 @@ class OcspRuntime:
 _RUNTIMES: dict[int, tuple[Any, OcspRuntime]] = {}
 
 
-def runtime_for(dep: Any) -> OcspRuntime:
+def runtime_for(dep: ServiceKeys) -> OcspRuntime:
     entry = _RUNTIMES.get(id(dep))
     if entry is None or entry[0] is not dep:
         rt = OcspRuntime(dep, dep.settings_for(OcspSettings, "ocsp"), dep.settings_for(CrlSettings, "crl"))

@@ -12,7 +12,6 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -23,6 +22,7 @@ from ca.clock import as_utc
 from ca.errors import PKIError
 from ca.keys.signer import SigningKey
 from ca.model import Requester
+from ca.ports import ServiceKeys
 from ocsp.records import OcspSignerCertRecord
 from ocsp.signing import algorithm_identifier
 
@@ -78,7 +78,7 @@ def service_name(issuer_id: str) -> str:
     return f"ocsp-{issuer_id}"
 
 
-def load_signer(dep: Any, issuer_id: str) -> Signer:
+def load_signer(dep: ServiceKeys, issuer_id: str) -> Signer:
     """The delegated signer with its newest certificate; the issuing CA itself when the deployment
     has no delegated key for it or that certificate is about to expire (RFC 6960 §2.6 allows both);
     the root CA key for ``root`` (answers about issuing CAs)."""
@@ -98,7 +98,7 @@ def load_signer(dep: Any, issuer_id: str) -> Signer:
     return Signer(issuer_id, svc.key, cert, delegated=True)
 
 
-def newest_cert(dep: Any, issuer_id: str, seed: x509.Certificate) -> x509.Certificate:
+def newest_cert(dep: ServiceKeys, issuer_id: str, seed: x509.Certificate) -> x509.Certificate:
     """The table's newest cert for this signer key (falls back to ``seed``, the manifest file)."""
     with dep.db.read() as conn:
         row = conn.execute(select(SIGNER_CERTS.c.der).where(SIGNER_CERTS.c.issuer_id == issuer_id)
@@ -110,7 +110,7 @@ def newest_cert(dep: Any, issuer_id: str, seed: x509.Certificate) -> x509.Certif
     return cert if same_key and cert.not_valid_after_utc > seed.not_valid_after_utc else seed
 
 
-def delegated_cert(dep: Any, issuer_id: str) -> x509.Certificate | None:
+def delegated_cert(dep: ServiceKeys, issuer_id: str) -> x509.Certificate | None:
     """The newest certificate of the issuer's delegated signer key, None if it has none."""
     try:
         svc = dep.service_key(service_name(issuer_id))
@@ -123,7 +123,7 @@ def needs_rotation(cert: x509.Certificate, now: datetime, before: timedelta) -> 
     return cert.not_valid_after_utc - now <= before
 
 
-def rotate(dep: Any, issuer_id: str) -> x509.Certificate:
+def rotate(dep: ServiceKeys, issuer_id: str) -> x509.Certificate:
     """Issue a fresh certificate for the signer key through the Authority, record it in the table
     (so other replicas switch) and rewrite the manifest's PEM file. Blocking."""
     from ca.deployment import issue_service_cert

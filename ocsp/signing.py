@@ -7,8 +7,8 @@ from __future__ import annotations
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
+from ca.der import der_integer, der_oid, der_seq, der_tlv, explicit
 from ca.keys.signer import SigningKey
-from ocsp.der import der_integer, der_oid, der_seq, der_tlv, explicit
 
 _ECDSA = {"sha256": "1.2.840.10045.4.3.2", "sha384": "1.2.840.10045.4.3.3", "sha512": "1.2.840.10045.4.3.4"}
 _RSA = {"sha256": "1.2.840.113549.1.1.11", "sha384": "1.2.840.113549.1.1.12", "sha512": "1.2.840.113549.1.1.13"}

@@ -8,13 +8,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from ca.ports import ServiceKeys
 from ca.service.server import BackgroundTask
 from ocsp.runtime import CRL_LOOP, CRL_MAX_SILENCE_SECONDS, runtime_for
 
 
-def background_tasks(deployment: Any) -> list[BackgroundTask]:
+def background_tasks(deployment: ServiceKeys) -> list[BackgroundTask]:
     rt = runtime_for(deployment)
     return [BackgroundTask(CRL_LOOP, rt.crl_loop, max_silence=CRL_MAX_SILENCE_SECONDS),
             BackgroundTask("ocsp-presign", rt.presign_loop),

@@ -45,6 +45,17 @@ DEFAULT_DIR = Path("./var")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def cli_principal() -> str:
+    """Who runs this command, as audit lines and issuance records name a CLI user: ``<login>@cli``
+    (``cli`` when the login name cannot be determined, e.g. a container without a passwd entry)."""
+    import getpass
+
+    try:
+        return f"{getpass.getuser()}@cli"
+    except (KeyError, OSError):
+        return "cli"
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
     # the message is data (paths, URLs, TLS errors like "[SSL: …]"), never rich markup
     err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)

@@ -18,6 +18,7 @@ from ca.cli.common import (
     DirOption,
     JsonOption,
     cli_errors,
+    cli_principal,
     console,
     fail,
     open_deployment,
@@ -115,7 +116,7 @@ def issue(csr: Annotated[Path, typer.Option("--csr", help="PKCS#10 request (PEM 
         except ValueError:
             raise PKIError(ErrorKind.CONFIG, f"--subject: not an RFC 4514 name: {subject[:80]!r}") from None
     dep = open_deployment(directory, config)
-    req = IssuanceRequest(parse_csr(data), profile, Requester("cli", _whoami()),
+    req = IssuanceRequest(parse_csr(data), profile, Requester("cli", cli_principal()),
                           timedelta(hours=lifetime_hours) if lifetime_hours else None, subject_grants=grants)
     issued = dep.authority.issue(req)
     pem = issued.pem_chain()
@@ -129,15 +130,6 @@ def issue(csr: Annotated[Path, typer.Option("--csr", help="PKCS#10 request (PEM 
         console.print(f"issued serial {issued.info.serial_hex} ({profile}, until {until}) -> {out}", highlight=False)
     else:
         typer.echo(pem.decode(), nl=False)
-
-
-def _whoami() -> str:
-    import getpass
-
-    try:
-        return f"{getpass.getuser()}@cli"
-    except (KeyError, OSError):
-        return "cli"
 
 
 @certs_app.command("list")

@@ -6,11 +6,14 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca.service.mounts import ASGIApp, HttpMount, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from ca.deployment import Deployment
 
 
 async def send_bytes(send: Send, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8",
@@ -42,7 +45,7 @@ class Metrics:
 class Router:
     """Dispatch by longest matching path prefix; core endpoints first."""
 
-    def __init__(self, listener: str, mounts: list[HttpMount], deployment: Any, metrics: Metrics,
+    def __init__(self, listener: str, mounts: list[HttpMount], deployment: Deployment, metrics: Metrics,
                  readiness: Callable[[], dict[str, bool]], liveness: Callable[[], list[str]] = list) -> None:
         self.listener = listener
         self.liveness = liveness
@@ -114,6 +117,6 @@ def _strip(scope: Scope, mount: HttpMount) -> Scope:
     return new
 
 
-def app_for(listener: str, mounts: list[HttpMount], deployment: Any, metrics: Metrics,
+def app_for(listener: str, mounts: list[HttpMount], deployment: Deployment, metrics: Metrics,
             readiness: Callable[[], dict[str, bool]], liveness: Callable[[], list[str]] = list) -> ASGIApp:
     return Router(listener, mounts, deployment, metrics, readiness, liveness)

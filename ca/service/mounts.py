@@ -8,7 +8,10 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ca.deployment import Deployment
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -35,7 +38,7 @@ def _missing_plugin(exc: ModuleNotFoundError, target: str) -> bool:
     return exc.name is not None and target.startswith(exc.name)
 
 
-def load_mounts(deployment: Any, group: str = "ikepki.http", only: set[str] | None = None) -> list[HttpMount]:
+def load_mounts(deployment: Deployment, group: str = "ikepki.http", only: set[str] | None = None) -> list[HttpMount]:
     """Every installed protocol's mounts; ``only`` restricts to named plug-ins (e.g. ocsp)."""
     mounts: list[HttpMount] = []
     for ep in sorted(entry_points(group=group), key=lambda e: e.name):

@@ -19,7 +19,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -29,6 +29,9 @@ from ca.service.limits import LimitedHttpProtocol, LimitedServer, ListenerSettin
 from ca.service.liveness import Liveness
 from ca.service.log_limit import rate_limit_loggers
 from ca.service.mounts import HTTP, HTTPS, HttpMount, load_mounts
+
+if TYPE_CHECKING:
+    from ca.deployment import Deployment
 
 log = logging.getLogger("ikepki.service")
 _NO_CHECK_TIME = 0x200000  # X509_V_FLAG_NO_CHECK_TIME: apps check validity themselves
@@ -55,7 +58,7 @@ class TlsAwareProtocol(LimitedHttpProtocol):
             self.scope["extensions"] = {"tls": self._tls_ext}  # type: ignore[typeddict-unknown-key, dict-item]
 
 
-def client_ca_bundle(deployment: Any) -> Path:
+def client_ca_bundle(deployment: Deployment) -> Path:
     """Root + issuing CAs, trusted for client certificates (EST re-enroll, admin certs)."""
     path = deployment.path("tls/client-ca-bundle.pem")
     certs = [deployment.root, *(i.certificate for i in deployment.issuers.values())]
@@ -63,7 +66,7 @@ def client_ca_bundle(deployment: Any) -> Path:
     return path
 
 
-def tls_context(deployment: Any) -> ssl.SSLContext:
+def tls_context(deployment: Deployment) -> ssl.SSLContext:
     cert, key = deployment.tls_files
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2 if deployment.settings.tls_min_version == "1.2" \
@@ -85,7 +88,7 @@ class BackgroundTask:
     max_silence: float | None = None  # seconds without a liveness.beat(name) before /healthz fails
 
 
-def load_background_tasks(deployment: Any, only: set[str] | None = None) -> list[BackgroundTask]:
+def load_background_tasks(deployment: Deployment, only: set[str] | None = None) -> list[BackgroundTask]:
     tasks: list[BackgroundTask] = []
     for ep in sorted(entry_points(group="ikepki.workers"), key=lambda e: e.name):
         if only is not None and ep.name not in only:
@@ -161,7 +164,7 @@ def fit_file_limit(limits: ListenerSettings, listeners: int) -> ListenerSettings
     return limits
 
 
-async def run_servers(deployment: Any, host: str, https_port: int | None, http_port: int | None,
+async def run_servers(deployment: Deployment, host: str, https_port: int | None, http_port: int | None,
                       mounts: list[HttpMount] | None = None, tasks: list[BackgroundTask] | None = None,
                       ready: Callable[[], None] | None = None) -> None:
     mounts = load_mounts(deployment) if mounts is None else mounts

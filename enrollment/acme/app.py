@@ -7,6 +7,7 @@ import json
 import re
 from concurrent.futures import ThreadPoolExecutor
 
+from ca.service.bodies import BodyError, BodyTooLarge, read_body
 from ca.service.mounts import Receive, Scope, Send
 from enrollment.acme.service import AcmeService, RequestContext, Response
 
@@ -30,7 +31,11 @@ class AcmeApp:
         if base is None:
             await _send(send, Response(400, b"bad Host header\n", "text/plain"), scope["method"])
             return
-        body = await self._body(receive, headers)
+        try:
+            body = await self._body(receive, headers)
+        except BodyError as exc:  # invalid Content-Length, client gone
+            await _send(send, Response(400, f"{exc}\n".encode(), "text/plain"), scope["method"])
+            return
         client = scope.get("client") or ("", 0)
         ctx = RequestContext(scope["method"], scope["path"], base, str(client[0]),
                              headers.get("content-type", ""), body or b"")
@@ -51,19 +56,10 @@ class AcmeApp:
 
     async def _body(self, receive: Receive, headers: dict[str, str]) -> bytes | None:
         """The request body, or None when it exceeds the bound (RFC 8555 §6.2 payload limit)."""
-        declared = headers.get("content-length", "0")
-        if declared.isdigit() and int(declared) > self.max_body:
+        try:
+            return await read_body(receive, self.max_body, headers.get("content-length"))
+        except BodyTooLarge:
             return None
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body"):
-                return b"".join(chunks)
 
 
 async def _send(send: Send, resp: Response, method: str) -> None:

@@ -15,6 +15,7 @@ from ca.cli.common import (
     DirOption,
     JsonOption,
     cli_errors,
+    cli_principal,
     console,
     open_deployment,
     print_json,
@@ -88,7 +89,7 @@ def eab_create(
     patterns = parse_patterns(identifiers)
     kid, key = "eab-" + secrets.token_urlsafe(12), secrets.token_bytes(32)
     AcmeStore(dep.db).add_eab_key(kid, key, profile, patterns, expiry, single_use, now)
-    dep.audit.append(now, "cli", "acme-eab-create", "cli", eab_kid=kid, profile=profile, identifiers=patterns,
+    dep.audit.append(now, cli_principal(), "acme-eab-create", "cli", eab_kid=kid, profile=profile, identifiers=patterns,
                      single_use=single_use)
     result = {"kid": kid, "hmac_key": b64e(key), "profile": profile, "identifiers": patterns,
               "expires": expiry.isoformat() if expiry else None, "single_use": single_use}
@@ -127,7 +128,7 @@ def eab_disable(kid: str, directory: DirOption = DEFAULT_DIR, config: ConfigOpti
     dep = open_deployment(directory, config)
     if not AcmeStore(dep.db).disable_eab_key(kid):
         raise PKIError(ErrorKind.NOT_FOUND, f"no EAB key {kid!r}")
-    dep.audit.append(dep.clock.now(), "cli", "acme-eab-disable", "cli", eab_kid=kid)
+    dep.audit.append(dep.clock.now(), cli_principal(), "acme-eab-disable", "cli", eab_kid=kid)
     if json_out:
         print_json({"kid": kid, "disabled": True})
     else:

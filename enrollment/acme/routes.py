@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import importlib
 import logging
-from typing import Any
 
+from ca.ports import CoreServices
 from ca.service.mounts import HTTPS, HttpMount
 from enrollment.acme.app import AcmeApp
 from enrollment.acme.challenges import ChallengeRegistry, default_registry
@@ -17,7 +17,7 @@ EXTRA_VALIDATORS = "enrollment.attestation.acme_validator"  # provides acme_vali
 log = logging.getLogger("ikepki.acme")
 
 
-def build_registry(deployment: Any, settings: AcmeSettings) -> ChallengeRegistry:
+def build_registry(deployment: CoreServices, settings: AcmeSettings) -> ChallengeRegistry:
     registry = default_registry(settings)
     try:
         module = importlib.import_module(EXTRA_VALIDATORS)
@@ -30,11 +30,11 @@ def build_registry(deployment: Any, settings: AcmeSettings) -> ChallengeRegistry
     return registry
 
 
-def build_service(deployment: Any) -> AcmeService:
+def build_service(deployment: CoreServices) -> AcmeService:
     settings = deployment.settings_for(AcmeSettings, "acme")
     settings.host_map()  # fail closed on a malformed mapping
     return AcmeService(deployment, settings, build_registry(deployment, settings))
 
 
-def http_mounts(deployment: Any) -> list[HttpMount]:
+def http_mounts(deployment: CoreServices) -> list[HttpMount]:
     return [HttpMount(PREFIX, AcmeApp(build_service(deployment)), frozenset({HTTPS}), "acme", strip_prefix=True)]

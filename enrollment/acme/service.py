@@ -22,6 +22,7 @@ from cryptography.x509.oid import NameOID
 from ca.csr import parse_csr
 from ca.errors import ErrorKind, PKIError
 from ca.model import IssuanceRequest, Requester, RevocationReason, RevocationRequest
+from ca.ports import CoreServices
 from ca.profiles import check_sans
 from enrollment.acme import messages as m
 from enrollment.acme.challenges import ChallengeRegistry
@@ -113,7 +114,7 @@ class RateLimiter:
 
 
 class AcmeService:
-    def __init__(self, deployment: Any, settings: AcmeSettings, registry: ChallengeRegistry) -> None:
+    def __init__(self, deployment: CoreServices, settings: AcmeSettings, registry: ChallengeRegistry) -> None:
         self.dep = deployment
         self.settings = settings
         self.registry = registry

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ca.errors import PKIError
+from ca.ports import ServiceKeys
 from enrollment.acme.challenges import ValidationResult, key_authorization
 from enrollment.acme.model import Account, Authz, Challenge
 from enrollment.attestation.chain import is_self_issued
@@ -121,7 +122,7 @@ class DeviceAttest01Validator:
         return ValidationResult.success(evidence=attestation_evidence(result))
 
 
-def deployment_attestation_ca(deployment: Any) -> x509.Certificate | None:
+def deployment_attestation_ca(deployment: ServiceKeys) -> x509.Certificate | None:
     """The deployment's own attestation issuing CA certificate (from the manifest, no HSM access)."""
     try:
         entry = deployment.manifest["issuers"]["attestation"]
@@ -130,7 +131,7 @@ def deployment_attestation_ca(deployment: Any) -> x509.Certificate | None:
         return None
 
 
-def acme_validators(deployment: Any) -> list[DeviceAttest01Validator]:
+def acme_validators(deployment: ServiceKeys) -> list[DeviceAttest01Validator]:
     """Entry point called by :func:`enrollment.acme.routes.build_registry`.
 
     Trust anchors: ``attestation.ak_ca_certs`` when set, else the deployment's attestation issuer itself

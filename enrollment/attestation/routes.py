@@ -53,6 +53,8 @@ from starlette.routing import Route
 
 from ca.errors import ErrorKind, PKIError
 from ca.model import Requester
+from ca.ports import CoreServices
+from ca.service.bodies import BodyError, BodyTooLarge, read_body
 from ca.service.mounts import HTTPS, HttpMount
 from enrollment.acme.messages import matches_pattern
 from enrollment.acme.model import EabKey, Identifier
@@ -158,7 +160,7 @@ class AkFinishRequest:
 class AkEnrollmentService:
     """Start/finish of credential activation and AK certificate issuance (blocking: DB + HSM)."""
 
-    def __init__(self, deployment: Any, settings: AttestationSettings) -> None:
+    def __init__(self, deployment: CoreServices, settings: AttestationSettings) -> None:
         self.dep = deployment
         self.settings = settings
         self.repository = SqlCredentialChallengeRepository(deployment.db)
@@ -246,16 +248,14 @@ class AkEnrollmentService:
 async def _json_body(request: Request) -> dict[str, Any]:
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
         raise Problem("malformed", "Content-Type must be application/json", 415)
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
-        raise Problem("malformed", f"request body larger than {MAX_BODY} bytes", 413)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY:
-            raise Problem("malformed", f"request body larger than {MAX_BODY} bytes", 413)
     try:
-        data = json.loads(bytes(body))
+        body = await read_body(request.receive, MAX_BODY, request.headers.get("content-length"))
+    except BodyTooLarge as exc:
+        raise Problem("malformed", str(exc), 413) from None
+    except BodyError as exc:
+        raise Problem("malformed", str(exc)) from None
+    try:
+        data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise Problem("malformed", "body is not JSON") from None
     if not isinstance(data, dict):
@@ -301,7 +301,7 @@ def build_app(service: AkEnrollmentService) -> Starlette:
                              Route("/v1/ak/finish", finish, methods=["POST"])])
 
 
-def http_mounts(deployment: Any) -> list[HttpMount]:
+def http_mounts(deployment: CoreServices) -> list[HttpMount]:
     """Entry point (group ikepki.http): AK enrollment on the HTTPS listener."""
     settings = deployment.settings_for(AttestationSettings, "attestation")
     service = AkEnrollmentService(deployment, settings)

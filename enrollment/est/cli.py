@@ -6,7 +6,16 @@ from typing import Annotated
 
 import typer
 
-from ca.cli.common import DEFAULT_DIR, ConfigOption, DirOption, JsonOption, cli_errors, console, print_json
+from ca.cli.common import (
+    DEFAULT_DIR,
+    ConfigOption,
+    DirOption,
+    JsonOption,
+    cli_errors,
+    cli_principal,
+    console,
+    print_json,
+)
 from ca.cli.render import Column, render
 
 app = typer.Typer(no_args_is_help=True, help="EST server (RFC 7030): MDM registrations and approvals.")
@@ -19,15 +28,6 @@ def _service(directory: object, config: object) -> object:
 
     dep = open_deployment(directory, config)  # type: ignore[arg-type]
     return EstService(dep, dep.settings_for(EstSettings, "est"))
-
-
-def _actor() -> str:
-    import getpass
-
-    try:
-        return f"{getpass.getuser()}@cli"
-    except (KeyError, OSError):
-        return "cli"
 
 
 @app.command()
@@ -46,7 +46,7 @@ def register(device: Annotated[str, typer.Option("--device", help="Device id (th
     sans = tuple(s.strip() for value in san for s in value.split(",") if s.strip())
     service = _service(directory, config)
     (issued,) = register_devices(service, [DeviceRegistration(device, profile, sans, ek_fingerprint, expires)],  # type: ignore[arg-type]
-                                 _actor())
+                                 cli_principal())
     if json_out:
         print_json({"device_id": issued.device_id, "secret": issued.secret,
                     "expires_at": issued.expires_at.isoformat()})
@@ -95,8 +95,9 @@ def _decide(pending_id: str, approve: bool, directory: object, config: object, j
 
     service = _service(directory, config)
     dep = service.dep  # type: ignore[attr-defined]
-    result = service.registrations.decide(pending_id, approve, dep.clock.now(), _actor())  # type: ignore[attr-defined]
-    dep.audit.append(dep.clock.now(), _actor(), "est-approve" if approve else "est-reject", "cli", pending=pending_id)
+    result = service.registrations.decide(pending_id, approve, dep.clock.now(), cli_principal())  # type: ignore[attr-defined]
+    dep.audit.append(dep.clock.now(), cli_principal(), "est-approve" if approve else "est-reject", "cli",
+                     pending=pending_id)
     if json_out:
         print_json(pending_response(result).model_dump(mode="json"))
     else:

@@ -20,7 +20,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ca.errors import ErrorKind, PKIError
+from ca.ports import ServiceKeys
 from ca.service.admin import AdminRoutes
+from ca.service.bodies import BodyError, BodyTooLarge
+from ca.service.bodies import read_body as read_bounded
 from ca.service.mounts import HTTPS, HttpMount
 from enrollment.est import keyprotect, wire
 from enrollment.est.auth import Throttled
@@ -59,19 +62,14 @@ def error_response(exc: PKIError | HttpError) -> Response:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, bounded: a declared or actual length above ``limit`` is a 413."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise HttpError(400, "invalid Content-Length")
-        if int(declared) > limit:
-            raise HttpError(413, f"request body larger than {limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise HttpError(413, f"request body larger than {limit} bytes")
-    return bytes(body)
+    """The request body, bounded (:func:`ca.service.bodies.read_body`): a declared or actual length
+    above ``limit`` is a 413, an invalid Content-Length a 400."""
+    try:
+        return await read_bounded(request.receive, limit, request.headers.get("content-length"))
+    except BodyTooLarge as exc:
+        raise HttpError(413, str(exc)) from None
+    except BodyError as exc:
+        raise HttpError(400, str(exc)) from None
 
 
 def certs_only_response(der: bytes) -> Response:
@@ -200,10 +198,10 @@ def _source(request: Request) -> str:
     return str(client[0]) if client else ""
 
 
-_SERVICES: dict[int, tuple[Any, EstService]] = {}
+_SERVICES: dict[int, tuple[ServiceKeys, EstService]] = {}
 
 
-def est_service(deployment: Any) -> EstService | None:
+def est_service(deployment: ServiceKeys) -> EstService | None:
     """The deployment's one EstService (shared by the EST app and its admin routes); None if EST is off."""
     settings = deployment.settings_for(EstSettings, "est")
     if not settings.enabled:
@@ -214,14 +212,14 @@ def est_service(deployment: Any) -> EstService | None:
     return found[1]
 
 
-def http_mounts(deployment: Any) -> list[HttpMount]:
+def http_mounts(deployment: ServiceKeys) -> list[HttpMount]:
     service = est_service(deployment)
     if service is None:
         return []
     return [HttpMount(PREFIX, EstApp(service, service.settings), frozenset({HTTPS}), "est")]
 
 
-def admin_routes(deployment: Any) -> list[AdminRoutes]:
+def admin_routes(deployment: ServiceKeys) -> list[AdminRoutes]:
     """Entry point ``ikepki.admin_routes: est``: ``/admin/v1/est/…``."""
     from enrollment.est.admin import MAX_ADMIN_BODY, admin_router
 

@@ -17,6 +17,7 @@ from cryptography.x509.oid import NameOID
 from ca.csr import CertificationRequest, parse_csr
 from ca.errors import ErrorKind, PKIError
 from ca.model import IssuanceRequest, IssuedCertificate, Requester
+from ca.ports import ServiceKeys
 from ca.profiles import Profile, san_text
 from enrollment.est import keyprotect, wire
 from enrollment.est.auth import AUTH_METHOD, Authenticator, Principal, PrincipalKind
@@ -70,22 +71,23 @@ class _Plan:
 
 
 class EstService:
-    def __init__(self, deployment: Any, settings: EstSettings) -> None:
+    def __init__(self, deployment: ServiceKeys, settings: EstSettings) -> None:
         self.dep = deployment
         self.settings = settings
         self.registrations = RegistrationStore(deployment.db)
         self.auth = Authenticator(settings, self.registrations, deployment.store, deployment.clock)
         self._signer: tuple[Any, list[x509.Certificate]] | None = None
         for name, label in settings.labels.items():  # fail closed on a bad profile name
-            profile = deployment.profiles.get(label.profile)
+            profile = deployment.authority.profiles.get(label.profile)
             if profile is None or not profile.enrollable:
                 raise PKIError(ErrorKind.CONFIG, f"est.labels.{name}: profile {label.profile!r} is not enrollable")
             if not name or "/" in name:
                 raise PKIError(ErrorKind.CONFIG, f"invalid EST label {name!r}")
         if settings.default_label not in settings.labels:
             raise PKIError(ErrorKind.CONFIG, f"est.default_label {settings.default_label!r} is not a label")
+        profiles = deployment.authority.profiles
         for oid in settings.ra_ekus:  # an EKU every enrolled device gets would make every device an RA
-            if any(p.enrollable and oid in {e.dotted_string for e in p.ekus} for p in deployment.profiles.values()):
+            if any(p.enrollable and oid in {e.dotted_string for e in p.ekus} for p in profiles.values()):
                 raise PKIError(ErrorKind.CONFIG, f"est.ra_ekus: {oid} is issued by an enrollable profile")
 
     # -- lookups ------------------------------------------------------------------------------

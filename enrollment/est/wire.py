@@ -23,7 +23,7 @@ from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from ca.der import der_tlv
+from ca.der import certs_only as der_certs_only
 from ca.errors import ErrorKind, PKIError
 
 PKCS10 = "application/pkcs10"
@@ -82,27 +82,11 @@ def b64_line(der: bytes) -> bytes:
 
 
 
-def _der_set_order(encoding: bytes, width: int) -> bytes:
-    """X.690 §11.6: SET OF components sorted as octet strings padded with trailing zeros."""
-    return encoding.ljust(width, b"\0")
-
-
-_OID_SIGNED_DATA = bytes.fromhex("06092a864886f70d010702")
-_VERSION_1_NO_DIGESTS_DATA = bytes.fromhex("020101") + bytes.fromhex("3100") + der_tlv(
-    0x30, bytes.fromhex("06092a864886f70d010701"))
-
-
 def certs_only(certificates: Sequence[x509.Certificate]) -> bytes:
-    """RFC 5652 §5 degenerate SignedData carrying only certificates (RFC 7030 §4.1.3), DER.
-
-    Encoded directly (it is a fixed frame around the certificates); byte-identical to the
-    asn1crypto ``cms`` encoding, which the tests check, at a fraction of the cost."""
-    ders = [bytes(c.public_bytes(Encoding.DER)) for c in certificates]
-    width = max((len(d) for d in ders), default=0)
-    ordered: list[bytes] = sorted(ders, key=lambda d: _der_set_order(d, width))
-    certs = der_tlv(0xA0, b"".join(ordered))
-    signed = der_tlv(0x30, _VERSION_1_NO_DIGESTS_DATA + certs + bytes.fromhex("3100"))
-    return der_tlv(0x30, _OID_SIGNED_DATA + der_tlv(0xA0, signed))
+    """RFC 5652 §5 degenerate SignedData carrying only certificates (RFC 7030 §4.1.3), DER
+    (:func:`ca.der.certs_only`: a fixed frame around the DER-sorted certificates; byte-identical to the
+    asn1crypto ``cms`` encoding, which the tests check, at a fraction of the cost)."""
+    return der_certs_only([c.public_bytes(Encoding.DER) for c in certificates])
 
 
 def certs_only_asn1crypto(certificates: Sequence[x509.Certificate]) -> bytes:

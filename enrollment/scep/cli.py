@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 from typing import Annotated
 
 import typer
@@ -13,6 +12,7 @@ from ca.cli.common import (
     DirOption,
     JsonOption,
     cli_errors,
+    cli_principal,
     console,
     open_deployment,
     print_json,
@@ -31,13 +31,6 @@ def _service(directory: object, config: object) -> object:
     return ScepService(open_deployment(directory, config))  # type: ignore[arg-type]
 
 
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "cli"
-
-
 @challenge_app.command("create")
 @cli_errors
 def challenge_create(directory: DirOption = DEFAULT_DIR, config: ConfigOption = None,
@@ -51,7 +44,7 @@ def challenge_create(directory: DirOption = DEFAULT_DIR, config: ConfigOption = 
     service = _service(directory, config)
     name = profile or service.settings.default_profile  # type: ignore[attr-defined]
     ttl = timedelta(minutes=ttl_minutes) if ttl_minutes else None
-    ch = service.create_challenge(name, _actor(), ttl)  # type: ignore[attr-defined]
+    ch = service.create_challenge(name, cli_principal(), ttl)  # type: ignore[attr-defined]
     if json_out:
         print_json({"id": ch.id, "challenge": ch.secret, "profile": ch.profile, "expires_at": ch.expires_at})
     else:
@@ -97,7 +90,7 @@ def approve(ident: Annotated[str, typer.Argument(help="Numeric id or transaction
             directory: DirOption = DEFAULT_DIR, config: ConfigOption = None, json_out: JsonOption = False) -> None:
     """Issue the certificate for a pending request; the client gets it on its next CertPoll."""
     service = _service(directory, config)
-    tx = service.approve(_resolve(service, ident), _actor())  # type: ignore[attr-defined]
+    tx = service.approve(_resolve(service, ident), cli_principal())  # type: ignore[attr-defined]
     if json_out:
         print_json(_row(tx))
     else:
@@ -110,7 +103,7 @@ def reject(ident: Annotated[str, typer.Argument(help="Numeric id or transactionI
            directory: DirOption = DEFAULT_DIR, config: ConfigOption = None, json_out: JsonOption = False) -> None:
     """Reject a pending request; the client gets FAILURE/badRequest on its next CertPoll."""
     service = _service(directory, config)
-    tx = service.reject(_resolve(service, ident), _actor())  # type: ignore[attr-defined]
+    tx = service.reject(_resolve(service, ident), cli_principal())  # type: ignore[attr-defined]
     if json_out:
         print_json(_row(tx))
     else:

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from ca.der import der_tlv
+from ca.der import certs_only, der_tlv
 from enrollment.scep.messages import FailInfo
 
 # RFC 8894 §3.2.1 attribute OIDs (id-attributes under VeriSign's arc)
@@ -381,13 +381,9 @@ def _content_info(kind: str, content: bytes) -> bytes:
 
 def degenerate(certs: Sequence[x509.Certificate], crls: Sequence[bytes] = ()) -> bytes:
     """A degenerate SignedData (RFC 8894 §3.4): no content, no signers; certificates, or for
-    GetCRL (§3.3.3) the DER CRLs in the ``crls`` [1] field."""
-    body = [_int(1), _set(), _seq(_OID_DER["data"])]
-    if certs:  # [0] IMPLICIT SET OF: DER order (X.690 §11.6), as strict parsers (cryptography) want it
-        body.append(der_tlv(0xA0, b"".join(sorted(c.public_bytes(Encoding.DER) for c in certs))))
-    if crls:
-        body.append(der_tlv(0xA1, b"".join(sorted(crls))))
-    return _content_info("signed_data", _seq(*body, _set()))
+    GetCRL (§3.3.3) the DER CRLs in the ``crls`` [1] field — both DER-sorted SET OF
+    (:func:`ca.der.certs_only`, the encoder EST uses too)."""
+    return certs_only([c.public_bytes(Encoding.DER) for c in certs], list(crls))
 
 
 def envelope(data: bytes, recipient: x509.Certificate, cipher_name: str) -> bytes:

@@ -13,11 +13,13 @@ import base64
 import binascii
 import logging
 import threading
-from typing import Any
 from urllib.parse import parse_qs
 
 from ca.errors import ErrorKind, PKIError
+from ca.ports import ServiceKeys
 from ca.service.admin import AdminRoutes
+from ca.service.bodies import BodyError, BodyTooLarge
+from ca.service.bodies import read_body as read_bounded
 from ca.service.mounts import HTTP, HTTPS, HttpMount, Receive, Scope, Send
 from enrollment.scep.messages import HttpAnswer
 from enrollment.scep.service import ScepService
@@ -25,28 +27,6 @@ from enrollment.scep.service import ScepService
 log = logging.getLogger("ikepki.scep.http")
 PREFIX = "/scep"
 MAX_QUERY_FIELDS = 8
-
-
-class BodyTooLarge(Exception):
-    pass
-
-
-async def read_body(receive: Receive, limit: int, declared: int | None) -> bytes:
-    if declared is not None and declared > limit:
-        raise BodyTooLarge
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
 
 
 async def respond(send: Send, answer: HttpAnswer, head: bool = False) -> None:
@@ -85,7 +65,7 @@ def decode_message(raw: str | bytes) -> bytes:
 class ScepApp:
     """RFC 8894 operations: GetCACaps, GetCACert, GetNextCACert, PKIOperation."""
 
-    def __init__(self, deployment: Any) -> None:
+    def __init__(self, deployment: ServiceKeys) -> None:
         self.deployment = deployment
         self._service: ScepService | None = None
         self._lock = threading.Lock()
@@ -121,6 +101,8 @@ class ScepApp:
             answer = await self._handle(scope, receive, method)
         except BodyTooLarge:
             answer = _text(413, "request too large")
+        except BodyError as exc:  # invalid Content-Length, client gone
+            answer = _text(400, str(exc))
         except PKIError as exc:
             answer = _text(503 if exc.kind is ErrorKind.UNAVAILABLE else 400, exc.detail)
         await respond(send, answer, head=method == "HEAD")
@@ -142,8 +124,7 @@ class ScepApp:
         if method in ("GET", "HEAD"):
             return await self._get(operation, params, profile, scope)
         if method == "POST":
-            declared = header(scope, b"content-length")
-            body = await read_body(receive, limit, int(declared) if declared and declared.isdigit() else None)
+            body = await read_bounded(receive, limit, header(scope, b"content-length"))
             if operation != "PKIOperation":
                 return _text(400, "POST is only for operation=PKIOperation")
             if body[:1] != b"\x30":  # some clients POST base64
@@ -174,10 +155,10 @@ class ScepApp:
         return _text(400, "unknown operation")
 
 
-_APPS: dict[int, tuple[Any, ScepApp]] = {}
+_APPS: dict[int, tuple[ServiceKeys, ScepApp]] = {}
 
 
-def scep_app(deployment: Any) -> ScepApp:
+def scep_app(deployment: ServiceKeys) -> ScepApp:
     """The deployment's one ScepApp (shared by the protocol mount and the admin routes)."""
     found = _APPS.get(id(deployment))
     if found is None or found[0] is not deployment:
@@ -185,11 +166,11 @@ def scep_app(deployment: Any) -> ScepApp:
     return found[1]
 
 
-def http_mounts(deployment: Any) -> list[HttpMount]:
+def http_mounts(deployment: ServiceKeys) -> list[HttpMount]:
     return [HttpMount(PREFIX, scep_app(deployment), frozenset({HTTP, HTTPS}))]
 
 
-def admin_routes(deployment: Any) -> list[AdminRoutes]:
+def admin_routes(deployment: ServiceKeys) -> list[AdminRoutes]:
     """Entry point ``ikepki.admin_routes: scep``: ``/admin/v1/scep/…``."""
     from enrollment.scep.admin import MAX_ADMIN_BODY, admin_router
 

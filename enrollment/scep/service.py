@@ -27,6 +27,7 @@ from cryptography.x509.oid import NameOID
 from ca.csr import CertificationRequest, load_stored_csr, parse_csr, without_challenge_password
 from ca.errors import ErrorKind, PKIError
 from ca.model import CertStatus, IssuanceRequest, Requester
+from ca.ports import ServiceKeys
 from ca.profiles import check_sans
 from enrollment.scep import cms
 from enrollment.scep.messages import FailInfo, HttpAnswer, MessageType, PkiStatus, ScepReply
@@ -65,7 +66,7 @@ class _Exchange:
 
 
 class ScepService:
-    def __init__(self, deployment: Any, settings: ScepSettings | None = None) -> None:
+    def __init__(self, deployment: ServiceKeys, settings: ScepSettings | None = None) -> None:
         self.dep = deployment
         self.settings = settings or deployment.settings_for(ScepSettings, "scep")
         self.repo = ScepRepository(deployment.db)

@@ -14,6 +14,7 @@ from ca.cli.common import (
     DirOption,
     JsonOption,
     cli_errors,
+    cli_principal,
     console,
     err_console,
     open_deployment,
@@ -74,7 +75,7 @@ def add(name: Annotated[str, typer.Option("--name")], kind: Annotated[str, typer
                            f"gateway {name} not registered: {result.detail} (--no-check registers it anyway)")
     now = dep.clock.now()
     gid = dep.store.add_gateway(name, kind, url, now)
-    dep.audit.append(now, "cli", "gateway-add", "cli", gateway=name, kind=kind, url=url, checked=not no_check)
+    dep.audit.append(now, cli_principal(), "gateway-add", "cli", gateway=name, kind=kind, url=url, checked=not no_check)
     if json_out:
         print_json({"id": gid, "name": name, "kind": kind, "url": url,
                     "check": result.as_json() if result else None})
@@ -101,7 +102,7 @@ def test(name: str, directory: DirOption = DEFAULT_DIR, config: ConfigOption = N
     if gateway is None:
         raise PKIError(ErrorKind.NOT_FOUND, f"no gateway {name!r}")
     result = probe(dep, gateway["kind"], gateway["url"])
-    dep.audit.append(dep.clock.now(), "cli", "gateway-test", "cli", gateway=name, ok=result.ok)
+    dep.audit.append(dep.clock.now(), cli_principal(), "gateway-test", "cli", gateway=name, ok=result.ok)
     if json_out:
         print_json({"name": name, "kind": gateway["kind"], "url": gateway["url"], **result.as_json()})
         if not result.ok:
@@ -115,7 +116,8 @@ def test(name: str, directory: DirOption = DEFAULT_DIR, config: ConfigOption = N
 def _set_enabled(name: str, enabled: bool, directory: Any, config: Any) -> None:
     dep = open_deployment(directory, config)
     dep.store.set_gateway_enabled(name, enabled)
-    dep.audit.append(dep.clock.now(), "cli", "gateway-enable" if enabled else "gateway-disable", "cli", gateway=name)
+    dep.audit.append(dep.clock.now(), cli_principal(), "gateway-enable" if enabled else "gateway-disable", "cli",
+                     gateway=name)
     console.print(f"gateway {name} {'enabled' if enabled else 'disabled'}")
 
 

@@ -20,69 +20,26 @@ from typing import Any
 
 import httpx
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.serialization import Encoding
 
-from ca.crl_entry import der_tlv
-from ocsp.crl_lint import lint_crl_tbs
+from ca.ports import ServiceKeys
+from ocsp.crl import CrlIssuer, build_crl
 
 log = logging.getLogger("ikepki.push.crl")
 
 
-def _tlvs(data: bytes) -> list[bytes]:
-    """Split concatenated DER TLVs (definite lengths only)."""
-    out, i = [], 0
-    while i < len(data):
-        length, hdr = data[i + 1], 2
-        if length & 0x80:
-            n = length & 0x7F
-            length, hdr = int.from_bytes(data[i + 2:i + 2 + n], "big"), 2 + n
-        out.append(data[i:i + hdr + length])
-        i += hdr + length
-    return out
-
-
-def _content(tlv: bytes) -> bytes:
-    return tlv[_header_len(tlv):]
-
-
-def _header_len(tlv: bytes) -> int:
-    return 2 + (tlv[1] & 0x7F if tlv[1] & 0x80 else 0)
-
-
 def build_local_crl(issuer: Any, entries: Iterable[bytes], now: datetime, next_update: timedelta) -> bytes:
-    """CertificateList DER (RFC 5280 §5.1) with the given revokedCertificates entries, linted
-    (:mod:`ocsp.crl_lint`) before the CA key signs it. (The builder's template, an empty CRL, is
-    signed by cryptography and discarded.)"""
-    entries = list(entries)
-    sk = issuer.key
-    template = (x509.CertificateRevocationListBuilder().issuer_name(issuer.name).last_update(now)
-                .next_update(now + next_update)
-                .add_extension(x509.AuthorityKeyIdentifier(issuer.key_id, None, None), critical=False)
-                .add_extension(x509.CRLNumber(0), critical=False)
-                .sign(sk.key, sk.hash_algorithm, rsa_padding=sk.rsa_padding()))
-    _tbs, alg, _sig = _tlvs(_content(template.public_bytes(Encoding.DER)))
-    parts = _tlvs(_content(template.tbs_certlist_bytes))
-    revoked = b"".join(entries)
-    if revoked:
-        at = next((i for i, p in enumerate(parts) if p[0] == 0xA0), len(parts))
-        parts.insert(at, der_tlv(0x30, revoked))
-    tbs = der_tlv(0x30, b"".join(parts))
-    lint_crl_tbs(tbs, alg_id=alg, issuer_name_der=issuer.name.public_bytes(), key_id=issuer.key_id, number=0,
-                 delta_base=None, entries=entries)
-    if isinstance(sk.key, ec.EllipticCurvePrivateKey):
-        sig = sk.key.sign(tbs, ec.ECDSA(sk.hash_algorithm))
-    elif isinstance(sk.key, rsa.RSAPrivateKey):
-        sig = sk.key.sign(tbs, sk.rsa_padding(), sk.hash_algorithm)
-    else:
-        raise TypeError("unsupported CRL signing key")
-    return der_tlv(0x30, tbs + alg + der_tlv(0x03, b"\x00" + sig))
+    """CertificateList DER (RFC 5280 §5.1) with the given revokedCertificates entries and cRLNumber 0,
+    built by the one CRL builder (:func:`ocsp.crl.build_crl`), which lints the TBSCertList and each entry
+    (:mod:`ocsp.crl_lint`) before the CA key signs it."""
+    der, _count = build_crl(CrlIssuer(issuer.id, issuer.certificate, issuer.key), list(entries), 0, now,
+                            now + next_update)
+    return der
 
 
 class CrlSource:
     """Fetch-or-build, per issuer, a CRL that lists the serials being pushed."""
 
-    def __init__(self, deployment: Any, mode: str = "auto", timeout: float = 2.0, next_update_minutes: int = 10
+    def __init__(self, deployment: ServiceKeys, mode: str = "auto", timeout: float = 2.0, next_update_minutes: int = 10
                  ) -> None:
         self.dep = deployment
         self.mode = mode

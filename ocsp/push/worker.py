@@ -19,9 +19,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from ca.errors import PKIError
+from ca.errors import ErrorKind, PKIError
+from ca.ports import ServiceKeys
 from ca.revocation_event import sign_event
 from ca.service.liveness import beat
 from ca.service.server import BackgroundTask
@@ -37,13 +40,17 @@ MAX_SILENCE_SECONDS = 120.0  # a round is a stat or one indexed query: this long
 JWS_CACHE = 20_000
 
 
-def push_signer(deployment: Any) -> tuple[Any, list[Any]]:
+def push_signer(deployment: ServiceKeys) -> tuple[ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey,
+                                                  list[x509.Certificate]]:
     """The HSM push-signer key and its x5c chain (signer certificate, issuing CA)."""
     key = deployment.service_key(SIGNER)
-    return key.key.key, [key.certificate, deployment.issuers[key.issuer_id].certificate]
+    signing = key.key.key
+    if not isinstance(signing, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise PKIError(ErrorKind.CONFIG, f"push signer {SIGNER}: an EC or RSA key is required")
+    return signing, [key.certificate, deployment.issuers[key.issuer_id].certificate]
 
 
-def tls_verify(deployment: Any, settings: PushSettings) -> Any:
+def tls_verify(deployment: ServiceKeys, settings: PushSettings) -> Any:
     """What https gateways are verified with: the system roots plus ikepki's root (or nothing
     when ``push.verify_tls`` is off)."""
     if not settings.verify_tls:
@@ -56,7 +63,7 @@ def tls_verify(deployment: Any, settings: PushSettings) -> Any:
 
 
 class PushWorker:
-    def __init__(self, deployment: Any, settings: PushSettings | None = None,
+    def __init__(self, deployment: ServiceKeys, settings: PushSettings | None = None,
                  drivers: dict[str, GatewayDriver] | None = None) -> None:
         self.dep = deployment
         self.settings = settings or deployment.settings_for(PushSettings, "push")
@@ -210,7 +217,7 @@ class DbChangeProbe:
         return True
 
 
-def background_tasks(deployment: Any) -> list[BackgroundTask]:
+def background_tasks(deployment: ServiceKeys) -> list[BackgroundTask]:
     settings = deployment.settings_for(PushSettings, "push")
     if not settings.enabled:
         return []

@@ -176,3 +176,19 @@ def test_bad_ceremony_is_refused(tmp_path: Path) -> None:
     path.write_text("root: {subject: 'CN=r', key: 'ec:P-521'}\nissuers: {}\n")
     with pytest.raises(PKIError, match="unsupported curve"):
         Ceremony.load(path)
+
+
+def test_cli_principal_is_one_format(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every CLI names its user ``<login>@cli`` in audit lines and records (ca.cli.common.cli_principal)."""
+    import getpass
+
+    from ca.cli.common import cli_principal
+
+    monkeypatch.setattr(getpass, "getuser", lambda: "alice")
+    assert cli_principal() == "alice@cli"
+
+    def no_user() -> str:
+        raise KeyError("getpwuid(): uid not found")
+
+    monkeypatch.setattr(getpass, "getuser", no_user)
+    assert cli_principal() == "cli"

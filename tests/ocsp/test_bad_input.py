@@ -15,7 +15,7 @@ from cryptography.x509 import ocsp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ocsp.der import der_integer, der_octets, der_oid, der_seq, der_tlv, explicit
+from ca.der import der_integer, der_octets, der_oid, der_seq, der_tlv, explicit
 from ocsp.request import MalformedRequest, parse_request
 from tests.ocsp.ocsp_helpers import Pki
 

@@ -18,11 +18,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from sqlalchemy import select
 
+from ca.der import der_integer, der_octets, der_seq
 from ca.errors import ErrorKind, PKIError
 from ca.keys.signer import SigningKey
 from ocsp import lease
 from ocsp.crl_publisher import CRLS, CrlPublisher
-from ocsp.der import der_integer, der_octets, der_seq
 from ocsp.request import parse_request
 from ocsp.responder import Responder
 from ocsp.settings import OcspSettings

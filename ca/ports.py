@@ -1,0 +1,92 @@
+"""The narrow typed interfaces through which protocol packages use the core.
+
+Plug-in entry points (``ikepki.http``, ``ikepki.workers``, ACME validators) receive the open
+deployment; they type it as one of these Protocols, never as :class:`ca.deployment.Deployment`
+or ``Any``, so what a package may use of the core is written down and checked by mypy.
+:class:`ca.deployment.Deployment` implements all of them.
+
+- :class:`CoreServices` — enrollment (ACME, EST, SCEP, attestation): settings, clock, store,
+  audit, the Authority (the only path that signs certificates), issuers and the root.
+- :class:`ServiceKeys` — additionally the deployment's own keys (OCSP and CRL signers, the
+  push signer, the SCEP RA, the HTTPS server's key) from the manifest.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+from cryptography import x509
+
+from ca.audit import AuditLog
+from ca.authority import Authority
+from ca.clock import Clock
+from ca.config import CaSettings, S
+from ca.issuer import Issuer
+from ca.keys.signer import SigningKey
+from ca.store.db import Database
+from ca.store.sql import SqlCertificateStore
+
+
+class CoreServices(Protocol):
+    """What an enrollment protocol uses of an open deployment."""
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def settings(self) -> CaSettings: ...
+
+    def settings_for(self, cls: type[S], section: str) -> S: ...
+
+    def path(self, value: str | Path) -> Path: ...
+
+    @property
+    def db(self) -> Database: ...
+
+    @property
+    def store(self) -> SqlCertificateStore: ...
+
+    @property
+    def audit(self) -> AuditLog: ...
+
+    @property
+    def authority(self) -> Authority: ...
+
+    @property
+    def issuers(self) -> dict[str, Issuer]: ...
+
+    @property
+    def root(self) -> x509.Certificate: ...
+
+
+class ServiceKey(Protocol):
+    """A key of the deployment's own (``service_keys`` in the manifest) and its current certificate."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def key(self) -> SigningKey: ...
+
+    @property
+    def certificate(self) -> x509.Certificate: ...
+
+    @property
+    def issuer_id(self) -> str: ...
+
+
+class ServiceKeys(CoreServices, Protocol):
+    """Core services plus the deployment's own signing keys (OCSP/CRL, push signer, SCEP RA)."""
+
+    @property
+    def manifest(self) -> dict[str, Any]: ...
+
+    def service_key(self, name: str) -> ServiceKey: ...
+
+    def service_key_names(self) -> list[str]: ...
+
+    def signing_key(self, ref: str, rsa_pss: bool = False) -> SigningKey: ...
+
+    @property
+    def tls_files(self) -> tuple[Path, Path]: ...
