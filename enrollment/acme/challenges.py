@@ -13,9 +13,11 @@ Plug-in interface (e.g. ``device-attest-01`` from ``enrollment.attestation``)::
 ``payload`` is the JSON object the client POSTed to the challenge URL (``{}`` for http-01,
 ``{"attObj": …}`` for device-attest-01). Return ``ValidationResult.success(evidence={...})``
 or ``ValidationResult.failure("incorrectResponse", "why")``; ``evidence`` is stored on the
-authorization and passed to issuance at finalize (keys ``device_id``, ``ek_fingerprint``).
+authorization and passed to issuance at finalize (keys ``device_id``, ``ek_fingerprint``; with
+``attested_spki`` — base64url SPKI — the CSR key must be that key, RFC 8555 finalize checks it).
 Register with ``ChallengeRegistry.register(validator)``; ``enrollment.acme.routes`` also calls
-``enrollment.attestation.acme_validator.acme_validators(deployment)`` when that module exists.
+the callables of entry-point group ``ikepki.acme_validators`` (``enrollment.attestation`` registers
+``device-attest-01``).
 A validator may raise nothing: every exception is turned into a ``serverInternal`` failure.
 """
 

@@ -9,6 +9,13 @@ from typing import Any
 
 from cryptography import x509
 
+from ca.device_identity import (
+    ID_ON_PERMANENT_IDENTIFIER,
+    HardwareModuleName,
+    PermanentIdentifier,
+    device_general_name,
+    parse_device_identifier,
+)
 from enrollment.acme.model import Account, Authz, Challenge, Identifier, Order
 from enrollment.acme.problems import AcmeProblem, malformed
 
@@ -121,8 +128,6 @@ def parse_identifier(raw: Any) -> Identifier:
         except ValueError:
             raise AcmeProblem("rejectedIdentifier", f"invalid IP identifier {value[:80]!r}") from None
     if type_ in DEVICE_TYPES:  # draft-ietf-acme-device-attest-09 §3.1, §4.1 (validated by the plug-in's parser)
-        from enrollment.attestation.acme_validator import parse_identifier as parse_device_identifier
-
         try:
             parse_device_identifier(type_, value)
         except (ValueError, UnicodeError):
@@ -135,16 +140,12 @@ def general_name(ident: Identifier) -> x509.GeneralName:
     if ident.type == "dns":
         return x509.DNSName(ident.value)
     if ident.type in DEVICE_TYPES:  # RFC 4043 / RFC 4108 otherName (draft-ietf-acme-device-attest-09 §3.2, §4.2)
-        from enrollment.attestation.acme_validator import acme_general_name
-
-        return acme_general_name(ident.type, ident.value)
+        return device_general_name(ident.type, ident.value)
     return x509.IPAddress(ipaddress.ip_address(ident.value))
 
 
 def device_identifier(name: x509.OtherName) -> Identifier:
     """A CSR otherName SAN as an order identifier (permanent-identifier / hardware-module)."""
-    from enrollment.attestation.identity import ID_ON_PERMANENT_IDENTIFIER, HardwareModuleName, PermanentIdentifier
-
     try:
         if name.type_id == ID_ON_PERMANENT_IDENTIFIER:
             return Identifier("permanent-identifier", PermanentIdentifier.from_other_name(name).acme_value())

@@ -18,5 +18,5 @@ Device side (tpm2-pytss ESAPI)
     acme_challenge.DeviceAttest01 / DeviceAttest01Response   acme-library challenge classes
 
 Every verification failure raises errors.AttestationError with a machine-readable errors.Reason.
-Identifier derivation (permanent identifier = hex SHA-256 of the EK SPKI): see identity.py.
+Identifier derivation (permanent identifier = hex SHA-256 of the EK SPKI): see ca/device_identity.py.
 """

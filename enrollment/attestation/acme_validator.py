@@ -6,20 +6,26 @@ token and the account key, verifies the attestation object (here: fmt "tpm",
 device identifier equals the order identifier (``permanent-identifier`` §3 / ``hardware-module`` §4).
 Any failure is a ``badAttestationStatement`` problem whose detail starts with the machine-readable
 reason.  The CSR does not exist yet at validation time, so the attested key travels in the evidence
-(``attested_spki``) and :func:`check_csr_key` must be called at finalize.
+(``attested_spki``) and the ACME server checks the CSR key against it at finalize
+(:func:`ca.device_identity.attested_key_matches`, the same check as :func:`check_csr_key`).
 """
 
 from __future__ import annotations
 
-import base64
-import hmac
 from collections.abc import Sequence
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from ca.device_identity import (
+    HARDWARE_MODULE,
+    PERMANENT_IDENTIFIER,
+    attested_key_matches,
+    device_general_name,
+    parse_device_identifier,
+    spki_b64,
+)
 from ca.errors import PKIError
 from ca.ports import ServiceKeys
 from enrollment.acme.challenges import ValidationResult, key_authorization
@@ -27,55 +33,32 @@ from enrollment.acme.model import Account, Authz, Challenge
 from enrollment.attestation.chain import is_self_issued
 from enrollment.attestation.clock import Clock
 from enrollment.attestation.errors import AttestationError, Reason
-from enrollment.attestation.identity import HardwareModuleName, PermanentIdentifier
 from enrollment.attestation.settings import AttestationSettings, load_certificates
 from enrollment.attestation.tpm_statement import AttestationResult, decode_att_obj, verify_tpm_attestation
 
-PERMANENT_IDENTIFIER = "permanent-identifier"
-HARDWARE_MODULE = "hardware-module"
 PROBLEM = "badAttestationStatement"
-
-
-def parse_identifier(identifier_type: str, value: str) -> PermanentIdentifier | HardwareModuleName:
-    """Order identifier → typed identifier (draft-09 §3.1 / §4.1 ABNF); ValueError when malformed."""
-    if identifier_type == PERMANENT_IDENTIFIER:
-        return PermanentIdentifier.parse_acme(value)
-    if identifier_type == HARDWARE_MODULE:
-        serial, sep, hw_type = value.partition("/")
-        if not sep:
-            raise ValueError("hardware-module value needs '<serial>/<hwType OID>'")
-        return HardwareModuleName(hw_type, serial.encode("utf-8"))
-    raise ValueError(f"not a device identifier type: {identifier_type}")
-
-
-def acme_general_name(identifier_type: str, value: str) -> x509.GeneralName:
-    """SAN form of a device identifier (RFC 4043 / RFC 4108 otherName; draft-09 §3.2 / §4.2)."""
-    return parse_identifier(identifier_type, value).to_other_name()
-
-
-def _spki(key: PublicKeyTypes) -> bytes:
-    return key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+parse_identifier = parse_device_identifier  # the ACME identifier forms live in the core rule book
+acme_general_name = device_general_name
 
 
 def attestation_evidence(result: AttestationResult) -> dict[str, Any]:
-    """JSON-safe evidence stored on the authorization (keys read by finalize / IssuanceRequest)."""
+    """JSON-safe evidence stored on the authorization (keys read by finalize / IssuanceRequest;
+    ``attested_spki`` is what the ACME server compares the CSR key with, see :func:`check_csr_key`)."""
     return {
         "device_id": result.permanent_identifier.acme_value(),
         "hardware_module": result.hardware_module.acme_value(),
         "ek_fingerprint": result.ek_fingerprint,
         "ak_cert_serial": format(result.ak_cert_serial, "x"),
-        "attested_spki": base64.urlsafe_b64encode(_spki(result.device_public_key)).decode("ascii").rstrip("="),
+        "attested_spki": spki_b64(result.device_public_key),
         "tpm": None if result.tpm is None else [result.tpm.manufacturer, result.tpm.model, result.tpm.version],
     }
 
 
 def check_csr_key(evidence: dict[str, Any], csr_public_key: PublicKeyTypes) -> None:
     """Finalize-time check: the CSR key is the attested TPM key (raises ``key-mismatch``)."""
-    encoded = evidence.get("attested_spki")
-    if not isinstance(encoded, str):
+    if not isinstance(evidence.get("attested_spki"), str):
         raise AttestationError(Reason.KEY_MISMATCH, "authorization carries no attested key")
-    attested = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
-    if not hmac.compare_digest(attested, _spki(csr_public_key)):
+    if not attested_key_matches(evidence["attested_spki"], csr_public_key):
         raise AttestationError(Reason.KEY_MISMATCH, "CSR public key is not the attested TPM key")
 
 

@@ -5,7 +5,7 @@ Profile (TCG EK Credential Profile §3.2 fields applied to AKs as required by We
 **critical** with a dirName {tcg-at-tpmManufacturer, tpmModel, tpmVersion} (EK profile §3.2.9),
 EKU ``tcg-kp-AIKCertificate`` 2.23.133.8.3, basicConstraints CA:false, keyUsage digitalSignature.
 ikepki adds to the same SAN the RFC 4043 PermanentIdentifier and RFC 4108 HardwareModuleName derived
-from the EK (see :mod:`enrollment.attestation.identity`), so that an attestation statement carries
+from the EK (see :mod:`ca.device_identity`), so that an attestation statement carries
 the device identifier as draft-ietf-acme-device-attest-09 §5 step 3 requires.
 """
 
@@ -20,18 +20,18 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
-from ca.model import IssuedCertificate, Requester
-from ca.profiles import EKU_TCG_AIK_CERTIFICATE
-from enrollment.attestation.credential import ActivatedAk
-from enrollment.attestation.ek import OID_TPM_MANUFACTURER, OID_TPM_MODEL, OID_TPM_VERSION, tpm_description
-from enrollment.attestation.errors import AttestationError, Reason
-from enrollment.attestation.identity import (
+from ca.device_identity import (
     ID_ON_HARDWARE_MODULE_NAME,
     ID_ON_PERMANENT_IDENTIFIER,
     HardwareModuleName,
     PermanentIdentifier,
     TpmDescription,
 )
+from ca.model import IssuedCertificate, Requester
+from ca.profiles import EKU_TCG_AIK_CERTIFICATE
+from enrollment.attestation.credential import ActivatedAk
+from enrollment.attestation.ek import OID_TPM_MANUFACTURER, OID_TPM_MODEL, OID_TPM_VERSION, tpm_description
+from enrollment.attestation.errors import AttestationError, Reason
 
 OID_TCG_KP_AIK_CERTIFICATE = EKU_TCG_AIK_CERTIFICATE
 AK_PROFILE = "attestation-ak"

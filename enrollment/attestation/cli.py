@@ -44,9 +44,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ca.cli.common import JsonOption, console, fail, print_json
+from ca.device_identity import HardwareModuleName, PermanentIdentifier
 from enrollment.attestation.acme_challenge import DeviceAttest01, DeviceAttest01Response
 from enrollment.attestation.device import DEFAULT_DEVICE_KEY_HANDLE, TpmDevice
-from enrollment.attestation.identity import HardwareModuleName, PermanentIdentifier
 from enrollment.attestation.wire import start_mac
 
 app = typer.Typer(help="TPM-bound device identity: enroll and renew with the device agent.", no_args_is_help=True)
@@ -154,7 +154,7 @@ def enroll_ak(device: TpmDevice, attest: AttestClient, eab: Eab | None) -> list[
 
 
 def device_identifiers(ek_der: bytes) -> tuple[PermanentIdentifier, HardwareModuleName]:
-    """The EK-derived identifiers (same derivation as the server, :mod:`enrollment.attestation.identity`)."""
+    """The EK-derived identifiers (same derivation as the server, :mod:`ca.device_identity`)."""
     key = x509.load_der_x509_certificate(ek_der).public_key()
     return PermanentIdentifier.from_ek(key), HardwareModuleName.from_ek(key)
 

@@ -39,7 +39,7 @@ from tpm2_pytss.types import (
 )
 from tpm2_pytss.utils import NVReadEK
 
-from enrollment.attestation.identity import HardwareModuleName, PermanentIdentifier
+from ca.device_identity import HardwareModuleName, PermanentIdentifier
 from enrollment.attestation.tpm_statement import expected_extra_data
 
 EkKind = Literal["rsa", "ecc"]

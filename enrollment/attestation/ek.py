@@ -4,7 +4,7 @@ References: TCG EK Credential Profile for TPM Family 2.0 (rev. 2.x) §2.2.1 (NV 
 templates: RSA-2048 L-1 at 0x01C00002, ECC P-384 H-3 at 0x01C00016, ...) and §3.2 (certificate
 fields: EKU ``tcg-kp-EKCertificate`` 2.23.133.8.1, SAN dirName with ``tcg-at-tpmManufacturer``
 2.23.133.2.1, ``tcg-at-tpmModel`` .2.2, ``tcg-at-tpmVersion`` .2.3, §3.2.9; the SAN is critical
-when the subject is empty).  Identifier derivation: :mod:`enrollment.attestation.identity`.
+when the subject is empty).  Identifier derivation: :mod:`ca.device_identity`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,12 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from tpm2_pytss.internal.templates import ek_template
 from tpm2_pytss.types import TPMT_PUBLIC
 
+from ca.device_identity import (
+    HardwareModuleName,
+    PermanentIdentifier,
+    TpmDescription,
+    spki_sha256_hex,
+)
 from enrollment.attestation.chain import (
     ChainError,
     is_self_issued,
@@ -29,12 +35,6 @@ from enrollment.attestation.chain import (
 )
 from enrollment.attestation.clock import require_aware
 from enrollment.attestation.errors import AttestationError, Reason
-from enrollment.attestation.identity import (
-    HardwareModuleName,
-    PermanentIdentifier,
-    TpmDescription,
-    spki_sha256_hex,
-)
 
 EK_ROOTS_SETTING = "IKEPKI_ATTESTATION_EK_ROOTS"
 OID_TCG_KP_EK_CERTIFICATE = x509.ObjectIdentifier("2.23.133.8.1")

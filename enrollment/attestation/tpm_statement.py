@@ -39,16 +39,16 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from tpm2_pytss.constants import TPM2_ALG, TPM2_GENERATED, TPM2_ST, TPMA_OBJECT
 from tpm2_pytss.types import TPMS_ATTEST, TPMT_PUBLIC, TPMT_SIGNATURE
 
-from enrollment.attestation.ak_cert import AkCertificateInfo, check_ak_certificate
-from enrollment.attestation.chain import ChainError, load_der_certificate, validate_path
-from enrollment.attestation.clock import Clock, require_aware
-from enrollment.attestation.errors import AttestationError, Reason
-from enrollment.attestation.identity import (
+from ca.device_identity import (
     EK_SPKI_SHA256_ASSIGNER,
     HardwareModuleName,
     PermanentIdentifier,
     TpmDescription,
 )
+from enrollment.attestation.ak_cert import AkCertificateInfo, check_ak_certificate
+from enrollment.attestation.chain import ChainError, load_der_certificate, validate_path
+from enrollment.attestation.clock import Clock, require_aware
+from enrollment.attestation.errors import AttestationError, Reason
 from enrollment.attestation.repository import ChallengeRepository
 from enrollment.attestation.tpm_structures import (
     RESIDENT_KEY_ATTRIBUTES,

@@ -11,6 +11,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from tpm2_pytss import ESAPI
 
+from ca.device_identity import (
+    EK_SPKI_SHA256_ASSIGNER,
+    TCG_TPM20_HW_TYPE,
+    PermanentIdentifier,
+    spki_sha256_hex,
+)
 from enrollment.attestation.device import TpmDevice
 from enrollment.attestation.ek import (
     EK_ROOTS_SETTING,
@@ -19,12 +25,6 @@ from enrollment.attestation.ek import (
     validate_ek_certificate,
 )
 from enrollment.attestation.errors import AttestationError, Reason
-from enrollment.attestation.identity import (
-    EK_SPKI_SHA256_ASSIGNER,
-    TCG_TPM20_HW_TYPE,
-    PermanentIdentifier,
-    spki_sha256_hex,
-)
 
 
 @pytest.mark.parametrize(("kind", "handle"), [("rsa", 0x81010001), ("ecc", 0x81010016)])

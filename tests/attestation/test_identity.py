@@ -12,13 +12,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given
 from hypothesis import strategies as st
 
-from enrollment.attestation.errors import AttestationError, Reason
-from enrollment.attestation.identity import (
+from ca.device_identity import (
     EK_SPKI_SHA256_ASSIGNER,
     ID_ON_PERMANENT_IDENTIFIER,
     HardwareModuleName,
     PermanentIdentifier,
 )
+from enrollment.attestation.errors import AttestationError, Reason
 from enrollment.attestation.repository import InMemoryChallengeRepository
 from enrollment.attestation.tpm_statement import decode_att_obj, expected_extra_data
 

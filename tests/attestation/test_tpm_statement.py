@@ -32,13 +32,13 @@ from tpm2_pytss.types import (
     TPMU_SIGNATURE,
 )
 
+from ca.device_identity import HardwareModuleName, PermanentIdentifier
 from enrollment.attestation.acme_challenge import DeviceAttest01, DeviceAttest01Response
 from enrollment.attestation.clock import FixedClock
 from enrollment.attestation.credential import ActivatedAk
 from enrollment.attestation.device import TpmDevice
 from enrollment.attestation.ek import EkIdentity, validate_ek_certificate
 from enrollment.attestation.errors import AttestationError, Reason
-from enrollment.attestation.identity import HardwareModuleName, PermanentIdentifier
 from enrollment.attestation.repository import InMemoryChallengeRepository
 from enrollment.attestation.tpm_statement import (
     AttestationChallenge,

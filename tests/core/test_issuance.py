@@ -94,11 +94,11 @@ def test_internal_profiles_lint_clean(deployment, tmp_path: Path) -> None:
 def test_attestation_ak_certificate_goes_through_the_authority(deployment, tmp_path: Path) -> None:
     """AK certificates: HSM attestation CA, Authority serial + lint, store row, audit line; pkilint and
     openssl accept them and the verifier's own profile check (WebAuthn L2 §8.3.1) still does."""
+    from ca.device_identity import HardwareModuleName, PermanentIdentifier, TpmDescription, spki_sha256_hex
     from ca.model import CertStatus
     from enrollment.attestation.ak_cert import OID_TCG_KP_AIK_CERTIFICATE, check_ak_certificate, issue_ak_certificate
     from enrollment.attestation.credential import ActivatedAk
     from enrollment.attestation.ek import EkIdentity
-    from enrollment.attestation.identity import HardwareModuleName, PermanentIdentifier, TpmDescription, spki_sha256_hex
 
     for ak_key_type in ("ec-p256", "rsa-2048"):
         ek_pub, ak_pub = make_key("ec-p256").public_key(), make_key(ak_key_type).public_key()

@@ -16,10 +16,7 @@ from device_helpers import DevicePki, device_cli, device_flow, ek_fingerprint_of
 from tpm2_pytss.constants import TPMA_OBJECT
 from tpm2_pytss.types import TPMT_PUBLIC
 
-from enrollment.acme.cli import parse_patterns
-from enrollment.attestation.ak_cert import OID_TCG_KP_AIK_CERTIFICATE
-from enrollment.attestation.cli import AgentError, AgentTpm
-from enrollment.attestation.identity import (
+from ca.device_identity import (
     EK_SPKI_SHA256_ASSIGNER,
     ID_ON_HARDWARE_MODULE_NAME,
     ID_ON_PERMANENT_IDENTIFIER,
@@ -27,6 +24,9 @@ from enrollment.attestation.identity import (
     HardwareModuleName,
     PermanentIdentifier,
 )
+from enrollment.acme.cli import parse_patterns
+from enrollment.attestation.ak_cert import OID_TCG_KP_AIK_CERTIFICATE
+from enrollment.attestation.cli import AgentError, AgentTpm
 from enrollment.attestation.tpm_structures import has_attributes, public_key_of
 
 IPSEC_IKE = ObjectIdentifier("1.3.6.1.5.5.7.3.17")

@@ -10,11 +10,16 @@
   ``hwSerialNum`` = the same 64 ASCII hex characters (the draft requires a UTF-8 serial without "/").
 
 The order identifier strings are ``"<hex>/<assigner-oid>"`` and ``"<hex>/2.23.133.1.2"``.
+
+These are SAN kinds of the core's rule book (like :mod:`ca.identity` for IKEv2 IDs): ACME orders them
+(``device-attest-01``), TPM attestation derives and verifies them, profiles allow them.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import re
 from dataclasses import dataclass
 
@@ -146,3 +151,43 @@ class TpmDescription:
     manufacturer: str
     model: str
     version: str
+
+
+PERMANENT_IDENTIFIER = "permanent-identifier"
+HARDWARE_MODULE = "hardware-module"
+
+
+def parse_device_identifier(identifier_type: str, value: str) -> PermanentIdentifier | HardwareModuleName:
+    """Order identifier → typed identifier (draft-ietf-acme-device-attest-09 §3.1 / §4.1 ABNF); ValueError
+    when malformed."""
+    if identifier_type == PERMANENT_IDENTIFIER:
+        return PermanentIdentifier.parse_acme(value)
+    if identifier_type == HARDWARE_MODULE:
+        serial, sep, hw_type = value.partition("/")
+        if not sep:
+            raise ValueError("hardware-module value needs '<serial>/<hwType OID>'")
+        return HardwareModuleName(hw_type, serial.encode("utf-8"))
+    raise ValueError(f"not a device identifier type: {identifier_type}")
+
+
+def device_general_name(identifier_type: str, value: str) -> x509.GeneralName:
+    """SAN form of a device identifier (RFC 4043 / RFC 4108 otherName; draft-09 §3.2 / §4.2)."""
+    return parse_device_identifier(identifier_type, value).to_other_name()
+
+
+def spki_b64(public_key: PublicKeyTypes) -> str:
+    """base64url (unpadded) DER SubjectPublicKeyInfo: how an attested key travels in ACME evidence."""
+    spki = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.urlsafe_b64encode(spki).decode("ascii").rstrip("=")
+
+
+def attested_key_matches(attested_spki_b64: object, public_key: PublicKeyTypes) -> bool:
+    """Whether ``public_key`` is the attested key (``attested_spki`` evidence, :func:`spki_b64`); constant time."""
+    if not isinstance(attested_spki_b64, str):
+        return False
+    try:
+        attested = base64.urlsafe_b64decode(attested_spki_b64 + "=" * (-len(attested_spki_b64) % 4))
+    except ValueError:
+        return False
+    spki = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hmac.compare_digest(attested, spki)
