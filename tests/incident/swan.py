@@ -1,26 +1,20 @@
-"""A real strongSwan gateway and client, each charon in its own network namespace (veth pair)
-and private mount namespace (strongswan.md §1), controlled over VICI. Childless IKE SAs only:
+"""A real strongSwan gateway and client, each charon (:mod:`tests.swan_harness`) in its own network
+namespace (veth pair) and private mount namespace (strongswan.md §1), controlled over VICI. Childless IKE SAs only:
 this kernel has no ESP (strongswan.md §2)."""
 
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
-import signal
 import socket
 import subprocess
 import threading
-import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import vici
+from tests import swan_harness
 
-CHARON = "/usr/lib/ipsec/charon"
-PLUGINS = ("random nonce kdf aes sha1 sha2 hmac gcm chapoly curve25519 gmp openssl pem pkcs1 pkcs8 pkcs12 "
-           "x509 revocation constraints pubkey curl kernel-netlink socket-default vici")
 GW_ID = "gw.example.test"
 
 
@@ -66,133 +60,22 @@ class Netns:
             sh("ip", "netns", "del", ns, check=False)
 
 
-@dataclass
-class Charon:
-    """One charon: ``state`` holds strongswan.conf, swanctl/ and the VICI socket."""
+class Charon(swan_harness.Charon):
+    """One charon in network namespace ``netns`` (:class:`tests.swan_harness.Charon`): ``state`` holds
+    strongswan.conf, swanctl/ and the VICI socket."""
 
-    name: str
-    state: Path
-    netns: str
-    proc: subprocess.Popen[bytes] | None = None
+    def __init__(self, name: str, state: Path, netns: str) -> None:
+        super().__init__(state, name=name, wrap=("ip", "netns", "exec", netns), retransmit=(1.0, 1.4, 2),
+                         loglevels="default = 1\n      cfg = 2\n      ike = 1", own_session=True)
+        self.netns = netns
 
-    @property
-    def vici_path(self) -> Path:
-        return self.state / "charon.vici"
+    def configure(self, swanctl_conf: str, files: Mapping[str, bytes] = {}, extra: str = "") -> None:
+        self.settings = extra
+        super().configure(swanctl_conf, files)
 
-    @property
-    def vici_url(self) -> str:
-        return f"unix://{self.vici_path}"
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {**os.environ, "STRONGSWAN_CONF": str(self.state / "strongswan.conf"),
-                "SWANCTL_DIR": str(self.state / "swanctl")}
-
-    def configure(self, swanctl_conf: str, files: dict[str, bytes], extra: str = "") -> None:
-        sw = self.state / "swanctl"
-        for sub in ("x509", "x509ca", "private", "x509crl"):
-            (sw / sub).mkdir(parents=True, exist_ok=True)
-        (self.state / "run").mkdir(parents=True, exist_ok=True)
-        for rel, data in files.items():
-            (sw / rel).write_bytes(data)
-        (sw / "swanctl.conf").write_text(swanctl_conf)
-        (self.state / "strongswan.conf").write_text(f"""
-charon {{
-  load = {PLUGINS}
-  install_routes = no
-  install_virtual_ip = no
-  retransmit_timeout = 1.0
-  retransmit_base = 1.4
-  retransmit_tries = 2
-  {extra}
-  syslog {{
-    daemon {{
-      default = -1
-    }}
-  }}
-  filelog {{
-    log {{
-      path = {self.state}/charon.log
-      default = 1
-      cfg = 2
-      ike = 1
-      flush_line = yes
-    }}
-  }}
-  plugins {{
-    vici {{
-      socket = unix://{self.vici_path}
-    }}
-  }}
-}}
-swanctl {{
-  socket = unix://{self.vici_path}
-}}
-""")
-
-    def start(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.vici_path.unlink()
-        script = f"mount --bind {self.state}/run /run && exec {CHARON}"
-        self.proc = subprocess.Popen(["ip", "netns", "exec", self.netns, "unshare", "--mount", "--propagation",
-                                      "private", "sh", "-c", script], env=self.env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                self.session().version()
-                break
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"charon {self.name} exited: {self.log()[-2000:]}")
-            time.sleep(0.02)
-        else:
-            raise RuntimeError(f"charon {self.name} did not start")
-        proc = subprocess.run(["swanctl", "--load-all", "--noprompt"], env=self.env, capture_output=True, text=True,
-                              check=False)
-        if proc.returncode != 0:
-            raise RuntimeError(f"swanctl --load-all ({self.name}): {proc.stdout}\n{proc.stderr}")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
-
-    def log(self) -> str:
-        path = self.state / "charon.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def session(self) -> vici.Session:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(20)
-        s.connect(str(self.vici_path))
-        return vici.Session(s)
-
-    def initiate(self, ike: str, timeout_ms: int = 8000) -> tuple[bool, str]:
-        lines: list[str] = []
-        try:
-            for msg in self.session().initiate({"ike": ike, "timeout": str(timeout_ms), "loglevel": "1"}):
-                lines.append(msg.get("msg", b"").decode(errors="replace"))
-            return True, "\n".join(lines)
-        except vici.exception.CommandException as exc:
-            lines.append(f"FAILED: {exc}")
-            return False, "\n".join(lines)
-
-    def ike_sas(self) -> list[dict[str, Any]]:
-        out = []
-        for entry in self.session().list_sas({"noblock": "yes"}):
-            for _name, sa in entry.items():
-                out.append({k: (v.decode() if isinstance(v, bytes) else v) for k, v in sa.items()})
-        return out
-
-    def established(self, remote_id: str | None = None) -> list[dict[str, Any]]:
-        return [sa for sa in self.ike_sas() if sa.get("state") == "ESTABLISHED"
-                and (remote_id is None or sa.get("remote-id") == remote_id)]
+    def initiate(self, ike: str, child: str | None = None, timeout_ms: int = 8000, loglevel: int = 1,
+                 with_file_log: bool = False) -> tuple[bool, str]:
+        return super().initiate(ike, child, timeout_ms, loglevel, with_file_log)
 
 
 def gateway_conf(addr: str, revocation: str = "relaxed") -> str:

@@ -1,24 +1,20 @@
-"""A small strongSwan harness for the revocation tests: charon daemons (each with a private /run,
+"""The revocation tests' use of :mod:`tests.swan_harness`: charon daemons (each with a private /run,
 strongswan.md §1) inside one network namespace that also runs `ikepki ocsp serve` on
 127.0.0.1:8080, the default public base URL the session deployment's certificates point at."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import subprocess
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-CHARON = "/usr/lib/ipsec/charon"
-PLUGINS = ("random nonce kdf aes sha1 sha2 hmac gcm chapoly curve25519 gmp openssl pem pkcs1 pkcs8 pkcs12 x509 "
-           "revocation constraints pubkey curl kernel-netlink socket-default vici")
+from tests import swan_harness
+from tests.swan_harness import CHARON
 
 
 def require_lab() -> None:
@@ -43,106 +39,24 @@ class Netns:
         subprocess.run(["ip", "netns", "delete", self.name], check=False)
 
 
-@dataclass
-class Charon:
-    """charon + swanctl in ``netns`` with its own state directory and VICI socket."""
+class Charon(swan_harness.Charon):
+    """charon + swanctl in ``netns`` (:class:`tests.swan_harness.Charon`) with its own state directory,
+    VICI socket and ``charon.plugins.revocation`` lines."""
 
-    state: Path
-    netns: Netns
-    port: int
-    revocation: str = ""  # extra lines for charon.plugins.revocation
-    proc: subprocess.Popen[bytes] | None = None
+    def __init__(self, state: Path, netns: Netns, port: int, revocation: str = "") -> None:
+        super().__init__(state, name=state.name, wrap=tuple(netns.wrap), port=port, nat_port=port + 1,
+                         plugin_settings={"revocation": revocation}, retransmit=(1.0, 1.8, 2),
+                         loglevels="default = 1\n      cfg = 2\n      lib = 2")
+        self.netns = netns
 
-    @property
-    def swanctl_dir(self) -> Path:
-        return self.state / "swanctl"
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {**os.environ, "STRONGSWAN_CONF": str(self.state / "strongswan.conf"),
-                "SWANCTL_DIR": str(self.swanctl_dir)}
-
-    def configure(self, connections: str, cert: tuple[bytes, bytes], cacerts: dict[str, bytes]) -> None:
-        for sub in ("x509", "x509ca", "private"):
-            (self.swanctl_dir / sub).mkdir(parents=True, exist_ok=True)
-        (self.state / "run").mkdir(exist_ok=True)
-        (self.swanctl_dir / "x509" / "me.pem").write_bytes(cert[0])
-        (self.swanctl_dir / "private" / "me.pem").write_bytes(cert[1])
-        for name, pem in cacerts.items():
-            (self.swanctl_dir / "x509ca" / f"{name}.pem").write_bytes(pem)
-        vici = f"unix://{self.state}/charon.vici"
-        (self.state / "strongswan.conf").write_text(f"""
-charon {{
-  load = {PLUGINS}
-  port = {self.port}
-  port_nat_t = {self.port + 1}
-  install_routes = no
-  retransmit_tries = 2
-  retransmit_timeout = 1.0
-  syslog {{
-    daemon {{
-      default = -1
-    }}
-  }}
-  filelog {{
-    log {{
-      path = {self.state}/charon.log
-      default = 1
-      cfg = 2
-      lib = 2
-      flush_line = yes
-    }}
-  }}
-  plugins {{
-    vici {{
-      socket = {vici}
-    }}
-    revocation {{
-      {self.revocation}
-    }}
-  }}
-}}
-swanctl {{
-  socket = {vici}
-}}
-""")
+    def configure(self, connections: str, cert: tuple[bytes, bytes],  # type: ignore[override]
+                  cacerts: dict[str, bytes]) -> None:
+        files = {"x509/me.pem": cert[0], "private/me.pem": cert[1],
+                 **{f"x509ca/{name}.pem": pem for name, pem in cacerts.items()}}
         # the issuing CAs' status comes from the root CA's OCSP answers (their certs carry no OCSP URL)
         authorities = ("authorities {\n  ikepki-root {\n    cacert = root.pem\n"
                        "    ocsp_uris = http://127.0.0.1:8080/ocsp\n  }\n}\n")
-        (self.swanctl_dir / "swanctl.conf").write_text(f"connections {{\n{connections}\n}}\n{authorities}")
-
-    def start(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            (self.state / "charon.vici").unlink()
-        script = f"mount --bind {self.state}/run /run && exec {CHARON}"
-        self.proc = subprocess.Popen([*self.netns.wrap, "unshare", "--mount", "--propagation", "private", "sh", "-c",
-                                      script], env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 20
-        while self.swanctl("--version", check=False).returncode != 0:
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise AssertionError(f"charon did not start:\n{self.log()}")
-            time.sleep(0.05)
-        self.swanctl("--load-all", "--noprompt")
-
-    def swanctl(self, *args: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([*self.netns.wrap, "swanctl", *args], env=self.env, capture_output=True, text=True,
-                              timeout=timeout, check=False)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"swanctl {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-        return proc
-
-    def log(self) -> str:
-        path = self.state / "charon.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        super().configure(f"connections {{\n{connections}\n}}\n{authorities}", files)
 
 
 def gateway_conn(name: str, remote_port: int) -> str:
