@@ -134,3 +134,27 @@ def test_mutated_tpm_structures(genuine, field, data):
     for parse in (parse_attest, parse_public_area):
         with contextlib.suppress(AttestationError):
             parse(bytes(value[:cut]))
+
+
+def test_mistyped_name_attribute_in_a_certificate_is_a_chain_error() -> None:
+    """Regression (found by the fuzzer above): a SAN dirName attribute re-tagged as BIT STRING makes
+    cryptography raise TypeError while decoding extensions; the loader turns it into ChainError."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from enrollment.attestation.chain import ChainError, load_der_certificate
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    tpm = x509.Name([x509.NameAttribute(x509.ObjectIdentifier("2.23.133.2.3"), "id:20191023")])
+    der = (x509.CertificateBuilder().subject_name(x509.Name([])).issuer_name(tpm).public_key(key.public_key())
+           .serial_number(1).not_valid_before(now).not_valid_after(now + timedelta(days=1))
+           .add_extension(x509.SubjectAlternativeName([x509.DirectoryName(tpm)]), critical=True)
+           .sign(key, hashes.SHA256()).public_bytes(Encoding.DER))
+    san_value = b"\x0c\x0bid:20191023"
+    assert der.count(san_value) == 2  # issuer name and SAN
+    at = der.rindex(san_value)
+    with pytest.raises(ChainError):
+        load_der_certificate(der[:at] + b"\x03" + der[at + 1:])
