@@ -34,6 +34,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ca.clock import as_utc
 from ca.errors import PKIError
+from ca.ports import ServiceKeys
 from ca.store.outbox_feed import OutboxFeed
 from ca.store.status import entry_states, outbox_position, outbox_serials_since, revoked_entry_ders
 from ocsp.crl import CrlIssuer, build_crl, remove_from_crl_entries
@@ -129,7 +130,7 @@ class EntryCache:
         return list(self.entries.values())
 
 
-def crl_issuers(dep: Any) -> dict[str, CrlIssuer]:
+def crl_issuers(dep: ServiceKeys) -> dict[str, CrlIssuer]:
     """Every issuing CA (with its delta URL for FreshestCRL) and the root CA."""
     out = {i: CrlIssuer(i, iss.certificate, iss.key, iss.urls.delta_crl) for i, iss in dep.issuers.items()}
     try:
@@ -142,7 +143,7 @@ def crl_issuers(dep: Any) -> dict[str, CrlIssuer]:
 class CrlPublisher:
     """Builds, signs and records CRLs (blocking: call from a thread)."""
 
-    def __init__(self, dep: Any, settings: CrlSettings | None = None) -> None:
+    def __init__(self, dep: ServiceKeys, settings: CrlSettings | None = None) -> None:
         self.dep = dep
         self.settings = settings or dep.settings_for(CrlSettings, "crl")
         self._issuers: dict[str, CrlIssuer] | None = None
