@@ -32,6 +32,9 @@ class CoreServices(Protocol):
     """What an enrollment protocol uses of an open deployment."""
 
     @property
+    def dir(self) -> Path: ...  # the deployment directory (relative settings paths resolve against it)
+
+    @property
     def clock(self) -> Clock: ...
 
     @property

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from ca.errors import ErrorKind, PKIError
+from ca.ports import ServiceKeys
 from ca.service.admin import CHANNEL, PROBLEM_RESPONSES, AdminRoutes, Revoker, Viewer
 from response.service import Response
 
@@ -56,6 +57,6 @@ def admin_router(resp: Response) -> APIRouter:
     return router
 
 
-def admin_routes(deployment: Any) -> list[AdminRoutes]:
+def admin_routes(deployment: ServiceKeys) -> list[AdminRoutes]:
     """Entry point ``ikepki.admin_routes: incidents``."""
     return [AdminRoutes("/incidents", admin_router(Response(deployment)), MAX_BODY, "incidents")]

@@ -9,10 +9,11 @@ push reaches gateways like any ``ikepki revoke``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 from ca.errors import ErrorKind, PKIError
 from ca.model import CertificateInfo, CertStatus, Requester, RevocationReason, RevocationRequest, parse_serial
+from ca.ports import ServiceKeys
 from ca.revocation import CHUNK, Selector, select_targets
 
 
@@ -47,7 +48,7 @@ def selector(kind: str, value: str) -> Selector | None:
 class AuthorityCore:
     """Adapter onto a ``ca.deployment.Deployment`` (its store and Authority)."""
 
-    def __init__(self, deployment: Any) -> None:
+    def __init__(self, deployment: ServiceKeys) -> None:
         self.dep = deployment
 
     def select(self, kind: str, value: str, limit: int) -> list[CertificateInfo]:

@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ca.errors import ErrorKind, PKIError
 from ca.model import CertStatus
+from ca.ports import ServiceKeys
 from ca.service.mounts import HTTPS, HttpMount
 from response.alerts import Alert
 from response.config import NAME, Source
@@ -67,7 +68,7 @@ def check_bearer(source: Source, authorization: str | None) -> None:
         raise HookRefused(Refusal.UNAUTHENTICATED, "a valid bearer token is required for this source")
 
 
-def check_client_cert(source: Source, scope: Mapping[str, Any], deployment: Any) -> None:
+def check_client_cert(source: Source, scope: Mapping[str, Any], deployment: ServiceKeys) -> None:
     """The TLS layer verified the chain to the ikepki CA; here: subject, validity, not revoked."""
     wanted = source.config.client_cert_subject
     if not wanted:
@@ -174,7 +175,7 @@ def _audit_refusal(resp: Response, name: str, exc: HookRefused, client: str) -> 
         resp.audit("hook-refused", f"hook:{name[:64]}", client, refusal=exc.refusal.value[1], detail=exc.detail)
 
 
-def http_mounts(deployment: Any) -> list[HttpMount]:
+def http_mounts(deployment: ServiceKeys) -> list[HttpMount]:
     """Entry point ``ikepki.http: hooks`` (``/admin/v1/incidents`` is contributed to the admin
     surface through ``ikepki.admin_routes: incidents``)."""
     return [HttpMount(PREFIX, create_app(Response(deployment)), frozenset({HTTPS}))]

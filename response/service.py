@@ -7,6 +7,7 @@ from functools import cached_property
 from typing import Any
 
 from ca.errors import PKIError
+from ca.ports import ServiceKeys
 from response.config import HooksConfig, ResponseSettings
 from response.core import AuthorityCore
 from response.engine import CHANNEL, ResponseEngine
@@ -16,7 +17,7 @@ log = logging.getLogger("ikepki.response")
 
 
 class Response:
-    def __init__(self, deployment: Any) -> None:
+    def __init__(self, deployment: ServiceKeys) -> None:
         self.dep = deployment
         self.settings: ResponseSettings = deployment.settings_for(ResponseSettings, "response")
         self.store = ResponseStore(deployment.db)

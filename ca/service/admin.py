@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from importlib.metadata import entry_points
-from typing import Annotated, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 import anyio
 from cryptography import x509
@@ -36,6 +36,9 @@ from ca.clock import Clock
 from ca.errors import ErrorKind, PKIError
 from ca.model import CertificateInfo, CertStatus
 from ca.service.mounts import Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from ca.ports import ServiceKeys
 
 log = logging.getLogger("ikepki.admin")
 
@@ -154,7 +157,7 @@ class AdminRoutes:
     tag: str = ""
 
 
-def load_admin_routes(deployment: Any) -> list[AdminRoutes]:
+def load_admin_routes(deployment: ServiceKeys) -> list[AdminRoutes]:
     """Every installed package's admin routes (entry point group ``ikepki.admin_routes``)."""
     out: list[AdminRoutes] = []
     for ep in sorted(entry_points(group=ROUTES_GROUP), key=lambda e: e.name):

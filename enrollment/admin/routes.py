@@ -21,6 +21,7 @@ from fastapi.responses import Response
 
 from ca.errors import ErrorKind, PKIError
 from ca.model import MAX_QUERY_OFFSET, CertificateQuery, CertStatus, Requester, parse_serial
+from ca.ports import ServiceKeys
 from ca.revocation import live_session_probe, parse_reason, revoke_selected
 from ca.service.admin import (
     CHANNEL,
@@ -59,7 +60,7 @@ from enrollment.admin.settings import AdminSettings
 log = logging.getLogger("ikepki.admin")
 
 
-def create_app(dep: Any) -> Any:
+def create_app(dep: ServiceKeys) -> Any:
     """The admin app (with every contributed router) behind its :class:`AdminGate`."""
     settings = dep.settings_for(AdminSettings, "admin")
     app = FastAPI(title="ikepki admin API", version="1", openapi_url=f"{PREFIX}/openapi.json",
@@ -83,7 +84,7 @@ def requester(p: Principal) -> Requester:
     return Requester(CHANNEL, p.name, p.source)
 
 
-def _routes(app: FastAPI, dep: Any, settings: AdminSettings) -> None:
+def _routes(app: FastAPI, dep: ServiceKeys, settings: AdminSettings) -> None:
     @app.get(f"{PREFIX}/whoami", response_model=WhoAmI)
     def whoami(p: Viewer) -> WhoAmI:
         return WhoAmI(name=p.name, role=p.role, method=p.method, source=p.source)
@@ -236,5 +237,5 @@ def _routes(app: FastAPI, dep: Any, settings: AdminSettings) -> None:
         return Response(status_code=204)
 
 
-def http_mounts(deployment: Any) -> list[HttpMount]:
+def http_mounts(deployment: ServiceKeys) -> list[HttpMount]:
     return [HttpMount(PREFIX, create_app(deployment), frozenset({HTTPS}))]
