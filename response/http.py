@@ -29,6 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ca.errors import ErrorKind, PKIError
 from ca.model import CertStatus
 from ca.ports import ServiceKeys
+from ca.service.bodies import BodyError, BodyTooLarge, InvalidContentLength, read_body
 from ca.service.mounts import HTTPS, HttpMount
 from response.alerts import Alert
 from response.config import NAME, Source
@@ -47,15 +48,13 @@ def problem(refusal: Refusal, detail: str, headers: dict[str, str] | None = None
 
 
 async def read_bounded(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise HookRefused(Refusal.TOO_LARGE, f"body over {limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise HookRefused(Refusal.TOO_LARGE, f"body over {limit} bytes")
-    return bytes(body)
+    """The body, bounded by :func:`ca.service.bodies.read_body` (declared and streamed length)."""
+    try:
+        return await read_body(request.receive, limit, request.headers.get("content-length"))
+    except (BodyTooLarge, InvalidContentLength):
+        raise HookRefused(Refusal.TOO_LARGE, f"body over {limit} bytes") from None
+    except BodyError as exc:  # the client went away
+        raise HookRefused(Refusal.MALFORMED, str(exc)) from None
 
 
 def check_bearer(source: Source, authorization: str | None) -> None:
