@@ -5,14 +5,22 @@ Exit codes as every ikepki command (3 not found, 4 not pending, 7 unauthorized/f
 
 from __future__ import annotations
 
-import getpass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from ca.cli.common import DEFAULT_DIR, ConfigOption, DirOption, JsonOption, cli_errors, console, print_json
+from ca.cli.common import (
+    DEFAULT_DIR,
+    ConfigOption,
+    DirOption,
+    JsonOption,
+    cli_errors,
+    cli_principal,
+    console,
+    print_json,
+)
 from ca.cli.revoke import BundleOption, ServerOption, TokenOption
 
 app = typer.Typer(no_args_is_help=True, help="Incidents from alert hooks: list, show, approve, reject.")
@@ -37,7 +45,7 @@ class _Local:
         return inc.wire()
 
     def decide(self, incident_id: int, approve: bool, note: str | None) -> dict[str, Any]:
-        return self.resp.engine.decide(incident_id, approve, _actor(), "cli", "", note).wire()
+        return self.resp.engine.decide(incident_id, approve, cli_principal(), "cli", "", note).wire()
 
 
 class _Remote:
@@ -69,13 +77,6 @@ def _backend(directory: Path, config: Path | None, server: str | None, token: Pa
             raise PKIError(ErrorKind.CONFIG, "--server needs --token FILE (an admin API token)")
         return _Remote(server, token, ca_bundle)
     return _Local(directory, config)
-
-
-def _actor() -> str:
-    try:
-        return f"{getpass.getuser()}@cli"
-    except (KeyError, OSError):
-        return "cli"
 
 
 @app.command("list")

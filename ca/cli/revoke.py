@@ -33,6 +33,7 @@ from ca.cli.common import (
     DirOption,
     JsonOption,
     cli_errors,
+    cli_principal,
     console,
     err_console,
     open_deployment,
@@ -100,7 +101,7 @@ class LocalBackend:
 
     def revoke(self, sel: Selector, reason: RevocationReason, block_device: bool, dry_run: bool) -> dict[str, Any]:
         return outcome_json(revoke_selected(self.dep.store, self.dep.authority, sel, reason,
-                                            Requester("cli", _whoami()), block_device, dry_run,
+                                            Requester("cli", cli_principal()), block_device, dry_run,
                                             probe=live_session_probe([self.dep.root]) if dry_run else None))
 
     def deliveries(self, serials: Sequence[str]) -> list[dict[str, Any]]:
@@ -108,7 +109,7 @@ class LocalBackend:
                 for row in self.dep.store.deliveries([int(s, 16) for s in serials])]
 
     def unhold(self, serial: int) -> dict[str, Any]:
-        return cert_json(self.dep.authority.release_hold(serial, Requester("cli", _whoami())))
+        return cert_json(self.dep.authority.release_hold(serial, Requester("cli", cli_principal())))
 
 
 class RemoteBackend:
@@ -180,15 +181,6 @@ class RemoteBackend:
 
     def unhold(self, serial: int) -> dict[str, Any]:
         return dict(self._call("DELETE", f"/revocations/{format(serial, 'x')}"))
-
-
-def _whoami() -> str:
-    import getpass
-
-    try:
-        return f"{getpass.getuser()}@cli"
-    except (KeyError, OSError):
-        return "cli"
 
 
 def backend_for(directory: Path, config: Path | None, server: str | None, token: Path | None,
