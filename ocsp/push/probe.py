@@ -24,6 +24,7 @@ import httpx
 import vici
 
 from ca.errors import ErrorKind
+from ca.ports import ServiceKeys
 from ca.revocation_event import EVENT_TEST, MEDIA_TYPE, RevocationEvent, now_rfc3339, sign_event
 from ca.store.deliveries import Gateway
 from ocsp.push.drivers import USER_AGENT, ResponderDriver, WebhookDriver
@@ -47,7 +48,7 @@ def _fail(kind: ErrorKind, detail: str) -> ProbeResult:
     return ProbeResult(False, detail[:MAX_DETAIL], kind)
 
 
-def signed_test_event(deployment: Any, now_text: str | None = None) -> tuple[RevocationEvent, str]:
+def signed_test_event(deployment: ServiceKeys, now_text: str | None = None) -> tuple[RevocationEvent, str]:
     """A ``test`` event signed by the push signer (serial 0, nothing to revoke)."""
     from cryptography import x509
 
@@ -63,7 +64,7 @@ def signed_test_event(deployment: Any, now_text: str | None = None) -> tuple[Rev
     return event, sign_event(event, key, chain)
 
 
-def probe(deployment: Any, kind: str, url: str, settings: PushSettings | None = None) -> ProbeResult:
+def probe(deployment: ServiceKeys, kind: str, url: str, settings: PushSettings | None = None) -> ProbeResult:
     settings = settings or deployment.settings_for(PushSettings, "push")
     if kind == "vici":
         return _probe_vici(url, settings.timeout_seconds)
