@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from ca.errors import PKIError
 from ca.model import Requester as ModelRequester
 from ca.model import RevocationReason, RevocationRequest
-from enrollment.scep.service import ScepService
+from enrollment.scep.service import RSA_ISSUER, ScepService
 from enrollment.scep.settings import ScepSettings
 from tests.conftest import run_ikepki
 from tests.scep.conftest import WEBHOOK_YES, ScepEnv
@@ -371,9 +371,9 @@ def test_approved_renewal_keeps_the_granted_subject(http: ScepHttp, ra: x509.Cer
     req = Requester.new()
     name = "gw-renew-approval.example.test"
     granted = x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Example")
-    first = ScepService(deployment, ScepSettings()).authority_for("gateway").issue(IssuanceRequest(
+    first = deployment.authority.issue(IssuanceRequest(
         parse_csr(make_csr(req.key, name, None, (name,))), "gateway", ModelRequester("test", "operator"),
-        subject_grants=(granted,)))
+        subject_grants=(granted,)), issuer=RSA_ISSUER)
     leaf = first.certificate
     assert leaf.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME) == [granted]
     url = f"{scep.url}/gateway/pkiclient.exe"
