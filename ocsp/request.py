@@ -249,7 +249,7 @@ def _extensions(buf: memoryview, start: int, end: int, understood: frozenset[byt
         parts = read_all(buf, xs, xe, 3)
         if len(parts) < 2 or parts[0][0] != 0x06 or parts[-1][0] != 0x04 or (len(parts) == 3 and parts[1][0] != 0x01):
             raise DerError("Extension: bad structure")
-        oid = _tlv_bytes(buf, parts[0][1], parts[0][2])
+        oid = bytes(buf[tlv_start(parts[0][1], parts[0][2]):parts[0][2]])
         if oid in seen:
             raise DerError("duplicate extension")
         seen.add(oid)
