@@ -32,16 +32,19 @@ from ca.model import (
     CertStatus,
     IssuanceRequest,
     IssuedCertificate,
+    PostureMark,
     Requester,
     RevocationReason,
     RevocationRequest,
     UserIdentity,
 )
+from ca.oids import POSTURE_COMPLIANT, POSTURE_QUARANTINE
 from ca.profiles import OID_OCSP_NOCHECK, Profile, build_subject, check_sans, san_text
 from ca.store.sql import SqlCertificateStore, audit_row
 
 BACKDATE = timedelta(minutes=1)  # tolerate small clock skew on relying parties
 MAX_CLOCK_SKEW = timedelta(minutes=5)  # an invalidity date may lie this far in the future (requester's clock)
+POSTURE_POLICIES = frozenset({POSTURE_COMPLIANT, POSTURE_QUARANTINE})
 
 
 def random_serial() -> int:
@@ -65,6 +68,7 @@ class _Template:
     ek_fingerprint: str | None
     subject_dropped: tuple[str, ...] = ()
     user: UserIdentity | None = None
+    posture: PostureMark | None = None
 
 
 class Authority:
@@ -112,7 +116,7 @@ class Authority:
             profile=profile, issuer=self.issuer_for(profile, issuer), public_key=request.csr.public_key,
             subject=subject, sans=sans, lifetime=profile.lifetime(request.lifetime),
             requester=request.requester, device_id=request.device_id, ek_fingerprint=request.ek_fingerprint,
-            subject_dropped=tuple(dropped), user=request.user))
+            subject_dropped=tuple(dropped), user=request.user, posture=request.posture))
 
     def subject_for(self, profile_name: str, requested: x509.Name, sans: Sequence[x509.GeneralName],
                     grants: Sequence[x509.NameAttribute] = ()) -> tuple[x509.Name, list[str]]:
@@ -140,6 +144,12 @@ class Authority:
         not_after = min(now + t.lifetime, t.issuer.certificate.not_valid_after_utc)
         if not_after <= now:
             raise PKIError(ErrorKind.UNAVAILABLE, f"issuing CA {t.issuer.id} has expired")
+        if t.posture is not None:  # never valid past the device evidence it was issued on (issue 17)
+            if t.posture.policy_oid not in POSTURE_POLICIES:
+                raise PKIError(ErrorKind.INTERNAL, f"unknown posture policy {t.posture.policy_oid.dotted_string}")
+            if t.posture.evidence_expires <= now:
+                raise PKIError(ErrorKind.BAD_REQUEST, "the device posture evidence has expired")
+            not_after = min(not_after, t.posture.evidence_expires)
         builder = (x509.CertificateBuilder().subject_name(t.subject).issuer_name(t.issuer.name)
                    .public_key(t.public_key).serial_number(random_serial())
                    .not_valid_before(now - BACKDATE).not_valid_after(not_after))
@@ -148,7 +158,7 @@ class Authority:
         key = t.issuer.key
         padding = key.rsa_padding()
         linted = builder.sign(self._lint_keys.like(t.issuer), key.hash_algorithm, rsa_padding=padding)
-        lint_issued(linted, t.profile, t.issuer)
+        lint_issued(linted, t.profile, t.issuer, t.posture)
         cert = builder.sign(key.key, key.hash_algorithm, rsa_padding=padding)  # the one HSM signature
         lint_signed(cert, linted, t.issuer)
         info = CertificateInfo(
@@ -159,16 +169,17 @@ class Authority:
             ek_fingerprint=t.ek_fingerprint)
         dropped = {"subject_dropped": list(t.subject_dropped)} if t.subject_dropped else {}
         ek = {"ek_fingerprint": t.ek_fingerprint} if t.ek_fingerprint else {}
+        posture = {"posture": t.posture.policy_oid.dotted_string} if t.posture else {}
         # The audit file line is written inside the store transaction: an unwritable sink raises
         # PKIError(UNAVAILABLE) and nothing is committed (a commit failing after the line leaves a
         # line for a certificate that does not exist, never a certificate without a line).
         self.store.insert_certificate(info, now, audit_row(
             now, t.requester.principal, "issue", t.requester.channel, t.requester.source, info.serial,
-            profile=t.profile.name, sans=list(info.sans), subject=info.subject), user=t.user,
+            profile=t.profile.name, sans=list(info.sans), subject=info.subject, **posture), user=t.user,
             before_commit=lambda: self.audit.append(
                 now, t.requester.principal, "issue", t.requester.channel, source=t.requester.source,
                 serial=info.serial_hex, profile=t.profile.name, identities=list(info.sans), subject=info.subject,
-                device=t.device_id, **dropped, **ek))
+                device=t.device_id, **dropped, **ek, **posture))
         return IssuedCertificate(info, cert, t.issuer.chain_for_leaf())
 
     # -- revocation ---------------------------------------------------------------------------
@@ -245,7 +256,9 @@ def _extensions(t: _Template) -> list[tuple[x509.ExtensionType, bool]]:
                        encipher_only=False, decipher_only=False), True),
         (x509.SubjectKeyIdentifier.from_public_key(t.public_key), False),
         (x509.AuthorityKeyIdentifier(t.issuer.key_id, None, None), False),
-        (x509.CertificatePolicies([x509.PolicyInformation(t.profile.policy_oid, None)]), False),
+        (x509.CertificatePolicies([x509.PolicyInformation(t.profile.policy_oid, None)]
+                                  + ([x509.PolicyInformation(t.posture.policy_oid, None)] if t.posture else [])),
+         False),
     ]
     if t.profile.ekus:
         exts.append((x509.ExtendedKeyUsage(list(t.profile.ekus)), False))

@@ -16,6 +16,7 @@ from cryptography.x509.oid import ExtensionOID
 
 from ca.errors import ErrorKind, PKIError
 from ca.issuer import Issuer
+from ca.model import PostureMark
 from ca.profiles import OID_OCSP_NOCHECK, Profile, check_sans
 
 
@@ -50,10 +51,13 @@ def _key_like(key: CertificateIssuerPrivateKeyTypes) -> CertificateIssuerPrivate
     raise PKIError(ErrorKind.CONFIG, f"unsupported issuer key type {type(key).__name__}")
 
 
-def lint_issued(cert: x509.Certificate, profile: Profile, issuer: Issuer) -> None:
-    """Raise if ``cert`` (the throwaway-key copy) violates RFC 5280 basics or the profile."""
+def lint_issued(cert: x509.Certificate, profile: Profile, issuer: Issuer, posture: PostureMark | None = None) -> None:
+    """Raise if ``cert`` (the throwaway-key copy) violates RFC 5280 basics or the profile.
+
+    With ``posture``: certificatePolicies holds exactly the profile's and the posture's policy, and
+    notAfter does not exceed the evidence expiry."""
     try:
-        _lint(cert, profile, issuer)
+        _lint(cert, profile, issuer, posture)
     except x509.ExtensionNotFound as exc:
         raise _fail(f"missing extension {exc.oid.dotted_string}") from None
     except ValueError as exc:  # duplicate or undecodable extension
@@ -70,7 +74,7 @@ def lint_signed(cert: x509.Certificate, linted: x509.Certificate, issuer: Issuer
         raise _fail(f"signature does not verify with the issuer key: {exc!r}") from None
 
 
-def _lint(cert: x509.Certificate, profile: Profile, issuer: Issuer) -> None:
+def _lint(cert: x509.Certificate, profile: Profile, issuer: Issuer, posture: PostureMark | None) -> None:
     if cert.version is not x509.Version.v3:
         raise _fail("not X.509 v3")
     if not (0 < cert.serial_number < 1 << 159) or cert.serial_number.bit_length() < 64:
@@ -108,6 +112,12 @@ def _lint(cert: x509.Certificate, profile: Profile, issuer: Issuer) -> None:
     if len(cert.subject) == 0 and (not sans or not san_critical):
         raise _fail("an empty subject needs a critical subjectAltName (RFC 5280 §4.2.1.6)")
     check_sans(profile, sans)
+    policies = [p.policy_identifier for p in ext.get_extension_for_class(x509.CertificatePolicies).value]
+    wanted = [profile.policy_oid] + ([posture.policy_oid] if posture else [])
+    if policies != wanted:
+        raise _fail("certificatePolicies differ from the profile (and posture) policy")
+    if posture is not None and cert.not_valid_after_utc > posture.evidence_expires:
+        raise _fail("validity exceeds the device posture evidence")
     if any(e.oid == OID_OCSP_NOCHECK for e in ext) != profile.ocsp_nocheck:
         raise _fail("id-pkix-ocsp-nocheck presence differs from the profile")
     pointers = [oid for oid in (ExtensionOID.AUTHORITY_INFORMATION_ACCESS, ExtensionOID.CRL_DISTRIBUTION_POINTS)

@@ -88,6 +88,15 @@ class UserIdentity:
 
 
 @dataclass(frozen=True)
+class PostureMark:
+    """A device posture verdict for the certificate: its policy OID (``ca.oids.POSTURE_*``) is added to
+    certificatePolicies and notAfter is capped at ``evidence_expires``."""
+
+    policy_oid: x509.ObjectIdentifier
+    evidence_expires: datetime
+
+
+@dataclass(frozen=True)
 class IssuanceRequest:
     csr: CertificationRequest
     profile: str
@@ -103,6 +112,7 @@ class IssuanceRequest:
     subject_grants: tuple[x509.NameAttribute, ...] = ()
     replace_subject: x509.Name | None = None  # CA-controlled subject (e.g. roles from the IdP mapping)
     user: UserIdentity | None = None  # recorded with the certificate in the same transaction
+    posture: PostureMark | None = None  # device posture verdict to carry (issue 17)
 
 
 @dataclass(frozen=True)

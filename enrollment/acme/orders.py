@@ -142,16 +142,18 @@ class Orders(AcmeBase):
         csr = parse_csr(b64d(payload.get("csr"), "csr"))
         self._check_csr(csr, order, s.key)
         self._check_attested_key(order, csr.public_key)
+        evidence = self._evidence(order)
+        posture = self._posture_mark(evidence)
         if not self.store.transition_order(order.id, "ready", "processing"):
             raise AcmeProblem("orderNotReady", "order is no longer ready")
-        evidence = self._evidence(order)
         lifetime = order.not_after - self.dep.clock.now() if order.not_after else None
         try:
             issued = self.dep.authority.issue(IssuanceRequest(
                 csr=csr, profile=order.profile, requester=Requester("acme", s.account.id, ctx.source),
                 lifetime=lifetime, replace_sans=tuple(m.general_name(i) for i in order.identifiers),
                 extra_sans=_device_sans(evidence),
-                device_id=evidence.get("device_id"), ek_fingerprint=evidence.get("ek_fingerprint")))
+                device_id=evidence.get("device_id"), ek_fingerprint=evidence.get("ek_fingerprint"),
+                posture=posture[0] if posture else None))
         except PKIError as exc:
             problem = from_pki_error(exc)
             if exc.kind is ErrorKind.UNAVAILABLE:  # HSM or database away: the client may finalize again later
@@ -164,6 +166,8 @@ class Orders(AcmeBase):
                                         error=AcmeProblem("serverInternal", "issuance failed", 500).document())
             raise
         self.store.transition_order(order.id, "processing", "valid", cert_serial=issued.info.serial_hex)
+        if posture is not None:
+            self._device_posture().record_issued(posture[1], issued.info.serial_hex)
         done = self.store.order(order.id)
         assert done is not None
         return Response(200, m.order_json(done, urls), headers={"Location": urls.order(order.id)})
@@ -196,6 +200,25 @@ class Orders(AcmeBase):
         for authz in self.store.authzs(order.authz_ids):
             out.update(authz.evidence or {})
         return out
+
+    def _device_posture(self) -> Any:
+        posture = getattr(self, "_posture", None)
+        if posture is None:
+            from enrollment.posture.routes import posture_service
+
+            posture = self._posture = posture_service(self.dep)
+        return posture
+
+    def _posture_mark(self, evidence: dict[str, Any]) -> Any:
+        """Issue 17: a TPM-attested device's certificate carries its posture (None when posture is off);
+        a refused or stale posture is ``unauthorized``."""
+        device_id = evidence.get("device_id")
+        if not device_id or "attested_spki" not in evidence:
+            return None
+        try:
+            return self._device_posture().issuance_mark(device_id)
+        except PKIError as exc:
+            raise from_pki_error(exc) from None
 
     def _check_attested_key(self, order: Order, csr_key: Any) -> None:
         """draft-ietf-acme-device-attest-09 §5: the CSR key is the TPM key every device-attest-01 attested."""

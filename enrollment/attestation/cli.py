@@ -43,11 +43,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ca.cli.common import JsonOption, console, fail, print_json
+from ca.cli.common import DEFAULT_DIR, ConfigOption, DirOption, JsonOption, cli_errors, console, fail, print_json
 from ca.device_identity import HardwareModuleName, PermanentIdentifier
 from enrollment.attestation.acme_challenge import DeviceAttest01, DeviceAttest01Response
 from enrollment.attestation.device import DEFAULT_DEVICE_KEY_HANDLE, TpmDevice
 from enrollment.attestation.wire import start_mac
+from enrollment.posture.agent import collect_facts, read_event_log
+from enrollment.posture.evidence import Evidence, qualifying_data
 
 app = typer.Typer(help="TPM-bound device identity: enroll and renew with the device agent.", no_args_is_help=True)
 
@@ -151,6 +153,42 @@ def enroll_ak(device: TpmDevice, attest: AttestClient, eab: Eab | None) -> list[
     secret = device.activate_credential(_b64d(blob["idObject"]), _b64d(blob["encryptedSecret"]))
     done = attest.finish(blob["challengeId"], secret)
     return [_b64d(done["akCertificate"]), *(_b64d(c) for c in done.get("chain", []))]
+
+
+def posture_base(directory_url: str) -> str:
+    """``https://host:port/acme/directory`` → ``https://host:port/posture``."""
+    return attest_base(directory_url).removesuffix("/attest") + "/posture"
+
+
+class PostureClient(AttestClient):
+    """Client of ``/posture/v1/nonce`` and ``/evidence`` (:mod:`enrollment.posture.routes`)."""
+
+    def nonce(self, ak_der: bytes) -> dict[str, Any] | None:
+        """A fresh nonce and the PCR selection to quote, or None when the server has posture off (501)."""
+        try:
+            return self._post("/v1/nonce", {"akCertificate": _b64e(ak_der)})
+        except AgentError as exc:
+            if "posture is not configured" in exc.detail:
+                return None
+            raise
+
+    def evidence(self, evidence: Evidence) -> dict[str, Any]:
+        return self._post("/v1/evidence", evidence.wire())
+
+
+def send_posture(tpm: TpmDevice, client: PostureClient, ak_der: bytes, facts: dict[str, Any],
+                 event_log: bytes | None) -> dict[str, Any] | None:
+    """Nonce → TPM2_Quote over the server's PCR selection with qualifying data H(nonce || H(facts)) →
+    evidence; the server's verdict (None when posture is off). A refused verdict is an AgentError."""
+    challenge = client.nonce(ak_der)
+    if challenge is None:
+        return None
+    nonce = _b64d(challenge["nonce"])
+    quote, signature, pcrs = tpm.quote(str(challenge["pcrSelection"]), qualifying_data(nonce, facts))
+    verdict = client.evidence(Evidence(ak_der, nonce, quote, signature, pcrs, facts, event_log))
+    if verdict.get("verdict") == "refused":
+        raise AgentError("postureRefused", "; ".join(map(str, verdict.get("reasons", [])))[:500] or "refused")
+    return verdict
 
 
 def device_identifiers(ek_der: bytes) -> tuple[PermanentIdentifier, HardwareModuleName]:
@@ -281,6 +319,15 @@ class AgentConfig:
     eab_kid: str | None = None
     eab_hmac_key_file: str | None = None
     handle: int = DEFAULT_DEVICE_KEY_HANDLE
+    facts_file: str | None = None
+    edr_processes: tuple[str, ...] = ()
+    event_log: str | None = None
+
+    def facts(self) -> dict[str, Any]:
+        try:
+            return collect_facts(self.edr_processes, Path(self.facts_file) if self.facts_file else None)
+        except (ValueError, OSError) as exc:
+            raise AgentError("malformed", f"facts: {exc}", 2) from exc
 
     @property
     def verify(self) -> str | bool:
@@ -298,13 +345,15 @@ class AgentConfig:
 
     def to_json(self) -> dict[str, Any]:
         return {"acme": self.acme, "tpm": self.tpm, "ek": self.ek, "ca_bundle": self.ca_bundle,
-                "eab_kid": self.eab_kid, "eab_hmac_key_file": self.eab_hmac_key_file, "handle": hex(self.handle)}
+                "eab_kid": self.eab_kid, "eab_hmac_key_file": self.eab_hmac_key_file, "handle": hex(self.handle),
+                "facts_file": self.facts_file, "edr_processes": list(self.edr_processes), "event_log": self.event_log}
 
     @classmethod
     def load(cls, out: Path) -> AgentConfig:
         data = json.loads((out / STATE_FILE).read_text())
         return cls(data["acme"], data["tpm"], out, data.get("ek", "rsa"), data.get("ca_bundle"), data.get("eab_kid"),
-                   data.get("eab_hmac_key_file"), int(data.get("handle", hex(DEFAULT_DEVICE_KEY_HANDLE)), 16))
+                   data.get("eab_hmac_key_file"), int(data.get("handle", hex(DEFAULT_DEVICE_KEY_HANDLE)), 16),
+                   data.get("facts_file"), tuple(data.get("edr_processes", ())), data.get("event_log"))
 
 
 class AgentTpm(TpmDevice):
@@ -375,7 +424,11 @@ def _write_outputs(cfg: AgentConfig, fullchain: str, tpm_public: bytes) -> x509.
 
 def run_enrollment(cfg: AgentConfig, *, replaces: str | None = None, new_ak_cert: bool = False,
                    new_key: bool = False) -> x509.Certificate:
-    """The whole flow (module docstring); returns the issued certificate."""
+    """The whole flow (module docstring); returns the issued certificate.
+
+    Posture (issue 17): right after the AK step the agent answers a server nonce with a TPM quote and
+    its facts (:func:`send_posture`); the verdict lands in ``posture.json`` and the certificate carries it.
+    A refused verdict stops the run before the ACME order."""
     cfg.out.mkdir(parents=True, exist_ok=True)
     eab = cfg.eab()
     with AcmeSession(cfg.acme, _account_key(cfg.out), cfg.verify) as session, \
@@ -385,6 +438,10 @@ def run_enrollment(cfg: AgentConfig, *, replaces: str | None = None, new_ak_cert
             chain = enroll_ak(tpm, AttestClient(http, attest_base(cfg.acme)), eab)
             _write(cfg.out / "ak-chain.pem", b"".join(
                 x509.load_der_x509_certificate(d).public_bytes(serialization.Encoding.PEM) for d in chain))
+        posture = send_posture(tpm, PostureClient(http, posture_base(cfg.acme)), chain[0], cfg.facts(),
+                               read_event_log(Path(cfg.event_log)) if cfg.event_log else read_event_log(None))
+        if posture is not None:
+            _write(cfg.out / "posture.json", json.dumps(posture, indent=2) + "\n")
         if new_key:
             tpm.create_device_key(cfg.handle)
         tpm.ensure_device_key(cfg.handle)
@@ -428,6 +485,10 @@ def renewal_due(cfg: AgentConfig, cert: x509.Certificate) -> tuple[bool, dt.date
 def _report(cert: x509.Certificate, cfg: AgentConfig, json_out: bool, renewed: bool = True) -> None:
     result = {"renewed": renewed, "serial": format(cert.serial_number, "x"), "out": str(cfg.out),
               "not_after": cert.not_valid_after_utc.isoformat(), "tpm_handle": hex(cfg.handle)}
+    posture_file = cfg.out / "posture.json"
+    if posture_file.exists():
+        posture = json.loads(posture_file.read_text())
+        result["posture"] = {"verdict": posture.get("verdict"), "reasons": posture.get("reasons", [])}
     if json_out:
         print_json(result)
     else:
@@ -455,17 +516,24 @@ CaOption = Annotated[str | None, typer.Option("--ca-bundle", help="PEM file of C
 KidOption = Annotated[str | None, typer.Option("--eab-kid", help="ACME External Account Binding key id.")]
 HmacOption = Annotated[str | None, typer.Option("--eab-hmac-key", help="File holding the base64url EAB HMAC key.")]
 EkOption = Annotated[str, typer.Option("--ek", help="EK to use: rsa (RSA-2048 L-1) or ecc (P-384 H-3).")]
+FactsOption = Annotated[str | None, typer.Option("--facts", help="JSON file of extra self-reported posture facts.")]
+EdrOption = Annotated[list[str] | None, typer.Option("--edr-process", help="Process name of the EDR agent.")]
+EventLogOption = Annotated[str | None, typer.Option("--event-log", help="TCG boot event log file (default: the "
+                                                    "kernel's binary_bios_measurements when readable).")]
 
 
 @app.command("enroll")
 def enroll(acme: AcmeOption, tpm: TpmOption, out: OutOption, ca_bundle: CaOption = None, eab_kid: KidOption = None,
            eab_hmac_key: HmacOption = None, ek: EkOption = "rsa",
            new_key: Annotated[bool, typer.Option("--new-key", help="Replace the TPM device key.")] = False,
+           facts: FactsOption = None, edr_process: EdrOption = None, event_log: EventLogOption = None,
            json_out: JsonOption = False) -> None:
-    """Enroll this device: AK by credential activation, then an ACME machine certificate (device-attest-01)."""
+    """Enroll this device: AK by credential activation, posture evidence (TPM quote), then an ACME machine
+    certificate (device-attest-01)."""
     if ek not in ("rsa", "ecc"):
         raise fail("--ek must be rsa or ecc", 2)
-    cfg = AgentConfig(acme, tpm, out, ek, ca_bundle, eab_kid, eab_hmac_key)
+    cfg = AgentConfig(acme, tpm, out, ek, ca_bundle, eab_kid, eab_hmac_key, facts_file=facts,
+                      edr_processes=tuple(edr_process or ()), event_log=event_log)
     _agent_errors(lambda: _report(run_enrollment(cfg, new_ak_cert=True, new_key=new_key), cfg, json_out))
 
 
@@ -473,13 +541,16 @@ def enroll(acme: AcmeOption, tpm: TpmOption, out: OutOption, ca_bundle: CaOption
 def renew(out: OutOption, acme: Annotated[str | None, typer.Option("--acme")] = None,
           tpm: Annotated[str | None, typer.Option("--tpm")] = None, ca_bundle: CaOption = None,
           force: Annotated[bool, typer.Option("--force", help="Renew even outside the renewal window.")] = False,
+          facts: FactsOption = None, event_log: EventLogOption = None,
           json_out: JsonOption = False) -> None:
-    """Renew the certificate in DIR when due (ACME renewalInfo), reusing the TPM key and identity."""
+    """Renew the certificate in DIR when due (ACME renewalInfo), reusing the TPM key and identity; sends
+    fresh posture evidence every time."""
 
     def run() -> None:
         cfg = AgentConfig.load(out)
         cfg.acme, cfg.tpm = acme or cfg.acme, tpm or cfg.tpm
         cfg.ca_bundle = ca_bundle or cfg.ca_bundle
+        cfg.facts_file, cfg.event_log = facts or cfg.facts_file, event_log or cfg.event_log
         current = x509.load_pem_x509_certificate((out / "cert.pem").read_bytes())
         due, when = renewal_due(cfg, current)
         if not (due or force):
@@ -493,5 +564,44 @@ def renew(out: OutOption, acme: Annotated[str | None, typer.Option("--acme")] = 
     _agent_errors(run)
 
 
-__all__ = ["AcmeSession", "AgentConfig", "AgentError", "AgentTpm", "AttestClient", "Eab", "app", "attest_base",
-           "device_identifiers", "enroll_ak", "run_enrollment"]
+@app.command("posture")
+@cli_errors
+def posture(device: Annotated[str, typer.Argument(help="Device id (permanent identifier, as in ikepki list).")],
+            directory: DirOption = DEFAULT_DIR, config: ConfigOption = None,
+            limit: Annotated[int, typer.Option("--limit", min=1, max=100)] = 10, json_out: JsonOption = False) -> None:
+    """Operator view: the device's latest posture evidence and verdict, with earlier verdicts."""
+    from ca.cli.common import open_deployment
+    from enrollment.posture.routes import posture_service
+
+    shown = posture_service(open_deployment(directory, config)).show(device, limit)
+    if json_out:
+        print_json(shown)
+        return
+    latest = shown["latest"]
+    console.print(f"{device}: {latest['verdict']} ({latest['origin']}, class {latest['deviceClass'] or '-'}, "
+                  f"received {latest['received']}, evidence expires {latest['expires']})", highlight=False)
+    for reason in latest["reasons"]:
+        console.print(f"  - {reason}", highlight=False)
+    for bank, values in latest["pcrs"].items():
+        console.print(f"  {bank}: " + ", ".join(f"{i}={v[:12]}…" for i, v in values.items()), highlight=False)
+    if latest["facts"]:
+        console.print("  facts: " + json.dumps(latest["facts"], sort_keys=True), highlight=False)
+    for older in shown["history"]:
+        console.print(f"  earlier: {older['received']} {older['verdict']} ({older['origin']})", highlight=False)
+
+
+__all__ = [
+    "AcmeSession",
+    "AgentConfig",
+    "AgentError",
+    "AgentTpm",
+    "AttestClient",
+    "Eab",
+    "PostureClient",
+    "app",
+    "attest_base",
+    "device_identifiers",
+    "enroll_ak",
+    "run_enrollment",
+    "send_posture",
+]

@@ -280,6 +280,35 @@ class TpmDevice:
             pub_area=bytes(key_public.publicArea.marshal()),
         )
 
+    def quote(self, selection: str, qualifying_data: bytes) -> tuple[bytes, bytes, dict[str, dict[int, bytes]]]:
+        """TPM2_Quote (Part 3 §18.4) by the AK over ``selection`` (e.g. ``sha256:0,1,2,3,4,5,6,7``):
+        (TPMS_ATTEST, marshalled TPMT_SIGNATURE, PCR values read just before)."""
+        ak = self._ectx.tr_from_tpmpublic(self._ak_handle)
+        pcrs = self.pcr_values(selection)
+        attest, signature = self._ectx.quote(ak, selection, qualifying_data, TPMT_SIG_SCHEME(scheme=TPM2_ALG.NULL),
+                                             session1=ESYS_TR.PASSWORD)
+        return bytes(attest.attestationData), bytes(signature.marshal()), pcrs
+
+    def pcr_values(self, selection: str) -> dict[str, dict[int, bytes]]:
+        """TPM2_PCR_Read (Part 3 §22.4) of every PCR in ``selection``; the TPM returns at most 8 per call."""
+        out: dict[str, dict[int, bytes]] = {}
+        for part in selection.split("+"):
+            bank, _, indices = part.partition(":")
+            wanted = [int(i) for i in indices.split(",")]
+            values: dict[int, bytes] = {}
+            while len(values) < len(wanted):
+                rest = [i for i in wanted if i not in values]
+                _, read, digests = self._ectx.pcr_read(f"{bank}:{','.join(map(str, rest))}")
+                got = [b * 8 + k for b, byte in enumerate(bytes(read.pcrSelections[0].pcrSelect)
+                                                           [:read.pcrSelections[0].sizeofSelect])
+                       for k in range(8) if byte >> k & 1] if read.count else []
+                if not got:
+                    raise RuntimeError(f"the TPM returned no {bank} PCR values")
+                for index, digest in zip(got, list(digests), strict=False):
+                    values[index] = bytes(digest)
+            out[bank] = values
+        return out
+
     def att_obj(
         self, key_authorization: str, ak_chain: Sequence[bytes], handle: int = DEFAULT_DEVICE_KEY_HANDLE
     ) -> bytes:

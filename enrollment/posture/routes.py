@@ -1,0 +1,128 @@
+"""HTTP edge of device posture.
+
+``POST /posture/v1/nonce`` ``{"akCertificate": b64url(DER)}`` → 201 ``{"nonce", "expires", "pcrSelection"}``:
+a single-use 32-byte challenge bound to that AK (:mod:`enrollment.posture.service`).
+
+``POST /posture/v1/evidence`` (body: :mod:`enrollment.posture.evidence`) → 201 ``{"id", "device", "verdict",
+"reasons", "deviceClass", "expires", "heldSerials"}``.  A refused *verdict* is still 201 (the evidence
+was genuine and is recorded); evidence that does not verify is 400 ``badAttestationStatement`` with
+``reason`` (malformed, unknown-ak, bad-nonce, bad-signature, not-a-quote, wrong-qualifying-data,
+pcr-selection, pcr-digest, event-log) and records nothing but an audit line.  The nonce endpoint answers
+501 when posture is not configured (the agent then enrolls without posture).
+Problems use the ACME error namespace like ``/attest`` (RFC 7807).
+
+Admin (``ikepki.admin_routes``): ``GET /admin/v1/posture?device=ID`` (viewer) shows the latest evidence
+and verdict with history; ``POST /admin/v1/posture`` ``{"device", "verdict", "reason"}`` (revoker)
+records an operator verdict (``compliant`` clears an earlier operator verdict).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import anyio
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ca.errors import PKIError
+from ca.model import Requester
+from ca.service.admin import CHANNEL, PROBLEM_RESPONSES, AdminRoutes, Revoker, Viewer
+from ca.service.mounts import HTTPS, HttpMount
+from enrollment.attestation.routes import Problem, _from_pki, _json_body, _source
+from enrollment.posture.errors import EvidenceError
+from enrollment.posture.evidence import Evidence, b64d
+from enrollment.posture.policy import Verdict
+from enrollment.posture.service import PostureService
+from enrollment.posture.settings import PostureSettings
+
+PREFIX = "/posture"
+MAX_ADMIN_BODY = 8 * 1024
+
+
+def _problem(exc: EvidenceError) -> Problem:
+    return Problem("badAttestationStatement", f"{exc.reason.value}: {exc.detail}", reason=exc.reason.value)
+
+
+def _run(fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except EvidenceError as exc:
+        raise _problem(exc) from None
+    except PKIError as exc:
+        raise _from_pki(exc) from None
+
+
+def build_app(service: PostureService) -> Starlette:
+    async def nonce(request: Request) -> Response:
+        if not service.enabled:  # the agent skips posture on 501
+            return Problem("serverInternal", "device posture is not configured on this server", 501).response()
+        try:
+            body = await _json_body(request)
+            try:
+                ak = b64d(body.get("akCertificate"), "akCertificate", 8192)
+            except EvidenceError as exc:
+                raise _problem(exc) from None
+            result = await anyio.to_thread.run_sync(_run, service.nonce, ak, _source(request))
+        except Problem as problem:
+            return problem.response()
+        return JSONResponse(result, 201)
+
+    async def evidence(request: Request) -> Response:
+        try:
+            body = await _json_body(request)
+            try:
+                parsed = Evidence.parse(body)
+            except EvidenceError as exc:
+                raise _problem(exc) from None
+            result = await anyio.to_thread.run_sync(_run, service.submit, parsed, _source(request))
+        except Problem as problem:
+            return problem.response()
+        return JSONResponse(result, 201)
+
+    return Starlette(routes=[Route("/v1/nonce", nonce, methods=["POST"]),
+                             Route("/v1/evidence", evidence, methods=["POST"])])
+
+
+def posture_service(deployment: Any) -> PostureService:
+    return PostureService(deployment, deployment.settings_for(PostureSettings, "posture"))
+
+
+def http_mounts(deployment: Any) -> list[HttpMount]:
+    """Entry point (group ikepki.http): nonce and evidence on the HTTPS listener."""
+    return [HttpMount(PREFIX, build_app(posture_service(deployment)), frozenset({HTTPS}), "posture",
+                      strip_prefix=True)]
+
+
+class SetVerdict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    device: str = Field(min_length=1, max_length=255)
+    verdict: Literal["compliant", "quarantine", "refused"]
+    reason: str = Field(min_length=1, max_length=500)
+
+
+def admin_router(service: PostureService) -> APIRouter:
+    router = APIRouter(responses=PROBLEM_RESPONSES)
+
+    @router.get("")
+    async def show(p: Viewer, device: Annotated[str, Query(min_length=1, max_length=255)],
+                   limit: Annotated[int, Query(ge=1, le=100)] = 10) -> dict[str, Any]:
+        """The device's latest evidence and verdict, and earlier ones (newest first)."""
+        return await anyio.to_thread.run_sync(service.show, device, limit)  # type: ignore[no-any-return]
+
+    @router.post("")
+    async def set_verdict(p: Revoker, body: SetVerdict) -> dict[str, Any]:
+        """Record an operator verdict; a downgrade holds the certificates it no longer allows (pushed)."""
+        return await anyio.to_thread.run_sync(  # type: ignore[no-any-return]
+            service.set_verdict, body.device, Verdict(body.verdict), body.reason,
+            Requester(CHANNEL, p.name, p.source))
+
+    return router
+
+
+def admin_routes(deployment: Any) -> list[AdminRoutes]:
+    """Entry point ``ikepki.admin_routes: posture``."""
+    return [AdminRoutes("/posture", admin_router(posture_service(deployment)), MAX_ADMIN_BODY, "posture")]
