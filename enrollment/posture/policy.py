@@ -130,12 +130,16 @@ def _class(name: str, doc: Any) -> DeviceClass:
     if not isinstance(doc, dict):
         raise PolicyError(f"class {name} must be a mapping")
     pcrs: dict[str, dict[int, frozenset[bytes]]] = {}
+    for key in ("pcrs", "event_log", "facts", "on_failure"):
+        if not isinstance(doc.get(key) or {}, dict):
+            raise PolicyError(f"class {name}: {key} must be a mapping")
     for bank, values in (doc.get("pcrs") or {}).items():
         if bank not in BANKS or not isinstance(values, dict):
             raise PolicyError(f"class {name}: unknown PCR bank {bank!r}")
         pcrs[bank] = {}
         for index, allowed in values.items():
-            if not isinstance(index, int) or not 0 <= index <= 23 or not isinstance(allowed, list):
+            if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index <= 23 or \
+                    not isinstance(allowed, list):
                 raise PolicyError(f"class {name}: PCR {index!r} needs a list of allowed values")
             try:
                 digests = frozenset(bytes.fromhex(str(v)) for v in allowed)
@@ -176,12 +180,17 @@ class PosturePolicy:
     def from_yaml(cls, text: str) -> PosturePolicy:
         if len(text) > MAX_POLICY:
             raise PolicyError("policy file too large")
-        doc = yaml.safe_load(text) or {}
+        try:
+            doc = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise PolicyError(f"posture policy is not YAML: {exc}") from None
         if not isinstance(doc, dict) or not isinstance(doc.get("classes"), dict) or not doc["classes"]:
             raise PolicyError("the posture policy needs a non-empty 'classes' mapping")
         classes = {str(k): _class(str(k), v) for k, v in doc["classes"].items()}
         default = str(doc.get("default_class", next(iter(classes))))
         devices = []
+        if not isinstance(doc.get("devices") or [], list):
+            raise PolicyError("devices must be a list")
         for i, entry in enumerate(doc.get("devices") or []):
             if not isinstance(entry, dict) or str(entry.get("class")) not in classes or not entry.get("match"):
                 raise PolicyError(f"devices[{i}] needs match and a known class")
@@ -250,7 +259,7 @@ class PolicyFile:
                 if stamp != self._stamp:
                     self._policy = PosturePolicy.from_yaml(self.path.read_text())
                     self._stamp = stamp
-            except (OSError, PolicyError, yaml.YAMLError) as exc:
+            except (OSError, PolicyError) as exc:
                 log.error("posture policy %s not (re)loaded: %s", self.path, exc)
                 self._stamp = None if self._policy is None else self._stamp
             if self._policy is None:
