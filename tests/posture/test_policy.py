@@ -58,7 +58,8 @@ def test_compliant_quarantine_refused() -> None:
     no_log = policy.evaluate("laptop-1", GOOD_PCRS, FACTS, None, NOW)
     assert no_log.verdict is Verdict.QUARANTINE and no_log.reasons == ("no boot event log was sent",)
     kiosk = policy.evaluate("kiosk-7", {}, {}, None, NOW)
-    assert (kiosk.verdict, kiosk.device_class, kiosk.expires) == (Verdict.COMPLIANT, "kiosk", NOW + timedelta(minutes=10))
+    assert (kiosk.verdict, kiosk.device_class) == (Verdict.COMPLIANT, "kiosk")
+    assert kiosk.expires == NOW + timedelta(minutes=10)
 
 
 @pytest.mark.parametrize("text", [
