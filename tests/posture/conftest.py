@@ -19,3 +19,24 @@ from device_helpers import running_swtpm
 def swtpm() -> Iterator[Any]:
     with running_swtpm() as tpm:
         yield tpm
+
+
+@pytest.fixture(scope="module")
+def posture_pki(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    """``ikepki serve`` over the session deployment with posture on (policy file in a temp dir, reloaded
+    on change) trusting two swtpm manufacturers; the TPMs are measured by the tests."""
+    from contextlib import ExitStack
+
+    from device_helpers import DevicePki, start_server, trust_dir
+    from posture_helpers import write_policy
+
+    base = tmp_path_factory.mktemp("ikepki-posture")
+    with ExitStack() as stack:
+        tpms = [stack.enter_context(running_swtpm()) for _ in range(2)]
+        directory = request.getfixturevalue("deployment_dir")
+        roots = trust_dir(base / "ek-roots", *tpms)
+        policy = write_policy(base / "posture.yaml")
+        server = start_server(directory, env={"IKEPKI_ATTESTATION_EK_ROOTS": str(roots),
+                                              "IKEPKI_POSTURE_POLICY": str(policy)}, extra_args=("--no-workers",))
+        stack.callback(server.stop)
+        yield {"pki": DevicePki(server), "tpms": tpms, "policy": policy}

@@ -87,3 +87,26 @@ def ak_pem(tpm: TpmDevice) -> bytes:
 
 def pcrs_json(values: dict[int, bytes]) -> dict[str, Any]:
     return {"sha256": {str(i): v.hex() for i, v in values.items()}}
+
+
+GOOD_FACTS = {"os_name": "Debian", "os_version": "12.8", "disk_encryption": True, "edr_running": True}
+
+
+def write_policy(path: Path, refuse_unencrypted: bool = True) -> Path:
+    """The fleet policy of the tests: the good boot's PCR 0 and PCR 7 are the reference values."""
+    good = boot()
+    path.write_text(f"""
+pcr_selection: "sha256:0,1,2,3,4,5,6,7"
+max_evidence_age_seconds: 3600
+default_class: laptop
+classes:
+  laptop:
+    pcrs:
+      sha256:
+        0: ["{good.pcr(0).hex()}"]
+        7: ["{good.pcr(7).hex()}"]
+    event_log: {{secure_boot: true}}
+    facts: {{os_name: [Debian], min_os_version: "12.4", disk_encryption: true, edr_running: true}}
+    on_failure: {{pcrs: quarantine, event_log: quarantine, facts: {"refused" if refuse_unencrypted else "quarantine"}}}
+""")
+    return path
