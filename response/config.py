@@ -85,7 +85,8 @@ class RuleConfig(_Model):
     sources: list[str] = []  # empty: every source
     match: dict[str, str] = {}  # field -> fnmatch pattern; all must match
     target: Target
-    action: Literal["hold", "revoke", "block"]  # block: refuse re-enrollment only
+    action: Literal["hold", "revoke", "block", "posture"]  # block: refuse re-enrollment only
+    posture: Literal["quarantine", "refused"] = "quarantine"  # action posture: the device's new verdict
     reason: str | None = None  # revoke: RFC 5280 reason name
     block_device: bool = False  # hold/revoke: also refuse re-enrollment of the device
     release_on_resolve: bool = False  # hold: a resolved alert releases the holds it made
@@ -110,6 +111,8 @@ class RuleConfig(_Model):
             raise ValueError("release_on_resolve applies to action hold only")
         if self.action == "block" and self.target.kind not in ("device", "ek"):
             raise ValueError("action block needs a device or ek target")
+        if self.action == "posture" and self.target.kind != "device":
+            raise ValueError("action posture needs a device target")
         return self
 
     def matches(self, source: str, fields: dict[str, str] | Any) -> bool:

@@ -28,6 +28,9 @@ class RevocationCore(Protocol):
 
     def block_device(self, device_id: str, requester: Requester, reason: str) -> None: ...
 
+    def set_posture(self, device_id: str, verdict: str, reason: str, requester: Requester) -> list[str]:
+        """Lower the device's posture (``ca.posture``); returns the serials put on hold."""
+
 
 def selector(kind: str, value: str) -> Selector | None:
     """The core's selector for a rule target; None when the value cannot name anything."""
@@ -71,3 +74,9 @@ class AuthorityCore:
 
     def block_device(self, device_id: str, requester: Requester, reason: str) -> None:
         self.dep.authority.block_device(device_id, requester, reason)
+
+    def set_posture(self, device_id: str, verdict: str, reason: str, requester: Requester) -> list[str]:
+        from ca.posture import posture_recorder
+
+        recorder = posture_recorder(self.dep)
+        return recorder.record_verdict(device_id, verdict, reason, requester)  # type: ignore[arg-type]

@@ -65,7 +65,8 @@ class ResponseEngine:
         actor = f"hook:{alert.source}"
         value = alert.fields.get(rule.target.field, "").strip()
         base = {"source": alert.source, "format": alert.format, "fingerprint": alert.fingerprint[:128],
-                "rule": rule.name, "action": rule.action, "reason": self._reason(rule).name
+                "rule": rule.name, "action": rule.action,
+                "reason": rule.posture if rule.action == "posture" else self._reason(rule).name
                 if rule.action != "block" else None, "block_device": rule.block_device or rule.action == "block",
                 "release_on_resolve": rule.release_on_resolve, "target_kind": rule.target.kind,
                 "target_value": value, "alert": dict(list(alert.fields.items())[:MAX_ALERT_FIELDS_KEPT])}
@@ -83,7 +84,7 @@ class ResponseEngine:
             self._audit_incident("incident-failed", actor, client, inc, error=exc.detail)
             return RuleOutcome(rule.name, "failed", inc.id)
         affected = [c for c in certs if rule.action == "revoke" or
-                    (rule.action == "hold" and c.status is CertStatus.valid)]
+                    (rule.action in ("hold", "posture") and c.status is CertStatus.valid)]
         devices = self._devices(rule, value, certs)
         values = {**base, "serials": [c.serial_hex for c in affected], "devices": devices,
                   "cert_count": len(affected), "device_count": len(devices) if base["block_device"]
@@ -103,6 +104,8 @@ class ResponseEngine:
         return self._execute(inc, Requester(CHANNEL, actor, client))
 
     def _devices(self, rule: RuleConfig, value: str, certs: Sequence[CertificateInfo]) -> list[str]:
+        if rule.action == "posture":  # the device whose posture drops (target kind device)
+            return [value]
         if not (rule.block_device or rule.action == "block"):
             return []
         if rule.target.kind == "device":
@@ -134,6 +137,10 @@ class ResponseEngine:
                     inc.reason or "unspecified"]
                 done = self.core.revoke([int(s, 16) for s in inc.serials], reason, requester)
                 changed = [d.serial_hex for d in done]
+            if inc.action == "posture":
+                for device in inc.devices:
+                    changed += self.core.set_posture(device, inc.reason or "quarantine",
+                                                     f"incident {inc.id} ({inc.rule})", requester)
             if inc.block_device:
                 for device in inc.devices:
                     self.core.block_device(device, requester, f"incident {inc.id} ({inc.rule})")

@@ -170,6 +170,11 @@ class PostureService:
         held = self._on_downgrade(device_id, previous, verdict, requester)
         return {"id": record_id, "device": device_id, "verdict": verdict.value, "heldSerials": held}
 
+    def record_verdict(self, device_id: str, verdict: str, reason: str, requester: Requester,
+                       origin: str = "automated") -> list[str]:
+        """:class:`ca.posture.PostureRecorder`: a verdict from outside (e.g. an EDR alert rule)."""
+        return list(self.set_verdict(device_id, Verdict(verdict), reason, requester, origin)["heldSerials"])
+
     def _on_downgrade(self, device_id: str, previous: PostureRecord | None, verdict: Verdict,
                       requester: Requester) -> list[str]:
         """Hold the device's machine certificates the new verdict no longer allows (module docstring)."""

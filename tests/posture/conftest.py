@@ -28,15 +28,17 @@ def posture_pki(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixtur
     from contextlib import ExitStack
 
     from device_helpers import DevicePki, start_server, trust_dir
-    from posture_helpers import write_policy
+    from posture_helpers import EDR_SECRET, write_hooks, write_policy
 
     base = tmp_path_factory.mktemp("ikepki-posture")
     with ExitStack() as stack:
-        tpms = [stack.enter_context(running_swtpm()) for _ in range(2)]
+        tpms = [stack.enter_context(running_swtpm()) for _ in range(3)]
         directory = request.getfixturevalue("deployment_dir")
         roots = trust_dir(base / "ek-roots", *tpms)
         policy = write_policy(base / "posture.yaml")
+        hooks = write_hooks(base)
         server = start_server(directory, env={"IKEPKI_ATTESTATION_EK_ROOTS": str(roots),
-                                              "IKEPKI_POSTURE_POLICY": str(policy)}, extra_args=("--no-workers",))
+                                              "IKEPKI_POSTURE_POLICY": str(policy),
+                                              "IKEPKI_RESPONSE_CONFIG_FILE": str(hooks)}, extra_args=("--no-workers",))
         stack.callback(server.stop)
-        yield {"pki": DevicePki(server), "tpms": tpms, "policy": policy}
+        yield {"pki": DevicePki(server), "tpms": tpms, "policy": policy, "edr_secret": EDR_SECRET}

@@ -110,3 +110,20 @@ classes:
     on_failure: {{pcrs: quarantine, event_log: quarantine, facts: {"refused" if refuse_unencrypted else "quarantine"}}}
 """)
     return path
+
+
+EDR_SECRET = "whsec_" + __import__("base64").b64encode(os.urandom(32)).decode()
+
+
+def write_hooks(base: Path) -> Path:
+    """response.yaml: an EDR (Standard Webhooks) whose critical detections quarantine the device."""
+    import yaml
+
+    (base / "edr-secret").write_text(EDR_SECRET)
+    path = base / "response.yaml"
+    path.write_text(yaml.safe_dump({
+        "sources": {"edr": {"format": "standard-webhooks", "secret": f"file:{base / 'edr-secret'}"}},
+        "rules": [{"name": "edr-quarantine", "sources": ["edr"], "match": {"severity": "critical"},
+                   "target": {"kind": "device", "field": "device"}, "action": "posture", "posture": "quarantine"}],
+        "guard": {"max_certificates": 100, "max_devices": 10}}))
+    return path

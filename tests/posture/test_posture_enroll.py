@@ -175,3 +175,52 @@ def test_replayed_foreign_wrong_nonce_and_forged_log_are_refused(posture_pki: di
     after = json.loads(run_ikepki("device", "posture", device, "--dir", str(pki.dir), "--json").stdout)
     assert after["latest"]["id"] == before["latest"]["id"] + 1  # only the genuine evidence was recorded
     assert after["verdict"] == "compliant"
+
+
+def test_edr_alert_quarantines_the_device_until_an_operator_clears_it(posture_pki: dict[str, Any],
+                                                                       tmp_path: Path) -> None:
+    """response's ``action: posture``: a signed EDR webhook lowers the posture (hold pushed), the next
+    renewal with good evidence still gets a quarantine certificate; an operator's ``compliant`` clears it."""
+    from datetime import UTC, datetime
+
+    from standardwebhooks.webhooks import Webhook
+
+    pki: DevicePki = posture_pki["pki"]
+    tpm = posture_pki["tpms"][2]
+    with AgentTpm(tpm.tcti) as dev:
+        measure(dev, boot())
+    facts, log = _files(tmp_path, GOOD_FACTS, boot().log)
+    out = tmp_path / "out"
+    proc = _enroll(pki, tpm, out, tmp_path, facts, log)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    device = json.loads((out / "posture.json").read_text())["device"]
+    first = x509.load_pem_x509_certificate((out / "cert.pem").read_bytes())
+    assert POSTURE_COMPLIANT in _policies(first)
+
+    body = json.dumps({"device": device, "severity": "critical", "detection": "ransomware"}).encode()
+    now = datetime.now(UTC)
+    msg_id = "msg_" + os.urandom(6).hex()
+    headers = {"content-type": "application/json", "webhook-id": msg_id,
+               "webhook-timestamp": str(int(now.timestamp())),
+               "webhook-signature": Webhook(posture_pki["edr_secret"]).sign(msg_id, now, body)}
+    resp = httpx.post(f"{pki.server.https_url}/hooks/v1/edr", content=body, headers=headers, verify=pki.tls(),
+                      timeout=30)
+    assert resp.status_code == 200, resp.text
+    assert pki.store().get(first.serial_number).status is HOLD
+    shown = json.loads(run_ikepki("device", "posture", device, "--dir", str(pki.dir), "--json").stdout)
+    assert (shown["verdict"], shown["latest"]["origin"]) == ("quarantine", "automated")
+
+    proc = _renew(out, facts, log)  # good evidence, but the automated verdict stays in force
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout)["posture"]["verdict"] == "quarantine"
+    assert POSTURE_QUARANTINE in _policies(x509.load_pem_x509_certificate((out / "cert.pem").read_bytes()))
+
+    with httpx.Client(verify=pki.tls(), timeout=30) as http:
+        resp = http.post(f"{pki.server.https_url}/admin/v1/posture", json={
+            "device": device, "verdict": "compliant", "reason": "reimaged, EDR clean"},
+            headers={"Authorization": f"Bearer {pki.server.admin_token()}"})
+        assert resp.status_code == 200, resp.text
+    proc = _renew(out, facts, log)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout)["posture"]["verdict"] == "compliant"
+    assert POSTURE_COMPLIANT in _policies(x509.load_pem_x509_certificate((out / "cert.pem").read_bytes()))
