@@ -120,8 +120,11 @@ def identity_matches(identity: Identity, cert: x509.Certificate) -> bool:
     sans = _sans(cert)
     try:
         if identity.id_type == IdType.DER_ASN1_DN:
+            # an empty DN: strongSwan sends the empty Name (DER 30 00) as zero octets; it can only name a
+            # certificate whose subject is empty (TPM device certificates: identity in otherName SANs only)
+            data = identity.data or x509.Name([]).public_bytes()
             names = [cert.subject, *(sans.get_values_for_type(x509.DirectoryName) if sans else [])]
-            return any(dn_equal(identity.data, n.public_bytes()) for n in names)
+            return any(dn_equal(data, n.public_bytes()) for n in names)
         if sans is None:
             return False
         if identity.id_type in (IdType.IPV4_ADDR, IdType.IPV6_ADDR):

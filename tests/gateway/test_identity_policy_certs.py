@@ -52,6 +52,20 @@ def test_identity_matches_san_rules(text: str, matches: bool) -> None:
     assert identity_matches(parse_identity(text), MULTI) is matches
 
 
+def test_empty_dn_identity_names_only_an_empty_subject() -> None:
+    """strongSwan sends the empty DN (a TPM device certificate's subject) as zero octets."""
+    root = PKI.root
+    key = make_leaf(root, "empty").key
+    empty = (x509.CertificateBuilder().subject_name(x509.Name([])).issuer_name(root.cert.subject)
+             .public_key(key.public_key()).serial_number(8).not_valid_before(NOW - timedelta(hours=1))  # type: ignore[arg-type]
+             .not_valid_after(NOW + timedelta(days=1))
+             .add_extension(x509.SubjectAlternativeName([x509.DNSName("d.example.test")]), True)
+             .sign(root.key, hashes.SHA256()))  # type: ignore[arg-type]
+    for data in (b"", b"\x30\x00"):
+        assert identity_matches(Identity(IdType.DER_ASN1_DN, data), empty)
+        assert not identity_matches(Identity(IdType.DER_ASN1_DN, data), MULTI)
+
+
 def test_parse_identity_types() -> None:
     assert parse_identity("a@b.test").id_type == IdType.RFC822_ADDR
     assert parse_identity("b.test").id_type == IdType.FQDN
