@@ -126,7 +126,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         state = swtpm_recipe._setup_state(base / "tpm")
         lab.start("swtpm", "swtpm", "socket", "--tpm2", "--tpmstate", f"dir={state}",
                   "--server", f"type=tcp,port={TPM_PORT},bindaddr=127.0.0.1",
-                  "--ctrl", f"type=tcp,port={TPM_PORT + 1},bindaddr=127.0.0.1", "--flags", "not-need-init,startup-clear")
+                  "--ctrl", f"type=tcp,port={TPM_PORT + 1},bindaddr=127.0.0.1",
+                  "--flags", "not-need-init,startup-clear")
         lab.start("mssim-bridge", sys.executable, str(Path(__file__).parent / "mssim_bridge.py"), str(MSSIM_PORT),
                   str(TPM_PORT))
         init_deployment_dir(lab.dir)
