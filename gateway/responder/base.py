@@ -70,9 +70,10 @@ class ResponderConfig:
 class Refused(Exception):
     """Stop the exchange and answer with a single error notify (RFC 7296 §2.21)."""
 
-    def __init__(self, notify: int, reason: str, data: bytes = b"") -> None:
+    def __init__(self, notify: int, reason: str, data: bytes = b"", *, end_sa: bool = False) -> None:
         super().__init__(reason)
         self.notify, self.reason, self.data = notify, reason, data
+        self.end_sa = end_sa or reason.startswith("revoked")  # also delete the IKE SA after answering
 
 
 def _own_identity(cert: x509.Certificate) -> Identity:
@@ -293,6 +294,25 @@ class ResponderBase:
             await self.ocsp.check(leaf, issuer)
         except Revoked as exc:
             raise Refused(N.AUTHENTICATION_FAILED, str(exc)) from exc
+
+    async def _recheck_peer(self, sa: IkeSa, exchange: str) -> None:
+        """Re-evaluate the peer at every rekey (IKE SA and CHILD_SA, RFC 7296 §1.3.2/§1.3.3): device
+        posture (issue 17) lives in the certificate and in pushed events, so this is the certificate
+        re-checked: pushed revocations/holds (a posture downgrade holds the device's certificates) and
+        OCSP; its validity (a posture certificate never outlives its TPM evidence, so an expired one
+        means expired evidence); and a policy rule still matching it. Refusal ends the IKE SA."""
+        auth = sa.auth
+        if auth is None or auth.cert is None or auth.issuer is None:
+            return
+        try:
+            await self._check_revocation(auth.cert, auth.issuer)
+        except Refused as r:
+            raise Refused(N.NO_PROPOSAL_CHOSEN, f"revoked at {exchange}: {r.reason}") from r
+        if self.clock.now() >= auth.cert.not_valid_after_utc:
+            raise Refused(N.NO_PROPOSAL_CHOSEN, f"certificate expired at {exchange} (posture evidence expired)",
+                          end_sa=True)
+        if self.cfg.policy is not None and self.cfg.policy.match(auth.cert) is None:
+            raise Refused(N.NO_PROPOSAL_CHOSEN, f"no policy rule matches at {exchange}", end_sa=True)
 
     # ----------------------------------------------------------------- CHILD SAs
     def _child_event(self, event: str, sa: IkeSa, child: ChildSa, **extra: object) -> None:

@@ -32,10 +32,11 @@ class CreateChildSa(ResponderBase):
             if sa_p.proposals[0].protocol == Protocol.IKE:
                 await self._rekey_ike(sa, hdr, payloads, sa_p, nonce, peer)
             else:
+                await self._recheck_peer(sa, "CHILD_SA exchange")
                 self._child_exchange(sa, hdr, payloads, nonce, peer)
         except Refused as r:
             self._reply_sk(sa, hdr, peer, [c.Notify(r.notify, r.data)])
-            if r.reason.startswith("revoked"):
+            if r.end_sa:
                 self._spawn(self.delete_ike_sa(sa, r.reason))
 
     def _child_ke(self, payloads: tuple[c.Payload, ...], group: int) -> list[c.Payload]:
@@ -69,13 +70,9 @@ class CreateChildSa(ResponderBase):
 
     async def _rekey_ike(self, sa: IkeSa, hdr: c.Header, payloads: tuple[c.Payload, ...], sa_p: c.SA,
                          nonce: c.Nonce, peer: Address) -> None:
-        """IKE SA rekey (RFC 7296 §1.3.2, keys §2.18); revocation is checked again first."""
+        """IKE SA rekey (RFC 7296 §1.3.2, keys §2.18); the peer is re-checked first (:meth:`_recheck_peer`)."""
         assert sa.auth is not None
-        try:
-            if sa.auth.cert is not None and sa.auth.issuer is not None:
-                await self._check_revocation(sa.auth.cert, sa.auth.issuer)
-        except Refused as r:
-            raise Refused(N.NO_PROPOSAL_CHOSEN, f"revoked at IKE rekey: {r.reason}") from r
+        await self._recheck_peer(sa, "IKE rekey")
         ke = next((p for p in payloads if isinstance(p, c.KE)), None)
         choice = select_ike(sa_p.proposals, self.cfg.prefs, ke.group if ke else -1)
         if choice.want_group is not None:

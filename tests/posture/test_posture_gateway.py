@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -171,12 +172,13 @@ def _start_responder(lab: Lab) -> None:
     lab.start("responder", IKEPKI, "responder", "serve", "--listen", f"127.0.0.1:{lab.ike_port}",
               "--cert", str(lab.work / "gw.pem"), "--key", str(lab.work / "gw.key"),
               "--ca-bundle", str(lab.work / "bundle.pem"), "--policy", str(lab.work / "policy.yaml"),
-              "--push-listen", f"127.0.0.1:{lab.push_port}", "--control", str(lab.work / "control.sock"),
+              "--push-listen", f"127.0.0.1:{lab.push_port}", "--push-insecure-http",
+              "--control", str(lab.work / "control.sock"),
               "--event-log", str(lab.work / "events.jsonl"), "--ocsp", "strict", "--local-id", "gw.example.test")
     assert wait_until(lambda: '"ok"' in lab.run("curl", "-s", f"http://127.0.0.1:{lab.push_port}/healthz",
                                                   check=False).stdout, 20), (lab.work / "responder.log").read_text()
-    run_ikepki("gateways", "add", "--name", "bundled-responder", "--kind", "responder", "--url",
-               f"http://127.0.0.1:{lab.push_port}", directory=lab.dir)
+    lab.run(IKEPKI, "gateways", "add", "--name", "bundled-responder", "--kind", "responder", "--url",
+            f"http://127.0.0.1:{lab.push_port}", "--dir", str(lab.dir))
 
 
 def _charon(lab: Lab, cert_pem: bytes) -> Charon:
@@ -250,3 +252,27 @@ def test_posture_selectors_and_downgrade_at_the_gateway(lab: Lab) -> None:
     ok, log = charon.initiate("dev", "net")
     assert ok, log + charon.log()[-3000:]
     assert _child_ts(lab, quarantined) == [REMEDIATION_TS], lab.events()[-5:]
+
+    # evidence expiry: with a short max evidence age the certificate ends with its evidence; the SA it
+    # authenticated is refused and deleted at the next rekey (no push involved)
+    policy = lab.dir.parent / "posture.yaml"
+    policy.write_text(policy.read_text().replace("max_evidence_age_seconds: 3600", "max_evidence_age_seconds: 40"))
+    proc = lab.agent("renew", "--out", str(out), "--force")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cert_pem = (out / "cert.pem").read_bytes()
+    short = x509.load_pem_x509_certificate(cert_pem)
+    posture = json.loads((out / "posture.json").read_text())
+    assert short.not_valid_after_utc <= datetime.fromisoformat(posture["expires"]) <= \
+        datetime.now(UTC) + timedelta(seconds=41)
+    charon.stop()
+    charon = _charon(lab, cert_pem)
+    lab.charon = charon
+    ok, log = charon.initiate("dev", "net")
+    assert ok, log + charon.log()[-3000:]
+    serial = format(short.serial_number, "x")
+    assert wait_until(lambda: datetime.now(UTC) > short.not_valid_after_utc + timedelta(seconds=1), 60)
+    assert charon.sas_of("dev"), "the SA must still be up before the rekey"
+    charon.rekey("dev")
+    assert wait_until(lambda: not charon.sas_of("dev"), 15), charon.log()[-3000:]
+    downs = [e for e in lab.events() if e["event"] == "ike_sa_down" and e.get("serial") == serial]
+    assert downs and "expired at IKE rekey" in downs[-1]["reason"], lab.events()[-5:]
