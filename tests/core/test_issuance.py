@@ -239,3 +239,33 @@ def test_blocked_device_is_refused_even_before_its_first_certificate(deployment)
     assert err.value.kind is ErrorKind.BLOCKED and deployment.store.count() == before
     deployment.authority.issue(IssuanceRequest(csr, "machine", Requester("test", "pytest"),
                                                ek_fingerprint=_secrets.token_hex(32)))
+
+
+def test_posture_mark_policy_oid_and_evidence_cap(deployment, tmp_path: Path) -> None:
+    """Issue 17: the posture policy OID next to the profile's, notAfter capped at the evidence expiry,
+    pkilint clean; expired evidence or an unknown posture OID issues nothing."""
+    from ca.errors import PKIError
+    from ca.model import CertificateQuery, PostureMark
+    from ca.oids import POSTURE_COMPLIANT, POSTURE_QUARANTINE
+
+    now = deployment.clock.now()
+    for oid in (POSTURE_COMPLIANT, POSTURE_QUARANTINE):
+        expires = now + timedelta(minutes=30)
+        csr = parse_csr(make_csr(make_key("ec-p256"), SANS_FOR_PROFILE["machine"]))
+        cert = deployment.authority.issue(IssuanceRequest(csr, "machine", Requester("test", "pytest"),
+                                                          posture=PostureMark(oid, expires))).certificate
+        policies = [p.policy_identifier for p in
+                    cert.extensions.get_extension_for_class(x509.CertificatePolicies).value]
+        assert policies == [deployment.profiles["machine"].policy_oid, oid]
+        assert cert.not_valid_after_utc <= expires
+        pkilint(tmp_path, cert)
+    def issued() -> int:
+        return len(deployment.store.search(CertificateQuery(profile="machine", limit=100_000)))
+
+    before = issued()
+    for mark in (PostureMark(POSTURE_COMPLIANT, now - timedelta(seconds=1)),
+                 PostureMark(x509.ObjectIdentifier("1.3.6.1.4.1.32473.7.4.99"), now + timedelta(hours=1))):
+        csr = parse_csr(make_csr(make_key("ec-p256"), SANS_FOR_PROFILE["machine"]))
+        with pytest.raises(PKIError):
+            deployment.authority.issue(IssuanceRequest(csr, "machine", Requester("test", "pytest"), posture=mark))
+    assert issued() == before  # nothing recorded
