@@ -438,8 +438,8 @@ def run_enrollment(cfg: AgentConfig, *, replaces: str | None = None, new_ak_cert
             chain = enroll_ak(tpm, AttestClient(http, attest_base(cfg.acme)), eab)
             _write(cfg.out / "ak-chain.pem", b"".join(
                 x509.load_der_x509_certificate(d).public_bytes(serialization.Encoding.PEM) for d in chain))
-        posture = send_posture(tpm, PostureClient(http, posture_base(cfg.acme)), chain[0], cfg.facts(),
-                               read_event_log(Path(cfg.event_log)) if cfg.event_log else read_event_log(None))
+        event_log = None if cfg.event_log == "none" else read_event_log(Path(cfg.event_log) if cfg.event_log else None)
+        posture = send_posture(tpm, PostureClient(http, posture_base(cfg.acme)), chain[0], cfg.facts(), event_log)
         if posture is not None:
             _write(cfg.out / "posture.json", json.dumps(posture, indent=2) + "\n")
         if new_key:
@@ -519,7 +519,8 @@ EkOption = Annotated[str, typer.Option("--ek", help="EK to use: rsa (RSA-2048 L-
 FactsOption = Annotated[str | None, typer.Option("--facts", help="JSON file of extra self-reported posture facts.")]
 EdrOption = Annotated[list[str] | None, typer.Option("--edr-process", help="Process name of the EDR agent.")]
 EventLogOption = Annotated[str | None, typer.Option("--event-log", help="TCG boot event log file (default: the "
-                                                    "kernel's binary_bios_measurements when readable).")]
+                                                    "kernel's binary_bios_measurements when readable; none: "
+                                                    "send no log).")]
 
 
 @app.command("enroll")

@@ -245,11 +245,11 @@ class AkEnrollmentService:
 # -- HTTP ----------------------------------------------------------------------------------------------
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
+async def _json_body(request: Request, limit: int = MAX_BODY) -> dict[str, Any]:
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
         raise Problem("malformed", "Content-Type must be application/json", 415)
     try:
-        body = await read_body(request.receive, MAX_BODY, request.headers.get("content-length"))
+        body = await read_body(request.receive, limit, request.headers.get("content-length"))
     except BodyTooLarge as exc:
         raise Problem("malformed", str(exc), 413) from None
     except BodyError as exc:

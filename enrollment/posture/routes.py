@@ -41,6 +41,7 @@ from enrollment.posture.settings import PostureSettings
 
 PREFIX = "/posture"
 MAX_ADMIN_BODY = 8 * 1024
+MAX_EVIDENCE_BODY = 2 * 1024 * 1024  # a 1 MiB event log in base64url plus the quote and facts
 
 
 def _problem(exc: EvidenceError) -> Problem:
@@ -73,7 +74,7 @@ def build_app(service: PostureService) -> Starlette:
 
     async def evidence(request: Request) -> Response:
         try:
-            body = await _json_body(request)
+            body = await _json_body(request, MAX_EVIDENCE_BODY)
             try:
                 parsed = Evidence.parse(body)
             except EvidenceError as exc:

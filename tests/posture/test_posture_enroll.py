@@ -140,7 +140,9 @@ def test_replayed_foreign_wrong_nonce_and_forged_log_are_refused(posture_pki: di
     with http, AgentTpm(tpm.tcti) as dev:
         n = nonce()
         q, s, pcrs = quote(dev, n)
-        genuine = Evidence(ak_der, n, q, s, pcrs, GOOD_FACTS, boot().log)
+        # a firmware-sized log (~120 KB): EV_NO_ACTION events are logged but never extended
+        big_log = boot().log + b"".join(encode_event(0, 3, os.urandom(40_000)) for _ in range(3))
+        genuine = Evidence(ak_der, n, q, s, pcrs, GOOD_FACTS, big_log)
         ok = submit(genuine)
         assert ok.status_code == 201 and ok.json()["verdict"] == "compliant", ok.text
 
@@ -172,6 +174,10 @@ def test_replayed_foreign_wrong_nonce_and_forged_log_are_refused(posture_pki: di
         refused(Evidence(b"\x30\x03\x02\x01\x01", n5, q5, s5, pcrs5, GOOD_FACTS, None), "unknown-ak")
         bad = http.post(f"{base}/evidence", json={"akCertificate": b64e(ak_der), "nonce": "!!"})
         assert bad.status_code == 400 and bad.json()["reason"] == "malformed"
+        huge = http.post(f"{base}/evidence", content=b"{" + b" " * (3 * 1024 * 1024) + b"}",
+                         headers={"content-type": "application/json"})
+        assert huge.status_code == 413
+        assert http.post(f"{base}/evidence", content=b"{}", headers={"content-type": "text/plain"}).status_code == 415
     after = json.loads(run_ikepki("device", "posture", device, "--dir", str(pki.dir), "--json").stdout)
     assert after["latest"]["id"] == before["latest"]["id"] + 1  # only the genuine evidence was recorded
     assert after["verdict"] == "compliant"
