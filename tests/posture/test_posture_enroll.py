@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 from cryptography import x509
 from device_helpers import DevicePki, device_cli, run_ikepki
-from posture_helpers import GOOD_FACTS, SELECTION, boot, encode_event, extend, measure
+from posture_helpers import GOOD_FACTS, SELECTION, boot, encode_event, extend, measure, tools
 
 from ca.model import CertStatus
 from ca.oids import POSTURE_COMPLIANT, POSTURE_QUARANTINE
@@ -153,6 +153,16 @@ def test_replayed_foreign_wrong_nonce_and_forged_log_are_refused(posture_pki: di
             assert resp.json()["type"] == "urn:ietf:params:acme:error:badAttestationStatement"
 
         refused(genuine, "bad-nonce")  # replay of an accepted quote
+
+        # tpm2-tools as an independent producer: tpm2_quote with the persistent AK, accepted by the server
+        n0 = nonce()
+        qd = qualifying_data(n0, GOOD_FACTS)
+        tools(tpm.tcti, tmp_path, "tpm2_quote", "-c", "0x81000002", "-l", SELECTION, "-q", qd.hex(),
+              "-m", "tq.msg", "-s", "tq.sig", "-g", "sha256")
+        by_tools = Evidence(ak_der, n0, (tmp_path / "tq.msg").read_bytes(), (tmp_path / "tq.sig").read_bytes(),
+                            dev.pcr_values(SELECTION), GOOD_FACTS, boot().log)
+        ok = submit(by_tools)
+        assert ok.status_code == 201 and ok.json()["verdict"] == "compliant", ok.text
         n2 = nonce()
         q2, s2, pcrs2 = quote(dev, os.urandom(32))  # quoted over some other nonce
         refused(Evidence(ak_der, n2, q2, s2, pcrs2, GOOD_FACTS, None), "wrong-qualifying-data")
@@ -179,7 +189,7 @@ def test_replayed_foreign_wrong_nonce_and_forged_log_are_refused(posture_pki: di
         assert huge.status_code == 413
         assert http.post(f"{base}/evidence", content=b"{}", headers={"content-type": "text/plain"}).status_code == 415
     after = json.loads(run_ikepki("device", "posture", device, "--dir", str(pki.dir), "--json").stdout)
-    assert after["latest"]["id"] == before["latest"]["id"] + 1  # only the genuine evidence was recorded
+    assert after["latest"]["id"] == before["latest"]["id"] + 2  # only the two genuine quotes were recorded
     assert after["verdict"] == "compliant"
 
 
