@@ -299,8 +299,8 @@ class ResponderBase:
         """Re-evaluate the peer at every rekey (IKE SA and CHILD_SA, RFC 7296 §1.3.2/§1.3.3): device
         posture (issue 17) lives in the certificate and in pushed events, so this is the certificate
         re-checked: pushed revocations/holds (a posture downgrade holds the device's certificates) and
-        OCSP; its validity (a posture certificate never outlives its TPM evidence, so an expired one
-        means expired evidence); and a policy rule still matching it. Refusal ends the IKE SA."""
+        OCSP; and its validity (a posture certificate never outlives its TPM evidence, so an expired one
+        means expired evidence). Refusal ends the IKE SA."""
         auth = sa.auth
         if auth is None or auth.cert is None or auth.issuer is None:
             return
@@ -311,8 +311,6 @@ class ResponderBase:
         if self.clock.now() >= auth.cert.not_valid_after_utc:
             raise Refused(N.NO_PROPOSAL_CHOSEN, f"certificate expired at {exchange} (posture evidence expired)",
                           end_sa=True)
-        if self.cfg.policy is not None and self.cfg.policy.match(auth.cert) is None:
-            raise Refused(N.NO_PROPOSAL_CHOSEN, f"no policy rule matches at {exchange}", end_sa=True)
 
     # ----------------------------------------------------------------- CHILD SAs
     def _child_event(self, event: str, sa: IkeSa, child: ChildSa, **extra: object) -> None:
