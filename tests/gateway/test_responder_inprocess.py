@@ -316,3 +316,57 @@ def test_rfc7383_fragmented_ike_auth_both_ways(tmp_path: Path) -> None:
         assert await ini.send(frags[1]) == [], "retransmit only on fragment #1 (RFC 7383 §2.6.1)"
         assert await ini.send(frags[0]) == out
     asyncio.run(go())
+
+
+class _LaterClock:
+    """The real clock moved forward by ``offset`` (the certificate ages while the SA is up)."""
+
+    def __init__(self) -> None:
+        from datetime import timedelta
+
+        self.offset = timedelta(0)
+
+    def now(self):  # type: ignore[no-untyped-def]
+        from datetime import UTC, datetime
+
+        return datetime.now(UTC) + self.offset
+
+    def monotonic(self) -> float:
+        import time
+
+        return time.monotonic()
+
+
+@pytest.mark.parametrize("why", ["held", "expired"])
+def test_child_sa_exchange_rechecks_the_peer(tmp_path: Path, why: str) -> None:
+    """Issue 17: a CHILD_SA (re)key re-checks the certificate: held (a posture downgrade) or expired (its
+    TPM evidence expired) → NO_PROPOSAL_CHOSEN, then the IKE SA is deleted."""
+    async def go() -> None:
+        from datetime import timedelta
+
+        (tmp_path / "p.yaml").write_text(POLICY)
+        clock = _LaterClock()
+        cfg = ResponderConfig(cert_chain=(PKI.gateway.cert,), key=PKI.gateway.key, roots=(PKI.root.cert,),  # type: ignore[arg-type]
+                              policy=Policy.load(tmp_path / "p.yaml"), ocsp_mode=OcspMode.OFF,
+                              listen_host="198.51.100.1")
+        wire = Wire()
+        r = Responder(cfg, wire, EventLog(tmp_path / "events.jsonl"), clock=clock)
+        ini = _initiator(r, wire)
+        await ini.establish(child=True)
+        (sa,) = r.established()
+        (child,) = sa.children.values()
+        assert sa.auth is not None and sa.auth.cert is not None
+        if why == "held":
+            r.blocklist.add(sa.auth.issuer_key_id, sa.auth.serial)  # as a pushed hold would, minus the delete
+        else:
+            clock.offset = sa.auth.cert.not_valid_after_utc - clock.now() + timedelta(seconds=1)
+        new_spi = os.urandom(4)
+        got = await ini.request(Exchange.CREATE_CHILD_SA, [
+            c.Notify(Notify.REKEY_SA, protocol=Protocol.ESP, spi=child.spi_out),
+            c.SA(proposals=(esp_proposal(new_spi),)), c.Nonce(data=os.urandom(32)), *child_payloads(new_spi)[1:]])
+        assert _notify_types(got) == [Notify.NO_PROPOSAL_CHOSEN]
+        await asyncio.sleep(0)
+        (delete,) = wire.take()
+        assert ini.open(delete) == (c.Delete(protocol=Protocol.IKE),)
+        assert not r.established()
+    asyncio.run(go())
