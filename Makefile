@@ -5,7 +5,7 @@ PY    := $(VENV)/bin/python
 DIR   ?= ./var
 
 # Debian packages the service, the tests and the benchmarks need (installed only when missing).
-APT_PACKAGES := softhsm2 opensc openssl curl iproute2 pkg-config gcc libtss2-dev \
+APT_PACKAGES := softhsm2 opensc openssl curl iproute2 pkg-config gcc libtss2-dev libtss2-tcti-mssim0 \
   strongswan-charon strongswan-swanctl strongswan-pki libstrongswan-standard-plugins \
   libcharon-extra-plugins libstrongswan-extra-plugins \
   swtpm swtpm-tools tpm2-tools lego scep pebble golang-cfssl postgresql wrk apache2-utils \
