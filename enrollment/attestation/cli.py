@@ -164,7 +164,7 @@ class PostureClient(AttestClient):
     """Client of ``/posture/v1/nonce`` and ``/evidence`` (:mod:`enrollment.posture.routes`)."""
 
     def nonce(self, ak_der: bytes) -> dict[str, Any] | None:
-        """A fresh nonce and the PCR selection to quote, or None when the server has posture off (501)."""
+        """A fresh nonce and the PCR selection to quote, or None when the server has posture off (404)."""
         try:
             return self._post("/v1/nonce", {"akCertificate": _b64e(ak_der)})
         except AgentError as exc:

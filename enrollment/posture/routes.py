@@ -7,8 +7,8 @@ a single-use 32-byte challenge bound to that AK (:mod:`enrollment.posture.servic
 "reasons", "deviceClass", "expires", "heldSerials"}``.  A refused *verdict* is still 201 (the evidence
 was genuine and is recorded); evidence that does not verify is 400 ``badAttestationStatement`` with
 ``reason`` (malformed, unknown-ak, bad-nonce, bad-signature, not-a-quote, wrong-qualifying-data,
-pcr-selection, pcr-digest, event-log) and records nothing but an audit line.  The nonce endpoint answers
-501 when posture is not configured (the agent then enrolls without posture).
+pcr-selection, pcr-digest, event-log) and records nothing but an audit line.  Both answer 404
+("device posture is not configured") when posture is off; the agent then enrolls without posture.
 Problems use the ACME error namespace like ``/attest`` (RFC 7807).
 
 Admin (``ikepki.admin_routes``): ``GET /admin/v1/posture?device=ID`` (viewer) shows the latest evidence
@@ -58,9 +58,12 @@ def _run(fn: Any, *args: Any) -> Any:
 
 
 def build_app(service: PostureService) -> Starlette:
+    def disabled() -> Response:  # the agent skips posture on this answer
+        return Problem("notFound", "device posture is not configured on this server", 404).response()
+
     async def nonce(request: Request) -> Response:
-        if not service.enabled:  # the agent skips posture on 501
-            return Problem("serverInternal", "device posture is not configured on this server", 501).response()
+        if not service.enabled:
+            return disabled()
         try:
             body = await _json_body(request)
             try:
@@ -73,6 +76,8 @@ def build_app(service: PostureService) -> Starlette:
         return JSONResponse(result, 201)
 
     async def evidence(request: Request) -> Response:
+        if not service.enabled:
+            return disabled()
         try:
             body = await _json_body(request, MAX_EVIDENCE_BODY)
             try:

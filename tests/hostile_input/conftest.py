@@ -5,6 +5,7 @@ hundreds of hostile requests at every route in seconds."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +34,15 @@ class InProcess:
 
 
 @pytest.fixture(scope="package")
-def app(deployment: Any, deployment_dir: Path) -> Iterator[InProcess]:
-    mounts = load_mounts(deployment)
+def app(deployment: Any, deployment_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcess]:
+    # device posture on (its routes are inert without a policy): a one-class policy, read at mount time
+    policy = tmp_path_factory.mktemp("hostile-posture") / "posture.yaml"
+    policy.write_text("classes: {laptop: {facts: {disk_encryption: true}}}\n")
+    os.environ["IKEPKI_POSTURE_POLICY"] = str(policy)
+    try:
+        mounts = load_mounts(deployment)
+    finally:
+        del os.environ["IKEPKI_POSTURE_POLICY"]
     metrics = Metrics()
     loop = asyncio.new_event_loop()
     clients = {name: httpx.AsyncClient(transport=httpx.ASGITransport(app=app_for(name, mounts, deployment, metrics,

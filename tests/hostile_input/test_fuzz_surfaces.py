@@ -1,7 +1,8 @@
 """Random bytes, parameters, headers and JSON at every route of every HTTP surface of the
-in-process ASGI app (both listeners; ACME, EST, SCEP, OCSP/CRL, attestation, admin incl. the EST,
-SCEP and incident routes, alert hooks, health): nothing may answer 5xx (issue 21, defect 6). Examples are
-bounded so each surface runs in seconds; hypothesis shrinks any 5xx to a minimal request."""
+in-process ASGI app (both listeners; ACME, EST, SCEP, OCSP/CRL, attestation, device posture, admin
+incl. the EST, SCEP, incident and posture routes, alert hooks, health): nothing may answer 5xx
+(issue 21, defect 6). Examples are bounded so each surface runs in seconds; hypothesis shrinks any
+5xx to a minimal request."""
 
 from __future__ import annotations
 
@@ -28,16 +29,18 @@ ROUTES: dict[str, tuple[tuple[str, str], ...]] = {
     "ocsp": ((HTTP, "/ocsp"), (HTTP, "/ocsp/MAA="), (HTTP, "/crl/ec.crl"), (HTTP, "/crl/ec-delta.crl"),
              (HTTP, "/crl/x")),
     "attestation": ((HTTPS, "/attest/v1/ak/start"), (HTTPS, "/attest/v1/ak/finish"), (HTTPS, "/attest/v1/x")),
+    "posture": ((HTTPS, "/posture/v1/nonce"), (HTTPS, "/posture/v1/evidence"), (HTTPS, "/posture/v1/x")),
     "admin": tuple((HTTPS, f"/admin/v1/{p}") for p in (
         "whoami", "certificates", "certificates/1f", "revocations", "revocations/1f", "deliveries/search",
         "devices/d1", "devices/d1/block", "gateways", "gateways/g1", "gateways/g1/health", "tokens", "tokens/x",
         "est/registrations", "est/pending", "scep/challenges", "scep/transactions", "incidents", "incidents/x",
-        "incidents/x/approve", "incidents/x/reject", "openapi.json")),
+        "incidents/x/approve", "incidents/x/reject", "posture", "posture?device=d1", "openapi.json")),
     "hooks": ((HTTPS, "/hooks/v1/alertmanager"), (HTTPS, "/hooks/v1/x"), (HTTPS, "/hooks/v1/openapi.json")),
     "health": tuple((listener, p) for listener in (HTTP, HTTPS) for p in (
         "/healthz", "/readyz", "/metrics", "/ca/root.pem", "/ca/ec.der", "/ca/nope.pem", "/nope")),
 }
-KEYS = ["operation", "message", "offset", "limit", "serial", "profile", "status", "csr", "identifiers",
+KEYS = ["akCertificate", "nonce", "quote", "pcrs", "facts", "eventLog", "device", "verdict",
+        "operation", "message", "offset", "limit", "serial", "profile", "status", "csr", "identifiers",
         "notAfter", "notBefore", "reason", "invalidity_date", "serials", "dry_run", "name", "role", "devices",
         "payload", "protected", "signature", "subject_contains", "expires_before", "x"]
 scalars = (st.none() | st.booleans() | st.integers(min_value=-(2 ** 70), max_value=2 ** 70)
