@@ -1,9 +1,11 @@
-"""The device-posture port of the core: who may lower a device's posture without importing the
-posture package (the automated response package, for one).
+"""The device-posture port of the core (issue 17): what enrollment protocols and the automated
+response package ask of device posture without importing the posture package.
 
-``enrollment.posture`` implements :class:`PostureRecorder` and registers it under the entry point
-group ``ikepki.posture`` (a callable ``(deployment) -> PostureRecorder``). A verdict worse than the
-device's current one holds the certificates it no longer allows (pushed to gateways like any hold).
+``enrollment.posture`` implements :class:`DevicePosture` and registers a factory
+``(deployment) -> DevicePosture`` under the entry point group ``ikepki.posture``. ACME finalize asks
+it for the posture mark of an attested device (``issuance_mark``); the response package lowers a
+device's posture (``record_verdict``): a verdict worse than the device's current one holds the
+certificates it no longer allows (pushed to gateways like any hold).
 """
 
 from __future__ import annotations
@@ -12,24 +14,32 @@ import logging
 from importlib.metadata import entry_points
 from typing import Any, Literal, Protocol
 
-from ca.errors import ErrorKind, PKIError
-from ca.model import Requester
+from ca.model import PostureMark, Requester
 
 log = logging.getLogger("ikepki.posture")
 POSTURE_GROUP = "ikepki.posture"
 Verdict = Literal["compliant", "quarantine", "refused"]
 
 
-class PostureRecorder(Protocol):
-    def record_verdict(self, device_id: str, verdict: Verdict, reason: str, requester: Requester,
+class DevicePosture(Protocol):
+    def record_verdict(self, device_id: str, verdict: str, reason: str, requester: Requester,
                        origin: str = "automated") -> list[str]:
-        """Record the verdict; returns the serials (hex) it put on hold."""
+        """Record a verdict from outside the evidence path; returns the serials (hex) it put on hold."""
+        ...
+
+    def issuance_mark(self, device_id: str) -> tuple[PostureMark, int] | None:
+        """The mark for the device's certificate now and the evidence record it rests on; None when
+        posture is off; PKIError(UNAUTHORIZED) when refused or without fresh evidence."""
+        ...
+
+    def record_issued(self, evidence_id: int, serial_hex: str) -> None:
+        """Remember which certificate the evidence produced."""
         ...
 
 
-def posture_recorder(deployment: Any) -> PostureRecorder:
-    """The recorder registered under ``ikepki.posture`` (first by name); CONFIG error when none is."""
+def device_posture(deployment: Any) -> DevicePosture | None:
+    """The implementation registered under ``ikepki.posture`` (first by name); None when none is."""
     for ep in sorted(entry_points(group=POSTURE_GROUP), key=lambda e: e.name):
-        recorder: PostureRecorder = ep.load()(deployment)
-        return recorder
-    raise PKIError(ErrorKind.CONFIG, "no device posture package is installed (entry point ikepki.posture)")
+        posture: DevicePosture = ep.load()(deployment)
+        return posture
+    return None

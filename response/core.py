@@ -76,7 +76,9 @@ class AuthorityCore:
         self.dep.authority.block_device(device_id, requester, reason)
 
     def set_posture(self, device_id: str, verdict: str, reason: str, requester: Requester) -> list[str]:
-        from ca.posture import posture_recorder
+        from ca.posture import device_posture
 
-        recorder = posture_recorder(self.dep)
-        return recorder.record_verdict(device_id, verdict, reason, requester)  # type: ignore[arg-type]
+        posture = device_posture(self.dep)
+        if posture is None:
+            raise PKIError(ErrorKind.CONFIG, "no device posture package is installed (entry point ikepki.posture)")
+        return posture.record_verdict(device_id, verdict, reason, requester)

@@ -14,7 +14,8 @@ from cryptography.x509.oid import NameOID
 from ca.csr import parse_csr
 from ca.device_identity import attested_key_matches
 from ca.errors import ErrorKind, PKIError
-from ca.model import IssuanceRequest, Requester
+from ca.model import IssuanceRequest, PostureMark, Requester
+from ca.posture import DevicePosture, device_posture
 from ca.profiles import check_sans
 from enrollment.acme import messages as m
 from enrollment.acme.base import AcmeBase, RequestContext, Response, Signed, require_payload
@@ -166,8 +167,8 @@ class Orders(AcmeBase):
                                         error=AcmeProblem("serverInternal", "issuance failed", 500).document())
             raise
         self.store.transition_order(order.id, "processing", "valid", cert_serial=issued.info.serial_hex)
-        if posture is not None:
-            self._device_posture().record_issued(posture[1], issued.info.serial_hex)
+        if posture is not None and (port := self._device_posture()) is not None:
+            port.record_issued(posture[1], issued.info.serial_hex)
         done = self.store.order(order.id)
         assert done is not None
         return Response(200, m.order_json(done, urls), headers={"Location": urls.order(order.id)})
@@ -201,22 +202,21 @@ class Orders(AcmeBase):
             out.update(authz.evidence or {})
         return out
 
-    def _device_posture(self) -> Any:
-        posture = getattr(self, "_posture", None)
-        if posture is None:
-            from enrollment.posture.routes import posture_service
+    def _device_posture(self) -> DevicePosture | None:
+        """The core's posture port (``ca.posture``), looked up once."""
+        if not hasattr(self, "_posture"):
+            self._posture = device_posture(self.dep)
+        return self._posture
 
-            posture = self._posture = posture_service(self.dep)
-        return posture
-
-    def _posture_mark(self, evidence: dict[str, Any]) -> Any:
+    def _posture_mark(self, evidence: dict[str, Any]) -> tuple[PostureMark, int] | None:
         """Issue 17: a TPM-attested device's certificate carries its posture (None when posture is off);
         a refused or stale posture is ``unauthorized``."""
         device_id = evidence.get("device_id")
-        if not device_id or "attested_spki" not in evidence:
+        posture = self._device_posture()
+        if not device_id or "attested_spki" not in evidence or posture is None:
             return None
         try:
-            return self._device_posture().issuance_mark(device_id)
+            return posture.issuance_mark(device_id)
         except PKIError as exc:
             raise from_pki_error(exc) from None
 

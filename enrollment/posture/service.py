@@ -172,7 +172,7 @@ class PostureService:
 
     def record_verdict(self, device_id: str, verdict: str, reason: str, requester: Requester,
                        origin: str = "automated") -> list[str]:
-        """:class:`ca.posture.PostureRecorder`: a verdict from outside (e.g. an EDR alert rule)."""
+        """:class:`ca.posture.DevicePosture`: a verdict from outside (e.g. an EDR alert rule)."""
         return list(self.set_verdict(device_id, Verdict(verdict), reason, requester, origin)["heldSerials"])
 
     def _on_downgrade(self, device_id: str, previous: PostureRecord | None, verdict: Verdict,
