@@ -387,7 +387,8 @@ def test_est_manual_approval_issues_once_across_replicas(replicas: Replicas) -> 
         assert len(serials) == 1
         (row,) = replicas.store.rows("select status, serial from est_pending where id = :i", i=pending_id)
         assert row.status == "issued" and int(row.serial, 16) in serials
-        count = replicas.store.rows("select count(*) as n from certificates where sans like '%ha-approval.example.test%'")
+        count = replicas.store.rows(
+            "select count(*) as n from certificates where sans like '%ha-approval.example.test%'")
         assert count[0].n == 1
     finally:
         for c in clients.values():
