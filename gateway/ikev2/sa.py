@@ -56,6 +56,7 @@ class RadiusGrant:
     interim_interval: int | None = None
     framed_ip: str | None = None
     class_raw: tuple[bytes, ...] = ()  # echoed in accounting (RFC 2865 §5.25)
+    user_name: str | None = None  # the User-Name the server returned: the authenticated name (RFC 2865 §5.1)
 
     @property
     def groups(self) -> frozenset[str]:
@@ -64,13 +65,16 @@ class RadiusGrant:
     def to_dict(self) -> dict[str, Any]:
         return {"server": self.server, "filter_ids": list(self.filter_ids), "classes": list(self.classes),
                 "session_timeout": self.session_timeout, "interim_interval": self.interim_interval,
-                "framed_ip": self.framed_ip}
+                "framed_ip": self.framed_ip, "user_name": self.user_name}
 
 
 @dataclass(frozen=True)
 class PeerAuth:
     """Who authenticated the IKE SA (RFC 7296 §2.15, RFC 4739): the certificate round, the EAP
-    round, or both. ``identity`` is the EAP identity when EAP ran, else the certificate's."""
+    round, or both. ``identity`` is the EAP identity when EAP ran, else the certificate's.
+    ``identity_verified`` is False when EAP ran but the Access-Accept returned no User-Name:
+    the outer EAP-Identity is only a claim then (RFC 2865 §5.1, RFC 3748 §5.1), so nothing
+    (INITIAL_CONTACT) may act on it."""
 
     identity: Identity
     cert: x509.Certificate | None
@@ -81,6 +85,7 @@ class PeerAuth:
     eap_identity: str | None = None
     eap_method: str | None = None
     radius: RadiusGrant | None = None
+    identity_verified: bool = True
 
     @property
     def serial(self) -> int:

@@ -95,13 +95,16 @@ def auth_matches(got: bytes, want: bytes) -> bool:
 
 
 def grant_of(answer: rp.Packet, server: str) -> RadiusGrant:
-    """The Access-Accept attributes the policy uses (RFC 2865 §5.8/§5.11/§5.25/§5.27, RFC 2869 §5.16)."""
+    """The Access-Accept attributes the policy uses (RFC 2865 §5.8/§5.11/§5.25/§5.27, RFC 2869 §5.16),
+    and its User-Name: the name the server authenticated, which the NAS uses from then on
+    (RFC 2865 §5.1: "the client SHOULD use this name in all Accounting-Request packets")."""
     def text(v: bytes) -> str:
         return v.decode("utf-8", "replace")[:253]
 
     timeout = answer.first(rp.Attr.SESSION_TIMEOUT)
     interim = answer.first(rp.Attr.ACCT_INTERIM_INTERVAL)
     framed = answer.first(rp.Attr.FRAMED_IP_ADDRESS)
+    user = answer.first(rp.Attr.USER_NAME)
     return RadiusGrant(
         server=server,
         filter_ids=tuple(text(v) for v in answer.get(rp.Attr.FILTER_ID)),
@@ -110,4 +113,5 @@ def grant_of(answer: rp.Packet, server: str) -> RadiusGrant:
         interim_interval=int.from_bytes(interim, "big") if interim and len(interim) == 4 else None,
         framed_ip=rp.ipv4(framed) if framed else None,
         class_raw=tuple(answer.get(rp.Attr.CLASS)),
+        user_name=text(user) if user else None,
     )

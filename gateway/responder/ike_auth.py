@@ -237,11 +237,14 @@ class IkeAuth(ResponderBase):
             rule = self.cfg.policy.match_peer(first.cert if first else None, grant.groups, methods)
             if rule is None:
                 raise Refused(N.AUTHENTICATION_FAILED, "no policy rule matches")
-        identity = _identity_of(st.identity, st.idi)
+        # The outer EAP-Identity is an unauthenticated claim; the name the server authenticated is
+        # the User-Name of its Access-Accept (RFC 2865 §5.1). Without one the claim stays a claim.
+        name = grant.user_name or st.identity
+        identity = _identity_of(name, st.idi)
         peer_auth = PeerAuth(identity, first.cert if first else None, first.issuer if first else None,
                              first.issuer_key_id if first else "", rule.name if rule else None,
                              (f"{first.scheme}+" if first else "") + f"EAP-{st.method.upper()}",
-                             st.identity, st.method, grant)
+                             name, st.method, grant, identity_verified=grant.user_name is not None)
         sa.virtual_ip = grant.framed_ip
         idr = c.ID(id_type=self.identity.id_type, data=self.identity.data, initiator=False)
         mine = msk_auth(sa.suite.prf, key_r, signed_octets(sa.init_response, sa.ni, sa.suite.prf, sa.keys.sk_pr,
@@ -327,10 +330,14 @@ class IkeAuth(ResponderBase):
         return [idr, *certs, c.Auth(method=sig.method, data=sig.data)]
 
     def _initial_contact(self, sa: IkeSa) -> None:
-        """RFC 7296 §2.4: drop other IKE SAs of the same authenticated identity."""
+        """RFC 7296 §2.4: drop other IKE SAs of the same authenticated identity (an EAP identity
+        the RADIUS server did not confirm is not authenticated: it drops nothing)."""
         assert sa.auth is not None
+        if not sa.auth.identity_verified:
+            return
         for other in list(self.sas.values()):
-            if other is not sa and other.auth and other.auth.identity == sa.auth.identity:
+            if (other is not sa and other.auth and other.auth.identity_verified
+                    and other.auth.identity == sa.auth.identity):
                 self._forget(other)
                 self.log.emit(ev.SA_DOWN, ike_sa=other.name, reason="initial contact",
                               peer_id=str(other.auth.identity))
