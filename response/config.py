@@ -53,6 +53,8 @@ class SourceConfig(_Model):
     format: Literal["alertmanager", "keylime", "standard-webhooks"]
     bearer_token: str | None = None  # reference: file:PATH | env:NAME
     client_cert_subject: str | None = None  # RFC 4514 subject of a client certificate from the ikepki CA
+    # ...issued under one of these profiles (a user certificate with that subject does not match)
+    client_cert_profiles: tuple[str, ...] = Field(default=("machine",), min_length=1, max_length=16)
     secret: str | None = None  # standard-webhooks: reference to whsec_<base64>
     verifier_cert: str | None = None  # keylime: PEM certificate or public key (path)
     allow_unsigned: bool = False  # keylime without a verifier key (not recommended)

@@ -68,7 +68,8 @@ def check_bearer(source: Source, authorization: str | None) -> None:
 
 
 def check_client_cert(source: Source, scope: Mapping[str, Any], deployment: ServiceKeys) -> None:
-    """The TLS layer verified the chain to the ikepki CA; here: subject, validity, not revoked."""
+    """The TLS layer verified the chain to the ikepki CA; here: subject, validity, and the store's
+    own record of that serial (same DER, valid, one of the source's ``client_cert_profiles``)."""
     wanted = source.config.client_cert_subject
     if not wanted:
         return
@@ -83,7 +84,8 @@ def check_client_cert(source: Source, scope: Mapping[str, Any], deployment: Serv
     if cert.subject.rfc4514_string() != wanted or not (cert.not_valid_before_utc <= now <= cert.not_valid_after_utc):
         raise HookRefused(Refusal.UNAUTHENTICATED, "client certificate not accepted for this source")
     info = deployment.store.get(cert.serial_number)
-    if info is None or info.der != der or info.status is not CertStatus.valid:
+    if (info is None or info.der != der or info.status is not CertStatus.valid
+            or info.profile not in source.config.client_cert_profiles):
         raise HookRefused(Refusal.UNAUTHENTICATED, "client certificate is not a valid ikepki certificate")
 
 

@@ -9,8 +9,10 @@ callable ``admin_routes(deployment) -> list[AdminRoutes]`` (a FastAPI router, th
 :data:`Admin` and never check credentials themselves.
 
 Credentials: a bearer token (``Authorization: Bearer …``, RFC 6750 §2.1) checked against the
-store's hashed admin tokens, or a TLS client certificate whose subject is mapped to a role in
-``admin.cert_roles``. A presented token decides alone (a wrong token is not rescued by a
+store's hashed admin tokens, or a TLS client certificate mapped to a role in ``admin.cert_roles``
+(profile -> subject -> role): the certificate must be the store's own record of that serial (same
+DER), valid, and issued under that profile, so another profile's certificate with the same subject
+does not match. A presented token decides alone (a wrong token is not rescued by a
 certificate). Roles are ordered viewer < revoker < admin. 401 carries ``WWW-Authenticate: Bearer``
 (RFC 6750 §3).
 """
@@ -87,8 +89,10 @@ def bearer_token(header: str | None) -> str | None:
 
 
 class AdminAuthenticator:
-    def __init__(self, store: AdminCredentialStore, clock: Clock, cert_roles: Mapping[str, str]) -> None:
-        self.store, self.clock, self.cert_roles = store, clock, dict(cert_roles)
+    def __init__(self, store: AdminCredentialStore, clock: Clock,
+                 cert_roles: Mapping[str, Mapping[str, str]]) -> None:
+        self.store, self.clock = store, clock
+        self.cert_roles = {profile: dict(subjects) for profile, subjects in cert_roles.items()}
 
     def authenticate(self, authorization: str | None, scope: Mapping[str, Any], source: str) -> Principal | None:
         """A presented token decides alone (a wrong token is not rescued by a certificate)."""
@@ -109,13 +113,16 @@ class AdminAuthenticator:
         now = self.clock.now()
         if not (cert.not_valid_before_utc <= now <= cert.not_valid_after_utc):
             return None  # the TLS layer does not check validity periods
-        role = self.cert_roles.get(cert.subject.rfc4514_string())
-        if role not in ROLES:
+        subject = cert.subject.rfc4514_string()
+        if not any(subject in subjects for subjects in self.cert_roles.values()):
             return None
         info = self.store.get(cert.serial_number)
-        if info is not None and info.der == der and info.status is not CertStatus.valid:
-            return None  # revoked or held admin certificate
-        return Principal(cert.subject.rfc4514_string(), role, "certificate", source)
+        if info is None or info.der != der or info.status is not CertStatus.valid:
+            return None  # not this CA's record of it (fail closed), or revoked / held
+        role = self.cert_roles.get(info.profile, {}).get(subject)
+        if role not in ROLES:
+            return None  # the subject is mapped under another profile only
+        return Principal(subject, role, "certificate", source)
 
 
 def _client(scope: Mapping[str, Any]) -> str:

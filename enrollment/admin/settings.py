@@ -10,8 +10,9 @@ from ca.config import IkepkiSettings
 class AdminSettings(IkepkiSettings):
     model_config = SettingsConfigDict(extra="forbid", env_prefix="IKEPKI_ADMIN_")
 
-    # client certificate subject (RFC 4514, as cryptography prints it) -> role (viewer, revoker, admin)
-    cert_roles: dict[str, str] = {}
+    # certificate profile -> client certificate subject (RFC 4514, as cryptography prints it) -> role
+    # (viewer, revoker, admin); a certificate of another profile with the same subject gets no role
+    cert_roles: dict[str, dict[str, str]] = {}
     max_body_bytes: int = 2 * 1024 * 1024
     max_serials: int = 10_000  # per revocation request (the CLI sends bulk in chunks)
     max_targets: int = 100_000  # selected by device / identity / profile

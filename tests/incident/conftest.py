@@ -32,7 +32,8 @@ from tests.incident.swan import GW_ID, Charon, Netns, PortIntoNetns, client_conf
 # and an admin client-certificate subject mapped to a role
 ADMIN_CERT_SUBJECT = "CN=incident-admin-cert"
 PUSH_ENV = {"IKEPKI_PUSH_BACKOFF_BASE_SECONDS": "0.2", "IKEPKI_PUSH_BACKOFF_MAX_SECONDS": "1.0",
-            "IKEPKI_PUSH_LEASE_SECONDS": "3", "IKEPKI_ADMIN_CERT_ROLES": json.dumps({ADMIN_CERT_SUBJECT: "revoker"})}
+            "IKEPKI_PUSH_LEASE_SECONDS": "3",
+            "IKEPKI_ADMIN_CERT_ROLES": json.dumps({"user": {ADMIN_CERT_SUBJECT: "revoker"}})}
 
 
 @dataclass

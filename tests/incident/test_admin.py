@@ -7,11 +7,13 @@ import contextlib
 import json
 import os
 import ssl
+from datetime import timedelta
 from typing import Any
 
 import anyio
 import httpx
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from fastapi import FastAPI
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -394,3 +396,42 @@ def test_an_unexpected_error_is_a_500_problem_and_audited(deployment):  # type: 
     lines = [json.loads(x) for x in deployment.audit.path.read_text().splitlines()]
     calls = {(a["path"], a["status"], a["actor"], a["source"]) for a in lines if a["action"] == "admin-api"}
     assert (path, 500, token[:20], "192.0.2.7") in calls and (path, 413, "anonymous", "192.0.2.7") in calls
+
+
+def test_admin_certificate_role_is_pinned_to_profile_and_store_record(deployment):  # type: ignore[no-untyped-def]
+    """cert_roles maps profile + subject: a certificate of another profile with the mapped subject,
+    and a certificate this CA has no record of, get no role (fail closed)."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from ca.csr import parse_csr
+    from ca.model import IssuanceRequest, Requester
+
+    tag = os.urandom(3).hex()
+    subject = f"CN=pinned-admin-{tag}"
+
+    def issue(profile: str, san: x509.GeneralName) -> bytes:
+        key = ec.generate_private_key(ec.SECP256R1())
+        csr = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name.from_rfc4514_string(subject))
+               .add_extension(x509.SubjectAlternativeName([san]), critical=False).sign(key, hashes.SHA256()))
+        request = parse_csr(csr.public_bytes(serialization.Encoding.PEM))
+        issued = deployment.authority.issue(IssuanceRequest(request, profile, Requester("test", "admin-pin"),
+                                                            subject_grants=tuple(request.subject)))
+        return issued.certificate.public_bytes(serialization.Encoding.DER)
+
+    user = issue("user", x509.RFC822Name(f"pin-{tag}@example.test"))
+    machine = issue("machine", x509.DNSName(f"pin-{tag}.example.test"))
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = deployment.clock.now()
+    name = x509.Name.from_rfc4514_string(subject)
+    foreign = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+               .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=5))
+               .not_valid_after(now + timedelta(days=1)).sign(key, hashes.SHA256())
+               ).public_bytes(serialization.Encoding.DER)
+    auth = AdminAuthenticator(deployment.store, deployment.clock, {"user": {subject: "admin"}})
+
+    def principal(der: bytes) -> Any:
+        return auth.authenticate(None, {"extensions": {"tls": {"client_cert_der": der}}}, "192.0.2.9")
+
+    assert principal(user) is not None and principal(user).role == "admin"
+    assert principal(machine) is None  # same subject, another profile
+    assert principal(foreign) is None  # no store record of it

@@ -198,8 +198,38 @@ def test_alertmanager_authenticated_by_tls_client_certificate(am_lab: Lab, alert
     none = httpx.post(f"{lab.server.https_url}/hooks/v1/{MTLS_SOURCE}", content=body, verify=lab.tls(),
                       headers={"content-type": "application/json"}, timeout=30)
     assert none.status_code == 401
+    # the right subject from another profile (a user certificate) is refused too: profiles are pinned
+    user_cert, user_key = _user_cert_with_subject(lab, f"CN={AM_CLIENT}.example.test")
+    (lab.work / "user.pem").write_bytes(user_cert)
+    (lab.work / "user.key").write_bytes(user_key)
+    ctx = lab.tls()
+    ctx.load_cert_chain(str(lab.work / "user.pem"), str(lab.work / "user.key"))
+    other_profile = httpx.post(f"{lab.server.https_url}/hooks/v1/{MTLS_SOURCE}", content=body, verify=ctx,
+                               headers={"content-type": "application/json"}, timeout=30)
+    assert other_profile.status_code == 401, other_profile.text
     assert lab.status(serial) == "valid" and not _mine(lab, name)
     am.amtool("alert", "add", "EDRDeviceCompromised", f"device={name}")
     assert wait_for(lambda: lab.status(serial) == "hold", 30), am.log()[-3000:]
     [inc] = _mine(lab, name)
     assert inc["source"] == MTLS_SOURCE and inc["status"] == "executed"
+
+
+def _user_cert_with_subject(lab: Lab, subject: str) -> tuple[bytes, bytes]:
+    """A "user" profile certificate (PEM, key PEM) whose subject the operator granted."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from ca.csr import parse_csr
+    from ca.model import IssuanceRequest, Requester
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name.from_rfc4514_string(subject))
+           .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(f"u-{TAG}@example.test")]), critical=False)
+           .sign(key, hashes.SHA256()))
+    request = parse_csr(csr.public_bytes(serialization.Encoding.PEM))
+    issued = lab.deployment.authority.issue(IssuanceRequest(request, "user", Requester("test", "am-pin"),
+                                                            subject_grants=tuple(request.subject)))
+    return (issued.certificate.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))
