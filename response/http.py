@@ -106,12 +106,18 @@ def create_app(resp: Response) -> FastAPI:
     resp.hooks.current()  # fail closed at start-up on a broken hooks file
 
     def parse(source: Source, request_headers: Mapping[str, str], body: bytes) -> tuple[list[Alert], str | None]:
-        """The alerts, and the Standard Webhooks message id now remembered (None for other formats)."""
+        """The alerts, and the message id now remembered (Standard Webhooks' webhook-id, the digest
+        of a Keylime ``msg``; None for Alertmanager, which repeats alerts by design)."""
         fmt = source.config.format
         if fmt == "alertmanager":
             return alertmanager.parse(source.name, body), None
         if fmt == "keylime":
-            return keylime.parse(source.name, body, source.verifier_key, source.config.allow_unsigned), None
+            found = keylime.parse(source.name, body, source.verifier_key, source.config.allow_unsigned)
+            msg_id = keylime.message_id(body)
+            if not resp.store.remember_message(source.name, msg_id, dep.clock.now(),
+                                               timedelta(days=keylime.REPLAY_KEEP_DAYS)):
+                raise HookRefused(Refusal.REPLAY, "this Keylime message was already delivered")
+            return found, msg_id
         tolerance = source.config.tolerance_seconds
         signed = generic.verify(request_headers, body, list(source.hmac_keys), dep.clock.now(), tolerance)
         alerts = generic.parse(source.name, body, signed, source.config.fingerprint_field)

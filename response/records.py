@@ -50,7 +50,8 @@ class IncidentRecord(SQLModel, table=True):
 
 
 class MessageIdRecord(SQLModel, table=True):
-    """Standard Webhooks message ids seen (replay protection, shared by every replica)."""
+    """Message ids seen: Standard Webhooks ids, digests of Keylime messages (replay protection,
+    shared by every replica)."""
 
     __tablename__ = "response_message_ids"
 

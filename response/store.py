@@ -89,11 +89,13 @@ class ResponseStore:
     # -- replay protection ----------------------------------------------------------------------
 
     def remember_message(self, source: str, msg_id: str, now: datetime, keep: timedelta) -> bool:
-        """Record a message id; False if it was seen before (a replay). Ids older than ``keep``
-        (more than the timestamp tolerance) are pruned: their timestamps are refused anyway."""
+        """Record a message id; False if it was seen before (a replay). This source's ids older
+        than ``keep`` (more than the timestamp tolerance) are pruned: their timestamps are refused
+        anyway. Pruning is per source: each format keeps its ids for its own period."""
         try:
             with self.db.write() as conn:
-                conn.execute(delete(MESSAGE_IDS).where(MESSAGE_IDS.c.seen_at < now - keep))
+                conn.execute(delete(MESSAGE_IDS).where(MESSAGE_IDS.c.source == source,
+                                                       MESSAGE_IDS.c.seen_at < now - keep))
                 conn.execute(insert(MESSAGE_IDS), {"source": source, "msg_id": msg_id, "seen_at": now})
             return True
         except IntegrityError:

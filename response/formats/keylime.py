@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import hashlib
 import json
 from typing import Any
 
@@ -71,6 +72,17 @@ def parse(source: str, body: bytes, verifier_key: rsa.RSAPublicKey | None, allow
     event_id = str(event.get("event_id") or "")[:128]
     fingerprint = event_id or f"{event['agent_id'][:64]}:{str(event.get('event_time', ''))[:40]}"
     return [Alert(source, FORMAT, fingerprint, AlertStatus.firing, fields)]
+
+
+REPLAY_KEEP_DAYS = 30
+
+
+def message_id(body: bytes) -> str:
+    """The replay-memory id of a parsed notification: SHA-256 of its ``msg`` text. Keylime's
+    signature covers ``msg`` only and carries no nonce, so a captured message stays verifiable
+    forever; the hook remembers each one for :data:`REPLAY_KEEP_DAYS` and refuses it again."""
+    msg: str = json.loads(body)["msg"]
+    return "keylime-sha256:" + hashlib.sha256(msg.encode()).hexdigest()
 
 
 def verify(key: rsa.RSAPublicKey, msg: str, signature: str) -> None:

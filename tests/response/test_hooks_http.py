@@ -145,6 +145,8 @@ def test_keylime_signed_notification_revokes_and_blocks_the_agent_device(http_la
     assert resp.status_code == 200, resp.text
     assert lab.status(serial) == "revoked"
     assert lab.deployment.store.is_device_blocked(agent, None)
+    # the signature covers msg only, with no nonce: the same message again is a replay
+    _problem(lab.post_hook(f"kl-{TAG}", dump({"msg": msg, "signature": sig})), 409, "replay")
 
 
 def test_refusals_change_nothing(http_lab: Lab) -> None:
