@@ -141,8 +141,8 @@ def create_app(resp: Response) -> FastAPI:
                 outcomes = resp.engine.handle(alert, loaded.hooks, client)
                 results.append({"fingerprint": alert.fingerprint, "status": alert.status.value,
                                 "rules": [o.wire() for o in outcomes]})
-        except PKIError:
-            if msg_id is not None:  # not handled: let the sender's retry with the same id through
+        except Exception:
+            if msg_id is not None:  # not handled, whatever failed: let the sender's retry with the same id through
                 with contextlib.suppress(PKIError):
                     resp.store.forget_message(name, msg_id)
             raise

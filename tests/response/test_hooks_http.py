@@ -126,6 +126,41 @@ def test_generic_signed_event_revokes_identity_and_refuses_replay(http_lab: Lab)
                                                                       "unauthenticated"}
 
 
+def test_message_id_is_forgotten_when_handling_fails_unexpectedly(http_lab: Lab,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any failure after the id was remembered (not only a PKIError) forgets it, so the sender's
+    retry of the same message is handled instead of refused as a replay. In-process app on the
+    lab's deployment; the failing engine is the only made-up part."""
+    import anyio
+
+    from response.http import create_app
+    from response.service import Response
+
+    lab = http_lab
+    monkeypatch.setenv("IKEPKI_RESPONSE_CONFIG_FILE", str(lab.hooks_file))  # as the lab's server has it
+    resp = Response(lab.deployment)
+    app = create_app(resp)
+    real = resp.engine
+
+    class Broken:
+        def handle(self, *_: Any) -> Any:
+            raise RuntimeError("unexpected")
+
+    body = dump({"source": "edr", "status": "firing", "fingerprint": f"unexp-{TAG}", "user": "nobody@example.test"})
+    headers = {**_signed(body), "content-type": "application/json"}
+
+    async def post() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False, client=("192.0.2.8", 4711))
+        async with httpx.AsyncClient(transport=transport, base_url="https://hooks.test") as client:
+            return await client.post(f"/hooks/v1/soar-{TAG}", content=body, headers=headers)
+
+    resp.__dict__["engine"] = Broken()
+    assert anyio.run(post).status_code == 500
+    resp.__dict__["engine"] = real
+    again = anyio.run(post)
+    assert again.status_code == 200, again.text
+
+
 def test_keylime_signed_notification_revokes_and_blocks_the_agent_device(http_lab: Lab,
                                                                           kl_key: rsa.RSAPrivateKey) -> None:
     lab = http_lab
