@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, Protocol
 
@@ -153,6 +153,10 @@ class ResponseEngine:
         status = "approved" if inc.decided_by else "executed"
         self.store.finish(inc.id, self.clock.now(), status, changed, cert_count=len(changed))
         self._audit_incident("incident-executed", requester.principal, requester.source, inc, changed=changed)
+        now = self.store.get(inc.id)
+        if now is not None and now.resolved_at is not None and inc.action == "hold" and inc.release_on_resolve:
+            # the alert resolved while this ran: _resolved saw it "executing" and released nothing
+            return self._release(replace(now, changed=tuple(changed)), f"hook:{inc.source}", requester.source)
         return RuleOutcome(inc.rule, status, inc.id, len(changed))
 
     def _resolved(self, alert: Alert, client: str) -> list[RuleOutcome]:
@@ -163,18 +167,22 @@ class ResponseEngine:
                 self._audit_incident("incident-resolved", actor, client, inc)
                 out.append(RuleOutcome(inc.rule, "resolved", inc.id))
                 continue
-            released = []
-            for serial in inc.changed:
-                try:
-                    self.core.release_hold(int(serial, 16), Requester(CHANNEL, actor, client))
-                    released.append(serial)
-                except PKIError as exc:  # revoked for good meanwhile, or released by a person
-                    if exc.kind is ErrorKind.UNAVAILABLE:
-                        raise
-            self.store.finish(inc.id, self.clock.now(), "released", inc.changed)
-            self._audit_incident("incident-released", actor, client, inc, released=released)
-            out.append(RuleOutcome(inc.rule, "released", inc.id, len(released)))
+            out.append(self._release(inc, actor, client))
         return out
+
+    def _release(self, inc: Incident, actor: str, client: str) -> RuleOutcome:
+        """Release the holds this incident placed (its alert resolved)."""
+        released = []
+        for serial in inc.changed:
+            try:
+                self.core.release_hold(int(serial, 16), Requester(CHANNEL, actor, client))
+                released.append(serial)
+            except PKIError as exc:  # revoked for good meanwhile, or released by a person
+                if exc.kind is ErrorKind.UNAVAILABLE:
+                    raise
+        self.store.finish(inc.id, self.clock.now(), "released", inc.changed)
+        self._audit_incident("incident-released", actor, client, inc, released=released)
+        return RuleOutcome(inc.rule, "released", inc.id, len(released))
 
     # -- people ---------------------------------------------------------------------------------
 

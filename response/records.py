@@ -32,7 +32,7 @@ class IncidentRecord(SQLModel, table=True):
     release_on_resolve: bool = Field(default=False)
     target_kind: str = Field(max_length=16)
     target_value: str = Field(max_length=255)
-    # executing | executed | pending | approved | rejected | dry-run | no-targets | released | failed
+    # executing | executed | pending | approved | rejected | dry-run | no-targets | released | failed | resolved
     status: str = Field(max_length=16)
     serials: str = Field(default="[]")  # JSON: hex serials the plan names
     devices: str = Field(default="[]")  # JSON: device ids the plan names

@@ -149,11 +149,13 @@ class ResponseStore:
             return _incident(conn.execute(select(INCIDENTS).where(INCIDENTS.c.id == new_id)).one())
 
     def claim_decision(self, incident_id: int, decision: str, actor: str, now: datetime, note: str | None) -> bool:
-        """pending -> approved (then executed by the caller) or rejected; False if not pending."""
+        """pending -> approved (then executed by the caller) or rejected; False if not pending or
+        its alert already resolved."""
         status = "executing" if decision == "approve" else "rejected"
         with self.db.write() as conn:
             done = conn.execute(update(INCIDENTS).where(INCIDENTS.c.id == incident_id,
-                                                        INCIDENTS.c.status == "pending").values(
+                                                        INCIDENTS.c.status == "pending",
+                                                        INCIDENTS.c.resolved_at.is_(None)).values(
                 status=status, decided_by=actor[:255], decided_at=now, note=(note or None) and note[:1024],
                 updated_at=now, counted_at=now if decision == "approve" else None)).rowcount
         return done == 1
@@ -168,7 +170,8 @@ class ResponseStore:
             conn.execute(update(INCIDENTS).where(INCIDENTS.c.id == incident_id).values(**values))
 
     def resolved(self, source: str, fingerprint: str, now: datetime) -> list[Incident]:
-        """Mark this alert's open incidents resolved; returns them (before the mark)."""
+        """Mark this alert's open incidents resolved; returns them (before the mark). A pending one
+        becomes ``resolved``: nothing is left to approve once the alert is gone."""
         with self.db.write() as conn:
             rows = [_incident(r) for r in conn.execute(select(INCIDENTS).where(
                 INCIDENTS.c.source == source, INCIDENTS.c.fingerprint == fingerprint,
@@ -176,6 +179,8 @@ class ResponseStore:
             if rows:
                 conn.execute(update(INCIDENTS).where(INCIDENTS.c.id.in_([r.id for r in rows])).values(
                     resolved_at=now, updated_at=now))
+                conn.execute(update(INCIDENTS).where(INCIDENTS.c.id.in_([r.id for r in rows]),
+                                                     INCIDENTS.c.status == "pending").values(status="resolved"))
         return rows
 
     def get(self, incident_id: int) -> Incident | None:

@@ -176,6 +176,44 @@ def test_rule_limit_parks_storm_until_a_person_decides(rig: Any) -> None:
     assert rig.engine.handle(alert("dev-4", "s4"), h)[0].status == "executed"
 
 
+def test_a_pending_hold_whose_alert_resolved_is_not_executable(rig: Any) -> None:
+    """The alert resolves while its hold waits for approval: the incident becomes ``resolved`` and
+    an approval afterwards is refused (nothing would ever release that hold)."""
+    h = hooks(release_on_resolve=True, limit={"max_certificates": 15, "max_devices": 5, "window_seconds": 600})
+    assert rig.engine.handle(alert("dev-1", "pr1"), h)[0].status == "executed"
+    parked = rig.engine.handle(alert("dev-2", "pr2"), h)[0]
+    assert parked.status == "pending"
+    [res] = rig.engine.handle(alert("dev-2", "pr2", AlertStatus.resolved), h)
+    assert res.status == "resolved"
+    inc = rig.store.get(parked.incident)
+    assert inc.status == "resolved" and inc.resolved_at is not None
+    with pytest.raises(PKIError) as err:
+        rig.engine.decide(parked.incident, True, "alice", "cli")
+    assert err.value.kind is ErrorKind.CONFLICT
+    assert all(rig.core.certs[s].status is CertStatus.valid for s in range(20, 30))
+
+
+def test_a_hold_approved_while_its_alert_resolves_is_released(rig: Any) -> None:
+    """The alert resolves between the approval's claim and the end of execution: the hold that
+    was placed is released, not left behind."""
+    h = hooks(release_on_resolve=True, limit={"max_certificates": 15, "max_devices": 5, "window_seconds": 600})
+    assert rig.engine.handle(alert("dev-3", "pa1"), h)[0].status == "executed"
+    parked = rig.engine.handle(alert("dev-4", "pa2"), h)[0]
+    assert parked.status == "pending"
+    revoke = rig.core.revoke
+
+    def revoke_then_resolve(serials: Sequence[int], reason: RevocationReason, requester: Requester) -> Any:
+        done = revoke(serials, reason, requester)
+        rig.core.revoke = revoke
+        rig.engine.handle(alert("dev-4", "pa2", AlertStatus.resolved), h)  # arrives mid-execution
+        return done
+
+    rig.core.revoke = revoke_then_resolve
+    final = rig.engine.decide(parked.incident, True, "alice", "cli")
+    assert final.status == "released" and final.resolved_at is not None
+    assert all(rig.core.certs[s].status is CertStatus.valid for s in range(40, 50))
+
+
 def test_global_guard_counts_devices_across_rules(rig: Any) -> None:
     h = HooksFile.model_validate({
         "sources": {"am": {"format": "alertmanager", "bearer_token": "env:X"}},
