@@ -184,7 +184,7 @@ class Gateway:
         dae = radius_config.load(self.opts.radius)[1] if self.opts.radius else None
         if dae is not None:
             self.dae = await serve_dae(dae, lambda u, s, ip: len(self.responder.disconnect(u, s, ip)),
-                                       self.log.emit)
+                                       self.log.emit, self.responder.clock)
         self.log.emit("responder_started", listen=self.opts.listen, nat_port=self.opts.nat_port,
                       push_listen=self.opts.push_listen, push_tls=bool(self.opts.push_tls_cert),
                       identity=str(self.responder.identity))

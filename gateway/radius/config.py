@@ -47,7 +47,8 @@ class DaeConfig:
     host: str
     port: int
     secret: bytes
-    clients: frozenset[str]
+    clients: frozenset[str]  # never empty: the loader refuses a DAE without allowed clients
+    require_event_timestamp: bool = True  # RFC 5176 §6.3: discard requests without Event-Timestamp
 
 
 def _servers(items: Any, what: str) -> list[Server]:
@@ -77,6 +78,12 @@ def load(path: Path) -> tuple[EapConfig, DaeConfig | None]:
     if doc.get("dae"):
         d = doc["dae"]
         host, _, port = str(d.get("listen", "127.0.0.1:3799")).rpartition(":")
+        clients = d.get("clients")
+        if not isinstance(clients, list) or not clients:
+            raise RadiusConfigError("dae.clients: a non-empty list of allowed source addresses is required")
+        require_ts = d.get("require_event_timestamp", True)
+        if not isinstance(require_ts, bool):
+            raise RadiusConfigError("dae.require_event_timestamp must be true or false")
         dae = DaeConfig(host.strip("[]") or "0.0.0.0", int(port), resolve_secret(str(d["secret"])),
-                        frozenset(str(c) for c in d.get("clients", [])))
+                        frozenset(str(c) for c in clients), require_ts)
     return eap, dae

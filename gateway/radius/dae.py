@@ -3,30 +3,33 @@
 A request is answered only if it comes from a configured client address and its Request
 Authenticator and Message-Authenticator verify with the DAE secret (RFC 5176 §3.5;
 Message-Authenticator required, BlastRADIUS); everything else is silently discarded.
-Event-Timestamp, when present, must be within 300 s of our clock (§3.5 replay window).
-CoA-Request gets CoA-NAK Error-Cause 405 (Unsupported Service). Disconnect-Request:
+Replay protection (RFC 5176 §6.3): a request whose Event-Timestamp is more than 300 s from our
+clock is silently discarded (no NAK), and so, with ``require_event_timestamp`` (the default), is
+a request without one. CoA-Request gets CoA-NAK Error-Cause 405 (Unsupported Service). Disconnect-Request:
 ACK if at least one session matched, else NAK with Error-Cause 503 (Session Context Not Found).
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from typing import Any, cast
 
+from gateway.clock import Clock, SystemClock
 from gateway.radius import packet as rp
 from gateway.radius.config import DaeConfig
 from gateway.radius.packet import Attr, Code
 
 Disconnect = Callable[[str | None, str | None, str | None], int]
 WINDOW = 300
-ERR_UNSUPPORTED_SERVICE, ERR_SESSION_NOT_FOUND, ERR_MISSING_ATTRIBUTE = 405, 503, 402
+ERR_UNSUPPORTED_SERVICE, ERR_SESSION_NOT_FOUND = 405, 503
 
 
 class DaeListener(asyncio.DatagramProtocol):
-    def __init__(self, cfg: DaeConfig, disconnect: Disconnect, log: Callable[..., None]) -> None:
+    def __init__(self, cfg: DaeConfig, disconnect: Disconnect, log: Callable[..., None],
+                 clock: Clock | None = None) -> None:
         self.cfg, self.disconnect, self.log = cfg, disconnect, log
+        self.clock = clock or SystemClock()
         self.transport: asyncio.DatagramTransport | None = None
         self._answers: dict[tuple[str, int, bytes], bytes] = {}  # duplicate detection (RFC 5080 §2.2.2)
 
@@ -35,12 +38,14 @@ class DaeListener(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         peer = (str(addr[0]), int(addr[1]))
-        if self.cfg.clients and peer[0] not in self.cfg.clients:
+        if peer[0] not in self.cfg.clients:
             return
         try:
             pkt = rp.verify_request(data, self.cfg.secret, require_ma=True)
         except rp.MalformedPacket as exc:
             self.log("radius_dae_discarded", peer=f"{peer[0]}:{peer[1]}", reason=str(exc))
+            return
+        if pkt.code in (Code.DISCONNECT_REQUEST, Code.COA_REQUEST) and not self._fresh(pkt, peer):
             return
         key = (peer[0], pkt.identifier, pkt.authenticator)
         if key in self._answers:
@@ -49,6 +54,21 @@ class DaeListener(asyncio.DatagramProtocol):
         answer = self._handle(pkt, peer)
         self._answers = {**dict(list(self._answers.items())[-255:]), key: answer}
         self._send(answer, peer)
+
+    def _fresh(self, pkt: rp.Packet, peer: tuple[str, int]) -> bool:
+        """RFC 5176 §6.3: a request with an Event-Timestamp outside the window is silently
+        discarded; so is one without Event-Timestamp when the configuration requires it."""
+        ts = pkt.first(Attr.EVENT_TIMESTAMP)
+        if ts is None:
+            if not self.cfg.require_event_timestamp:
+                return True
+            reason = "no Event-Timestamp"
+        elif len(ts) != 4 or abs(int.from_bytes(ts, "big") - self.clock.now().timestamp()) > WINDOW:
+            reason = "Event-Timestamp outside window"
+        else:
+            return True
+        self.log("radius_dae_discarded", peer=f"{peer[0]}:{peer[1]}", reason=reason)
+        return False
 
     def _handle(self, pkt: rp.Packet, peer: tuple[str, int]) -> bytes:
         def reply(code: int, error: int | None = None) -> bytes:
@@ -59,10 +79,6 @@ class DaeListener(asyncio.DatagramProtocol):
             return reply(Code.COA_NAK, ERR_UNSUPPORTED_SERVICE)
         if pkt.code != Code.DISCONNECT_REQUEST:
             return reply(Code.DISCONNECT_NAK, ERR_UNSUPPORTED_SERVICE)
-        ts = pkt.first(Attr.EVENT_TIMESTAMP)
-        if ts is not None and (len(ts) != 4 or abs(int.from_bytes(ts, "big") - time.time()) > WINDOW):
-            self.log("radius_dae_discarded", peer=f"{peer[0]}:{peer[1]}", reason="Event-Timestamp outside window")
-            return reply(Code.DISCONNECT_NAK, ERR_MISSING_ATTRIBUTE)
         name, session, framed = (pkt.first(Attr.USER_NAME), pkt.first(Attr.ACCT_SESSION_ID),
                                  pkt.first(Attr.FRAMED_IP_ADDRESS))
         user = name.decode("utf-8", "replace") if name is not None else None
@@ -78,8 +94,9 @@ class DaeListener(asyncio.DatagramProtocol):
             self.transport.sendto(data, peer)
 
 
-async def serve_dae(cfg: DaeConfig, disconnect: Disconnect, log: Callable[..., None]) -> asyncio.DatagramTransport:
+async def serve_dae(cfg: DaeConfig, disconnect: Disconnect, log: Callable[..., None],
+                    clock: Clock | None = None) -> asyncio.DatagramTransport:
     loop = asyncio.get_running_loop()
-    transport, _ = await loop.create_datagram_endpoint(lambda: DaeListener(cfg, disconnect, log),
+    transport, _ = await loop.create_datagram_endpoint(lambda: DaeListener(cfg, disconnect, log, clock),
                                                        local_addr=(cfg.host, cfg.port))
     return cast(asyncio.DatagramTransport, transport)

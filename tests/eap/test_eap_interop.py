@@ -160,10 +160,17 @@ def test_disconnect_request_deletes_the_sa(eap_lab: EapLab) -> None:
                      secret="wrong")
     assert "Received Disconnect-ACK" not in bad.stdout and "Received Disconnect-NAK" not in bad.stdout
     assert any(s["ike_sa"] == sa["ike_sa"] for s in eap_lab.gw.sas())
+    # RFC 5176 §6.3: no Event-Timestamp, or a stale one: silently discarded too, the SA stays
+    for ts in ("", f"Event-Timestamp = {int(time.time()) - 3600}\n"):
+        stale = _radclient(eap_lab, "disconnect",
+                           f'User-Name = "alice@example.test"\n{ts}Message-Authenticator = 0x00\n')
+        assert "Received Disconnect-ACK" not in stale.stdout and "Received Disconnect-NAK" not in stale.stdout
+        assert any(s["ike_sa"] == sa["ike_sa"] for s in eap_lab.gw.sas())
+    now = f"Event-Timestamp = {int(time.time())}\n"
     # unknown session: NAK, Error-Cause 503
-    nak = _radclient(eap_lab, "disconnect", 'User-Name = "nobody@example.test"\nMessage-Authenticator = 0x00\n')
+    nak = _radclient(eap_lab, "disconnect", f'User-Name = "nobody@example.test"\n{now}Message-Authenticator = 0x00\n')
     assert "Received Disconnect-NAK" in nak.stdout and "Session-Context-Not-Found" in nak.stdout
-    ack = _radclient(eap_lab, "disconnect", 'User-Name = "alice@example.test"\nMessage-Authenticator = 0x00\n')
+    ack = _radclient(eap_lab, "disconnect", f'User-Name = "alice@example.test"\n{now}Message-Authenticator = 0x00\n')
     assert "Received Disconnect-ACK" in ack.stdout, ack.stdout + ack.stderr
     _wait(lambda: not any(s["ike_sa"] == sa["ike_sa"] for s in eap_lab.gw.sas()), 10, "SA deleted")
     _wait(lambda: not eap_lab.charon.sas_of("alice"), 10, "charon saw the Delete")

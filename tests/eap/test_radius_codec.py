@@ -7,6 +7,8 @@ import contextlib
 import hashlib
 import hmac
 import os
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -150,23 +152,35 @@ def _dae(calls: list[tuple[str | None, str | None, str | None]]):  # type: ignor
         return 1 if user == "alice" else 0
 
     listener = DaeListener(DaeConfig("127.0.0.1", 0, SECRET, frozenset({"127.0.0.1"})), disconnect,
-                           lambda *a, **k: None)
+                           lambda *a, **k: None, DAE_CLOCK)
     transport = _Transport()
     listener.connection_made(transport)  # type: ignore[arg-type]
     return listener, transport
+
+
+class _Clock:
+    def now(self) -> datetime:
+        return datetime(2026, 12, 6, 21, 0, tzinfo=UTC)
+
+    def monotonic(self) -> float:
+        return 0.0
+
+
+DAE_CLOCK = _Clock()
+NOW_TS = (Attr.EVENT_TIMESTAMP, rp.u32(int(DAE_CLOCK.now().timestamp())))
 
 
 def test_dae_answers() -> None:
     calls: list[tuple[str | None, str | None, str | None]] = []
     listener, transport = _dae(calls)
     peer = ("127.0.0.1", 5000)
-    req = rp.encode_request(Code.DISCONNECT_REQUEST, 1, [(Attr.USER_NAME, b"alice")], SECRET, bytes(16))
+    req = rp.encode_request(Code.DISCONNECT_REQUEST, 1, [(Attr.USER_NAME, b"alice"), NOW_TS], SECRET, bytes(16))
     listener.datagram_received(req, peer)
     listener.datagram_received(req, peer)  # duplicate: same answer, no second disconnect
     assert calls == [("alice", None, None)] and len(transport.sent) == 2
     ack = rp.verify_response(transport.sent[0][0], SECRET, req[4:20], require_ma=True)
     assert ack.code == Code.DISCONNECT_ACK and transport.sent[0][0] == transport.sent[1][0]
-    nak_req = rp.encode_request(Code.DISCONNECT_REQUEST, 2, [(Attr.USER_NAME, b"bob")], SECRET, bytes(16))
+    nak_req = rp.encode_request(Code.DISCONNECT_REQUEST, 2, [(Attr.USER_NAME, b"bob"), NOW_TS], SECRET, bytes(16))
     listener.datagram_received(nak_req, peer)
     nak = rp.verify_response(transport.sent[-1][0], SECRET, nak_req[4:20], require_ma=True)
     assert nak.code == Code.DISCONNECT_NAK and nak.first(Attr.ERROR_CAUSE) == rp.u32(503)
@@ -180,6 +194,38 @@ def test_dae_answers() -> None:
     raw = raw[:4] + hashlib.md5(raw + SECRET, usedforsecurity=False).digest() + raw[20:]
     listener.datagram_received(raw, peer)
     assert len(transport.sent) == before and len(calls) == 2
+
+
+def test_dae_discards_stale_or_missing_event_timestamp() -> None:
+    """RFC 5176 §6.3: outside the window (by the injected clock) or absent (require_event_timestamp,
+    the default): silently discarded, no NAK, nothing disconnected."""
+    calls: list[tuple[str | None, str | None, str | None]] = []
+    listener, transport = _dae(calls)
+    now = int(DAE_CLOCK.now().timestamp())
+    for i, extra in enumerate([[(Attr.EVENT_TIMESTAMP, rp.u32(now - 301))],
+                               [(Attr.EVENT_TIMESTAMP, rp.u32(now + 301))], []]):
+        listener.datagram_received(rp.encode_request(Code.DISCONNECT_REQUEST, i, [(Attr.USER_NAME, b"alice"),
+                                                                                  *extra], SECRET, bytes(16)),
+                                   ("127.0.0.1", 5000))
+    assert transport.sent == [] and calls == []
+    listener.datagram_received(rp.encode_request(Code.DISCONNECT_REQUEST, 9, [
+        (Attr.USER_NAME, b"alice"), (Attr.EVENT_TIMESTAMP, rp.u32(now - 299))], SECRET, bytes(16)), ("127.0.0.1", 5000))
+    assert calls == [("alice", None, None)] and len(transport.sent) == 1
+
+
+def test_dae_configuration_needs_clients(tmp_path: Path) -> None:
+    from gateway.radius.config import RadiusConfigError, load
+
+    (tmp_path / "dae.secret").write_text("s3cret")
+    ref = f"file:{tmp_path / 'dae.secret'}"
+    base = f'servers:\n  - {{host: 127.0.0.1, secret: "{ref}"}}\ndae:\n  secret: "{ref}"\n'
+    for extra in ("", "  clients: []\n"):
+        (tmp_path / "r.yaml").write_text(base + extra)
+        with pytest.raises(RadiusConfigError, match="clients"):
+            load(tmp_path / "r.yaml")
+    (tmp_path / "r.yaml").write_text(base + "  clients: [127.0.0.1]\n  require_event_timestamp: false\n")
+    dae = load(tmp_path / "r.yaml")[1]
+    assert dae is not None and dae.clients == {"127.0.0.1"} and not dae.require_event_timestamp
 
 
 @settings(max_examples=300)
