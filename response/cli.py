@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
+from rich.text import Text
 
 from ca.cli.common import (
     DEFAULT_DIR,
@@ -21,6 +21,7 @@ from ca.cli.common import (
     console,
     print_json,
 )
+from ca.cli.render import Column, render
 from ca.cli.revoke import BundleOption, ServerOption, TokenOption
 
 app = typer.Typer(no_args_is_help=True, help="Incidents from alert hooks: list, show, approve, reject.")
@@ -91,13 +92,12 @@ def list_(status: Annotated[str | None, typer.Option("--status", help="pending, 
     if json_out:
         print_json(items)
         return
-    table = Table(title="incidents")
-    for col in ("id", "created", "status", "source", "rule", "action", "target", "certs", "guard"):
-        table.add_column(col)
-    for i in items:
-        table.add_row(str(i["id"]), str(i["created_at"])[:19], i["status"], i["source"], i["rule"], i["action"],
-                      f"{i['target_kind']}:{i['target_value']}", str(len(i["serials"])), i["guard"] or "-")
-    console.print(table)
+    # alert-derived text (rule, target, guard...) is data, never rich markup: render prints Text cells
+    columns = [Column("id", key=True), Column("created"), Column("status"), Column("source"), Column("rule"),
+               Column("action"), Column("target", key=True), Column("certs"), Column("guard")]
+    render(console, columns, [[str(i["id"]), str(i["created_at"])[:19], str(i["status"]), str(i["source"]),
+                               str(i["rule"]), str(i["action"]), f"{i['target_kind']}:{i['target_value']}",
+                               str(len(i["serials"])), str(i["guard"] or "-")] for i in items], title="incidents")
 
 
 @app.command()
@@ -110,7 +110,7 @@ def show(incident_id: int, server: ServerOption = None, token: TokenOption = Non
         print_json(inc)
         return
     for key, value in inc.items():
-        console.print(f"[bold]{key}[/bold]: {value}", highlight=False)
+        console.print(Text(f"{key}: ", style="bold") + Text(str(value)), highlight=False)
 
 
 def _decide(incident_id: int, approve: bool, note: str | None, backend: _Local | _Remote, json_out: bool) -> None:
@@ -118,7 +118,7 @@ def _decide(incident_id: int, approve: bool, note: str | None, backend: _Local |
     if json_out:
         print_json(inc)
     else:
-        console.print(f"incident {inc['id']}: {inc['status']} ({len(inc['changed'])} certificate(s) changed)",
+        console.print(Text(f"incident {inc['id']}: {inc['status']} ({len(inc['changed'])} certificate(s) changed)"),
                       highlight=False)
 
 
