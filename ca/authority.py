@@ -215,9 +215,11 @@ class Authority:
     def block_device(self, device_id: str, requester: Requester, reason: str | None = None,
                      blocked: bool = True) -> None:
         now = self.clock.now()
-        self.store.set_device_blocked(device_id, blocked, now, requester.principal, requester.channel, reason)
-        self.audit.append(now, requester.principal, "block-device" if blocked else "unblock-device",
-                          requester.channel, device=device_id, reason=reason)
+        self.store.set_device_blocked(  # the audit file line inside the transaction, as for revocation
+            device_id, blocked, now, requester.principal, requester.channel, reason,
+            before_commit=lambda: self.audit.append(now, requester.principal,
+                                                    "block-device" if blocked else "unblock-device",
+                                                    requester.channel, device=device_id, reason=reason))
 
     def issuer_identity(self, issuer_id: str) -> tuple[str, str]:
         issuer = self.issuers[issuer_id]

@@ -494,7 +494,9 @@ class SqlCertificateStore(SqlCertificateReader):
                             "next_attempt_at": at, "created_at": at} for gw in gateways]
 
     def set_device_blocked(self, device_id: str, blocked: bool, at: datetime, actor: str, channel: str,
-                           reason: str | None = None) -> None:
+                           reason: str | None = None, before_commit: Callable[[], None] | None = None) -> None:
+        """Block or unblock a device with its audit row; ``before_commit`` runs inside the
+        transaction (the audit file line): if it raises, nothing changes."""
         with self.db.write() as conn:
             # "ek:<fingerprint>" names a device by its TPM EK before it has any certificate
             self._ensure_device(conn, device_id, device_id[3:] if device_id.startswith("ek:") else None, at)
@@ -506,6 +508,8 @@ class SqlCertificateStore(SqlCertificateReader):
                     blocked=blocked, blocked_at=at if blocked else None))
             conn.execute(insert(AUDIT), audit_row(at, actor, "block-device" if blocked else "unblock-device",
                                                   channel, device=device_id, reason=reason))
+            if before_commit is not None:
+                before_commit()
 
     def add_audit(self, at: datetime, actor: str, action: str, channel: str, source: str = "",
                   serial: int | None = None, **detail: Any) -> None:

@@ -6,6 +6,8 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from ca.audit import AuditLog, verify
 from tests.conftest import run_ikepki
 from tests.core.csr_factory import SANS_FOR_PROFILE, make_csr, make_key
@@ -54,3 +56,27 @@ def test_cli_audit_verify(fresh_dir: Path, tmp_path: Path) -> None:
     log.write_text("\n".join(lines) + "\n")
     bad = run_ikepki("audit", "verify", directory=fresh_dir, check=False)
     assert bad.returncode == 1 and f"line {target + 1}:" in bad.stderr
+
+
+def test_block_device_writes_its_audit_line_inside_the_transaction(deployment, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """An unwritable audit sink refuses the block and changes nothing (as for issuance and
+    revocation): never a blocked device without its audit line."""
+    import secrets
+
+    from ca.errors import ErrorKind, PKIError
+    from ca.model import Requester
+
+    device = f"audit-order-{secrets.token_hex(3)}"
+    audit = deployment.authority.audit
+    good = audit.path
+    audit.path = tmp_path  # a directory: os.open fails, as on a full or read-only disk
+    try:
+        with pytest.raises(PKIError) as err:
+            deployment.authority.block_device(device, Requester("test", "audit-order"), "test")
+        assert err.value.kind is ErrorKind.UNAVAILABLE
+    finally:
+        audit.path = good
+    assert not deployment.store.is_device_blocked(device, None)
+    deployment.authority.block_device(device, Requester("test", "audit-order"), "test")
+    assert deployment.store.is_device_blocked(device, None)
+    assert f'"device":"{device}"' in good.read_text()
