@@ -97,16 +97,27 @@ def register_devices(service: EstService, devices: list[DeviceRegistration], act
                                                   f"by any EST label ({', '.join(sorted(known))})")
     dep = service.dep
     now = dep.clock.now()
-    issued = service.registrations.register(devices, now, actor, service.settings.registration_default_hours)
-    dep.audit.append(now, actor, "est-register", "admin-api" if actor.startswith("admin:") else "cli",
-                     devices=[d.device_id for d in devices][:1000], count=len(devices))
-    return issued
+    return service.registrations.register(  # the audit line inside the transaction: never unaudited
+        devices, now, actor, service.settings.registration_default_hours,
+        before_commit=lambda: dep.audit.append(now, actor, "est-register",
+                                               "admin-api" if actor.startswith("admin:") else "cli",
+                                               devices=[d.device_id for d in devices][:1000], count=len(devices)))
+
+
+def decide_pending(service: EstService, pending_id: str, approve: bool, actor: str, channel: str) -> Any:
+    """Shared by the API and the CLI: the decision and its audit line in one transaction (blocking:
+    the API runs it in a worker thread)."""
+    dep = service.dep
+    now = dep.clock.now()
+    return service.registrations.decide(
+        pending_id, approve, now, actor,
+        before_commit=lambda: dep.audit.append(now, actor, "est-approve" if approve else "est-reject", channel,
+                                               pending=pending_id))
 
 
 def admin_router(service: EstService) -> APIRouter:
     """The EST admin routes, served under ``/admin/v1/est`` by the one admin app (role admin)."""
     router = APIRouter()
-    dep = service.dep
 
     @router.post("/registrations", status_code=201)
     async def create_registrations(request: Request, p: Admin) -> RegistrationsResponse:
@@ -140,9 +151,8 @@ def admin_router(service: EstService) -> APIRouter:
         actor = f"admin:{p.name}"
         if decision not in ("approve", "reject"):
             raise PKIError(ErrorKind.NOT_FOUND, "use …/approve or …/reject")
-        result = await anyio.to_thread.run_sync(
-            lambda: service.registrations.decide(pending_id, decision == "approve", dep.clock.now(), actor))
-        dep.audit.append(dep.clock.now(), actor, f"est-{decision}", "admin-api", pending=pending_id)
+        result = await anyio.to_thread.run_sync(decide_pending, service, pending_id, decision == "approve", actor,
+                                                "admin-api")
         return pending_response(result)
 
     return router

@@ -91,13 +91,10 @@ def pending(directory: DirOption = DEFAULT_DIR, config: ConfigOption = None, jso
 
 
 def _decide(pending_id: str, approve: bool, directory: object, config: object, json_out: bool) -> None:
-    from enrollment.est.admin import pending_response
+    from enrollment.est.admin import decide_pending, pending_response
 
     service = _service(directory, config)
-    dep = service.dep  # type: ignore[attr-defined]
-    result = service.registrations.decide(pending_id, approve, dep.clock.now(), cli_principal())  # type: ignore[attr-defined]
-    dep.audit.append(dep.clock.now(), cli_principal(), "est-approve" if approve else "est-reject", "cli",
-                     pending=pending_id)
+    result = decide_pending(service, pending_id, approve, cli_principal(), "cli")  # type: ignore[arg-type]
     if json_out:
         print_json(pending_response(result).model_dump(mode="json"))
     else:

@@ -26,7 +26,7 @@ import ipaddress
 import json
 import secrets
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -156,8 +156,9 @@ class RegistrationStore:
     # -- registrations ------------------------------------------------------------------------
 
     def register(self, devices: Sequence[DeviceRegistration], now: datetime, actor: str,
-                 default_hours: float) -> list[IssuedSecret]:
-        """Create (or replace) registrations in one transaction; the secrets are returned once."""
+                 default_hours: float, before_commit: Callable[[], None] | None = None) -> list[IssuedSecret]:
+        """Create (or replace) registrations in one transaction; the secrets are returned once.
+        ``before_commit`` runs inside the transaction (the audit line): if it raises, nothing changes."""
         if not devices:
             raise PKIError(ErrorKind.BAD_REQUEST, "no devices to register")
         if len(devices) > MAX_BULK:
@@ -186,6 +187,8 @@ class RegistrationStore:
             for chunk in range(0, len(ids), 500):
                 conn.execute(delete(REGS).where(REGS.c.device_id.in_(ids[chunk:chunk + 500])))
             conn.execute(insert(REGS), rows)
+            if before_commit is not None:
+                before_commit()
         return out
 
     def get(self, device_id: str) -> Registration | None:
@@ -252,12 +255,17 @@ class RegistrationStore:
         with self.db.read() as conn:
             return [_pending(r) for r in conn.execute(stmt)]
 
-    def decide(self, pending_id: str, approve: bool, now: datetime, actor: str) -> Pending:
+    def decide(self, pending_id: str, approve: bool, now: datetime, actor: str,
+               before_commit: Callable[[], None] | None = None) -> Pending:
+        """pending -> approved / rejected; ``before_commit`` (the audit line) runs inside the
+        transaction once the decision is certain: if it raises, the enrollment stays pending."""
         with self.db.write() as conn:
             result = conn.execute(update(PENDING).where(PENDING.c.id == pending_id, PENDING.c.status == "pending")
                                   .values(status="approved" if approve else "rejected", decided_at=now,
                                           decided_by=actor[:255]))
             row = conn.execute(select(PENDING).where(PENDING.c.id == pending_id)).first()
+            if row is not None and result.rowcount == 1 and before_commit is not None:
+                before_commit()
         if row is None:
             raise PKIError(ErrorKind.NOT_FOUND, f"no pending EST enrollment {pending_id!r}")
         if result.rowcount != 1:

@@ -90,3 +90,28 @@ def test_unwritable_audit_sink_refuses_revocation_without_changing_it(deployment
     done = good.authority.revoke(RevocationRequest((issued.serial,), RevocationReason.keyCompromise,
                                                    Requester("test", "pytest")))
     assert [d.serial for d in done] == [issued.serial]
+
+
+def test_unwritable_audit_sink_refuses_registration_and_decision(deployment: Any, tmp_path: Path) -> None:
+    """EST register and approve/reject write their audit line inside the transaction: with the sink
+    unwritable nothing is registered and the held enrollment stays pending."""
+    from enrollment.est.admin import decide_pending, register_devices
+
+    device = f"audit-reg-{secrets.token_hex(3)}"
+    unwritable = tmp_path / "dir"
+    unwritable.mkdir()
+    settings = EstSettings()  # the default labels serve the machine profile
+    broken = EstService(WithAudit(deployment, unwritable), settings)
+    with pytest.raises(PKIError) as err:
+        register_devices(broken, [DeviceRegistration(device, "machine", (f"DNS:{device}.example.test",))], "test")
+    assert err.value.kind is ErrorKind.UNAVAILABLE
+    assert broken.registrations.get(device) is None
+    pending = broken.registrations.add_pending(f"key-{device}", "m", "test", device, f"CN={device}",
+                                               [f"DNS:{device}.example.test"], _csr(device), datetime.now(UTC))
+    with pytest.raises(PKIError) as err:
+        decide_pending(broken, pending.id, True, "test", "cli")
+    assert err.value.kind is ErrorKind.UNAVAILABLE
+    assert [p.id for p in broken.registrations.list_pending() if p.id == pending.id] == [pending.id]
+    good = EstService(WithAudit(deployment, tmp_path / "audit.log"), settings)
+    assert decide_pending(good, pending.id, True, "test", "cli").status == "approved"
+    assert json.loads((tmp_path / "audit.log").read_text().splitlines()[-1])["action"] == "est-approve"
