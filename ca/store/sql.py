@@ -20,7 +20,15 @@ from sqlalchemy.exc import IntegrityError
 from ca.clock import as_utc
 from ca.crl_entry import crl_entry_der
 from ca.errors import ErrorKind, PKIError
-from ca.model import MAX_QUERY_OFFSET, CertificateInfo, CertificateQuery, CertStatus, RevocationReason, UserIdentity
+from ca.model import (
+    MAX_QUERY_OFFSET,
+    CertificateInfo,
+    CertificateQuery,
+    CertStatus,
+    Requester,
+    RevocationReason,
+    UserIdentity,
+)
 from ca.revocation_event import EVENT_REVOKED, EVENT_UNREVOKED, RevocationEvent, now_rfc3339
 from ca.store.db import Database
 from ca.store.records import (
@@ -517,26 +525,45 @@ class SqlCertificateStore(SqlCertificateReader):
         with self.db.write() as conn:
             conn.execute(insert(AUDIT), audit_row(at, actor, action, channel, source, serial, **detail))
 
-    def add_admin_token(self, name: str, role: str, token: str, at: datetime) -> None:
+    @staticmethod
+    def _audited(conn: Connection, at: datetime, by: Requester | None, action: str,
+                 before_commit: Callable[[], None] | None, **detail: Any) -> None:
+        """The audit row of an admin change in its own transaction, then ``before_commit`` (the
+        audit file line): if that raises, nothing is committed."""
+        if by is not None:
+            conn.execute(insert(AUDIT), audit_row(at, by.principal, action, by.channel, by.source, **detail))
+        if before_commit is not None:
+            before_commit()
+
+    def add_admin_token(self, name: str, role: str, token: str, at: datetime, by: Requester | None = None,
+                        before_commit: Callable[[], None] | None = None) -> None:
         if role not in ("viewer", "revoker", "admin"):
             raise PKIError(ErrorKind.BAD_REQUEST, f"unknown role {role!r}")
         try:
             with self.db.write() as conn:
                 conn.execute(insert(ADMIN_TOKENS), {"name": name, "role": role, "created_at": at, "disabled": False,
                                                     "token_sha256": hashlib.sha256(token.encode()).hexdigest()})
+                self._audited(conn, at, by, "admin-token-create", before_commit, token=name, role=role)
         except IntegrityError:
             raise PKIError(ErrorKind.CONFLICT, f"admin token {name!r} exists") from None
 
-    def disable_admin_token(self, name: str) -> None:
+    def disable_admin_token(self, name: str, at: datetime | None = None, by: Requester | None = None,
+                            before_commit: Callable[[], None] | None = None) -> None:
         with self.db.write() as conn:
             changed = conn.execute(update(ADMIN_TOKENS).where(ADMIN_TOKENS.c.name == name).values(disabled=True))
             if changed.rowcount != 1:
                 raise PKIError(ErrorKind.NOT_FOUND, f"no admin token {name!r}")
+            if at is not None:
+                self._audited(conn, at, by, "admin-token-disable", before_commit, token=name)
 
-    def set_gateway_enabled(self, name: str, enabled: bool) -> None:
+    def set_gateway_enabled(self, name: str, enabled: bool, at: datetime | None = None,
+                            by: Requester | None = None, before_commit: Callable[[], None] | None = None) -> None:
         with self.db.write() as conn:
             if conn.execute(update(GATEWAYS).where(GATEWAYS.c.name == name).values(enabled=enabled)).rowcount != 1:
                 raise PKIError(ErrorKind.NOT_FOUND, f"no gateway {name!r}")
+            if at is not None:
+                self._audited(conn, at, by, "gateway-enable" if enabled else "gateway-disable", before_commit,
+                              gateway=name, enabled=enabled)
 
     def add_gateway(self, name: str, kind: str, url: str, at: datetime) -> int:
         if kind not in ("vici", "responder", "webhook"):

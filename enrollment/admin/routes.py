@@ -212,7 +212,12 @@ def _routes(app: FastAPI, dep: ServiceKeys, settings: AdminSettings) -> None:
 
     @app.patch(f"{PREFIX}/gateways/{{name}}", response_model=GatewayOut)
     def patch_gateway(name: str, body: GatewayPatch, p: Admin) -> GatewayOut:
-        dep.store.set_gateway_enabled(name, body.enabled)
+        now = dep.clock.now()
+        action = "gateway-enable" if body.enabled else "gateway-disable"
+        dep.store.set_gateway_enabled(  # audit row and file line inside the transaction
+            name, body.enabled, now, requester(p),
+            before_commit=lambda: dep.audit.append(now, p.name, action, CHANNEL, source=p.source, gateway=name,
+                                                   enabled=body.enabled))
         return GatewayOut.of(gateway_row(name))
 
     # -- admin tokens -------------------------------------------------------------------------
@@ -228,12 +233,19 @@ def _routes(app: FastAPI, dep: ServiceKeys, settings: AdminSettings) -> None:
 
         value = secrets.token_urlsafe(32)
         now = dep.clock.now()
-        dep.store.add_admin_token(body.name, body.role, value, now)
+        dep.store.add_admin_token(  # audit row and file line inside the transaction (never the token value)
+            body.name, body.role, value, now, requester(p),
+            before_commit=lambda: dep.audit.append(now, p.name, "admin-token-create", CHANNEL, source=p.source,
+                                                   token=body.name, role=body.role))
         return TokenOut(name=body.name, role=body.role, created_at=now, token=value)
 
     @app.delete(f"{PREFIX}/tokens/{{name}}", status_code=204)
     def disable_token(name: str, p: Admin) -> Response:
-        dep.store.disable_admin_token(name)
+        now = dep.clock.now()
+        dep.store.disable_admin_token(
+            name, now, requester(p),
+            before_commit=lambda: dep.audit.append(now, p.name, "admin-token-disable", CHANNEL, source=p.source,
+                                                   token=name))
         return Response(status_code=204)
 
 

@@ -435,3 +435,44 @@ def test_admin_certificate_role_is_pinned_to_profile_and_store_record(deployment
     assert principal(user) is not None and principal(user).role == "admin"
     assert principal(machine) is None  # same subject, another profile
     assert principal(foreign) is None  # no store record of it
+
+
+def test_token_and_gateway_changes_are_audited_with_details(deployment):  # type: ignore[no-untyped-def]
+    """Creating/disabling an admin token and enabling/disabling a gateway each leave an audit row
+    and a file line naming what changed (token name and role; gateway and enabled), written in the
+    store transaction; the token value is never in them."""
+    from sqlalchemy import select
+
+    from ca.store.sql import AUDIT
+    from enrollment.admin.routes import create_app
+
+    tag = os.urandom(3).hex()
+    token = f"auditor-{tag}"
+    deployment.store.add_admin_token(token, "admin", token, deployment.clock.now())
+    gw = f"gw-audit-{tag}"
+    deployment.store.add_gateway(gw, "webhook", "https://gw.example.test/push", deployment.clock.now())
+    gate = create_app(deployment)
+
+    async def calls() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=gate, client=("192.0.2.5", 4711))
+        headers = {"authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(transport=transport, base_url="https://admin.test/admin/v1",
+                                     headers=headers) as client:
+            return [await client.post("/tokens", json={"name": f"new-{tag}", "role": "viewer"}),
+                    await client.delete(f"/tokens/new-{tag}"),
+                    await client.patch(f"/gateways/{gw}", json={"enabled": False})]
+
+    created, disabled, patched = anyio.run(calls)
+    assert (created.status_code, disabled.status_code, patched.status_code) == (201, 204, 200)
+    with deployment.db.read() as conn:
+        rows = [(r.action, json.loads(r.detail)) for r in conn.execute(select(AUDIT).where(
+            AUDIT.c.actor == token, AUDIT.c.action.in_(["admin-token-create", "admin-token-disable",
+                                                        "gateway-disable"])))]
+    assert ("admin-token-create", {"token": f"new-{tag}", "role": "viewer"}) in rows
+    assert ("admin-token-disable", {"token": f"new-{tag}"}) in rows
+    assert ("gateway-disable", {"gateway": gw, "enabled": False}) in rows
+    lines = [json.loads(x) for x in deployment.audit.path.read_text().splitlines()]
+    mine = {(a["action"], a.get("token"), a.get("role"), a.get("gateway")) for a in lines if a["actor"] == token}
+    assert {("admin-token-create", f"new-{tag}", "viewer", None), ("admin-token-disable", f"new-{tag}", None, None),
+            ("gateway-disable", None, None, gw)} <= mine
+    assert created.json()["token"] not in deployment.audit.path.read_text()
