@@ -9,13 +9,16 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from ca.errors import ErrorKind, PKIError
 from ca.ports import ServiceKeys
 from ca.service.admin import CHANNEL, PROBLEM_RESPONSES, AdminRoutes, Revoker, Viewer
 from response.service import Response
+
+# a database integer key: a larger path value is a 422, not an OverflowError / DataError (500)
+IncidentId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 MAX_BODY = 16 * 1024
 
@@ -35,21 +38,21 @@ def admin_router(resp: Response) -> APIRouter:
         return [i.wire() for i in await anyio.to_thread.run_sync(resp.store.list, status, limit)]
 
     @router.get("/{incident_id}")
-    async def show(incident_id: int, p: Viewer) -> dict[str, Any]:
+    async def show(incident_id: IncidentId, p: Viewer) -> dict[str, Any]:
         inc = await anyio.to_thread.run_sync(resp.store.get, incident_id)
         if inc is None:
             raise PKIError(ErrorKind.NOT_FOUND, f"no incident {incident_id}")
         return inc.wire()
 
     @router.post("/{incident_id}/approve")
-    async def approve(incident_id: int, p: Revoker, body: Decision | None = None) -> dict[str, Any]:
+    async def approve(incident_id: IncidentId, p: Revoker, body: Decision | None = None) -> dict[str, Any]:
         """Execute a pending incident's plan now (beyond the guard: a person decided); 409 if not pending."""
         inc = await anyio.to_thread.run_sync(resp.engine.decide, incident_id, True, p.name, CHANNEL, p.source,
                                              body.note if body else None)
         return inc.wire()
 
     @router.post("/{incident_id}/reject")
-    async def reject(incident_id: int, p: Revoker, body: Decision | None = None) -> dict[str, Any]:
+    async def reject(incident_id: IncidentId, p: Revoker, body: Decision | None = None) -> dict[str, Any]:
         inc = await anyio.to_thread.run_sync(resp.engine.decide, incident_id, False, p.name, CHANNEL, p.source,
                                              body.note if body else None)
         return inc.wire()

@@ -476,3 +476,22 @@ def test_token_and_gateway_changes_are_audited_with_details(deployment):  # type
     assert {("admin-token-create", f"new-{tag}", "viewer", None), ("admin-token-disable", f"new-{tag}", None, None),
             ("gateway-disable", None, None, gw)} <= mine
     assert created.json()["token"] not in deployment.audit.path.read_text()
+
+
+def test_incident_id_out_of_range_is_a_client_error(deployment):  # type: ignore[no-untyped-def]
+    """/incidents/{id} bounds the id to the database's integer range: 422, never a 500."""
+    from enrollment.admin.routes import create_app
+
+    token = f"inc-range-{os.urandom(3).hex()}"
+    deployment.store.add_admin_token(token, "admin", token, deployment.clock.now())
+    gate = create_app(deployment)
+
+    async def calls() -> list[int]:
+        transport = httpx.ASGITransport(app=gate, client=("192.0.2.6", 4711))
+        async with httpx.AsyncClient(transport=transport, base_url="https://admin.test/admin/v1",
+                                     headers={"authorization": f"Bearer {token}"}) as client:
+            return [(await client.get(f"/incidents/{n}")).status_code for n in (2**63, 10**30, 0, -1)] + [
+                (await client.post(f"/incidents/{2**64}/approve")).status_code,
+                (await client.get(f"/incidents/{2**63 - 1}")).status_code]
+
+    assert anyio.run(calls) == [422, 422, 422, 422, 422, 404]
