@@ -177,7 +177,8 @@ def select_targets(store: TargetReader, sel: Selector, max_targets: int = 100_00
 def read_serials_file(path: Path) -> list[int]:
     """Serials of a bulk incident: CSV (a ``serial`` column, else the first column; ``#``
     comments) or JSON lines (a string or an object with ``serial``). At most 64 MiB."""
-    raw = path.read_bytes()
+    with path.open("rb") as f:
+        raw = f.read(MAX_FILE_BYTES + 1)  # never more: a huge (or endless) file is refused, not loaded
     if len(raw) > MAX_FILE_BYTES:
         raise PKIError(ErrorKind.BAD_REQUEST, f"{path}: larger than {MAX_FILE_BYTES} bytes")
     text = raw.decode("utf-8-sig", "replace")

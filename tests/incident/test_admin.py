@@ -12,6 +12,7 @@ from typing import Any
 
 import anyio
 import httpx
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from fastapi import FastAPI
@@ -495,3 +496,37 @@ def test_incident_id_out_of_range_is_a_client_error(deployment):  # type: ignore
                 (await client.get(f"/incidents/{2**63 - 1}")).status_code]
 
     assert anyio.run(calls) == [422, 422, 422, 422, 422, 404]
+
+
+def test_serials_file_is_read_no_further_than_the_limit(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A bulk serials file over MAX_FILE_BYTES is refused after reading at most MAX+1 bytes: a
+    FIFO fed by a writer shows how much was consumed (the whole 4 MiB before the fix)."""
+    import threading
+
+    import ca.revocation as revocation
+
+    monkeypatch.setattr(revocation, "MAX_FILE_BYTES", 1024)
+    fifo = tmp_path / "serials.fifo"
+    os.mkfifo(fifo)
+    written = [0]
+
+    def feed() -> None:
+        with contextlib.suppress(BrokenPipeError), open(fifo, "wb", buffering=0) as w:
+            for _ in range(4 * 1024):
+                written[0] += w.write(b"0a\n" * 341 + b"\n")  # 1 KiB of serial lines
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    try:
+        with pytest.raises(PKIError) as err:
+            read_serials_file(fifo)
+        writer.join(30)  # the reader closed the pipe: the writer's next write fails (EPIPE)
+        consumed = written[0]
+    finally:
+        if writer.is_alive():  # unblock the writer whatever happened
+            with open(fifo, "rb") as drain:
+                while drain.read(65536):
+                    pass
+            writer.join(30)
+    assert err.value.kind is ErrorKind.BAD_REQUEST and "larger than 1024" in err.value.detail
+    assert consumed < 1024 * 1024  # what the pipe buffer took after the reader stopped, not 4 MiB
