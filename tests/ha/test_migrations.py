@@ -5,7 +5,7 @@ every column the packages' SQLModel records use.
 "Previous revision": the previous state of a database is either a core-only schema (ca_0001,
 before the protocol packages' branches and the user mapping ca_0003 existed), a database with one
 package branch removed (``<label>@base``; branches: acme, est, scep, ocsp, attestation, response,
-console, oidc), or one package branch one revision back (``<label>@-1``: scep_0002, the
+console, oidc, posture), or one package branch one revision back (``<label>@-1``: scep_0002, the
 challenge-password redaction, back to scep_0001); one step back of the core is ``base`` (it first
 removes the branches that depend on ca_0001).
 """
@@ -24,10 +24,10 @@ from ca.store import migrate
 from tests.conftest import run_ikepki
 from tests.postgres import PgCluster
 
-LABELS = {"ca", "acme", "est", "scep", "ocsp", "attestation", "response", "console", "oidc"}
+LABELS = {"ca", "acme", "est", "scep", "ocsp", "attestation", "response", "console", "oidc", "posture"}
 RECORD_MODULES = ("ca.store.records", "enrollment.acme.records", "enrollment.est.records", "enrollment.scep.records",
                   "ocsp.records", "enrollment.attestation.store", "response.records", "console.records",
-                  "enrollment.oidc.records")
+                  "enrollment.oidc.records", "enrollment.posture.store")
 CORE = {"ca_0001", "ca_0002", "ca_0003"}  # the core branch's revisions
 
 

@@ -150,7 +150,7 @@ def test_pushed_local_crl_is_linted_too() -> None:
     from ocsp.push.crl import build_local_crl
 
     scale = software_issuer()
-    issuer = SimpleNamespace(name=scale.certificate.subject, key_id=scale.key_id, key=scale.key)
+    issuer = SimpleNamespace(id="ec", certificate=scale.certificate, key=scale.key)  # an ikepki issuer's fields
     now = datetime.now(UTC).replace(microsecond=0)
     der = build_local_crl(issuer, [_good_entry(now)], now, timedelta(minutes=10))
     crl = x509.load_der_x509_crl(der)
