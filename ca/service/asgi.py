@@ -45,6 +45,7 @@ class Metrics:
         self.started = started or time.time()
         self.share_dir = share_dir
         self._own = f"{os.getpid()}.json"
+        self.running_tasks: Callable[[], list[str]] = list  # background tasks alive in this process
 
     def flush(self) -> None:
         """Write this worker's snapshot (no-op in a single process)."""
@@ -52,7 +53,8 @@ class Metrics:
             return
         tmp = self.share_dir / f".{self._own}.tmp"
         with contextlib.suppress(OSError):
-            tmp.write_text(json.dumps([[*k, n] for k, n in self.requests.items()]))
+            tmp.write_text(json.dumps({"requests": [[*k, n] for k, n in self.requests.items()],
+                                       "tasks": self.running_tasks()}))
             tmp.replace(self.share_dir / self._own)
 
     async def flush_loop(self) -> None:
@@ -60,28 +62,46 @@ class Metrics:
             await asyncio.sleep(self.FLUSH_SECONDS)
             self.flush()
 
-    def totals(self) -> Counter[tuple[str, str, int]]:
-        """This process's counters plus every other worker's last snapshot."""
-        out = Counter(self.requests)
+    def totals(self) -> tuple[Counter[tuple[str, str, int]], Counter[str]]:
+        """Request counters (this process live, plus every other worker's last snapshot, dead ones
+        included) and how many live processes run each background task."""
+        requests, tasks = Counter(self.requests), Counter(self.running_tasks())
         if self.share_dir is None:
-            return out
+            return requests, tasks
         for path in self.share_dir.glob("*.json"):
             if path.name == self._own:
                 continue
-            with contextlib.suppress(OSError, ValueError, TypeError):
-                for listener, mount, status, n in json.loads(path.read_text()):
-                    out[(str(listener), str(mount), int(status))] += int(n)
-        return out
+            with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+                snap = json.loads(path.read_text())
+                for listener, mount, status, n in snap["requests"]:
+                    requests[(str(listener), str(mount), int(status))] += int(n)
+                if _alive(int(path.stem)):
+                    tasks.update(str(t) for t in snap["tasks"])
+        return requests, tasks
 
     def render(self, extra: dict[str, float] | None = None) -> bytes:
         lines = ["# HELP ikepki_http_requests_total HTTP requests by listener, mount and status.",
                  "# TYPE ikepki_http_requests_total counter"]
-        for (listener, mount, status), n in sorted(self.totals().items()):
+        requests, tasks = self.totals()
+        for (listener, mount, status), n in sorted(requests.items()):
             lines.append(f'ikepki_http_requests_total{{listener="{listener}",mount="{mount}",status="{status}"}} {n}')
+        lines += ["# HELP ikepki_background_task_processes Processes running each background task (1: exactly once).",
+                  "# TYPE ikepki_background_task_processes gauge"]
+        lines += [f'ikepki_background_task_processes{{task="{t}"}} {n}' for t, n in sorted(tasks.items())]
         lines += ["# TYPE ikepki_process_start_time_seconds gauge", f"ikepki_process_start_time_seconds {self.started}"]
         for name, value in (extra or {}).items():
             lines += [f"# TYPE {name} gauge", f"{name} {value}"]
         return ("\n".join(lines) + "\n").encode()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Router:

@@ -202,6 +202,7 @@ async def run_servers(deployment: Deployment, host: str, https_port: int | None,
                         [sockets[HTTP]] if sockets else None))
     running = [asyncio.create_task(t.run(), name=t.name) for t in (tasks or [])]
     liveness.watch(tasks or [], running)
+    metrics.running_tasks = lambda: [t.get_name() for t in running if not t.done()]
     serving = [asyncio.create_task(s.serve(socks)) for s, socks in servers]
     flushing = asyncio.create_task(metrics.flush_loop()) if metrics.share_dir is not None else None
     while not all(s.started for s, _ in servers):
