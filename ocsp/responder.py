@@ -28,10 +28,14 @@ the SHA-1 CertID form within about a second) and **refreshed in the background**
 validity has passed (idle entries are dropped instead). They are not produced at issuance: the
 core offers no issuance hook and pre-signing 100k+ certificates per replica at start would cost
 seconds of HSM time for responses most of which are never asked for.
-A request with a nonce, or with several CertIDs, gets a freshly signed response.
+A request with a nonce, or with several CertIDs, gets a freshly signed response with the status
+read from the store when it is signed. The common case, one CertID with a nonce, is batched:
+concurrent requests share one status query and one wake-up of the event loop, each gets its own
+signature (:mod:`ocsp.batch_signer`).
 
-Signing and store reads are blocking: they run in a single signing thread (serialised, the HSM
-session is not thread-safe) and a small reader pool, never on the event loop.
+Signing and store reads are blocking: they run in signing threads (every PKCS#11 call serialised
+by the token's lock: the HSM session is not thread-safe) and a small reader pool, never on the
+event loop.
 thisUpdate is rounded down to ``bucket_seconds`` (revoked: not before the revocation second) and
 producedAt equals it for pre-signed responses, so replicas give identical answers for identical
 state.
@@ -43,7 +47,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -53,6 +57,7 @@ from typing import Any
 from ca.model import RevocationReason
 from ca.store.outbox_feed import OutboxFeed
 from ca.store.status import StatusReader
+from ocsp.batch_signer import Batcher
 from ocsp.lint import LintError, lint_response_data
 from ocsp.request import CertIdRequest, MalformedRequest, OcspRequest, canonical_cert_id, parse_request
 from ocsp.responder_der import (
@@ -150,6 +155,8 @@ class Responder:
         self._signers_loaded = 0.0
         self._sign_pool = ThreadPoolExecutor(1, thread_name_prefix="ocsp-sign")
         self._read_pool = ThreadPoolExecutor(4, thread_name_prefix="ocsp-read")
+        self._nonce_jobs: Batcher[tuple[Signer, CertIdRequest, bytes], bytes] = \
+            Batcher(self._nonce_batch, name="ocsp-nonce")  # one CertID + nonce: batched status reads and signing
         self._status = StatusReader(dep.db)  # one raw store connection per thread (lookup)
         self.cache: dict[bytes, Presigned] = {}
         self.cache_bytes = 0
@@ -197,6 +204,9 @@ class Responder:
                 if entry is not None:
                     now = time.time()
                     return Answer(entry.body, entry.headers(now), True)
+            if request.nonce_ext_value is not None and len(request.cert_ids) == 1:
+                der = await self._nonce_response(issuer_id, request.cert_ids[0], request.nonce_ext_value)
+                return Answer(der, NO_CACHE)
             der = await self._signed_now(issuer_id, request.cert_ids, request.nonce_ext_value)
             return Answer(der, NO_CACHE)
         except Unavailable as exc:
@@ -282,6 +292,47 @@ class Responder:
         if state.kind == "revoked" and state.revoked_at is not None and state.revoked_at > bucketed:
             return min(state.revoked_at.replace(microsecond=0), now.replace(microsecond=0))
         return bucketed
+
+    # -- nonce fast path ----------------------------------------------------------------------
+
+    async def _nonce_response(self, issuer_id: str, cid: CertIdRequest, nonce: bytes) -> bytes:
+        """One CertID with an RFC 8954 nonce (what strongSwan and ``openssl ocsp -nonce`` send): a
+        fresh response, status read from the store at signing time as on the generic path, but
+        worked off in batches (:meth:`_nonce_batch`) instead of one thread hop per request."""
+        signer = await self._signer(issuer_id)
+        try:
+            der = await self._nonce_jobs.submit((signer, cid, nonce))
+        except LintError:
+            raise
+        except Exception as exc:
+            raise Unavailable(f"store or signer for {issuer_id} failed: {exc}") from None
+        self.stats["signed"] += 1
+        return der
+
+    def _nonce_batch(self, jobs: Sequence[tuple[Signer, CertIdRequest, bytes]]) -> list[bytes | BaseException]:
+        """On the batch thread: one status query per issuer for the whole batch, then per request
+        the ResponseData spliced from prepared parts (the signer's cached responderID, the CertID
+        echoed byte for byte, certStatus, this second's times, the nonce), lint, one signature."""
+        serials: dict[str, list[int]] = {}
+        for signer, cid, _ in jobs:
+            serials.setdefault(signer.issuer_id, []).append(cid.serial)
+        states: dict[tuple[str, int], CertState] = {}
+        for issuer_id, wanted in serials.items():
+            unique = list(dict.fromkeys(wanted))
+            states.update(zip(((issuer_id, s) for s in unique), self.lookup(issuer_id, unique), strict=True))
+        now = self.dep.clock.now().replace(microsecond=0)
+        out: list[bytes | BaseException] = []
+        for signer, cid, nonce in jobs:
+            try:
+                state = states[(signer.issuer_id, cid.serial)]
+                next_update = min(now + timedelta(seconds=self.validity), signer.not_after)
+                tbs = response_data(signer.key_hash, now, [single_response(cid.der, state, now, next_update)], nonce,
+                                    state is NOT_ISSUED)
+                lint_response_data(tbs)
+                out.append(ocsp_response(tbs, signer.alg_id, sign(signer.key, tbs), signer.certs_der))
+            except Exception as exc:
+                out.append(exc)
+        return out
 
     # -- signing ------------------------------------------------------------------------------
 
@@ -473,4 +524,5 @@ class Responder:
         if self._maintenance is not None:
             self._maintenance.cancel()
         self._sign_pool.shutdown(wait=False)
+        self._nonce_jobs.close()
         self._read_pool.shutdown(wait=False)
