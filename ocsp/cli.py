@@ -57,7 +57,8 @@ def serve(directory: DirOption = DEFAULT_DIR, config: ConfigOption = None,
     if n > 1:
         raise typer.Exit(serve_workers({"directory": dep.dir, "config": config, "host": h,
                                         "plugins": frozenset({"ocsp"}), "background": not no_workers,
-                                        "workers": n, "open_authority": False}, {HTTP: p}, BACKLOG, ready))
+                                        "workers": n, "open_authority": False, "setup": setup_logging},
+                                       {HTTP: p}, BACKLOG, ready))
     mounts = http_mounts(dep)
     tasks = [] if no_workers else background_tasks(dep)
     with contextlib.suppress(KeyboardInterrupt):

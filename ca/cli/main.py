@@ -91,7 +91,7 @@ def serve(directory: DirOption = DEFAULT_DIR, config: ConfigOption = None,
 
     if n > 1:
         raise typer.Exit(serve_workers({"directory": dep.dir, "config": config, "host": h, "plugins": None,
-                                        "background": not no_workers, "workers": n},
+                                        "background": not no_workers, "workers": n, "setup": setup_logging},
                                        {HTTPS: tls_port, HTTP: plain_port}, BACKLOG, ready))
     tasks = [] if no_workers else load_background_tasks(dep)
     with contextlib.suppress(KeyboardInterrupt):

@@ -44,6 +44,13 @@ log = logging.getLogger("ikepki.service")
 CRASH_LIMIT, CRASH_WINDOW = 5, 60.0
 START_TIMEOUT = 120.0  # seconds for a worker to open the deployment and listen
 _PR_SET_PDEATHSIG = 1
+SERVICE_PID_ENV = "IKEPKI_SERVICE_PID"  # set in workers: the supervisor's pid
+
+
+def service_pid() -> int:
+    """The pid an operator knows this service by: the supervisor's in a worker, else our own."""
+    value = os.environ.get(SERVICE_PID_ENV, "")
+    return int(value) if value.isdigit() else os.getpid()
 
 
 def default_workers(configured: int) -> int:
@@ -81,6 +88,7 @@ class WorkerSpec:
     workers: int
     metrics_dir: Path
     open_authority: bool = True  # open the HSM and the store before accepting (fail early)
+    setup: Callable[[], None] | None = None  # module-level function run first in each worker
     started: float = field(default_factory=time.time)
 
 
@@ -96,13 +104,15 @@ def worker_main(spec: WorkerSpec, index: int, sockets: dict[str, socket.socket],
     _die_with_parent()
     if os.getppid() != parent:  # the supervisor died before prctl took effect
         return
-    from ca.cli.common import open_deployment, setup_logging
+    os.environ[SERVICE_PID_ENV] = str(parent)
+    from ca.deployment import Deployment
     from ca.service.asgi import Metrics
     from ca.service.mounts import load_mounts
     from ca.service.server import load_background_tasks, run_servers
 
-    setup_logging()
-    dep = open_deployment(spec.directory, spec.config)
+    if spec.setup is not None:
+        spec.setup()  # the front end's logging set-up (pickled by reference)
+    dep = Deployment.open(spec.directory, spec.config)
     if spec.open_authority:
         _ = dep.authority  # open the HSM session and the store before accepting
     mounts = load_mounts(dep, only=set(spec.plugins) if spec.plugins is not None else None)
