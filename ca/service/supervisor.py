@@ -53,14 +53,22 @@ def service_pid() -> int:
     return int(value) if value.isdigit() else os.getpid()
 
 
-def default_workers(configured: int) -> int:
-    """``workers: 0`` (the default) means one per CPU core this process may run on."""
+def default_workers(configured: int, cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """``workers: 0`` (the default) means one per CPU core this process may use: the CPUs it may run
+    on, capped by a cgroup v2 CPU quota (a container limited to 2 CPUs on a 64-core node gets 2)."""
     if configured > 0:
         return configured
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = cgroup.read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, -(-int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
 
 
 def bind(host: str, port: int, backlog: int) -> socket.socket:

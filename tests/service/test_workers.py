@@ -374,3 +374,18 @@ def test_sigterm_stops_every_worker(tmp_path: Path) -> None:
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", server.http_port), timeout=2).close()
+
+
+def test_default_workers_follow_cpus_and_the_cgroup_quota(tmp_path: Path) -> None:
+    from ca.service.supervisor import default_workers
+
+    cpus = len(os.sched_getaffinity(0))
+    cpu_max = tmp_path / "cpu.max"
+    assert default_workers(3, cpu_max) == 3
+    assert default_workers(0, cpu_max) == cpus  # no cgroup file
+    cpu_max.write_text("max 100000\n")
+    assert default_workers(0, cpu_max) == cpus
+    cpu_max.write_text("150000 100000\n")  # 1.5 CPUs -> 2 workers at most
+    assert default_workers(0, cpu_max) == min(cpus, 2)
+    cpu_max.write_text("50000 100000\n")
+    assert default_workers(0, cpu_max) == 1
