@@ -268,6 +268,7 @@ def run(args: argparse.Namespace, work: Path, procs: list[subprocess.Popen[bytes
                     "--workers", str(args.workers)], work / "ikepki.log", port, env)
     procs.append(ikepki)
     warm_up(port, bodies)  # the first request of each CertID signs; measure the pre-signed path
+    wrk(port, bodies, max(2, args.seconds // 2), work)  # every worker's cache too (64 connections over them)
     results[("ikepki", "ab, no keep-alive")] = ab(port, bodies[0], args.requests)
     results[("ikepki", "ab, no keep-alive, nonce")] = ab(port, nonce_bodies[0], args.requests // 2)
     results[("ikepki", "wrk keep-alive, 1000 bodies")] = wrk(port, bodies, args.seconds, work)

@@ -73,9 +73,10 @@ def default_workers(configured: int, cgroup: Path = Path("/sys/fs/cgroup/cpu.max
 
 def bind(host: str, port: int, backlog: int) -> socket.socket:
     """A listening TCP socket (IPv6 for a host with a colon, like uvicorn), SO_REUSEADDR set."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # inherited by accepted connections
         sock.bind((host, port))
         sock.listen(backlog)
     except OSError:

@@ -389,3 +389,21 @@ def test_default_workers_follow_cpus_and_the_cgroup_quota(tmp_path: Path) -> Non
     assert default_workers(0, cpu_max) == min(cpus, 2)
     cpu_max.write_text("50000 100000\n")
     assert default_workers(0, cpu_max) == 1
+
+
+def test_shared_listener_is_tcp_with_nodelay() -> None:
+    """Responses leave in two writes (head, body): without TCP_NODELAY on the connections a worker
+    accepts from the shared socket, Nagle + delayed ACK stalls every keep-alive request ~40 ms."""
+    from ca.service.supervisor import bind
+
+    sock = bind("127.0.0.1", 0, 16)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        with socket.create_connection(sock.getsockname()) as client:
+            accepted, _ = sock.accept()
+            with accepted:
+                assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+            del client
+    finally:
+        sock.close()
