@@ -55,6 +55,7 @@ from email.utils import formatdate
 from typing import Any
 
 from ca.model import RevocationReason
+from ca.service.supervisor import service_share_dir
 from ca.store.outbox_feed import OutboxFeed
 from ca.store.status import StatusReader
 from ocsp.batch_signer import Batcher
@@ -72,6 +73,7 @@ from ocsp.responder_der import (
     single_response,
 )
 from ocsp.settings import OcspSettings
+from ocsp.shared_presigned import SharedPresigned
 from ocsp.signers import Signer, issuer_hashes, load_signer
 from ocsp.signing import sign
 
@@ -155,6 +157,7 @@ class Responder:
         self._signers_loaded = 0.0
         self._sign_pool = ThreadPoolExecutor(1, thread_name_prefix="ocsp-sign")
         self._read_pool = ThreadPoolExecutor(4, thread_name_prefix="ocsp-read")
+        self._shared = SharedPresigned(service_share_dir("ocsp-presigned"))  # with --workers N
         self._nonce_jobs: Batcher[tuple[Signer, CertIdRequest, bytes], bytes] = \
             Batcher(self._nonce_batch, name="ocsp-nonce")  # one CertID + nonce: batched status reads and signing
         self._status = StatusReader(dep.db)  # one raw store connection per thread (lookup)
@@ -251,7 +254,8 @@ class Responder:
         now = self.dep.clock.now()
         this_update = self._this_update(now, state)
         next_update = min(this_update + timedelta(seconds=self.validity), signer.not_after)
-        der = await self._run_sign(signer, [(cid_der, state)], this_update, next_update, this_update, None)
+        der = await self._run_sign(signer, [(cid_der, state)], this_update, next_update, this_update, None,
+                                   shared=True)
         entry = Presigned(der, issuer_id, serial, this_update.timestamp(), next_update.timestamp(),
                           b'"' + hashlib.sha256(der).hexdigest()[:32].encode() + b'"',
                           _http_date(this_update.timestamp()), _http_date(next_update.timestamp()))
@@ -362,18 +366,29 @@ class Responder:
         return ocsp_response(tbs, signer.alg_id, sign(signer.key, tbs), signer.certs_der)
 
     async def _run_sign(self, signer: Signer, items: list[tuple[bytes, CertState]], this_update: datetime,
-                        next_update: datetime, produced_at: datetime, nonce: bytes | None) -> bytes:
+                        next_update: datetime, produced_at: datetime, nonce: bytes | None,
+                        shared: bool = False) -> bytes:
+        """Sign one response. ``shared`` (pre-signed responses): take the bytes another worker
+        already signed for the same ResponseData, else publish ours (ocsp/shared_presigned.py)."""
         extended = any(s is NOT_ISSUED for _, s in items)
         singles = [single_response(der, s, this_update, next_update) for der, s in items]
         tbs = response_data(signer.key_hash, produced_at, singles, nonce, extended)
         lint_response_data(tbs)
         loop = asyncio.get_running_loop()
+        key = self._shared.key(tbs, signer.alg_id, signer.certs_der) if shared and self._shared.dir else None
+        if key is not None:
+            found = await loop.run_in_executor(self._read_pool, self._shared.get, key)
+            if found is not None:
+                return found
         try:
             signature = await loop.run_in_executor(self._sign_pool, sign, signer.key, tbs)
         except Exception as exc:
             raise Unavailable(f"signer for {signer.issuer_id} failed: {exc}") from None
         self.stats["signed"] += 1
-        return ocsp_response(tbs, signer.alg_id, signature, signer.certs_der)
+        der = ocsp_response(tbs, signer.alg_id, signature, signer.certs_der)
+        if key is not None:
+            der = await loop.run_in_executor(self._read_pool, self._shared.publish, key, der)
+        return der
 
     async def _signer(self, issuer_id: str) -> Signer:
         signer = self.signers.get(issuer_id)
@@ -501,7 +516,11 @@ class Responder:
         return [(r.issuer_id, int(r.serial, 16)) for r in rows]
 
     async def refresh(self) -> int:
-        """Re-sign cached entries past half their validity; drop those not asked for since."""
+        """Re-sign cached entries past half their validity; drop those not asked for since (and
+        shared responses older than their validity)."""
+        if self._shared.dir is not None:
+            await asyncio.get_running_loop().run_in_executor(self._read_pool, self._shared.expire,
+                                                             self.validity + 60)
         now = time.time()
         idle_limit = time.monotonic() - self.validity
         due = []

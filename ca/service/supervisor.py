@@ -45,6 +45,14 @@ CRASH_LIMIT, CRASH_WINDOW = 5, 60.0
 START_TIMEOUT = 120.0  # seconds for a worker to open the deployment and listen
 _PR_SET_PDEATHSIG = 1
 SERVICE_PID_ENV = "IKEPKI_SERVICE_PID"  # set in workers: the supervisor's pid
+SHARE_DIR_ENV = "IKEPKI_SERVICE_SHARE_DIR"  # set in workers: a private directory of the service
+
+
+def service_share_dir(name: str) -> Path | None:
+    """``<the service's private temporary directory>/<name>`` in a worker of ``--workers N`` (for
+    state the workers share, e.g. pre-signed OCSP responses); None in a single process."""
+    base = os.environ.get(SHARE_DIR_ENV)
+    return Path(base) / name if base else None
 
 
 def service_pid() -> int:
@@ -114,6 +122,7 @@ def worker_main(spec: WorkerSpec, index: int, sockets: dict[str, socket.socket],
     if os.getppid() != parent:  # the supervisor died before prctl took effect
         return
     os.environ[SERVICE_PID_ENV] = str(parent)
+    os.environ[SHARE_DIR_ENV] = str(spec.metrics_dir.parent)
     from ca.deployment import Deployment
     from ca.service.asgi import Metrics
     from ca.service.mounts import load_mounts
@@ -247,7 +256,9 @@ class Supervisor:
 def serve_workers(spec_args: dict[str, Any], ports: dict[str, int], backlog: int,
                   ready: Callable[[], None] | None = None) -> int:
     """Bind ``ports`` (listener name -> port), run the supervisor, clean up; the exit status."""
-    metrics_dir = Path(tempfile.mkdtemp(prefix="ikepki-metrics-"))
+    share_dir = Path(tempfile.mkdtemp(prefix="ikepki-service-"))  # 0700, removed at exit
+    metrics_dir = share_dir / "metrics"
+    metrics_dir.mkdir()
     sockets = {name: bind(spec_args["host"], port, backlog) for name, port in ports.items()}
     try:
         spec = WorkerSpec(metrics_dir=metrics_dir, **spec_args)
@@ -255,5 +266,5 @@ def serve_workers(spec_args: dict[str, Any], ports: dict[str, int], backlog: int
     finally:
         for s in sockets.values():
             s.close()
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+        shutil.rmtree(share_dir, ignore_errors=True)
         sys.stdout.flush()

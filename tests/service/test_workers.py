@@ -131,6 +131,33 @@ def http_get(sock: socket.socket, path: str) -> bytes:
     return head.split(b"\r\n", 1)[0] + b"\n" + body
 
 
+def http_post_ocsp(sock: socket.socket, der: bytes) -> bytes:
+    sock.sendall(b"POST /ocsp HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/ocsp-request\r\n"
+                 b"content-length: %d\r\n\r\n%s" % (len(der), der))
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = int(re.search(rb"content-length: (\d+)", head, re.I).group(1))  # type: ignore[union-attr]
+    while len(body) < length:
+        body += sock.recv(65536)
+    etag = re.search(rb"etag: (\S+)", head, re.I)
+    return (etag.group(1) if etag else b"") + b"\n" + body
+
+
+def presigned_request(svc: Svc) -> bytes:
+    """A nonce-less OCSP request (pre-signed path) for a serial under the ec issuing CA."""
+    issuer = x509.load_pem_x509_certificate((svc.server.dir / "ca" / "ec.pem").read_bytes())
+    name_hash = hashes.Hash(hashes.SHA1())
+    name_hash.update(issuer.subject.public_bytes())
+    key_hash = hashes.Hash(hashes.SHA1())
+    key_hash.update(issuer.public_key().public_bytes(serialization.Encoding.X962,
+                                                      serialization.PublicFormat.UncompressedPoint))
+    req = ocsp.OCSPRequestBuilder().add_certificate_by_hash(name_hash.finalize(), key_hash.finalize(), 0x5EED,
+                                                             hashes.SHA1()).build()
+    return req.public_bytes(serialization.Encoding.DER)
+
+
 def metrics(svc: Svc) -> str:
     return httpx.get(f"{svc.server.http_url}/metrics", timeout=10).text
 
@@ -147,9 +174,11 @@ def test_every_worker_accepts_and_answers_alike(svc: Svc) -> None:
     assert len(pids) == WORKERS
     answers: dict[int, set[bytes]] = {}
     deadline = time.monotonic() + 60
+    ocsp_der = presigned_request(svc)
     while set(answers) != pids and time.monotonic() < deadline:
         with socket.create_connection(("127.0.0.1", svc.server.http_port), timeout=10) as sock:
-            body = http_get(sock, "/ca/root.pem") + http_get(sock, "/scep?operation=GetCACaps")
+            body = http_get(sock, "/ca/root.pem") + http_get(sock, "/scep?operation=GetCACaps") \
+                + http_post_ocsp(sock, ocsp_der)  # pre-signed: the same bytes and ETag from every worker
             pid = owner(pids, svc.server.http_port, sock.getsockname()[1])
             if pid is not None:
                 answers.setdefault(pid, set()).add(body)
