@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -51,7 +52,7 @@ class SharedPresigned:
         """Publish ``der`` unless another worker was first; returns the bytes to serve."""
         if self.dir is None:
             return der
-        tmp = self.dir / f".{key}.{os.getpid()}.tmp"
+        tmp = self.dir / f".{key}.{os.getpid()}.{threading.get_ident()}.tmp"
         try:
             tmp.write_bytes(der)
             os.link(tmp, self.dir / key)
