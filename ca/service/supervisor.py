@@ -27,6 +27,7 @@ import ctypes
 import logging
 import multiprocessing
 import os
+import random
 import shutil
 import signal
 import socket
@@ -115,6 +116,32 @@ def _die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+OPEN_ATTEMPTS = 8
+
+
+def _open_deployment(spec: WorkerSpec, index: int) -> Any:
+    """Open the deployment (and the HSM session, the store) before accepting. Workers and other
+    processes log in to the same token at once: SoftHSM answers some of those concurrent
+    C_OpenSession/C_Login calls with CKR_GENERAL_ERROR, so an unavailable token is retried with
+    backoff (a fresh deployment each time) before the worker gives up."""
+    from ca.deployment import Deployment
+    from ca.errors import ErrorKind, PKIError
+
+    for attempt in range(1, OPEN_ATTEMPTS + 1):
+        dep = Deployment.open(spec.directory, spec.config)
+        if not spec.open_authority:
+            return dep
+        try:
+            _ = dep.authority
+            return dep
+        except PKIError as exc:
+            if exc.kind is not ErrorKind.UNAVAILABLE or attempt == OPEN_ATTEMPTS:
+                raise
+            log.warning("worker %d: %s (attempt %d of %d)", index, exc.detail, attempt, OPEN_ATTEMPTS)
+            time.sleep(min(5.0, 0.2 * 2 ** attempt) * (0.5 + random.random()))
+    raise AssertionError("unreachable")
+
+
 def worker_main(spec: WorkerSpec, index: int, sockets: dict[str, socket.socket], conn: Connection,
                 parent: int) -> None:
     """Entry point of one worker (a spawned interpreter)."""
@@ -123,16 +150,13 @@ def worker_main(spec: WorkerSpec, index: int, sockets: dict[str, socket.socket],
         return
     os.environ[SERVICE_PID_ENV] = str(parent)
     os.environ[SHARE_DIR_ENV] = str(spec.metrics_dir.parent)
-    from ca.deployment import Deployment
     from ca.service.asgi import Metrics
     from ca.service.mounts import load_mounts
     from ca.service.server import load_background_tasks, run_servers
 
     if spec.setup is not None:
         spec.setup()  # the front end's logging set-up (pickled by reference)
-    dep = Deployment.open(spec.directory, spec.config)
-    if spec.open_authority:
-        _ = dep.authority  # open the HSM session and the store before accepting
+    dep = _open_deployment(spec, index)
     mounts = load_mounts(dep, only=set(spec.plugins) if spec.plugins is not None else None)
     tasks = load_background_tasks(dep, only=set(spec.plugins) if spec.plugins is not None else None) \
         if spec.background and index == 0 else []
