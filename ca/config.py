@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from ca.errors import ErrorKind, PKIError
@@ -58,6 +58,7 @@ class CaSettings(IkepkiSettings):
     host: str = "127.0.0.1"
     https_port: int = 8443
     http_port: int = 8080
+    workers: int = Field(0, ge=0, le=64)  # serving processes per replica; 0: one per available CPU core
     audit_log: str | None = None  # default DIR/audit.log
     admin_token_file: str | None = None  # default DIR/admin-token
     tls_min_version: str = "1.2"  # strongSwan pki's TLS stack stops at 1.2

@@ -8,6 +8,7 @@ copying and raises :class:`DerError` on anything that is not definite-length DER
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 
 
 def der_length(n: int) -> bytes:
@@ -41,6 +42,7 @@ def der_time(at: datetime) -> bytes:
     return der_generalized_time(at)
 
 
+@lru_cache(maxsize=512)  # OCSP: every response of one second carries the same few times
 def der_generalized_time(at: datetime) -> bytes:
     """GeneralizedTime as RFC 5280 §4.1.2.5.2 requires: YYYYMMDDHHMMSSZ, a 4-digit year (zero-padded:
     ``strftime("%Y")`` writes year 1 as "1"), UTC, no fractional seconds (truncated)."""

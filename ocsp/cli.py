@@ -34,21 +34,33 @@ def serve(directory: DirOption = DEFAULT_DIR, config: ConfigOption = None,
           host: Annotated[str | None, typer.Option(help="Listen address (default from config).")] = None,
           port: Annotated[int | None, typer.Option(help="Plain HTTP port (default: http_port, 8080).")] = None,
           no_workers: Annotated[bool, typer.Option("--no-workers", help="Do not run the CRL publisher and "
-                                                   "signer rotation here.")] = False) -> None:
+                                                   "signer rotation here.")] = False,
+          workers: Annotated[int | None, typer.Option("--workers", min=1, max=64, help="Serving processes "
+                                                      "(default from config `workers`: one per CPU core).")]
+          = None) -> None:
     """Serve /ocsp and /crl (plus /healthz, /readyz, /metrics, /ca) over plain HTTP."""
-    from ca.service.server import run_servers
+    from ca.service.mounts import HTTP
+    from ca.service.server import BACKLOG, run_servers
+    from ca.service.supervisor import default_workers, serve_workers
     from ocsp.http import http_mounts
     from ocsp.worker import background_tasks
 
     setup_logging()
     dep = open_deployment(directory, config)
     h, p = host or dep.settings.host, port or dep.settings.http_port
-    mounts = http_mounts(dep)
-    tasks = [] if no_workers else background_tasks(dep)
+    n = default_workers(workers or dep.settings.workers)
 
     def ready() -> None:
-        console.print(f"ikepki OCSP/CRL serving http://{h}:{p} (OCSP /ocsp, CRL /crl)", highlight=False)
+        console.print(f"ikepki OCSP/CRL serving http://{h}:{p} (OCSP /ocsp, CRL /crl)"
+                      + (f" with {n} workers" if n > 1 else ""), highlight=False)
 
+    if n > 1:
+        raise typer.Exit(serve_workers({"directory": dep.dir, "config": config, "host": h,
+                                        "plugins": frozenset({"ocsp"}), "background": not no_workers,
+                                        "workers": n, "open_authority": False, "setup": setup_logging},
+                                       {HTTP: p}, BACKLOG, ready))
+    mounts = http_mounts(dep)
+    tasks = [] if no_workers else background_tasks(dep)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_servers(dep, h, None, p, mounts=mounts, tasks=tasks, ready=ready))
 

@@ -4,7 +4,6 @@ increase) and rotates OCSP signer certificates. Taking or renewing is one condit
 
 from __future__ import annotations
 
-import os
 import socket
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -12,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import insert, or_, update
 from sqlalchemy.exc import IntegrityError
 
+from ca.service.supervisor import service_pid
 from ca.store.db import Database
 from ocsp.records import LeaseRecord
 
@@ -19,8 +19,9 @@ LEASES = LeaseRecord.__table__  # type: ignore[attr-defined]
 
 
 def holder_id() -> str:
-    """This process: host, pid and a random suffix (a restarted process is a new holder)."""
-    return f"{socket.gethostname()[:64]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """This process: host, the service's pid (``ikepki serve``'s, also in its worker processes) and
+    a random suffix (each process, and a restarted one, is a new holder)."""
+    return f"{socket.gethostname()[:64]}:{service_pid()}:{uuid.uuid4().hex[:8]}"
 
 
 def acquire(db: Database, name: str, holder: str, now: datetime, ttl: timedelta) -> bool:

@@ -28,10 +28,14 @@ the SHA-1 CertID form within about a second) and **refreshed in the background**
 validity has passed (idle entries are dropped instead). They are not produced at issuance: the
 core offers no issuance hook and pre-signing 100k+ certificates per replica at start would cost
 seconds of HSM time for responses most of which are never asked for.
-A request with a nonce, or with several CertIDs, gets a freshly signed response.
+A request with a nonce, or with several CertIDs, gets a freshly signed response with the status
+read from the store when it is signed. The common case, one CertID with a nonce, is batched:
+concurrent requests share one status query and one wake-up of the event loop, each gets its own
+signature (:mod:`ocsp.batch_signer`).
 
-Signing and store reads are blocking: they run in a single signing thread (serialised, the HSM
-session is not thread-safe) and a small reader pool, never on the event loop.
+Signing and store reads are blocking: they run in signing threads (every PKCS#11 call serialised
+by the token's lock: the HSM session is not thread-safe) and a small reader pool, never on the
+event loop.
 thisUpdate is rounded down to ``bucket_seconds`` (revoked: not before the revocation second) and
 producedAt equals it for pre-signed responses, so replicas give identical answers for identical
 state.
@@ -43,7 +47,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -51,8 +55,10 @@ from email.utils import formatdate
 from typing import Any
 
 from ca.model import RevocationReason
+from ca.service.supervisor import service_share_dir
 from ca.store.outbox_feed import OutboxFeed
 from ca.store.status import StatusReader
+from ocsp.batch_signer import Batcher
 from ocsp.lint import LintError, lint_response_data
 from ocsp.request import CertIdRequest, MalformedRequest, OcspRequest, canonical_cert_id, parse_request
 from ocsp.responder_der import (
@@ -67,6 +73,7 @@ from ocsp.responder_der import (
     single_response,
 )
 from ocsp.settings import OcspSettings
+from ocsp.shared_presigned import SharedPresigned
 from ocsp.signers import Signer, issuer_hashes, load_signer
 from ocsp.signing import sign
 
@@ -150,6 +157,9 @@ class Responder:
         self._signers_loaded = 0.0
         self._sign_pool = ThreadPoolExecutor(1, thread_name_prefix="ocsp-sign")
         self._read_pool = ThreadPoolExecutor(4, thread_name_prefix="ocsp-read")
+        self._shared = SharedPresigned(service_share_dir("ocsp-presigned"))  # with --workers N
+        self._nonce_jobs: Batcher[tuple[Signer, CertIdRequest, bytes], bytes] = \
+            Batcher(self._nonce_batch, name="ocsp-nonce")  # one CertID + nonce: batched status reads and signing
         self._status = StatusReader(dep.db)  # one raw store connection per thread (lookup)
         self.cache: dict[bytes, Presigned] = {}
         self.cache_bytes = 0
@@ -197,6 +207,9 @@ class Responder:
                 if entry is not None:
                     now = time.time()
                     return Answer(entry.body, entry.headers(now), True)
+            if request.nonce_ext_value is not None and len(request.cert_ids) == 1:
+                der = await self._nonce_response(issuer_id, request.cert_ids[0], request.nonce_ext_value)
+                return Answer(der, NO_CACHE)
             der = await self._signed_now(issuer_id, request.cert_ids, request.nonce_ext_value)
             return Answer(der, NO_CACHE)
         except Unavailable as exc:
@@ -241,7 +254,8 @@ class Responder:
         now = self.dep.clock.now()
         this_update = self._this_update(now, state)
         next_update = min(this_update + timedelta(seconds=self.validity), signer.not_after)
-        der = await self._run_sign(signer, [(cid_der, state)], this_update, next_update, this_update, None)
+        der = await self._run_sign(signer, [(cid_der, state)], this_update, next_update, this_update, None,
+                                   shared=True)
         entry = Presigned(der, issuer_id, serial, this_update.timestamp(), next_update.timestamp(),
                           b'"' + hashlib.sha256(der).hexdigest()[:32].encode() + b'"',
                           _http_date(this_update.timestamp()), _http_date(next_update.timestamp()))
@@ -283,6 +297,47 @@ class Responder:
             return min(state.revoked_at.replace(microsecond=0), now.replace(microsecond=0))
         return bucketed
 
+    # -- nonce fast path ----------------------------------------------------------------------
+
+    async def _nonce_response(self, issuer_id: str, cid: CertIdRequest, nonce: bytes) -> bytes:
+        """One CertID with an RFC 8954 nonce (what strongSwan and ``openssl ocsp -nonce`` send): a
+        fresh response, status read from the store at signing time as on the generic path, but
+        worked off in batches (:meth:`_nonce_batch`) instead of one thread hop per request."""
+        signer = await self._signer(issuer_id)
+        try:
+            der = await self._nonce_jobs.submit((signer, cid, nonce))
+        except LintError:
+            raise
+        except Exception as exc:
+            raise Unavailable(f"store or signer for {issuer_id} failed: {exc}") from None
+        self.stats["signed"] += 1
+        return der
+
+    def _nonce_batch(self, jobs: Sequence[tuple[Signer, CertIdRequest, bytes]]) -> list[bytes | BaseException]:
+        """On the batch thread: one status query per issuer for the whole batch, then per request
+        the ResponseData spliced from prepared parts (the signer's cached responderID, the CertID
+        echoed byte for byte, certStatus, this second's times, the nonce), lint, one signature."""
+        serials: dict[str, list[int]] = {}
+        for signer, cid, _ in jobs:
+            serials.setdefault(signer.issuer_id, []).append(cid.serial)
+        states: dict[tuple[str, int], CertState] = {}
+        for issuer_id, wanted in serials.items():
+            unique = list(dict.fromkeys(wanted))
+            states.update(zip(((issuer_id, s) for s in unique), self.lookup(issuer_id, unique), strict=True))
+        now = self.dep.clock.now().replace(microsecond=0)
+        out: list[bytes | BaseException] = []
+        for signer, cid, nonce in jobs:
+            try:
+                state = states[(signer.issuer_id, cid.serial)]
+                next_update = min(now + timedelta(seconds=self.validity), signer.not_after)
+                tbs = response_data(signer.key_hash, now, [single_response(cid.der, state, now, next_update)], nonce,
+                                    state is NOT_ISSUED)
+                lint_response_data(tbs)
+                out.append(ocsp_response(tbs, signer.alg_id, sign(signer.key, tbs), signer.certs_der))
+            except Exception as exc:
+                out.append(exc)
+        return out
+
     # -- signing ------------------------------------------------------------------------------
 
     async def _signed_now(self, issuer_id: str, cert_ids: Iterable[CertIdRequest], nonce: bytes | None) -> bytes:
@@ -311,18 +366,29 @@ class Responder:
         return ocsp_response(tbs, signer.alg_id, sign(signer.key, tbs), signer.certs_der)
 
     async def _run_sign(self, signer: Signer, items: list[tuple[bytes, CertState]], this_update: datetime,
-                        next_update: datetime, produced_at: datetime, nonce: bytes | None) -> bytes:
+                        next_update: datetime, produced_at: datetime, nonce: bytes | None,
+                        shared: bool = False) -> bytes:
+        """Sign one response. ``shared`` (pre-signed responses): take the bytes another worker
+        already signed for the same ResponseData, else publish ours (ocsp/shared_presigned.py)."""
         extended = any(s is NOT_ISSUED for _, s in items)
         singles = [single_response(der, s, this_update, next_update) for der, s in items]
         tbs = response_data(signer.key_hash, produced_at, singles, nonce, extended)
         lint_response_data(tbs)
         loop = asyncio.get_running_loop()
+        key = self._shared.key(tbs, signer.alg_id, signer.certs_der) if shared and self._shared.dir else None
+        if key is not None:
+            found = await loop.run_in_executor(self._read_pool, self._shared.get, key)
+            if found is not None:
+                return found
         try:
             signature = await loop.run_in_executor(self._sign_pool, sign, signer.key, tbs)
         except Exception as exc:
             raise Unavailable(f"signer for {signer.issuer_id} failed: {exc}") from None
         self.stats["signed"] += 1
-        return ocsp_response(tbs, signer.alg_id, signature, signer.certs_der)
+        der = ocsp_response(tbs, signer.alg_id, signature, signer.certs_der)
+        if key is not None:
+            der = await loop.run_in_executor(self._read_pool, self._shared.publish, key, der)
+        return der
 
     async def _signer(self, issuer_id: str) -> Signer:
         signer = self.signers.get(issuer_id)
@@ -450,7 +516,11 @@ class Responder:
         return [(r.issuer_id, int(r.serial, 16)) for r in rows]
 
     async def refresh(self) -> int:
-        """Re-sign cached entries past half their validity; drop those not asked for since."""
+        """Re-sign cached entries past half their validity; drop those not asked for since (and
+        shared responses older than their validity)."""
+        if self._shared.dir is not None:
+            await asyncio.get_running_loop().run_in_executor(self._read_pool, self._shared.expire,
+                                                             self.validity + 60)
         now = time.time()
         idle_limit = time.monotonic() - self.validity
         due = []
@@ -473,4 +543,5 @@ class Responder:
         if self._maintenance is not None:
             self._maintenance.cancel()
         self._sign_pool.shutdown(wait=False)
+        self._nonce_jobs.close()
         self._read_pool.shutdown(wait=False)

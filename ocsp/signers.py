@@ -12,6 +12,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cached_property
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -57,15 +58,15 @@ class Signer:
     certificate: x509.Certificate
     delegated: bool
 
-    @property
+    @cached_property
     def key_hash(self) -> bytes:
         return hashlib.sha1(public_key_bits(self.certificate)).digest()  # noqa: S324  (RFC 6960 byKey)
 
-    @property
+    @cached_property
     def alg_id(self) -> bytes:
         return algorithm_identifier(self.key)
 
-    @property
+    @cached_property
     def certs_der(self) -> list[bytes]:
         return [self.certificate.public_bytes(Encoding.DER)] if self.delegated else []
 

@@ -68,22 +68,32 @@ def serve(directory: DirOption = DEFAULT_DIR, config: ConfigOption = None,
           https_port: Annotated[int | None, typer.Option(help="HTTPS port (default 8443).")] = None,
           http_port: Annotated[int | None, typer.Option(help="Plain HTTP port (default 8080).")] = None,
           no_workers: Annotated[bool, typer.Option("--no-workers", help="Do not run background workers "
-                                                   "(CRL publisher, push) in this process.")] = False) -> None:
+                                                   "(CRL publisher, push) in this process.")] = False,
+          workers: Annotated[int | None, typer.Option("--workers", min=1, max=64, help="Serving processes "
+                                                      "(default from config `workers`: one per CPU core).")]
+          = None) -> None:
     """Serve ACME, EST, SCEP and admin over HTTPS and OCSP, CRL, SCEP over HTTP."""
-    from ca.service.server import load_background_tasks, run_servers
+    from ca.service.mounts import HTTP, HTTPS
+    from ca.service.server import BACKLOG, load_background_tasks, run_servers
+    from ca.service.supervisor import default_workers, serve_workers
 
     setup_logging()
     dep = open_deployment(directory, config)
     s = dep.settings
     h, tls_port, plain_port = host or s.host, https_port or s.https_port, http_port or s.http_port
     _ = dep.authority  # open the HSM and the store now: fail before listening
-    tasks = [] if no_workers else load_background_tasks(dep)
+    n = default_workers(workers or s.workers)
 
     def ready() -> None:
         console.print(f"ikepki serving https://{h}:{tls_port} (ACME /acme/directory, EST /.well-known/est, "
-                      f"admin /admin/v1) and http://{h}:{plain_port} (OCSP /ocsp, CRL /crl, SCEP /scep)",
-                      highlight=False, soft_wrap=True)
+                      f"admin /admin/v1) and http://{h}:{plain_port} (OCSP /ocsp, CRL /crl, SCEP /scep)"
+                      + (f" with {n} workers" if n > 1 else ""), highlight=False, soft_wrap=True)
 
+    if n > 1:
+        raise typer.Exit(serve_workers({"directory": dep.dir, "config": config, "host": h, "plugins": None,
+                                        "background": not no_workers, "workers": n, "setup": setup_logging},
+                                       {HTTPS: tls_port, HTTP: plain_port}, BACKLOG, ready))
+    tasks = [] if no_workers else load_background_tasks(dep)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_servers(dep, h, tls_port, plain_port, tasks=tasks, ready=ready))
 

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric import utils as asym_utils
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
-from pkcs11.util.ec import encode_ec_public_key, encode_ecdsa_signature, encode_named_curve_parameters
+from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
 
 from ca.errors import ErrorKind, PKIError
 from ca.keys.pin import Pin
@@ -306,7 +306,8 @@ class Pkcs11EcPrivateKey(ec.EllipticCurvePrivateKey):
             raise TypeError("only ECDSA is supported")
         digest, _ = _digest(bytes(data), signature_algorithm.algorithm)
         raw = self._token.sign(self._label, digest, Mechanism.ECDSA)
-        return bytes(encode_ecdsa_signature(raw))
+        half = len(raw) // 2  # CKM_ECDSA returns r || s, each the size of the order (PKCS#11 2.40 §2.3.1)
+        return asym_utils.encode_dss_signature(int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big"))
 
     def public_key(self) -> ec.EllipticCurvePublicKey:
         return self._public

@@ -3,9 +3,14 @@ core endpoints every listener has: /healthz, /readyz, /metrics, /ca/<id>.der|.pe
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -25,21 +30,78 @@ async def send_bytes(send: Send, status: int, body: bytes, content_type: str = "
 
 
 class Metrics:
-    """Request counters in Prometheus text format (exposition format 0.0.4)."""
+    """Request counters in Prometheus text format (exposition format 0.0.4).
 
-    def __init__(self) -> None:
+    With several serving processes (``ikepki serve --workers N``) every worker writes a snapshot of
+    its counters into ``share_dir`` (``<pid>.json``, replaced atomically about once a second and at
+    exit), and ``/metrics`` answers the sum over all of them with its own live counters, so a scrape
+    reports the service whichever worker takes it. Snapshots of workers that died stay in the sum
+    (counters never go down); the supervisor removes the directory when the service stops."""
+
+    FLUSH_SECONDS = 1.0
+
+    def __init__(self, share_dir: Path | None = None, started: float | None = None) -> None:
         self.requests: Counter[tuple[str, str, int]] = Counter()
-        self.started = time.time()
+        self.started = started or time.time()
+        self.share_dir = share_dir
+        self._own = f"{os.getpid()}.json"
+        self.running_tasks: Callable[[], list[str]] = list  # background tasks alive in this process
+
+    def flush(self) -> None:
+        """Write this worker's snapshot (no-op in a single process)."""
+        if self.share_dir is None:
+            return
+        tmp = self.share_dir / f".{self._own}.tmp"
+        with contextlib.suppress(OSError):
+            tmp.write_text(json.dumps({"requests": [[*k, n] for k, n in self.requests.items()],
+                                       "tasks": self.running_tasks()}))
+            tmp.replace(self.share_dir / self._own)
+
+    async def flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.FLUSH_SECONDS)
+            self.flush()
+
+    def totals(self) -> tuple[Counter[tuple[str, str, int]], Counter[str]]:
+        """Request counters (this process live, plus every other worker's last snapshot, dead ones
+        included) and how many live processes run each background task."""
+        requests, tasks = Counter(self.requests), Counter(self.running_tasks())
+        if self.share_dir is None:
+            return requests, tasks
+        for path in self.share_dir.glob("*.json"):
+            if path.name == self._own:
+                continue
+            with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+                snap = json.loads(path.read_text())
+                for listener, mount, status, n in snap["requests"]:
+                    requests[(str(listener), str(mount), int(status))] += int(n)
+                if _alive(int(path.stem)):
+                    tasks.update(str(t) for t in snap["tasks"])
+        return requests, tasks
 
     def render(self, extra: dict[str, float] | None = None) -> bytes:
         lines = ["# HELP ikepki_http_requests_total HTTP requests by listener, mount and status.",
                  "# TYPE ikepki_http_requests_total counter"]
-        for (listener, mount, status), n in sorted(self.requests.items()):
+        requests, tasks = self.totals()
+        for (listener, mount, status), n in sorted(requests.items()):
             lines.append(f'ikepki_http_requests_total{{listener="{listener}",mount="{mount}",status="{status}"}} {n}')
+        lines += ["# HELP ikepki_background_task_processes Processes running each background task (1: exactly once).",
+                  "# TYPE ikepki_background_task_processes gauge"]
+        lines += [f'ikepki_background_task_processes{{task="{t}"}} {n}' for t, n in sorted(tasks.items())]
         lines += ["# TYPE ikepki_process_start_time_seconds gauge", f"ikepki_process_start_time_seconds {self.started}"]
         for name, value in (extra or {}).items():
             lines += [f"# TYPE {name} gauge", f"{name} {value}"]
         return ("\n".join(lines) + "\n").encode()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Router:

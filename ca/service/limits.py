@@ -206,7 +206,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
 class LimitedServer(uvicorn.Server):
     """uvicorn.Server whose listener has a TLS handshake timeout and counts connections still in
-    their handshake against ``max_connections`` (host/port listeners only)."""
+    their handshake against ``max_connections`` (its own listener, or a socket the supervisor shares)."""
 
     def __init__(self, config: uvicorn.Config, limits: ListenerSettings) -> None:
         super().__init__(config)
@@ -227,7 +227,8 @@ class LimitedServer(uvicorn.Server):
                 pending[protocol] = loop.time()
             return protocol
 
-        kwargs: dict[str, Any] = {"host": config.host, "port": config.port, "backlog": config.backlog}
+        kwargs: dict[str, Any] = {"sock": sockets[0]} if sockets else \
+            {"host": config.host, "port": config.port, "backlog": config.backlog}
         if config.ssl is not None:
             kwargs |= {"ssl": config.ssl, "ssl_handshake_timeout": self.limits.handshake_timeout_seconds}
         server = await loop.create_server(create_protocol, **kwargs)

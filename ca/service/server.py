@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import resource
 import signal
+import socket
 import ssl
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -62,7 +64,9 @@ def client_ca_bundle(deployment: Deployment) -> Path:
     """Root + issuing CAs, trusted for client certificates (EST re-enroll, admin certs)."""
     path = deployment.path("tls/client-ca-bundle.pem")
     certs = [deployment.root, *(i.certificate for i in deployment.issuers.values())]
-    path.write_bytes(b"".join(c.public_bytes(Encoding.PEM) for c in certs))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # workers start together: replace, never truncate
+    tmp.write_bytes(b"".join(c.public_bytes(Encoding.PEM) for c in certs))
+    tmp.replace(path)
     return path
 
 
@@ -166,32 +170,46 @@ def fit_file_limit(limits: ListenerSettings, listeners: int) -> ListenerSettings
 
 async def run_servers(deployment: Deployment, host: str, https_port: int | None, http_port: int | None,
                       mounts: list[HttpMount] | None = None, tasks: list[BackgroundTask] | None = None,
-                      ready: Callable[[], None] | None = None) -> None:
+                      ready: Callable[[], None] | None = None,
+                      sockets: Mapping[str, socket.socket] | None = None, metrics: Metrics | None = None,
+                      share: int = 1) -> None:
+    """Serve the listeners until a signal stops them. ``sockets`` (listener name -> bound, listening
+    socket) replaces ``https_port``/``http_port`` in a worker of ``ikepki serve --workers N``
+    (ca/service/supervisor.py); ``share`` is how many workers accept on them, so each takes its
+    part of ``listener.max_connections``."""
     mounts = load_mounts(deployment) if mounts is None else mounts
-    limits = fit_file_limit(deployment.settings_for(ListenerSettings, "listener"),
-                            (https_port is not None) + (http_port is not None))
+    if sockets is not None:
+        https_port, http_port = (sockets[n].getsockname()[1] if n in sockets else None for n in (HTTPS, HTTP))
+    limits = deployment.settings_for(ListenerSettings, "listener")
+    if share > 1:
+        limits = limits.model_copy(update={"max_connections": -(-limits.max_connections // share)})
+    limits = fit_file_limit(limits, (https_port is not None) + (http_port is not None))
     rate_limit_loggers("asyncio", "uvicorn.error", "ikepki.service")
-    metrics = Metrics()
+    metrics = metrics or Metrics()
     liveness = Liveness()
 
     def alive() -> list[str]:  # /healthz: background tasks (ca/service/liveness.py) and the HSM
         return [*liveness.problems(), *deployment.live()]
 
-    servers: list[uvicorn.Server] = []
+    servers: list[tuple[uvicorn.Server, list[socket.socket] | None]] = []
     if https_port is not None:
         app = app_for(HTTPS, mounts, deployment, metrics, deployment.ready, alive)
-        servers.append(LimitedServer(_uvicorn_config(app, host, https_port, tls_context(deployment), limits), limits))
+        servers.append((LimitedServer(_uvicorn_config(app, host, https_port, tls_context(deployment), limits),
+                                      limits), [sockets[HTTPS]] if sockets else None))
     if http_port is not None:
         app = app_for(HTTP, mounts, deployment, metrics, deployment.ready, alive)
-        servers.append(LimitedServer(_uvicorn_config(app, host, http_port, None, limits), limits))
+        servers.append((LimitedServer(_uvicorn_config(app, host, http_port, None, limits), limits),
+                        [sockets[HTTP]] if sockets else None))
     running = [asyncio.create_task(t.run(), name=t.name) for t in (tasks or [])]
     liveness.watch(tasks or [], running)
-    serving = [asyncio.create_task(s.serve()) for s in servers]
-    while not all(s.started for s in servers):
+    metrics.running_tasks = lambda: [t.get_name() for t in running if not t.done()]
+    serving = [asyncio.create_task(s.serve(socks)) for s, socks in servers]
+    flushing = asyncio.create_task(metrics.flush_loop()) if metrics.share_dir is not None else None
+    while not all(s.started for s, _ in servers):
         if any(t.done() for t in serving):
             break
         await asyncio.sleep(0.02)
-    if ready is not None and all(s.started for s in servers):
+    if ready is not None and all(s.started for s, _ in servers):
         ready()
     try:
         if serving:
@@ -199,6 +217,7 @@ async def run_servers(deployment: Deployment, host: str, https_port: int | None,
         else:
             await _until_signalled(asyncio.gather(*running))
     finally:
-        for t in running:
+        for t in [*running, *([flushing] if flushing else [])]:
             t.cancel()
-        await asyncio.gather(*running, return_exceptions=True)
+        await asyncio.gather(*running, *([flushing] if flushing else []), return_exceptions=True)
+        metrics.flush()

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.x509 import ocsp
 from sqlalchemy import select
 
@@ -200,5 +200,52 @@ def test_expired_delegated_cert_falls_back_to_the_ca_key(pki: Pki, monkeypatch: 
 
         pki.dep.issuers["rsa"].certificate.public_key().verify(  # type: ignore[call-arg]
             resp.signature, resp.tbs_response_bytes, padding.PKCS1v15(), hashes.SHA256())
+    finally:
+        responder.close()
+
+
+def test_concurrent_nonce_requests_are_batched_and_each_answered_exactly(pki: Pki) -> None:
+    """64 nonce requests at once (good, revoked, unknown, two issuers) through the batch thread: one
+    response per request with its own nonce, the right status, a valid signature by the delegated
+    signer, and a revocation visible at once (the status is read when the batch is signed)."""
+    from ca.model import RevocationReason
+
+    responder = Responder(pki.dep)
+    good, _ = pki.issue()
+    revoked, _ = pki.issue()
+    pki.revoke(revoked, RevocationReason.keyCompromise)
+    cases = [("ec", good.serial_number, ocsp.OCSPCertStatus.GOOD),
+             ("ec", revoked.serial_number, ocsp.OCSPCertStatus.REVOKED),
+             ("ec", 0x7EADBEEF, ocsp.OCSPCertStatus.UNKNOWN),
+             ("rsa", 0x7EADBEEF, ocsp.OCSPCertStatus.UNKNOWN)]
+    bodies = [(case, request_for(pki.dep, case[0], [case[1]], nonce=True)) for case in cases * 16]
+
+    async def go() -> list[bytes]:
+        try:
+            return [a.body for a in await asyncio.gather(*(responder.respond(b) for _, b in bodies))]
+        finally:
+            if responder._maintenance is not None:
+                responder._maintenance.cancel()
+
+    try:
+        answers = asyncio.run(go())
+        for ((issuer_id, serial, status), body), der in zip(bodies, answers, strict=True):
+            resp = ocsp.load_der_ocsp_response(der)
+            assert resp.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL
+            assert resp.serial_number == serial and resp.certificate_status is status
+            nonce = ocsp.load_der_ocsp_request(body).extensions.get_extension_for_class(x509.OCSPNonce).value
+            assert resp.extensions.get_extension_for_class(x509.OCSPNonce).value == nonce
+            signer = resp.certificates[0]
+            public = signer.public_key()
+            if isinstance(public, ec.EllipticCurvePublicKey):
+                public.verify(resp.signature, resp.tbs_response_bytes, ec.ECDSA(resp.signature_hash_algorithm))
+            else:
+                public.verify(resp.signature, resp.tbs_response_bytes, padding.PKCS1v15(),  # type: ignore[call-arg]
+                              resp.signature_hash_algorithm)
+            assert signer.issuer == pki.dep.issuers[issuer_id].certificate.subject
+        assert responder._nonce_jobs.done == len(bodies)
+        pki.revoke(good, RevocationReason.superseded)
+        again = respond(responder, request_for(pki.dep, "ec", [good.serial_number], nonce=True))
+        assert again.certificate_status is ocsp.OCSPCertStatus.REVOKED
     finally:
         responder.close()
