@@ -136,14 +136,19 @@ def test_queue_round_robin_caps_and_bounds() -> None:
             time.sleep(0.01)
         assert all(q.submit("a", job(f"a{i}")) for i in (1, 2, 3))
         assert not q.submit("a", job("a4"))  # a's queue is full
-        assert q.submit("b", job("b0", block=True)) and q.submit("b", job("b1"))  # b0 on worker 2
-        assert not q.submit("c", job("c0"))  # 5 waiting in total: full
-        assert q.pending("a") == (1, 3)
+        assert q.submit("b", job("b0", block=True))  # b0 on worker 2
+        deadline = time.monotonic() + 5
+        while q.pending("b") != (1, 0) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert q.pending("b") == (1, 0)
+        assert q.submit("b", job("b1")) and q.submit("c", job("c0"))  # 5 waiting in total
+        assert not q.submit("d", job("d0"))  # full
+        assert q.pending("a") == (1, 3) and q.pending("b") == (1, 1)
         gate.set()
         deadline = time.monotonic() + 5
-        while len(order) < 6 and time.monotonic() < deadline:
+        while len(order) < 7 and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert sorted(order) == ["a0", "a1", "a2", "a3", "b0", "b1"]
+        assert sorted(order) == ["a0", "a1", "a2", "a3", "b0", "b1", "c0"]
     finally:
         q.close()
 
