@@ -39,7 +39,8 @@ def load_der_certificate(der: bytes, *, strict_serial: bool = True) -> x509.Cert
         # cryptography decodes some fields lazily: force them now so later code never meets a parse error
         _ = (cert.version, cert.subject, cert.issuer, cert.not_valid_before_utc, cert.not_valid_after_utc)
         _ = (cert.extensions, cert.public_key(), cert.signature_algorithm_oid)
-    except (ValueError, TypeError, x509.InvalidVersion, UnsupportedAlgorithm) as exc:
+    except (ValueError, TypeError, x509.InvalidVersion, x509.DuplicateExtension, x509.UnsupportedGeneralNameType,
+            UnsupportedAlgorithm) as exc:
         # TypeError: cryptography refuses some mistyped attributes in names (e.g. a BIT STRING value for an
         # attribute other than x500UniqueIdentifier) with TypeError while decoding extensions
         raise ChainError(f"certificate does not parse: {exc}") from exc

@@ -158,3 +158,31 @@ def test_mistyped_name_attribute_in_a_certificate_is_a_chain_error() -> None:
     at = der.rindex(san_value)
     with pytest.raises(ChainError):
         load_der_certificate(der[:at] + b"\x03" + der[at + 1:])
+
+
+def test_certificate_with_a_duplicated_extension_is_a_chain_error() -> None:
+    """cert-duplicate-ski.der: hypothesis found that cryptography raises DuplicateExtension (not a
+    ValueError) for a certificate carrying one extension twice; it must be a ChainError."""
+    import datetime as dt
+
+    from asn1crypto import x509 as asn1_x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from enrollment.attestation.chain import ChainError, load_der_certificate
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "dup")])
+    now = datetime.now(UTC)
+    der = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+           .serial_number(7).not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
+           .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+           .sign(key, hashes.SHA256()).public_bytes(Encoding.DER))
+    cert = asn1_x509.Certificate.load(der)
+    extensions = cert["tbs_certificate"]["extensions"]
+    extensions.append(asn1_x509.Extension.load(extensions[0].dump()))
+    tampered = asn1_x509.Certificate({"tbs_certificate": cert["tbs_certificate"],
+                                      "signature_algorithm": cert["signature_algorithm"],
+                                      "signature_value": cert["signature_value"]}).dump(force=True)
+    with pytest.raises(ChainError):
+        load_der_certificate(tampered)
