@@ -345,6 +345,7 @@ def test_killed_worker_is_replaced_and_metrics_count_the_service(svc: Svc) -> No
     deadline = time.monotonic() + 20
     while core_200(metrics(svc)) < base + 30 + 1 and time.monotonic() < deadline:
         time.sleep(0.3)
+    time.sleep(1.5)  # every worker has written its counters once since (snapshots are 1 s apart)
     total = core_200(metrics(svc))
     assert base + 30 <= total <= base + 30 + 40, (base, total)  # + the /metrics scrapes themselves
 
