@@ -99,8 +99,9 @@ log "$ENGINE ${args[*]} ."
 start=$(date +%s)
 "$ENGINE" "${args[@]}" . >&2
 log "built $tag in $(( $(date +%s) - start )) s"
-# earlier source keys are superseded: drop their tags (the layer cache stays)
-for old in $("$ENGINE" images --format '{{.Repository}}:{{.Tag}}' "$IMAGE" | grep ":src-" | grep -vx "$tag"); do
+# earlier source keys are superseded: drop their tags once a day old (the layer cache stays); younger
+# ones may belong to another checkout's test run on this machine, which would lose its image mid-run
+for old in $("$ENGINE" images --filter until=24h --filter "reference=$IMAGE" --format '{{.Repository}}:{{.Tag}}' 2>/dev/null | grep ":src-" | grep -vx "$tag"); do
   "$ENGINE" rmi "$old" >/dev/null 2>&1 || true
 done
 echo "$tag"
