@@ -113,7 +113,7 @@ class OcspRuntime:
 
     async def presign_loop(self) -> None:
         """Background task: the responder's feed poll + refresh (also started by the first request)."""
-        self.responder.ensure_maintenance()
+        self.responder.maintenance.ensure_started()
         while True:
             await asyncio.sleep(3600)
 
