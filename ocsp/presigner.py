@@ -95,9 +95,10 @@ class Presigner:
         this_update = self.this_update(self.clock.now(), state)
         next_update = min(this_update + self.validity, signer.not_after)
         der = await self._sign_shared(signer, cid_der, state, this_update, next_update)
-        entry = Presigned(der, issuer_id, serial, this_update.timestamp(), next_update.timestamp(),
-                          b'"' + hashlib.sha256(der).hexdigest()[:32].encode() + b'"',
-                          http_date(this_update.timestamp()), http_date(next_update.timestamp()))
+        tail = signer.certs_field if signer.certs_field and der.endswith(signer.certs_field) else b""
+        entry = Presigned(der[:len(der) - len(tail)], issuer_id, serial, this_update.timestamp(),
+                          next_update.timestamp(), b'"' + hashlib.sha256(der).hexdigest()[:32].encode() + b'"',
+                          http_date(this_update.timestamp()), http_date(next_update.timestamp()), tail)
         if self._changed.get((issuer_id, serial), -1) >= epoch:
             return entry  # the status changed while we signed: serve once, do not cache
         self.cache.put(cid_der, entry)

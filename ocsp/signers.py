@@ -28,6 +28,7 @@ from ca.keys.signer import SigningKey
 from ca.model import Requester
 from ca.ports import ServiceKeys
 from ocsp.records import OcspSignerCertRecord
+from ocsp.responder_der import certs_field
 from ocsp.signing import algorithm_identifier
 
 SIGNER_CERTS = OcspSignerCertRecord.__table__  # type: ignore[attr-defined]
@@ -74,6 +75,12 @@ class Signer:
     @cached_property
     def certs_der(self) -> list[bytes]:
         return [self.certificate.public_bytes(Encoding.DER)] if self.delegated else []
+
+    @cached_property
+    def certs_field(self) -> bytes:
+        """The ``certs [0] EXPLICIT SEQUENCE OF Certificate`` that ends each of its responses
+        (RFC 6960 §4.2.1), empty when none is included."""
+        return certs_field(self.certs_der)
 
     @property
     def not_after(self) -> datetime:

@@ -5,10 +5,12 @@ bound on the memory the cache holds (its per-entry overhead measured, not guesse
 from __future__ import annotations
 
 import gc
+import hashlib
 import os
 import time
 import tracemalloc
 
+from cryptography.x509 import ocsp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -104,22 +106,32 @@ def test_any_sequence_keeps_both_bounds_and_the_index(ops: list[tuple[str, int, 
         check_invariants(cache)
 
 
-def real_response(pki: Pki) -> tuple[bytes, Presigned]:
-    """One pre-signed response as the responder produces it (delegated P-256 signer, its
+def real_responses(pki: Pki, n: int = 1) -> list[tuple[bytes, Presigned]]:
+    """Pre-signed responses as the responder produces them (delegated P-256 signer, its
     certificate included)."""
     responder = Responder(pki.dep, OcspSettings())
     try:
-        run(responder, [request(our_cert_id(pki, 0x5EED))])
-        [(k, e)] = responder.cache.items()
-        return k, e
+        run(responder, [request(our_cert_id(pki, 0x5EED + i)) for i in range(n)])
+        return responder.cache.items()
     finally:
         responder.close()
+
+
+def test_entries_share_their_signers_certificate_and_serve_the_whole_response(pki: Pki) -> None:
+    (_, e1), (_, e2) = real_responses(pki, 2)
+    assert e1.tail and e1.tail is e2.tail and e1.head + e1.tail == e1.body  # one certificate per signer
+    assert {e1.serial, e2.serial} == {0x5EED, 0x5EEE}
+    for e in (e1, e2):
+        resp = ocsp.load_der_ocsp_response(e.body)
+        assert resp.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL and len(resp.certificates) == 1
+        assert resp.serial_number == e.serial
+        assert e.etag == b'"' + hashlib.sha256(e.body).hexdigest()[:32].encode() + b'"'
 
 
 def test_the_byte_bound_covers_what_the_cache_really_holds(pki: Pki) -> None:
     """20,000 distinct entries shaped like a real response: the memory traced while filling the
     cache stays within what it counts against ``cache_max_bytes`` (so the bound is one)."""
-    real_key, real = real_response(pki)
+    [(real_key, real)] = real_responses(pki)
     n = 20_000
     cache = PresignedCache(max_entries=n, max_bytes=1 << 40)
     gc.collect()
@@ -129,14 +141,15 @@ def test_the_byte_bound_covers_what_the_cache_really_holds(pki: Pki) -> None:
         for _ in range(n):
             serial = int.from_bytes(os.urandom(16), "big") | 1
             k = real_key[:-17] + serial.to_bytes(17, "big")  # distinct objects of the real sizes
-            cache.put(k, Presigned(os.urandom(len(real.body)), "ec", serial, real.this_update, real.next_update,
+            cache.put(k, Presigned(os.urandom(len(real.head)), "ec", serial, real.this_update, real.next_update,
                                    os.urandom(len(real.etag)), http_date(real.this_update),
-                                   http_date(real.next_update)))
+                                   http_date(real.next_update), real.tail))
         gc.collect()
         held = tracemalloc.get_traced_memory()[0] - base
     finally:
         tracemalloc.stop()
     assert len(cache) == n
-    print(f"{n} entries, response {len(real.body)} bytes: holds {held} bytes, counts {cache.bytes}")
+    print(f"{n} entries, response {len(real.body)} bytes ({len(real.tail)} shared): holds {held} bytes, "
+          f"counts {cache.bytes}")
     assert held <= cache.bytes, f"cache holds {held} bytes but counts {cache.bytes}"
     assert cache.bytes < 2 * held  # and the count is not so loose that the bound means little
