@@ -93,7 +93,6 @@ class Maintenance:
         changes = await asyncio.get_running_loop().run_in_executor(self.read_pool, self.status.changes)
         if not changes:
             return 0
-        self.presigner.new_epoch()
         resign: list[tuple[str, int, bytes]] = []
         for issuer_id, serial in dict.fromkeys(changes):
             resign += [(issuer_id, serial, key) for key in self.presigner.invalidate(issuer_id, serial)]

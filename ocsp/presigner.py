@@ -12,7 +12,9 @@ worker takes the bytes another worker already signed for it (:mod:`ocsp.shared_p
 signatures are randomised, and clients should see one body and ETag).
 
 A status that changes while its response is being signed (the revocation feed says so through
-:meth:`Presigner.invalidate`) is served to the requests waiting for it but not cached.
+:meth:`Presigner.invalidate`) is served to the requests waiting for it but not cached; the
+response signed after the change is (before the split it was not either, so a revoked
+certificate's responses were signed again for every request until the next revocation).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from ocsp.signers import CurrentSigners, Signer
 from ocsp.signing import sign
 from ocsp.status_source import StatusSource
 
-MAX_CHANGED = 100_000  # remembered status changes before the old ones are forgotten
+MAX_CHANGED = 100_000  # remembered status changes before those no signing in flight can see are forgotten
 
 
 class Presigner:
@@ -56,7 +58,8 @@ class Presigner:
         self.stats = stats
         self._inflight: dict[bytes, asyncio.Future[Presigned]] = {}
         self._changed: dict[tuple[str, int], int] = {}  # (issuer, serial) -> epoch of its last change
-        self._epoch = 0
+        self._epoch = 0  # one per change
+        self._signing: dict[int, int] = {}  # epoch a pre-sign in flight started in -> how many
 
     async def get(self, issuer_id: str, cid: CertIdRequest) -> Presigned:
         """The cached response for ``cid``, else one signed now (shared with concurrent callers).
@@ -87,22 +90,30 @@ class Presigner:
         if not self.status.following:  # the feed must have its position before the first status we cache
             await loop.run_in_executor(self.read_pool, self.status.follow)
         epoch = self._epoch
+        self._signing[epoch] = self._signing.get(epoch, 0) + 1
         try:
-            state = (await loop.run_in_executor(self.read_pool, self.status.lookup, issuer_id, [serial]))[0]
-        except Exception as exc:
-            raise PKIError(ErrorKind.UNAVAILABLE, f"store: {exc}") from None
-        signer = await self.signers.get(issuer_id)
-        this_update = self.this_update(self.clock.now(), state)
-        next_update = min(this_update + self.validity, signer.not_after)
-        der = await self._sign_shared(signer, cid_der, state, this_update, next_update)
-        tail = signer.certs_field if signer.certs_field and der.endswith(signer.certs_field) else b""
-        entry = Presigned(der[:len(der) - len(tail)], issuer_id, serial, this_update.timestamp(),
-                          next_update.timestamp(), b'"' + hashlib.sha256(der).hexdigest()[:32].encode() + b'"',
-                          http_date(this_update.timestamp()), http_date(next_update.timestamp()), tail)
-        if self._changed.get((issuer_id, serial), -1) >= epoch:
-            return entry  # the status changed while we signed: serve once, do not cache
-        self.cache.put(cid_der, entry)
-        return entry
+            try:
+                state = (await loop.run_in_executor(self.read_pool, self.status.lookup, issuer_id, [serial]))[0]
+            except Exception as exc:
+                raise PKIError(ErrorKind.UNAVAILABLE, f"store: {exc}") from None
+            signer = await self.signers.get(issuer_id)
+            this_update = self.this_update(self.clock.now(), state)
+            next_update = min(this_update + self.validity, signer.not_after)
+            der = await self._sign_shared(signer, cid_der, state, this_update, next_update)
+            tail = signer.certs_field if signer.certs_field and der.endswith(signer.certs_field) else b""
+            entry = Presigned(der[:len(der) - len(tail)], issuer_id, serial, this_update.timestamp(),
+                              next_update.timestamp(), b'"' + hashlib.sha256(der).hexdigest()[:32].encode() + b'"',
+                              http_date(this_update.timestamp()), http_date(next_update.timestamp()), tail)
+            if self._changed.get((issuer_id, serial), 0) > epoch:
+                return entry  # the status changed after we read it: serve once, do not cache
+            self.cache.put(cid_der, entry)
+            return entry
+        finally:
+            left = self._signing[epoch] - 1
+            if left:
+                self._signing[epoch] = left
+            else:
+                del self._signing[epoch]
 
     def this_update(self, now: datetime, state: CertState) -> datetime:
         """``now`` rounded down to the bucket; a revocation inside the bucket: its second."""
@@ -114,15 +125,13 @@ class Presigner:
 
     def invalidate(self, issuer_id: str, serial: int) -> list[bytes]:
         """The status of (issuer, serial) changed: drop its cached responses (returns their keys)
-        and keep a response being signed right now out of the cache."""
-        self._changed[(issuer_id, serial)] = self._epoch
-        return self.cache.drop_serial(issuer_id, serial)
-
-    def new_epoch(self) -> None:
-        """Start a round of changes (before :meth:`invalidate` calls of one feed poll)."""
+        and keep a response whose status was read before now out of the cache."""
         self._epoch += 1
-        if len(self._changed) > MAX_CHANGED:
-            self._changed = {k: v for k, v in self._changed.items() if v >= self._epoch - 100}
+        self._changed[(issuer_id, serial)] = self._epoch
+        if len(self._changed) > MAX_CHANGED:  # only changes after the oldest signing in flight matter
+            floor = min(self._signing, default=self._epoch)
+            self._changed = {k: v for k, v in self._changed.items() if v > floor}
+        return self.cache.drop_serial(issuer_id, serial)
 
     async def _sign_shared(self, signer: Signer, cid_der: bytes, state: CertState, this_update: datetime,
                            next_update: datetime) -> bytes:

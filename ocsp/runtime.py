@@ -149,7 +149,7 @@ class OcspRuntime:
             await asyncio.sleep(self.ocsp_settings.signer_check_seconds)
 
 
-_RUNTIMES: dict[int, tuple[Any, OcspRuntime]] = {}
+_RUNTIMES: dict[int, tuple[ServiceKeys, OcspRuntime]] = {}
 
 
 def runtime_for(dep: ServiceKeys) -> OcspRuntime:
