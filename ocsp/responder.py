@@ -91,7 +91,7 @@ class Responder:
                                              s.non_issued)
         self.signers = CurrentSigners(dep, self._sign_pool)
         self.cache = PresignedCache(s.cache_entries, s.cache_max_bytes)
-        shared = SharedPresigned(service_share_dir("ocsp-presigned"))  # with --workers N
+        shared = SharedPresigned(service_share_dir("ocsp-presigned"), s.cache_max_bytes)  # with --workers N
         self.presigner = Presigner(self.cache, self.status, self.signers, dep.clock, s.validity_seconds,
                                    s.bucket_seconds, shared, self._sign_pool, self._read_pool, self.stats)
         self.fresh = FreshResponses(self.status, dep.clock, s.validity_seconds, self._sign_pool, self.stats)
