@@ -8,13 +8,19 @@ or ``Any``, so what a package may use of the core is written down and checked by
 - :class:`CoreServices` — enrollment (ACME, EST, SCEP, attestation): settings, clock, store,
   audit, the Authority (the only path that signs certificates), issuers and the root.
 - :class:`ServiceKeys` — additionally the deployment's own keys (OCSP and CRL signers, the
-  push signer, the SCEP RA, the HTTPS server's key) from the manifest.
+  push signer, the SCEP RA, the HTTPS server's key) from the manifest: OCSP/CRL and the push
+  worker, the automated response package.
+- :class:`ConsoleServices` — the admin console: service keys (it hands the deployment on to the
+  incident panels of ``ikepki.console_incidents``) plus the configured profiles it lists.
+
+``tests/arch/test_typed_seams.py`` fails when a ``dep``/``deployment`` parameter is typed ``Any``
+(or not at all) again.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cryptography import x509
 
@@ -24,6 +30,7 @@ from ca.clock import Clock
 from ca.config import CaSettings, S
 from ca.issuer import Issuer
 from ca.keys.signer import SigningKey
+from ca.profiles import Profile
 from ca.store.db import Database
 from ca.store.sql import SqlCertificateStore
 
@@ -93,3 +100,19 @@ class ServiceKeys(CoreServices, Protocol):
 
     @property
     def tls_files(self) -> tuple[Path, Path]: ...
+
+
+class ConsoleServices(ServiceKeys, Protocol):
+    """What the admin console uses: service keys (handed on to the incident panels) and the
+    profiles as configured (lifetimes and subject policies applied)."""
+
+    @property
+    def profiles(self) -> dict[str, Profile]: ...
+
+
+if TYPE_CHECKING:
+    from ca.deployment import Deployment
+
+    def _deployment_implements_every_port(dep: Deployment) -> ConsoleServices:
+        """mypy checks here that the Deployment still provides all of the Protocols above."""
+        return dep

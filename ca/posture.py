@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import logging
 from importlib.metadata import entry_points
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from ca.model import PostureMark, Requester
+
+if TYPE_CHECKING:  # ca.ports imports the Authority, which must stay free to ask for posture
+    from ca.ports import CoreServices
 
 log = logging.getLogger("ikepki.posture")
 POSTURE_GROUP = "ikepki.posture"
@@ -37,7 +40,7 @@ class DevicePosture(Protocol):
         ...
 
 
-def device_posture(deployment: Any) -> DevicePosture | None:
+def device_posture(deployment: CoreServices) -> DevicePosture | None:
     """The implementation registered under ``ikepki.posture`` (first by name); None when none is."""
     for ep in sorted(entry_points(group=POSTURE_GROUP), key=lambda e: e.name):
         posture: DevicePosture = ep.load()(deployment)

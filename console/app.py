@@ -39,6 +39,7 @@ from starlette.exceptions import HTTPException
 from ca.audit import verify as verify_audit_chain
 from ca.errors import ErrorKind, PKIError
 from ca.model import CertificateInfo, CertificateQuery, CertStatus, Requester, parse_serial
+from ca.ports import ConsoleServices, ServiceKeys
 from ca.revocation import (
     LiveSessionProbe,
     execute,
@@ -105,7 +106,7 @@ def plan_digest(targets: Iterable[CertificateInfo], form: RevokeForm) -> str:
 class Console:
     """Per-deployment wiring: settings, sessions, the admin authenticator and the templates."""
 
-    def __init__(self, dep: Any, probe: Callable[[], LiveSessionProbe] | None = None) -> None:
+    def __init__(self, dep: ConsoleServices, probe: Callable[[], LiveSessionProbe] | None = None) -> None:
         self.dep = dep
         self.settings: ConsoleSettings = dep.settings_for(ConsoleSettings, "console")
         self.sessions = SqlSessionStore(dep.db, timedelta(seconds=self.settings.idle_timeout_seconds),
@@ -204,7 +205,7 @@ def _redirect(url: str, *cookies: str) -> RedirectResponse:
 
 # -- the app -----------------------------------------------------------------------------------
 
-def create_app(dep: Any, probe: Callable[[], LiveSessionProbe] | None = None) -> ASGIApp:
+def create_app(dep: ConsoleServices, probe: Callable[[], LiveSessionProbe] | None = None) -> ASGIApp:
     con = Console(dep, probe)
     app = FastAPI(title="ikepki console", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.console = con
@@ -476,7 +477,7 @@ def _read_routes(app: FastAPI, con: Console) -> None:
                         blocked=[b for b in blocked.split(",") if b][:50])
 
 
-def _gateway_rows(dep: Any) -> list[dict[str, Any]]:
+def _gateway_rows(dep: ConsoleServices) -> list[dict[str, Any]]:
     """Gateways with pending deliveries and, over their last 200 deliveries, failures and latency."""
     rows = dep.store.gateway_health()
     for row in rows:
@@ -514,7 +515,7 @@ class IncidentPanel(Protocol):
                note: str | None = None) -> dict[str, Any]: ...
 
 
-def load_incident_panels(dep: Any) -> dict[str, IncidentPanel]:
+def load_incident_panels(dep: ServiceKeys) -> dict[str, IncidentPanel]:
     """The installed packages' incident panels by entry point name."""
     out: dict[str, IncidentPanel] = {}
     for ep in sorted(entry_points(group=INCIDENTS_GROUP), key=lambda e: e.name):
@@ -646,7 +647,7 @@ def _revoke_routes(app: FastAPI, con: Console) -> None:
         return _redirect(f"{PREFIX}/device?" + urlencode({"id": device_id}))
 
 
-def http_mounts(deployment: Any) -> list[HttpMount]:
+def http_mounts(deployment: ConsoleServices) -> list[HttpMount]:
     """Entry point ``ikepki.http: console`` (HTTPS listener only)."""
     settings: ConsoleSettings = deployment.settings_for(ConsoleSettings, "console")
     if not settings.enabled:

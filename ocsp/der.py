@@ -1,5 +1,6 @@
 """The DER vocabulary of the OCSP and CRL code (X.690 §10): re-exported from :mod:`ca.der`, the one
-implementation of DER reading and writing. Kept for :mod:`ocsp.responder`; new code imports ``ca.der``."""
+implementation of DER reading and writing. Kept for :mod:`ocsp.lint`, :mod:`ocsp.crl_lint` and their
+tests; new code imports ``ca.der``."""
 
 from __future__ import annotations
 

@@ -83,8 +83,13 @@ def response_data(responder_key_hash: bytes, produced_at: datetime, singles: lis
                    der_seq(*singles), explicit(1, der_seq(*exts)) if exts else b"")
 
 
+def certs_field(certs_der: list[bytes]) -> bytes:
+    """BasicOCSPResponse ``certs [0] EXPLICIT SEQUENCE OF Certificate OPTIONAL``: the last field,
+    so every response it is in ends with these bytes."""
+    return explicit(0, der_seq(*certs_der)) if certs_der else b""
+
+
 def ocsp_response(tbs: bytes, alg_id: bytes, signature: bytes, certs_der: list[bytes]) -> bytes:
     """A successful OCSPResponse around a BasicOCSPResponse."""
-    basic = der_seq(tbs, alg_id, der_tlv(0x03, b"\x00" + signature),
-                    explicit(0, der_seq(*certs_der)) if certs_der else b"")
+    basic = der_seq(tbs, alg_id, der_tlv(0x03, b"\x00" + signature), certs_field(certs_der))
     return der_seq(b"\x0a\x01\x00", explicit(0, der_seq(OID_BASIC, der_octets(basic))))

@@ -113,7 +113,7 @@ class OcspRuntime:
 
     async def presign_loop(self) -> None:
         """Background task: the responder's feed poll + refresh (also started by the first request)."""
-        self.responder.ensure_maintenance()
+        self.responder.maintenance.ensure_started()
         while True:
             await asyncio.sleep(3600)
 
@@ -149,7 +149,7 @@ class OcspRuntime:
             await asyncio.sleep(self.ocsp_settings.signer_check_seconds)
 
 
-_RUNTIMES: dict[int, tuple[Any, OcspRuntime]] = {}
+_RUNTIMES: dict[int, tuple[ServiceKeys, OcspRuntime]] = {}
 
 
 def runtime_for(dep: ServiceKeys) -> OcspRuntime:

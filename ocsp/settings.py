@@ -20,8 +20,9 @@ class OcspSettings(IkepkiSettings):
     max_requests: int = Field(32, ge=1, le=256)  # CertIDs per OCSPRequest, more -> malformedRequest
     max_body_bytes: int = Field(16384, ge=512, le=65536)
     non_issued: Literal["unknown", "revoked"] = "unknown"  # RFC 6960 §2.2 extended revoked
-    cache_entries: int = Field(500_000, ge=100)  # pre-signed responses kept in memory ...
-    cache_max_bytes: int = Field(256 * 1024 * 1024, ge=64 * 1024)  # ... and at most this many bytes
+    cache_entries: int = Field(500_000, ge=100)  # pre-signed responses kept in memory per worker ...
+    cache_max_bytes: int = Field(256 * 1024 * 1024, ge=64 * 1024)  # ... and at most this many bytes (also
+    # the bound of the responses the workers of one service share on disk: ocsp/shared_presigned.py)
     poll_seconds: float = Field(0.5, ge=0.05, le=60)  # revocation feed poll interval
     signer_rotate_before_hours: float = Field(24, gt=0)  # re-issue the delegated signer cert this early
     signer_check_seconds: float = Field(60, ge=1)  # how often the rotation task looks

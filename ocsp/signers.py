@@ -8,8 +8,11 @@ rewritten on rotation. Rotation runs under the ``ocsp-signer-rotation`` lease (o
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+import time
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cached_property
@@ -20,16 +23,19 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy import insert, select
 
 from ca.clock import as_utc
-from ca.errors import PKIError
+from ca.errors import ErrorKind, PKIError
 from ca.keys.signer import SigningKey
 from ca.model import Requester
 from ca.ports import ServiceKeys
 from ocsp.records import OcspSignerCertRecord
+from ocsp.responder_der import certs_field
 from ocsp.signing import algorithm_identifier
 
 SIGNER_CERTS = OcspSignerCertRecord.__table__  # type: ignore[attr-defined]
 log = logging.getLogger("ikepki.ocsp.signers")
 MIN_SIGNER_VALIDITY = timedelta(minutes=10)
+SIGNER_RELOAD_SECONDS = 30.0
+ROOT = "root"  # the root CA signs (with its own key) the answers about the issuing CA certificates
 _HASHES = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha384": hashlib.sha384, "sha512": hashlib.sha512}
 
 
@@ -70,6 +76,12 @@ class Signer:
     def certs_der(self) -> list[bytes]:
         return [self.certificate.public_bytes(Encoding.DER)] if self.delegated else []
 
+    @cached_property
+    def certs_field(self) -> bytes:
+        """The ``certs [0] EXPLICIT SEQUENCE OF Certificate`` that ends each of its responses
+        (RFC 6960 §4.2.1), empty when none is included."""
+        return certs_field(self.certs_der)
+
     @property
     def not_after(self) -> datetime:
         return self.certificate.not_valid_after_utc
@@ -83,7 +95,7 @@ def load_signer(dep: ServiceKeys, issuer_id: str) -> Signer:
     """The delegated signer with its newest certificate; the issuing CA itself when the deployment
     has no delegated key for it or that certificate is about to expire (RFC 6960 §2.6 allows both);
     the root CA key for ``root`` (answers about issuing CAs)."""
-    if issuer_id == "root":
+    if issuer_id == ROOT:
         return Signer(issuer_id, dep.signing_key(dep.manifest["root"]["key"]), dep.root, delegated=False)
     try:
         svc = dep.service_key(service_name(issuer_id))
@@ -97,6 +109,49 @@ def load_signer(dep: ServiceKeys, issuer_id: str) -> Signer:
         issuer = dep.issuers[issuer_id]
         return Signer(issuer_id, issuer.key, issuer.certificate, delegated=False)
     return Signer(issuer_id, svc.key, cert, delegated=True)
+
+
+class CurrentSigners:
+    """The signer each issuing CA (and the root) answers with now, reloaded when older than
+    ``SIGNER_RELOAD_SECONDS`` so a certificate rotated by another replica is picked up. Loading
+    touches the HSM and the store: it runs on ``pool`` (the responder's signing thread)."""
+
+    def __init__(self, dep: ServiceKeys, pool: Executor) -> None:
+        self.dep = dep
+        self.pool = pool
+        self.by_issuer: dict[str, Signer] = {}
+        self.loaded_at = 0.0
+
+    async def get(self, issuer_id: str) -> Signer:
+        """The signer for ``issuer_id``; PKIError(UNAVAILABLE) if it cannot be loaded (an earlier
+        one keeps signing while a reload fails)."""
+        signer = self.by_issuer.get(issuer_id)
+        if signer is None or time.monotonic() - self.loaded_at > SIGNER_RELOAD_SECONDS:
+            try:
+                await asyncio.get_running_loop().run_in_executor(self.pool, self.reload)
+            except Exception as exc:
+                if issuer_id not in self.by_issuer:
+                    raise PKIError(ErrorKind.UNAVAILABLE, f"OCSP signer for {issuer_id}: {exc}") from None
+                log.warning("could not reload OCSP signers: %s", exc)
+            signer = self.by_issuer[issuer_id]
+        return signer
+
+    def reload(self) -> None:
+        """(Re)load every issuer's signer (blocking); raises after loading the others if any failed."""
+        failures = []
+        for issuer_id in [*self.dep.issuers, ROOT]:
+            try:
+                signer = load_signer(self.dep, issuer_id)
+            except Exception as exc:  # e.g. an offline root key: the others still answer
+                failures.append(f"{issuer_id}: {exc}")
+                continue
+            old = self.by_issuer.get(issuer_id)
+            if old is not None and old.certificate != signer.certificate:
+                log.info("OCSP signer for %s now %x", issuer_id, signer.certificate.serial_number)
+            self.by_issuer[issuer_id] = signer
+        self.loaded_at = time.monotonic()
+        if failures:
+            raise RuntimeError("; ".join(failures))
 
 
 def newest_cert(dep: ServiceKeys, issuer_id: str, seed: x509.Certificate) -> x509.Certificate:

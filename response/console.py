@@ -7,11 +7,12 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any
 
+from ca.ports import ServiceKeys
 from response.service import Response
 
 
 class IncidentPanel:
-    def __init__(self, deployment: Any) -> None:
+    def __init__(self, deployment: ServiceKeys) -> None:
         self.dep = deployment
 
     @cached_property
@@ -29,5 +30,5 @@ class IncidentPanel:
         return self.response.engine.decide(incident_id, approve, actor, channel, source, note).wire()
 
 
-def panel(deployment: Any) -> IncidentPanel:
+def panel(deployment: ServiceKeys) -> IncidentPanel:
     return IncidentPanel(deployment)

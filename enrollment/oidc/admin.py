@@ -9,13 +9,14 @@ credentials, roles, problem documents and audit are :mod:`ca.service.admin`'s). 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from ca.model import CertificateQuery, CertStatus
+from ca.ports import CoreServices
 from ca.service.admin import PROBLEM_RESPONSES, Viewer
 
 
@@ -40,7 +41,7 @@ class UserCertificateOut(BaseModel):
     user: UserOut | None
 
 
-def admin_router(deployment: Any) -> APIRouter:
+def admin_router(deployment: CoreServices) -> APIRouter:
     router = APIRouter()
 
     @router.get("/certificates", response_model=list[UserCertificateOut], responses=PROBLEM_RESPONSES)

@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ca.errors import ErrorKind, PKIError
+from ca.ports import CoreServices
 from ca.service.admin import STATUS, AdminRoutes, problem
 from ca.service.mounts import HTTPS, HttpMount
 from enrollment.oidc.service import EnrollCall, UserCertService
@@ -154,10 +155,10 @@ class UserApp:
         return JSONResponse({"certificates": [d.serial_hex for d in done]}, 200, headers={"Cache-Control": "no-store"})
 
 
-_SERVICES: dict[int, tuple[Any, UserCertService]] = {}
+_SERVICES: dict[int, tuple[CoreServices, UserCertService]] = {}
 
 
-def user_service(deployment: Any) -> UserCertService | None:
+def user_service(deployment: CoreServices) -> UserCertService | None:
     """The deployment's one service (shared by the user app and its admin routes); None when off."""
     settings = deployment.settings_for(OidcSettings, "oidc")
     if not settings.enabled or not settings.providers:
@@ -168,7 +169,7 @@ def user_service(deployment: Any) -> UserCertService | None:
     return found[1]
 
 
-def http_mounts(deployment: Any) -> list[HttpMount]:
+def http_mounts(deployment: CoreServices) -> list[HttpMount]:
     """Entry point ``ikepki.http: oidc``."""
     service = user_service(deployment)
     if service is None:
@@ -176,7 +177,7 @@ def http_mounts(deployment: Any) -> list[HttpMount]:
     return [HttpMount(PREFIX, UserApp(service), frozenset({HTTPS}), "oidc")]
 
 
-def admin_routes(deployment: Any) -> list[AdminRoutes]:
+def admin_routes(deployment: CoreServices) -> list[AdminRoutes]:
     """Entry point ``ikepki.admin_routes: oidc``: ``/admin/v1/users/…``."""
     from enrollment.oidc.admin import admin_router
 

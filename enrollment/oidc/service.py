@@ -47,6 +47,7 @@ from ca.model import (
     RevocationReason,
     UserIdentity,
 )
+from ca.ports import CoreServices
 from ca.revocation import execute
 from ca.store.db import Database
 from enrollment.oidc.records import OidcTokenUseRecord
@@ -180,7 +181,7 @@ def map_claims(p: ProviderSettings, name: str, claims: dict[str, Any], now: date
 class UserCertService:
     """The OIDC front of the Authority (one per deployment)."""
 
-    def __init__(self, deployment: Any, settings: OidcSettings) -> None:
+    def __init__(self, deployment: CoreServices, settings: OidcSettings) -> None:
         self.dep, self.settings = deployment, settings
         self.jwks = {name: Jwks(p, settings.http_timeout_seconds) for name, p in settings.providers.items()}
         self.uses = TokenUses(deployment.db)

@@ -30,6 +30,7 @@ from starlette.routing import Route
 
 from ca.errors import PKIError
 from ca.model import Requester
+from ca.ports import CoreServices
 from ca.service.admin import CHANNEL, PROBLEM_RESPONSES, AdminRoutes, Revoker, Viewer
 from ca.service.mounts import HTTPS, HttpMount
 from enrollment.attestation.routes import Problem, _from_pki, _json_body, _source
@@ -93,11 +94,11 @@ def build_app(service: PostureService) -> Starlette:
                              Route("/v1/evidence", evidence, methods=["POST"])])
 
 
-def posture_service(deployment: Any) -> PostureService:
+def posture_service(deployment: CoreServices) -> PostureService:
     return PostureService(deployment, deployment.settings_for(PostureSettings, "posture"))
 
 
-def http_mounts(deployment: Any) -> list[HttpMount]:
+def http_mounts(deployment: CoreServices) -> list[HttpMount]:
     """Entry point (group ikepki.http): nonce and evidence on the HTTPS listener."""
     return [HttpMount(PREFIX, build_app(posture_service(deployment)), frozenset({HTTPS}), "posture",
                       strip_prefix=True)]
@@ -129,6 +130,6 @@ def admin_router(service: PostureService) -> APIRouter:
     return router
 
 
-def admin_routes(deployment: Any) -> list[AdminRoutes]:
+def admin_routes(deployment: CoreServices) -> list[AdminRoutes]:
     """Entry point ``ikepki.admin_routes: posture``."""
     return [AdminRoutes("/posture", admin_router(posture_service(deployment)), MAX_ADMIN_BODY, "posture")]

@@ -31,6 +31,7 @@ from cryptography import x509
 from ca.errors import ErrorKind, PKIError
 from ca.model import CertificateQuery, CertStatus, PostureMark, Requester, RevocationReason, RevocationRequest
 from ca.oids import POSTURE_COMPLIANT, POSTURE_QUARANTINE
+from ca.ports import CoreServices
 from enrollment.posture.errors import EvidenceError, EvidenceReason
 from enrollment.posture.eventlog import parse_event_log, replay
 from enrollment.posture.evidence import NONCE_SIZE, Evidence, b64e, qualifying_data
@@ -57,7 +58,7 @@ class VerifiedAk:
 class PostureService:
     """Blocking (DB, HSM): call from a worker thread."""
 
-    def __init__(self, deployment: Any, settings: PostureSettings) -> None:
+    def __init__(self, deployment: CoreServices, settings: PostureSettings) -> None:
         self.dep = deployment
         self.settings = settings
         self.store = SqlPostureStore(deployment.db)

@@ -9,7 +9,6 @@ refused (unauthorized), unknown critical extensions and malformed signatures are
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import os
 import tracemalloc
@@ -53,10 +52,7 @@ def run(responder: Responder, bodies: Iterable[bytes]) -> list[ocsp.OCSPResponse
         try:
             return [(await responder.respond(b)).body for b in bodies]
         finally:
-            if responder._maintenance is not None:
-                responder._maintenance.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await responder._maintenance
+            await responder.maintenance.stop()
 
     return [ocsp.load_der_ocsp_response(b).response_status for b in asyncio.run(go())]
 
@@ -134,8 +130,8 @@ def test_cache_bounded_by_bytes(pki: Pki) -> None:
         assert set(statuses) == {ocsp.OCSPResponseStatus.SUCCESSFUL}
         assert 0 < len(responder.cache) < 120
         size = sum(e.size(k) for k, e in responder.cache.items())
-        assert responder.cache_bytes == size <= 64 * 1024
-        assert sum(len(v) for v in responder.by_serial.values()) == len(responder.cache)
+        assert responder.cache.bytes == size <= 64 * 1024
+        assert sum(len(v) for v in responder.cache.by_serial.values()) == len(responder.cache)
     finally:
         responder.close()
 

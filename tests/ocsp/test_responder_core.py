@@ -43,8 +43,7 @@ def respond(responder: Responder, body: bytes) -> ocsp.OCSPResponse:
         try:
             return (await responder.respond(body)).body
         finally:
-            if responder._maintenance is not None:
-                responder._maintenance.cancel()
+            responder.maintenance.cancel()
 
     return ocsp.load_der_ocsp_response(asyncio.run(go()))
 
@@ -107,9 +106,9 @@ def test_try_later_when_the_signer_fails_and_mixed_issuers(pki: Pki) -> None:
     try:
         good = load_signer(pki.dep, "ec")
         responder.reload_signers()
-        responder.signers["ec"] = Signer("ec", SigningKey("software:failing", FailingHsmKey()), good.certificate,
-                                         True)
-        responder._signers_loaded = time.monotonic()
+        responder.signers.by_issuer["ec"] = Signer("ec", SigningKey("software:failing", FailingHsmKey()),
+                                                   good.certificate, True)
+        responder.signers.loaded_at = time.monotonic()
         cert, _ = pki.issue()
         for nonce in (True, False):
             resp = respond(responder, request_for(pki.dep, "ec", [cert.serial_number], nonce=nonce))
@@ -224,8 +223,7 @@ def test_concurrent_nonce_requests_are_batched_and_each_answered_exactly(pki: Pk
         try:
             return [a.body for a in await asyncio.gather(*(responder.respond(b) for _, b in bodies))]
         finally:
-            if responder._maintenance is not None:
-                responder._maintenance.cancel()
+            responder.maintenance.cancel()
 
     try:
         answers = asyncio.run(go())
@@ -243,7 +241,7 @@ def test_concurrent_nonce_requests_are_batched_and_each_answered_exactly(pki: Pk
                 public.verify(resp.signature, resp.tbs_response_bytes, padding.PKCS1v15(),  # type: ignore[call-arg]
                               resp.signature_hash_algorithm)
             assert signer.issuer == pki.dep.issuers[issuer_id].certificate.subject
-        assert responder._nonce_jobs.done == len(bodies)
+        assert responder.fresh.nonce_jobs.done == len(bodies)
         pki.revoke(good, RevocationReason.superseded)
         again = respond(responder, request_for(pki.dep, "ec", [good.serial_number], nonce=True))
         assert again.certificate_status is ocsp.OCSPCertStatus.REVOKED

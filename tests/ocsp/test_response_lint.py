@@ -24,6 +24,7 @@ from ocsp.responder import Responder
 from ocsp.responder_der import GOOD, NOT_ISSUED, UNKNOWN, CertState, ocsp_response, response_data, single_response
 from ocsp.settings import OcspSettings
 from ocsp.signing import algorithm_identifier, sign
+from ocsp.status_source import StatusSource
 from tests.ocsp.ocsp_helpers import Pki
 from tests.ocsp.test_bad_input import cert_id, our_cert_id
 from tests.ocsp.test_request_content import request, run
@@ -73,7 +74,7 @@ def test_broken_fields_fail(name: str, data: Any) -> None:
         lint_response_data(data())
 
 
-class YearOneResponder(Responder):
+class YearOneStatus(StatusSource):
     """The store answers a revocation time no certificate can have (as a corrupted row would)."""
 
     def lookup(self, issuer_id: str, serials: list[int]) -> list[CertState]:
@@ -81,7 +82,7 @@ class YearOneResponder(Responder):
 
 
 def test_responder_refuses_to_sign_a_broken_response(pki: Pki) -> None:
-    responder = YearOneResponder(pki.dep, OcspSettings())
+    responder = Responder(pki.dep, OcspSettings(), YearOneStatus(pki.dep.db, ()))
     try:
         cid = our_cert_id(pki, int.from_bytes(os.urandom(16), "big") | 1)
         nonce_req = request(cid, exts=[der_seq(der_oid("1.3.6.1.5.5.7.48.1.2"), der_octets(der_octets(b"n" * 16)))])

@@ -1,5 +1,5 @@
 """ocsp.shared_presigned: the first worker to publish a response wins, the others read its bytes;
-old files expire; nothing is shared without a directory."""
+old files expire; the directory is bounded in bytes; nothing is shared without a directory."""
 
 from __future__ import annotations
 
@@ -31,6 +31,20 @@ def test_old_responses_expire_and_oversized_files_are_ignored(tmp_path: Path) ->
     assert shared.get("old") is None and shared.get("new") == b"y"
     (tmp_path / "big").write_bytes(b"z" * (64 * 1024 + 1))
     assert shared.get("big") is None
+
+
+def test_the_directory_is_bounded_and_expiry_makes_room(tmp_path: Path) -> None:
+    shared = SharedPresigned(tmp_path, max_bytes=3 * 4096)
+    served = [shared.publish(f"k{i}", b"response %d" % i) for i in range(5)]
+    assert served == [b"response %d" % i for i in range(5)]  # everyone is answered ...
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k0", "k1", "k2"]  # ... 3 files fit
+    other = SharedPresigned(tmp_path, max_bytes=3 * 4096)  # another worker: counts at its first scan
+    assert other.expire(3600) == 0 and other.used == 3 * 4096 and other.publish("k9", b"r") == b"r"
+    assert not (tmp_path / "k9").exists() and other.publish("k1", b"mine") == b"response 1"
+    past = time.time() - 7200
+    os.utime(tmp_path / "k0", (past, past))
+    assert shared.expire(3600) == 1 and shared.used == 2 * 4096
+    assert shared.publish("k5", b"response 5") == b"response 5" and shared.get("k5") == b"response 5"
 
 
 def test_single_process_shares_nothing() -> None:
