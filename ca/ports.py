@@ -12,6 +12,9 @@ or ``Any``, so what a package may use of the core is written down and checked by
   worker, the automated response package.
 - :class:`ConsoleServices` — the admin console: service keys (it hands the deployment on to the
   incident panels of ``ikepki.console_incidents``) plus the configured profiles it lists.
+- :class:`OidcSignIn` — a person's browser sign-in at a configured OpenID Provider (the console
+  uses it; ``enrollment.oidc`` implements it with the verifier its enrollment uses and registers a
+  factory under the entry point group ``ikepki.oidc_signin``; :func:`oidc_sign_in` loads it).
 
 ``tests/arch/test_typed_seams.py`` fails when a ``dep``/``deployment`` parameter is typed ``Any``
 (or not at all) again.
@@ -19,6 +22,8 @@ or ``Any``, so what a package may use of the core is written down and checked by
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -30,6 +35,7 @@ from ca.clock import Clock
 from ca.config import CaSettings, S
 from ca.issuer import Issuer
 from ca.keys.signer import SigningKey
+from ca.model import UserIdentity
 from ca.profiles import Profile
 from ca.store.db import Database
 from ca.store.sql import SqlCertificateStore
@@ -108,6 +114,62 @@ class ConsoleServices(ServiceKeys, Protocol):
 
     @property
     def profiles(self) -> dict[str, Profile]: ...
+
+
+# -- browser sign-in at an identity provider ---------------------------------------------------
+
+OIDC_SIGNIN_GROUP = "ikepki.oidc_signin"
+
+
+@dataclass(frozen=True)
+class OidcClient:
+    """A relying party's registration at a provider (OAuth 2.0, RFC 6749 §2): a confidential client
+    authenticates at the token endpoint with its secret (``client_secret_basic``, §2.3.1); a public
+    one (secret None) relies on PKCE alone."""
+
+    provider: str  # the provider's name in the ``oidc:`` section
+    client_id: str
+    client_secret: str | None
+    redirect_uri: str
+
+    def __repr__(self) -> str:  # never the secret
+        return f"OidcClient({self.provider!r}, {self.client_id!r}, {self.redirect_uri!r})"
+
+
+class OidcSignIn(Protocol):
+    """The authorization code flow of OpenID Connect Core 1.0 §3.1 with PKCE (RFC 7636, S256).
+
+    The caller keeps ``state``, ``nonce`` and the code verifier bound to the browser that started
+    the sign-in; the implementation builds the authorization request and redeems the code. The ID
+    token is verified exactly as for certificate enrollment (signature from the provider's JWKS,
+    ``iss``, ``aud`` = this client, times, ``nonce``); blocking (HTTP): call from a worker thread."""
+
+    def providers(self) -> list[str]:
+        """Enabled providers by name."""
+        ...
+
+    def authorization_url(self, client: OidcClient, state: str, nonce: str, code_challenge: str) -> str:
+        """Where to send the browser (Core §3.1.2.1); PKCE ``code_challenge_method=S256``."""
+        ...
+
+    def redeem(self, client: OidcClient, code: str, code_verifier: str, nonce: str) -> UserIdentity:
+        """The person behind an authorization code (Core §3.1.3): token request, ID token
+        verification (§3.1.3.7, ``nonce`` equal to the one sent). ``email`` is set only when the
+        provider says it is verified. PKIError (UNAUTHORIZED / UNAVAILABLE) otherwise."""
+        ...
+
+
+def oidc_sign_in(deployment: CoreServices) -> OidcSignIn | None:
+    """The implementation registered under ``ikepki.oidc_signin`` (first by name), None when no
+    installed package provides one."""
+    for ep in sorted(entry_points(group=OIDC_SIGNIN_GROUP), key=lambda e: e.name):
+        try:
+            factory = ep.load()
+        except ModuleNotFoundError:
+            continue
+        signin: OidcSignIn = factory(deployment)
+        return signin
+    return None
 
 
 if TYPE_CHECKING:

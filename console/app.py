@@ -39,7 +39,7 @@ from starlette.exceptions import HTTPException
 from ca.audit import verify as verify_audit_chain
 from ca.errors import ErrorKind, PKIError
 from ca.model import CertificateInfo, CertificateQuery, CertStatus, Requester, parse_serial
-from ca.ports import ConsoleServices, ServiceKeys
+from ca.ports import ConsoleServices, OidcClient, OidcSignIn, ServiceKeys, oidc_sign_in
 from ca.revocation import (
     LiveSessionProbe,
     execute,
@@ -53,7 +53,8 @@ from ca.service.admin import CALL_STATE, ROLES, STATUS, AdminAuthenticator, Admi
 from ca.service.mounts import HTTPS, ASGIApp, HttpMount, Message, Receive, Scope, Send
 from console.charts import bar_chart, buckets, top_counts
 from console.forms import RevokeForm, parse_form, parse_serial_list
-from console.sessions import ConsoleSession, SqlSessionStore
+from console.oidc import code_challenge, console_role, person_name
+from console.sessions import ConsoleSession, SqlLoginStore, SqlSessionStore
 from console.settings import ConsoleSettings
 
 log = logging.getLogger("ikepki.console")
@@ -62,6 +63,7 @@ PREFIX = "/console"
 CHANNEL = "console"
 COOKIE = "__Host-ikepki-console"
 LOGIN_COOKIE = "__Host-ikepki-login"
+OIDC_COOKIE = "__Host-ikepki-oidc"  # binds a sign-in at the identity provider to this browser
 INCIDENTS_GROUP = "ikepki.console_incidents"
 MAX_RESULT_SERIALS = 200  # serials a result page follows (they travel in its URL)
 STATIC = {"console.css": "text/css; charset=utf-8", "console.js": "text/javascript; charset=utf-8"}
@@ -119,6 +121,21 @@ class Console:
         self.env.filters["q"] = lambda s: quote(str(s), safe="")
 
     @cached_property
+    def logins(self) -> SqlLoginStore:
+        ttl = self.settings.oidc.login_ttl_seconds if self.settings.oidc else 600
+        return SqlLoginStore(self.dep.db, timedelta(seconds=ttl))
+
+    @cached_property
+    def oidc(self) -> OidcSignIn | None:
+        """The identity provider sign-in port, when ``console.oidc`` is configured."""
+        if self.settings.oidc is None:
+            return None
+        found = oidc_sign_in(self.dep)
+        if found is None:
+            log.warning("console.oidc is configured but no package provides ikepki.oidc_signin")
+        return found
+
+    @cached_property
     def incident_panels(self) -> dict[str, IncidentPanel]:
         return load_incident_panels(self.dep)
 
@@ -142,6 +159,7 @@ class Console:
              **ctx: Any) -> HTMLResponse:
         body = self.env.get_template(template).render(
             me=me, csrf=session.csrf if session else "", can_revoke=bool(me and me.can("revoker")),
+            oidc_provider=self.settings.oidc.provider if self.settings.oidc else None,
             prefix=PREFIX, path=request.url.path, **ctx)
         return HTMLResponse(body, status, headers=dict(headers) if headers else None)
 
@@ -189,8 +207,8 @@ def need(p: Principal, role: str) -> None:
         raise PKIError(ErrorKind.FORBIDDEN, f"role {p.role} may not do this (needs {role})")
 
 
-def _cookie(name: str, value: str, max_age: int | None = None) -> str:
-    parts = [f"{name}={value}", "Path=/", "Secure", "HttpOnly", "SameSite=Strict"]
+def _cookie(name: str, value: str, max_age: int | None = None, same_site: str = "Strict") -> str:
+    parts = [f"{name}={value}", "Path=/", "Secure", "HttpOnly", f"SameSite={same_site}"]
     if max_age is not None:
         parts.append(f"Max-Age={max_age}")
     return "; ".join(parts)
@@ -211,6 +229,7 @@ def create_app(dep: ConsoleServices, probe: Callable[[], LiveSessionProbe] | Non
     app.state.console = con
     _handlers(app, con)
     _session_routes(app, con)
+    _oidc_routes(app, con)
     _read_routes(app, con)
     _revoke_routes(app, con)
     gate = AdminGate(app, dep.store, dep.audit, dep.clock, con.settings.max_body_bytes,
@@ -316,6 +335,86 @@ def _session_routes(app: FastAPI, con: Console) -> None:
         return _redirect(f"{PREFIX}/login", _cookie(COOKIE, "", 0))
 
 
+def _oidc_routes(app: FastAPI, con: Console) -> None:
+    """Sign-in through the identity provider: OpenID Connect Core 1.0 §3.1 (authorization code
+    flow) with PKCE (RFC 7636, S256). ``state``, ``nonce`` and the code verifier are created per
+    sign-in and kept server-side under the SHA-256 of a pre-login cookie (``SameSite=Lax``: the
+    provider's redirect back is a cross-site top-level GET), used once. The console role comes from
+    the person's IdP groups (``console.oidc.group_roles``); no mapped group: refused and audited."""
+
+    def client(request: Request) -> OidcClient:
+        cfg = con.settings.oidc
+        assert cfg is not None
+        secret = None
+        if cfg.client_secret_file:
+            secret = con.dep.path(cfg.client_secret_file).read_text().strip()
+        redirect = cfg.redirect_uri or f"https://{request.url.netloc}{PREFIX}/oidc/callback"
+        return OidcClient(cfg.provider, cfg.client_id, secret, redirect)
+
+    def port() -> OidcSignIn:
+        if con.oidc is None:
+            raise PKIError(ErrorKind.NOT_FOUND, "sign-in through an identity provider is not configured")
+        return con.oidc
+
+    def refused(request: Request, status: int, detail: str, actor: str = "anonymous",
+                fields: Mapping[str, Any] | None = None) -> HTMLResponse:
+        con.audit(actor, "console-login-failed", _client(request), auth="oidc", reason=detail[:200], **(fields or {}))
+        return con.page(request, "error.html", status, code=status, detail=detail,
+                        headers={"set-cookie": _cookie(OIDC_COOKIE, "", 0, "Lax")})
+
+    @app.get(f"{PREFIX}/login/oidc")
+    async def oidc_start(request: Request, next: Annotated[str, Query(max_length=300)] = "") -> RedirectResponse:
+        signin = port()
+        cfg = con.settings.oidc
+        assert cfg is not None
+        cookie, login = con.logins.begin(cfg.provider, _safe_next(next), con.now())
+        url = await anyio.to_thread.run_sync(signin.authorization_url, client(request), login.state, login.nonce,
+                                             code_challenge(login.code_verifier))
+        return _redirect(url, _cookie(OIDC_COOKIE, cookie, cfg.login_ttl_seconds, "Lax"))
+
+    @app.get(f"{PREFIX}/oidc/callback")
+    async def oidc_callback(request: Request, code: Annotated[str, Query(max_length=2048)] = "",
+                            state: Annotated[str, Query(max_length=256)] = "",
+                            error: Annotated[str, Query(max_length=256)] = "") -> Response:
+        """The provider's redirect back (Core §3.1.2.5 / §3.1.2.6)."""
+        signin = port()
+        cfg = con.settings.oidc
+        assert cfg is not None
+        login = con.logins.take(request.cookies.get(OIDC_COOKIE), con.now())
+        if login is None:
+            return refused(request, 400, "this sign-in was not started in this browser or has expired: sign in again")
+        if not state or not hmac.compare_digest(state.encode(), login.state.encode()):
+            return refused(request, 400, "the sign-in state does not match this browser's: sign in again")
+        if error:
+            return refused(request, 401, f"the identity provider refused the sign-in: {error[:64]}")
+        try:
+            person = await anyio.to_thread.run_sync(signin.redeem, client(request), code, login.code_verifier,
+                                                    login.nonce)
+        except PKIError as exc:
+            status = 503 if exc.kind is ErrorKind.UNAVAILABLE else 401
+            return refused(request, status, f"sign-in failed: {exc.detail}"[:300])
+        name = person_name(person)
+        fields = {"provider": login.provider, "email": person.email, "groups": list(person.groups)[:50]}
+        if name is None:
+            return refused(request, 403, "the identity provider's issuer and subject are too long for an actor name",
+                           fields=fields)
+        role = console_role(cfg.group_roles, person.groups)
+        if role is None:
+            return refused(request, 403, "none of your identity provider groups grants access to the console",
+                           actor=name, fields=fields)
+        request.scope.setdefault(CALL_STATE, {})["principal"] = Principal(name, role, "console-oidc",
+                                                                          _client(request))
+        session_id, _ = con.sessions.create(name, role, "oidc", _client(request), con.now())
+        con.audit(name, "console-login", _client(request), role=role, auth="oidc", **fields)
+        # the provider's redirect was a cross-site navigation: a SameSite=Strict cookie set now is
+        # sent only from the next same-site navigation, so this page continues with one
+        target = login.next_path or f"{PREFIX}/"
+        page = con.page(request, "signed_in.html", target=target)
+        page.headers.append("set-cookie", _cookie(COOKIE, session_id))
+        page.headers.append("set-cookie", _cookie(OIDC_COOKIE, "", 0, "Lax"))
+        return page
+
+
 def _safe_next(value: str) -> str:
     """Only a path inside the console (no scheme, host or protocol-relative URL)."""
     if value.startswith(f"{PREFIX}/") and not value.startswith("//") and "\\" not in value and \
@@ -359,6 +458,7 @@ def _read_routes(app: FastAPI, con: Console) -> None:
                      identity: Annotated[str, Query(max_length=255)] = "",
                      subject: Annotated[str, Query(max_length=255)] = "",
                      device: Annotated[str, Query(max_length=255)] = "",
+                     user: Annotated[str, Query(max_length=255)] = "",
                      profile: Annotated[str, Query(max_length=32)] = "",
                      status: Annotated[str, Query(pattern="^(|valid|revoked|hold)$")] = "",
                      limit: Annotated[int, Query(ge=1, le=500)] = 50) -> HTMLResponse:
@@ -366,7 +466,7 @@ def _read_routes(app: FastAPI, con: Console) -> None:
         q = CertificateQuery(serial=parse_serial(serial) if serial.strip() else None,
                              subject_contains=subject.strip() or None, san=identity.strip() or None,
                              profile=profile.strip() or None, status=CertStatus(status) if status else None,
-                             limit=limit)
+                             user=user.strip() or None, limit=limit)
         device = device.strip()
         if device.startswith("ek:"):
             q = CertificateQuery(**{**q.__dict__, "ek_fingerprint": device[3:]})
@@ -374,8 +474,9 @@ def _read_routes(app: FastAPI, con: Console) -> None:
             q = CertificateQuery(**{**q.__dict__, "device_id": device})
         items = dep.store.search(q)
         return con.page(request, "certificates.html", me=p, session=s, items=items, limit=limit,
+                        users=dep.store.users([i.serial for i in items]),
                         form={"serial": serial, "identity": identity, "subject": subject, "device": device,
-                              "profile": profile, "status": status}, profiles=sorted(dep.profiles))
+                              "user": user, "profile": profile, "status": status}, profiles=sorted(dep.profiles))
 
     @app.get(f"{PREFIX}/certificates/{{serial}}")
     def certificate(request: Request, person: Person, serial: str) -> HTMLResponse:
@@ -394,6 +495,7 @@ def _read_routes(app: FastAPI, con: Console) -> None:
         device = dep.store.device(info.device_id) if info.device_id else None
         history = dep.store.audit_events(serial=info.serial, limit=100)
         return con.page(request, "certificate.html", me=p, session=s, info=info, cert=cert, chain=chain,
+                        user=dep.store.users([info.serial]).get(info.serial),
                         key=_key_text(cert), extensions=extensions, device=device, history=history,
                         fingerprint=_fingerprint(cert), issuer=cert.issuer.rfc4514_string(),
                         subject=cert.subject.rfc4514_string())
@@ -553,10 +655,11 @@ def _revoke_routes(app: FastAPI, con: Console) -> None:
     @app.get(f"{PREFIX}/revoke")
     def revoke_form(request: Request, person: Person, serial: Annotated[str, Query(max_length=64)] = "",
                     device: Annotated[str, Query(max_length=255)] = "",
-                    identity: Annotated[str, Query(max_length=255)] = "") -> HTMLResponse:
+                    identity: Annotated[str, Query(max_length=255)] = "",
+                    user: Annotated[str, Query(max_length=255)] = "") -> HTMLResponse:
         p, s = person
         need(p, "revoker")
-        values = {"serials": serial, "device_id": device, "identity": identity, "profile": "",
+        values = {"serials": serial, "device_id": device, "identity": identity, "user": user, "profile": "",
                   "subject_contains": "", "san_contains": "", "action": "revoke", "reason": "keyCompromise"}
         return con.page(request, "revoke.html", me=p, session=s, values=values, profiles=sorted(dep.profiles))
 
@@ -579,6 +682,7 @@ def _revoke_routes(app: FastAPI, con: Console) -> None:
         devices = sorted({t.device_id or f"ek:{t.ek_fingerprint}" for t in targets
                           if t.device_id or t.ek_fingerprint}) if rf.block_device else []
         return con.page(request, "preview.html", me=p, session=s, form=rf, echo=rf.echo(), targets=targets,
+                        users=dep.store.users([t.serial for t in targets]),
                         changing={t.serial for t in changing}, not_found=[format(x, "x") for x in not_found],
                         holders=holders, live_count=sum(len(v) for v in holders.values()),
                         gateways=[g["name"] for g in enabled], digest=plan_digest(targets, rf), devices=devices)

@@ -60,8 +60,8 @@ class RevokeForm:
     reason: str | None
     block_device: bool
 
-    FIELDS = ("serials", "device_id", "identity", "profile", "subject_contains", "san_contains", "all_of_profile",
-              "action", "reason", "block_device")
+    FIELDS = ("serials", "device_id", "identity", "user", "profile", "subject_contains", "san_contains",
+              "all_of_profile", "action", "reason", "block_device")
 
     @classmethod
     def parse(cls, form: Mapping[str, str]) -> RevokeForm:
@@ -73,7 +73,7 @@ class RevokeForm:
         if action not in ("revoke", "hold"):
             raise PKIError(ErrorKind.BAD_REQUEST, "action is revoke or hold")
         sel = Selector(serials=parse_serial_list(form.get("serials", "")), device_id=text("device_id"),
-                       identity=text("identity"), profile=text("profile"),
+                       identity=text("identity"), user=text("user"), profile=text("profile"),
                        subject_contains=text("subject_contains"), san_contains=text("san_contains"),
                        all_of_profile=form.get("all_of_profile") == "on")
         return cls(sel, action == "hold", None if action == "hold" else text("reason"),
@@ -83,7 +83,8 @@ class RevokeForm:
         """The form's fields again (hidden inputs of the confirmation form)."""
         s = self.selector
         out = {"serials": " ".join(format(x, "x") for x in s.serials), "device_id": s.device_id or "",
-               "identity": s.identity or "", "profile": s.profile or "", "subject_contains": s.subject_contains or "",
+               "identity": s.identity or "", "user": s.user or "", "profile": s.profile or "",
+               "subject_contains": s.subject_contains or "",
                "san_contains": s.san_contains or "", "action": "hold" if self.hold else "revoke",
                "reason": self.reason or ""}
         if s.all_of_profile:

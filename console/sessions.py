@@ -14,9 +14,10 @@ from sqlalchemy import delete, insert, select, update
 
 from ca.clock import as_utc
 from ca.store.db import Database
-from console.records import ConsoleSessionRecord
+from console.records import ConsoleLoginRecord, ConsoleSessionRecord
 
 SESSIONS = ConsoleSessionRecord.__table__  # type: ignore[attr-defined]
+LOGINS = ConsoleLoginRecord.__table__  # type: ignore[attr-defined]
 TOUCH_EVERY = timedelta(seconds=15)  # last_seen_at is written at most this often per session
 MAX_COOKIE = 128
 
@@ -79,3 +80,52 @@ class SqlSessionStore:
         """End every session of a person (e.g. when their token is disabled)."""
         with self.db.write() as conn:
             return int(conn.execute(delete(SESSIONS).where(SESSIONS.c.name == name)).rowcount or 0)
+
+
+@dataclass(frozen=True)
+class PendingLogin:
+    """A sign-in at the identity provider under way (RFC 6749 §10.12 ``state``, OpenID Connect
+    Core §3.1.2.1 ``nonce``, RFC 7636 §4.1 ``code_verifier``)."""
+
+    provider: str
+    state: str
+    nonce: str
+    code_verifier: str
+    next_path: str
+    expires_at: datetime
+
+
+class SqlLoginStore:
+    """Pending identity-provider sign-ins, keyed by the SHA-256 of the browser's pre-login cookie:
+    any replica can finish a sign-in another started; each is used at most once."""
+
+    def __init__(self, db: Database, ttl: timedelta) -> None:
+        self.db, self.ttl = db, ttl
+
+    def begin(self, provider: str, next_path: str, now: datetime) -> tuple[str, PendingLogin]:
+        """(pre-login cookie value, the login's fresh state, nonce and verifier)."""
+        cookie = secrets.token_urlsafe(32)
+        login = PendingLogin(provider, secrets.token_urlsafe(32), secrets.token_urlsafe(32),
+                             secrets.token_urlsafe(64), next_path[:300], now + self.ttl)
+        with self.db.write() as conn:
+            conn.execute(delete(LOGINS).where(LOGINS.c.expires_at < now))
+            conn.execute(insert(LOGINS).values(id_sha256=_digest(cookie), provider=provider, state=login.state,
+                                               nonce=login.nonce, code_verifier=login.code_verifier,
+                                               next_path=login.next_path, created_at=now,
+                                               expires_at=login.expires_at))
+        return cookie, login
+
+    def take(self, cookie: str | None, now: datetime) -> PendingLogin | None:
+        """The login this cookie started, removed (a second callback finds nothing); None when
+        unknown or expired."""
+        if not cookie or len(cookie) > MAX_COOKIE:
+            return None
+        key = _digest(cookie)
+        with self.db.write() as conn:
+            row = conn.execute(select(LOGINS).where(LOGINS.c.id_sha256 == key)).first()
+            if row is None or conn.execute(delete(LOGINS).where(LOGINS.c.id_sha256 == key)).rowcount != 1:
+                return None
+        expires = as_utc(row.expires_at)
+        if now >= expires:
+            return None
+        return PendingLogin(row.provider, row.state, row.nonce, row.code_verifier, row.next_path, expires)

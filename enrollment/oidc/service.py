@@ -125,33 +125,56 @@ def _time(claims: dict[str, Any], name: str, default: float | None) -> float:
     return float(value)
 
 
-def map_claims(p: ProviderSettings, name: str, claims: dict[str, Any], now: datetime,
-               device: str | None = None) -> UserClaims:
-    """The certificate's identity, names, roles and lifetime from verified ID-token claims."""
+def subject_claim(claims: dict[str, Any]) -> str:
+    """``sub`` (Core §2: locally unique, never reassigned): 1-255 characters, no control characters."""
     sub = _str_claim(claims, "sub", required=True)
     assert sub is not None
     if any(ord(ch) < 0x20 for ch in sub):
         raise TokenError("token sub contains control characters")
+    return sub
+
+
+def check_fresh(p: ProviderSettings, claims: dict[str, Any], now: datetime) -> float:
+    """``iat`` within ``max_token_age_seconds`` (+ skew) of now; returns it."""
     iat = _time(claims, "iat", None)
     if now.timestamp() - iat > p.max_token_age_seconds + p.clock_skew_seconds:
         raise TokenError(f"token older than {p.max_token_age_seconds} s: sign in again")
-    email = None
+    return iat
+
+
+def verified_email(p: ProviderSettings, claims: dict[str, Any]) -> str | None:
+    """The email claim when the provider says it is verified (``email_verified``, Core §5.1) and
+    its domain is allowed; a provider with allowed domains requires one."""
     raw_email = _str_claim(claims, p.email_claim)
     verified = claims.get("email_verified") is True or not p.require_email_verified
     if raw_email and verified:
         domain = raw_email.rpartition("@")[2].lower()
         if p.allowed_email_domains and domain not in p.allowed_email_domains:
             raise PKIError(ErrorKind.FORBIDDEN, f"email domain {domain[:80]!r} is not allowed for this provider")
-        email = raw_email
-    elif p.allowed_email_domains:
+        return raw_email
+    if p.allowed_email_domains:
         raise PKIError(ErrorKind.FORBIDDEN, "this provider requires a verified email in an allowed domain")
+    return None
+
+
+def groups_claim(p: ProviderSettings, claims: dict[str, Any]) -> tuple[str, ...]:
+    """The provider's groups of the user (the configured claim; a single string counts as one)."""
     raw_groups = claims.get(p.groups_claim, [])
     if isinstance(raw_groups, str):
         raw_groups = [raw_groups]
     if not isinstance(raw_groups, list) or len(raw_groups) > MAX_GROUPS or not all(
             isinstance(g, str) and 0 < len(g) <= MAX_CLAIM for g in raw_groups):
         raise TokenError(f"token claim {p.groups_claim} must be a list of at most {MAX_GROUPS} strings")
-    groups = tuple(dict.fromkeys(raw_groups))
+    return tuple(dict.fromkeys(raw_groups))
+
+
+def map_claims(p: ProviderSettings, name: str, claims: dict[str, Any], now: datetime,
+               device: str | None = None) -> UserClaims:
+    """The certificate's identity, names, roles and lifetime from verified ID-token claims."""
+    sub = subject_claim(claims)
+    iat = check_fresh(p, claims, now)
+    email = verified_email(p, claims)
+    groups = groups_claim(p, claims)
     roles = tuple(sorted({p.group_roles[g] for g in groups if g in p.group_roles}))
     if p.require_role and not roles:
         raise PKIError(ErrorKind.FORBIDDEN, "none of the user's groups grants VPN access")

@@ -63,6 +63,31 @@ def unverified_header(token: str, max_bytes: int) -> dict[str, Any]:
     return header
 
 
+def fetch_json(url: str, timeout: float, form: Mapping[str, str] | None = None,
+               auth: tuple[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+    """GET (or, with ``form``, POST ``application/x-www-form-urlencoded``) a JSON object from the
+    provider: (status, object). No redirects, at most MAX_DOC_BYTES; UNAVAILABLE otherwise."""
+    try:
+        with httpx.Client(timeout=timeout, follow_redirects=False, auth=auth) as client, \
+                client.stream("POST" if form is not None else "GET", url, data=form,
+                              headers={"accept": "application/json"}) as resp:
+            status = resp.status_code
+            body = b""
+            for chunk in resp.iter_bytes():
+                body += chunk
+                if len(body) > MAX_DOC_BYTES:
+                    raise PKIError(ErrorKind.UNAVAILABLE, f"identity provider: {url} too large")
+    except httpx.HTTPError as exc:
+        raise PKIError(ErrorKind.UNAVAILABLE, f"identity provider unreachable: {type(exc).__name__}") from None
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        raise PKIError(ErrorKind.UNAVAILABLE, f"identity provider: {url} answered {status}, not JSON") from None
+    if not isinstance(doc, dict):
+        raise PKIError(ErrorKind.UNAVAILABLE, f"identity provider: {url} is not a JSON object")
+    return status, doc
+
+
 class Jwks:
     """The provider's discovery document and signing keys, cached (thread-safe)."""
 
@@ -75,24 +100,9 @@ class Jwks:
         self._fetched_at: float | None = None
 
     def _get(self, url: str) -> dict[str, Any]:
-        try:
-            with httpx.Client(timeout=self.timeout, follow_redirects=False) as client, \
-                    client.stream("GET", url, headers={"accept": "application/json"}) as resp:
-                if resp.status_code != 200:
-                    raise PKIError(ErrorKind.UNAVAILABLE, f"identity provider: {url} answered {resp.status_code}")
-                body = b""
-                for chunk in resp.iter_bytes():
-                    body += chunk
-                    if len(body) > MAX_DOC_BYTES:
-                        raise PKIError(ErrorKind.UNAVAILABLE, f"identity provider: {url} too large")
-        except httpx.HTTPError as exc:
-            raise PKIError(ErrorKind.UNAVAILABLE, f"identity provider unreachable: {type(exc).__name__}") from None
-        try:
-            doc = json.loads(body)
-        except ValueError:
-            raise PKIError(ErrorKind.UNAVAILABLE, f"identity provider: {url} is not JSON") from None
-        if not isinstance(doc, dict):
-            raise PKIError(ErrorKind.UNAVAILABLE, f"identity provider: {url} is not a JSON object")
+        status, doc = fetch_json(url, self.timeout)
+        if status != 200:
+            raise PKIError(ErrorKind.UNAVAILABLE, f"identity provider: {url} answered {status}")
         return doc
 
     def configuration(self) -> dict[str, Any]:

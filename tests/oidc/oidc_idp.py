@@ -85,7 +85,8 @@ class Browser:
 
 class Idp:
     def __init__(self, logout_uri: str, port: int | None = None, ca_file: Path | None = None,
-                 id_token_alg: str = "RS256") -> None:
+                 id_token_alg: str = "RS256", console: tuple[str, str] | None = None) -> None:
+        """``console``: (redirect URI, client secret) of the web console's client ``ikepki-console``."""
         node = shutil.which("node")
         if not node or not (IDP_DIR / "node_modules" / "oidc-provider").is_dir():
             raise AssertionError("node and tests/oidc/idp/node_modules are required: run `make setup` "
@@ -96,7 +97,9 @@ class Idp:
         self.proc = subprocess.Popen([node, "idp.mjs", str(self.port), logout_uri], cwd=IDP_DIR,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      env={"PATH": "/usr/bin:/bin", "IDP_ID_TOKEN_ALG": id_token_alg,
-                                          **({"NODE_EXTRA_CA_CERTS": str(ca_file)} if ca_file else {})})
+                                          **({"NODE_EXTRA_CA_CERTS": str(ca_file)} if ca_file else {}),
+                                          **({"IDP_CONSOLE_REDIRECT": console[0], "IDP_CONSOLE_SECRET": console[1]}
+                                             if console else {})})
         deadline = time.monotonic() + 30
         assert self.proc.stdout is not None
         while time.monotonic() < deadline:
