@@ -1,5 +1,6 @@
-"""Pure parts of the console: form parsing (fuzzed), the chart geometry, plan digests, and the
-server-side session store on a real SQLite database migrated with the console's Alembic branch."""
+"""Pure parts of the console: form parsing (fuzzed), the chart geometry, plan digests, the OIDC
+sign-in rules (PKCE S256, roles from groups), and the server-side session and pending sign-in
+stores on a real SQLite database migrated with the console's Alembic branch."""
 
 from __future__ import annotations
 
@@ -11,13 +12,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ca.errors import PKIError
-from ca.model import CertificateInfo, CertStatus
+from ca.model import CertificateInfo, CertStatus, UserIdentity
 from ca.store import migrate
 from ca.store.db import Database
 from console.app import _safe_next, plan_digest
 from console.charts import bar_chart, buckets
 from console.forms import MAX_FIELDS, RevokeForm, parse_form, parse_serial_list
-from console.sessions import SqlSessionStore
+from console.oidc import code_challenge, console_role, person_name
+from console.sessions import SqlLoginStore, SqlSessionStore
+from console.settings import ConsoleOidcSettings
 
 FORM = "application/x-www-form-urlencoded"
 T0 = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
@@ -73,6 +76,9 @@ def test_revoke_form_selectors_and_echo() -> None:
     assert RevokeForm.parse(form.echo()) == form
     with pytest.raises(PKIError):
         RevokeForm.parse({"action": "delete"})
+    by_user = RevokeForm.parse({"user": " http://idp.test#bob ", "action": "revoke", "reason": "privilegeWithdrawn"})
+    assert by_user.selector.user == "http://idp.test#bob" and by_user.echo()["user"] == "http://idp.test#bob"
+    assert RevokeForm.parse(by_user.echo()) == by_user
 
 
 def _info(serial: int, status: CertStatus) -> CertificateInfo:
@@ -134,5 +140,52 @@ def test_sessions_idle_timeout_absolute_lifetime_and_sign_out(tmp_path: Path) ->
         assert other.get(cookie, T0 + timedelta(minutes=1)) is not None
         store.delete(cookie)
         assert other.get(cookie, T0 + timedelta(minutes=1)) is None
+    finally:
+        db.dispose()
+
+
+def test_pkce_s256_matches_rfc7636_appendix_b() -> None:
+    verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+    assert code_challenge(verifier) == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+
+
+def test_console_role_is_the_highest_mapped_group() -> None:
+    roles = {"pki-admins": "admin", "secops": "revoker", "helpdesk": "viewer"}
+    assert console_role(roles, ["everyone"]) is None and console_role(roles, []) is None
+    assert console_role(roles, ["helpdesk", "secops"]) == "revoker"
+    assert console_role(roles, ["pki-admins", "helpdesk"]) == "admin"
+    assert console_role(roles, ["PKI-ADMINS"]) is None  # group names are compared exactly
+    with pytest.raises(ValueError):
+        ConsoleOidcSettings(provider="corp", client_id="c", group_roles={"g": "root"})
+    with pytest.raises(ValueError):
+        ConsoleOidcSettings(provider="corp", client_id="c", group_roles={"g": "admin"},
+                            redirect_uri="http://pki.test/console/oidc/callback")
+
+
+def test_person_name_is_the_enrollment_identity_uri() -> None:
+    u = UserIdentity("https://idp.test/tenant", "a b#c", email="a@x.test")
+    assert person_name(u) == "oidc:https://idp.test/tenant#a%20b%23c"
+    assert person_name(UserIdentity("https://idp.test", "x" * 250)) is None  # longer than an actor
+
+
+def test_pending_sign_ins_are_bound_to_their_cookie_used_once_and_expire(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'console.db'}"
+    migrate.upgrade(url)
+    db = Database(url)
+    try:
+        store = SqlLoginStore(db, timedelta(minutes=10))
+        cookie, login = store.begin("corp", "/console/audit", T0)
+        assert len({login.state, login.nonce, login.code_verifier, cookie}) == 4
+        assert 43 <= len(login.code_verifier) <= 128  # RFC 7636 §4.1
+        with db.read() as conn:
+            stored = conn.exec_driver_sql("SELECT id_sha256 FROM console_logins").scalar_one()
+        assert cookie not in stored and len(stored) == 64
+        for wrong in (cookie + "x", None, "", "a" * 500):
+            assert store.take(wrong, T0) is None
+        other = SqlLoginStore(Database(url), timedelta(minutes=10))  # another replica finishes it
+        assert other.take(cookie, T0 + timedelta(minutes=1)) == login
+        assert store.take(cookie, T0 + timedelta(minutes=1)) is None  # once
+        late, _ = store.begin("corp", "", T0)
+        assert store.take(late, T0 + timedelta(minutes=10)) is None  # expired
     finally:
         db.dispose()

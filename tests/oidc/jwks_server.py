@@ -7,6 +7,7 @@ import http.server
 import json
 import threading
 import time
+import urllib.parse
 from typing import Any
 
 import jwt
@@ -19,12 +20,17 @@ class KeyServer:
         self.ec = ec.generate_private_key(ec.SECP256R1())
         self.keys: dict[str, Any] = {"rsa-1": self.rsa, "ec-1": self.ec}
         self.jwks_hits = 0
+        # the token endpoint (authorization code redemption): what it answers, what it was sent
+        self.token_answer: tuple[int, dict[str, Any]] = (400, {"error": "invalid_grant"})
+        self.token_requests: list[tuple[dict[str, str], str | None]] = []
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 if self.path == "/.well-known/openid-configuration":
-                    body = {"issuer": server.issuer, "jwks_uri": server.issuer + "/jwks"}
+                    body = {"issuer": server.issuer, "jwks_uri": server.issuer + "/jwks",
+                            "authorization_endpoint": server.issuer + "/auth",
+                            "token_endpoint": server.issuer + "/token"}
                 elif self.path == "/jwks":
                     server.jwks_hits += 1
                     body = {"keys": server.jwks()}
@@ -34,6 +40,22 @@ class KeyServer:
                     return
                 data = json.dumps(body).encode()
                 self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self) -> None:
+                if self.path != "/token":
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                length = int(self.headers.get("content-length", "0"))
+                form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
+                server.token_requests.append((form, self.headers.get("authorization")))
+                status, answer = server.token_answer
+                data = json.dumps(answer).encode()
+                self.send_response(status)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(data)))
                 self.end_headers()
