@@ -5,12 +5,15 @@ response package ask of device posture without importing the posture package.
 ``(deployment) -> DevicePosture`` under the entry point group ``ikepki.posture``. ACME finalize asks
 it for the posture mark of an attested device (``issuance_mark``); the response package lowers a
 device's posture (``record_verdict``): a verdict worse than the device's current one holds the
-certificates it no longer allows (pushed to gateways like any hold).
+certificates it no longer allows (pushed to gateways like any hold); the console shows a device's
+latest verdict (``latest``).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from datetime import datetime
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -22,6 +25,21 @@ if TYPE_CHECKING:  # ca.ports imports the Authority, which must stay free to ask
 log = logging.getLogger("ikepki.posture")
 POSTURE_GROUP = "ikepki.posture"
 Verdict = Literal["compliant", "quarantine", "refused"]
+
+
+@dataclass(frozen=True)
+class PostureSummary:
+    """A device's latest recorded verdict: from TPM-quoted evidence (``reasons`` are the checks that
+    failed) or from an operator / automated input (``reasons``: why)."""
+
+    device_id: str
+    verdict: str  # compliant | quarantine | refused
+    at: datetime
+    reasons: tuple[str, ...]
+    origin: str  # evidence | operator | automated
+    principal: str  # the device (evidence) or who set it
+    device_class: str
+    expires_at: datetime  # the evidence's expiry
 
 
 class DevicePosture(Protocol):
@@ -37,6 +55,10 @@ class DevicePosture(Protocol):
 
     def record_issued(self, evidence_id: int, serial_hex: str) -> None:
         """Remember which certificate the evidence produced."""
+        ...
+
+    def latest(self, device_id: str) -> PostureSummary | None:
+        """The device's newest verdict record; None when none was ever recorded."""
         ...
 
 

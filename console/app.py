@@ -39,7 +39,9 @@ from starlette.exceptions import HTTPException
 from ca.audit import verify as verify_audit_chain
 from ca.errors import ErrorKind, PKIError
 from ca.model import CertificateInfo, CertificateQuery, CertStatus, Requester, parse_serial
+from ca.oids import POSTURE_COMPLIANT, POSTURE_QUARANTINE
 from ca.ports import ConsoleServices, OidcClient, OidcSignIn, ServiceKeys, oidc_sign_in
+from ca.posture import DevicePosture, PostureSummary, device_posture
 from ca.revocation import (
     LiveSessionProbe,
     execute,
@@ -134,6 +136,25 @@ class Console:
         if found is None:
             log.warning("console.oidc is configured but no package provides ikepki.oidc_signin")
         return found
+
+    @cached_property
+    def posture(self) -> DevicePosture | None:
+        """The device-posture port (``ikepki.posture``), when a package provides it."""
+        try:
+            return device_posture(self.dep)
+        except Exception as exc:  # optional: the certificate page still renders
+            log.warning("device posture: %s", exc)
+            return None
+
+    def posture_of(self, device_id: str | None) -> PostureSummary | None:
+        """The device's latest verdict, None without a device, a posture package or a verdict."""
+        if not device_id or self.posture is None:
+            return None
+        try:
+            return self.posture.latest(device_id)
+        except Exception as exc:  # e.g. the posture tables are not migrated: show the rest
+            log.warning("device posture of %s: %s", device_id[:80], exc)
+            return None
 
     @cached_property
     def incident_panels(self) -> dict[str, IncidentPanel]:
@@ -496,6 +517,7 @@ def _read_routes(app: FastAPI, con: Console) -> None:
         history = dep.store.audit_events(serial=info.serial, limit=100)
         return con.page(request, "certificate.html", me=p, session=s, info=info, cert=cert, chain=chain,
                         user=dep.store.users([info.serial]).get(info.serial),
+                        posture=con.posture_of(info.device_id), posture_mark=_posture_mark(cert),
                         key=_key_text(cert), extensions=extensions, device=device, history=history,
                         fingerprint=_fingerprint(cert), issuer=cert.issuer.rfc4514_string(),
                         subject=cert.subject.rfc4514_string())
@@ -577,6 +599,16 @@ def _read_routes(app: FastAPI, con: Console) -> None:
         return con.page(request, "result.html", me=p, session=s, infos=[infos[x] for x in wanted if x in infos],
                         per_gateway=per_gateway, pending=pending,
                         blocked=[b for b in blocked.split(",") if b][:50])
+
+
+def _posture_mark(cert: x509.Certificate) -> str | None:
+    """The posture verdict the certificate carries (its policy OID, ``ca.oids.POSTURE_*``)."""
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.CertificatePolicies).value
+        policies = {p.policy_identifier for p in ext}
+    except x509.ExtensionNotFound:
+        return None
+    return "compliant" if POSTURE_COMPLIANT in policies else "quarantine" if POSTURE_QUARANTINE in policies else None
 
 
 def _gateway_rows(dep: ConsoleServices) -> list[dict[str, Any]]:

@@ -32,6 +32,7 @@ from ca.errors import ErrorKind, PKIError
 from ca.model import CertificateQuery, CertStatus, PostureMark, Requester, RevocationReason, RevocationRequest
 from ca.oids import POSTURE_COMPLIANT, POSTURE_QUARANTINE
 from ca.ports import CoreServices
+from ca.posture import PostureSummary
 from enrollment.posture.errors import EvidenceError, EvidenceReason
 from enrollment.posture.eventlog import parse_event_log, replay
 from enrollment.posture.evidence import NONCE_SIZE, Evidence, b64e, qualifying_data
@@ -215,6 +216,14 @@ class PostureService:
 
     def record_issued(self, evidence_id: int, serial_hex: str) -> None:
         self.store.set_issued(evidence_id, serial_hex)
+
+    def latest(self, device_id: str) -> PostureSummary | None:
+        """:class:`ca.posture.DevicePosture`: the newest verdict record of the device."""
+        r = self.store.latest(device_id)
+        if r is None:
+            return None
+        return PostureSummary(r.device_id, r.verdict.value, r.received_at, r.reasons, r.origin, r.principal,
+                              r.device_class, r.expires_at)
 
     def show(self, device_id: str, limit: int = 10) -> dict[str, Any]:
         history = self.store.history(device_id, limit)

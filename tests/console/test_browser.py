@@ -234,6 +234,34 @@ def test_markup_in_certificate_fields_renders_inert(incident, browser, tokens): 
     assert not severe, severe
 
 
+def test_device_posture_on_the_certificate_page_renders_inert(incident, browser, tokens):  # type: ignore[no-untyped-def]
+    tag = secrets.token_hex(3)
+    device = f"laptop-posture-{tag}"
+    _, _, serial = incident.issue("user", x509.RFC822Name(f"posture-{tag}@example.test"), f"posture-{tag}",
+                                  device_id=device)
+    _, _, plain = incident.issue("user", x509.RFC822Name(f"noposture-{tag}@example.test"), f"noposture-{tag}")
+    reason = '<img src=x onerror=window.__xss=4>"> EDR not running'
+    with incident.api() as api:  # an operator's verdict through the posture package's admin route
+        resp = api.post("/posture", json={"device": device, "verdict": "quarantine", "reason": reason})
+        assert resp.status_code == 200, resp.text
+    b = browser
+    b.sign_in(tokens["viewer"])
+    b.get(f"/console/certificates/{serial}")
+    assert b.text("#posture-verdict") == "quarantine"
+    assert b.text("#posture-reasons") == reason  # the literal text
+    assert b.text("#posture-at").endswith("UTC")
+    assert "operator by " in b.text("#posture")
+    assert not b.find_all("main img") and b.driver.execute_script("return window.__xss === undefined")
+    assert no_alert(b)
+    b.get(f"/console/certificates/{plain}")  # no device: no posture row
+    assert not b.find_all("#posture")
+    with incident.api() as api:  # cleared by an operator: the latest verdict is shown
+        assert api.post("/posture", json={"device": device, "verdict": "compliant",
+                                          "reason": "EDR back"}).status_code == 200
+    b.get(f"/console/certificates/{serial}")
+    assert b.text("#posture-verdict") == "compliant" and b.text("#posture-reasons") == "EDR back"
+
+
 def test_revoke_with_preview_deletes_the_strongswan_sa(incident, swan_rig, browser, tokens, capsys):  # type: ignore[no-untyped-def]
     rig = swan_rig
     ok, log = rig.client.initiate("vpn")
