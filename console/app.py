@@ -170,6 +170,8 @@ class Console:
 
     def token_live(self, s: ConsoleSession) -> bool:
         """The admin token a session came from is still enabled with the same role."""
+        if s.method == "oidc":
+            return self.settings.oidc is not None  # sign-in through the provider switched off: ends
         if s.method != "token":
             return True
         return any(t["name"] == s.name and t["role"] == s.role and not t["disabled"]
@@ -368,7 +370,12 @@ def _oidc_routes(app: FastAPI, con: Console) -> None:
         assert cfg is not None
         secret = None
         if cfg.client_secret_file:
-            secret = con.dep.path(cfg.client_secret_file).read_text().strip()
+            try:
+                secret = con.dep.path(cfg.client_secret_file).read_text().strip()
+            except OSError as exc:
+                log.error("console.oidc.client_secret_file: %s", exc)
+                raise PKIError(ErrorKind.UNAVAILABLE, "the console's identity provider client secret is "
+                                                      "unreadable (see the server log)") from None
         redirect = cfg.redirect_uri or f"https://{request.url.netloc}{PREFIX}/oidc/callback"
         return OidcClient(cfg.provider, cfg.client_id, secret, redirect)
 

@@ -18,7 +18,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
-from selenium.common.exceptions import NoAlertPresentException, NoSuchElementException
+from selenium.common.exceptions import (
+    NoAlertPresentException,
+    NoSuchElementException,
+    StaleElementReferenceException,
+)
 
 from ca.csr import parse_csr
 from ca.errors import PKIError
@@ -306,7 +310,7 @@ def test_revoke_with_preview_deletes_the_strongswan_sa(incident, swan_rig, brows
         try:
             row = b.find(f"#deliveries tr[data-gateway='{rig.gateway_name}']")
             return bool(row.find_element("css selector", "td.delivered").text == "1")
-        except NoSuchElementException:
+        except (NoSuchElementException, StaleElementReferenceException):  # the page reloads itself meanwhile
             return False
 
     assert wait_for(delivered, 20, 0.3), b.page_text()

@@ -6,6 +6,7 @@ revoke, state / nonce / PKCE bound to the browser that started the sign-in, and 
 
 from __future__ import annotations
 
+import os
 import secrets
 import ssl
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ from tests.console.conftest import Browser, chromium
 from tests.oidc.oidc_idp import Idp, forms
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
+SCREENSHOTS = os.environ.get("IKEPKI_CONSOLE_SCREENSHOTS")  # a directory: save README screenshots there
 
 CONFIG = """
 oidc:
@@ -141,7 +143,6 @@ def test_admin_signs_in_through_the_identity_provider(rig, browser):  # type: ig
     # every request of the session is audited with the person, exactly as the admin API does
     calls = rig.audit(rig.person("erin"), "console")
     assert any(c["detail"]["path"] == "/console/revoke" and c["detail"]["role"] == "admin" for c in calls), calls
-    # sign-out, then the next sign-in goes through the provider again (its session lets it skip the form)
     b.click("#logout")
     assert "/console/login" in b.driver.current_url
 
@@ -210,6 +211,8 @@ def test_revoke_by_user_with_preview(rig, browser):  # type: ignore[no-untyped-d
     count = b.text("#target-count")
     assert count == str(len(targets)) and b.text("#live-count") == "0"  # no gateway holds an SA of them
     assert all(status_of(rig, s) == "valid" for s in serials)  # the preview changed nothing
+    if SCREENSHOTS:
+        b.driver.save_screenshot(str(Path(SCREENSHOTS) / "console-revoke-user-preview.png"))
     b.find("#confirm_count").send_keys(count)
     b.click("#confirm")
     assert "/console/revocations" in b.driver.current_url, b.page_text()
