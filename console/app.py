@@ -390,20 +390,20 @@ def _oidc_routes(app: FastAPI, con: Console) -> None:
         return con.page(request, "error.html", status, code=status, detail=detail,
                         headers={"set-cookie": _cookie(OIDC_COOKIE, "", 0, "Lax")})
 
+    # plain (sync) routes: FastAPI runs them in its thread pool (database, HTTP to the provider)
     @app.get(f"{PREFIX}/login/oidc")
-    async def oidc_start(request: Request, next: Annotated[str, Query(max_length=300)] = "") -> RedirectResponse:
+    def oidc_start(request: Request, next: Annotated[str, Query(max_length=300)] = "") -> RedirectResponse:
         signin = port()
         cfg = con.settings.oidc
         assert cfg is not None
         cookie, login = con.logins.begin(cfg.provider, _safe_next(next), con.now())
-        url = await anyio.to_thread.run_sync(signin.authorization_url, client(request), login.state, login.nonce,
-                                             code_challenge(login.code_verifier))
+        url = signin.authorization_url(client(request), login.state, login.nonce, code_challenge(login.code_verifier))
         return _redirect(url, _cookie(OIDC_COOKIE, cookie, cfg.login_ttl_seconds, "Lax"))
 
     @app.get(f"{PREFIX}/oidc/callback")
-    async def oidc_callback(request: Request, code: Annotated[str, Query(max_length=2048)] = "",
-                            state: Annotated[str, Query(max_length=256)] = "",
-                            error: Annotated[str, Query(max_length=256)] = "") -> Response:
+    def oidc_callback(request: Request, code: Annotated[str, Query(max_length=2048)] = "",
+                      state: Annotated[str, Query(max_length=256)] = "",
+                      error: Annotated[str, Query(max_length=256)] = "") -> Response:
         """The provider's redirect back (Core §3.1.2.5 / §3.1.2.6)."""
         signin = port()
         cfg = con.settings.oidc
@@ -416,8 +416,7 @@ def _oidc_routes(app: FastAPI, con: Console) -> None:
         if error:
             return refused(request, 401, f"the identity provider refused the sign-in: {error[:64]}")
         try:
-            person = await anyio.to_thread.run_sync(signin.redeem, client(request), code, login.code_verifier,
-                                                    login.nonce)
+            person = signin.redeem(client(request), code, login.code_verifier, login.nonce)
         except PKIError as exc:
             status = 503 if exc.kind is ErrorKind.UNAVAILABLE else 401
             return refused(request, status, f"sign-in failed: {exc.detail}"[:300])
