@@ -21,6 +21,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -32,6 +34,7 @@ from tests.console.conftest import Browser, chromium
 from tests.oidc.oidc_idp import Idp, forms
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
+TEXT = st.characters(codec="utf-8")
 SCREENSHOTS = os.environ.get("IKEPKI_CONSOLE_SCREENSHOTS")  # a directory: save README screenshots there
 
 CONFIG = """
@@ -291,6 +294,20 @@ def test_error_from_the_provider_is_shown_and_nothing_signed_in(rig):  # type: i
         resp = a.get("/console/oidc/callback", params={"error": "access_denied", "state": state,
                                                         "error_description": "<script>x()</script>"})
         assert resp.status_code == 401 and "access_denied" in resp.text and "<script>x" not in resp.text
+        assert a.get("/console/").status_code == 303
+
+
+@given(code=st.text(TEXT, max_size=300), state=st.text(TEXT, max_size=80), error=st.text(TEXT, max_size=40),
+       with_cookie=st.booleans())
+@settings(max_examples=40, deadline=None)
+def test_arbitrary_callbacks_sign_nobody_in(rig, code: str, state: str, error: str,  # type: ignore[no-untyped-def]
+                                            with_cookie: bool) -> None:
+    with rig.http() as a:
+        if with_cookie:
+            assert a.get("/console/login/oidc").status_code == 303
+        resp = a.get("/console/oidc/callback", params={"code": code, "state": state, "error": error})
+        assert resp.status_code in (400, 401, 422), (resp.status_code, resp.text[:300])
+        assert not any(c.startswith("__Host-ikepki-console=") for c in resp.headers.get_list("set-cookie"))
         assert a.get("/console/").status_code == 303
 
 
