@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 import ssl
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from gw_procs import Charon, Conn, ResponderProc, free_udp_pair
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from selenium.common.exceptions import WebDriverException
@@ -29,9 +31,10 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from ca.store.db import Database
 from ca.store.sql import SqlCertificateStore
-from tests.conftest import Server, free_port, init_deployment_dir, start_server
+from tests.conftest import Server, free_port, init_deployment_dir, run_ikepki, start_server
 from tests.console.conftest import Browser, chromium
 from tests.oidc.oidc_idp import Idp, forms
+from tests.oidc.test_gateway import POLICY, gateway_cert, wait_for
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 TEXT = st.characters(codec="utf-8")
@@ -64,6 +67,9 @@ class ConsoleIdp:
 
     def http(self) -> httpx.Client:
         return httpx.Client(base_url=self.server.https_url, verify=self.tls(), timeout=30, follow_redirects=False)
+
+    def ikepki(self, *args: str, check: bool = True):  # type: ignore[no-untyped-def]
+        return run_ikepki(*args, directory=self.dir, check=check)
 
     def person(self, login: str) -> str:
         return f"oidc:{self.idp.issuer}#{login}"
@@ -225,6 +231,60 @@ def test_revoke_by_user_with_preview(rig, browser):  # type: ignore[no-untyped-d
     assert {r["serial"] for r in rows} >= serials and all(r["channel"] == "console" for r in rows)
 
 
+def test_revoke_by_user_deletes_the_users_sa_at_the_bundled_responder(rig, browser, tmp_path, capsys):  # type: ignore[no-untyped-def]
+    """bob's user certificate authenticates strongSwan to the bundled IKEv2 responder; a revoker
+    signed in through the provider previews "every certificate of bob" (the preview names the
+    responder holding his live SA) and confirms: the push deletes the SA."""
+    gw_pem, gw_key = gateway_cert(rig, tmp_path)  # duck-typed: it uses rig.dir and rig.ikepki
+    (tmp_path / "policy.yaml").write_text(POLICY)
+    ike, _nat = free_udp_pair()
+    responder = ResponderProc(tmp_path / "responder", ike, free_port(), [
+        "--cert", str(gw_pem), "--key", str(gw_key), "--ca-bundle", str(rig.dir / "root-ca.pem"),
+        "--policy", str(tmp_path / "policy.yaml"), "--ocsp", "off"])
+    responder.state.mkdir()
+    responder.start()
+    name = f"console-responder-{ike}"
+    try:
+        rig.ikepki("gateways", "add", "--name", name, "--kind", "responder", "--url", responder.url)
+        bob, bob_key = enroll_user(rig, "bob")
+        cp, cn = free_udp_pair()
+        charon = Charon(tmp_path / "charon", cp, cn)
+        charon.write_config([Conn("bob", "bob", "bob@example.test", remote_ts="10.231.0.0/16")], ike,
+                            {"bob": (bob["certificate"].encode(), bob_key)},
+                            {"root": (rig.dir / "root-ca.pem").read_bytes(), "issuing": bob["chain"].encode()})
+        charon.start()
+        try:
+            _ok, log = charon.initiate("bob", "net")
+            assert charon.sas_of("bob"), f"bob could not connect:\n{log}"
+
+            def bob_up() -> bool:
+                return any(sa["serial"] == bob["serial"] for sa in responder.sas())
+
+            assert wait_for(bob_up, 5), responder.sas()
+            b = browser
+            idp_sign_in(b, rig, "grace")
+            b.get(f"/console/revoke?user={rig.idp.issuer}%23bob")
+            b.click("#preview")
+            rows = {r.find_element(By.CSS_SELECTOR, "td.mono").text: r.find_element(By.CSS_SELECTOR, "td.live").text
+                    for r in b.find_all("#targets tbody tr")}
+            assert rows.get(bob["serial"]) == name, (rows, b.page_text())
+            assert int(b.text("#live-count")) >= 1
+            assert bob_up()  # the preview changed nothing
+            b.find("#confirm_count").send_keys(b.text("#target-count"))
+            started = time.monotonic()
+            b.click("#confirm")
+            assert wait_for(lambda: not bob_up(), 15), f"bob's SA still up: {responder.sas()}"
+            with capsys.disabled():
+                print(f"\n[console] revoke by IdP user confirmed -> responder SA deleted: "
+                      f"{(time.monotonic() - started) * 1000:.0f} ms")
+            assert status_of(rig, bob["serial"]) == "revoked"
+        finally:
+            charon.stop()
+    finally:
+        rig.ikepki("gateways", "disable", "--name", name, check=False)
+        responder.stop()
+
+
 # -- the binding of a sign-in to its browser (plain HTTPS, the provider's forms over HTTP) -------
 
 def follow_to_callback(rig: ConsoleIdp, http: httpx.Client, login: str) -> str:
@@ -315,6 +375,11 @@ def test_arbitrary_callbacks_sign_nobody_in(rig, code: str, state: str, error: s
 
 def enroll_user_certificate(rig: ConsoleIdp, login: str) -> str:
     """A user certificate through ``POST /user/v1/certificates`` with a fresh ID token (device grant)."""
+    return str(enroll_user(rig, login)[0]["serial"])
+
+
+def enroll_user(rig: ConsoleIdp, login: str) -> tuple[dict[str, Any], bytes]:
+    """(the enrollment answer: serial, certificate, chain, …; the private key PEM)."""
     key = ec.generate_private_key(ec.SECP256R1())
     csr = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME,
                                                                                               login)]))
@@ -323,7 +388,8 @@ def enroll_user_certificate(rig: ConsoleIdp, login: str) -> str:
         resp = http.post("/user/v1/certificates", json={"id_token": rig.idp.id_token(login), "csr": csr,
                                                         "provider": "corp"})
     assert resp.status_code == 201, resp.text
-    return str(resp.json()["serial"])
+    return resp.json(), key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption())
 
 
 def status_of(rig: ConsoleIdp, serial: str) -> str:
