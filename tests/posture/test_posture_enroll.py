@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,22 @@ def test_compliant_then_tampered_then_refused(posture_pki: dict[str, Any], tmp_p
         assert resp.json()["latest"]["pcrs"]["sha256"]["7"] != good.pcr(7).hex()
         resp = http.get(f"{pki.server.https_url}/admin/v1/posture", params={"device": device})
         assert resp.status_code == 401
+    # the console's certificate page: the device's latest verdict with the checks that failed, and
+    # the mark this certificate was issued with
+    with httpx.Client(base_url=pki.server.https_url, verify=pki.tls(), timeout=30) as http:
+        assert console_sign_in(http, pki.server.admin_token()).status_code == 303
+        page = http.get(f"/console/certificates/{quarantined.serial_number:x}").text
+    assert re.search(r'id="posture-verdict">refused<', page), page
+    reasons = re.search(r'<ul id="posture-reasons">(.*?)</ul>', page, re.S)
+    assert reasons and "disk_encryption" in reasons.group(1)
+    assert re.search(r'id="posture-mark">quarantine<', page)
+
+
+def console_sign_in(http: httpx.Client, token: str) -> httpx.Response:
+    """The console's token sign-in form (double-submit CSRF), as a browser posts it."""
+    csrf = re.search(r'name="csrf" value="([^"]+)"', http.get("/console/login").text)
+    assert csrf
+    return http.post("/console/login", data={"csrf": csrf.group(1), "token": token})
 
 
 def _evidence_parts(pki: DevicePki, tpm: Any, tmp: Path) -> tuple[bytes, httpx.Client]:
