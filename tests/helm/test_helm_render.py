@@ -252,3 +252,21 @@ def test_packaged_chart_renders_the_same(tmp_path: Path) -> None:
         packaged = chart.render(render.user_values("values-production.yaml"), name=render.RELEASE,
                                 namespace=render.NAMESPACE, is_install=True)
     assert packaged == render.render_templates("values-production.yaml")
+
+
+def test_extra_secret_mounts_reach_the_serving_pods_read_only_and_bad_names_are_refused() -> None:
+    """A secret by file reference (e.g. console.oidc.client_secret_file) can be mounted from a Secret."""
+    overrides = {"extraSecretMounts": [{"name": "console-oidc", "secretName": "idp-client"}]}
+    manifests = render_manifests(None, overrides)
+    for name in ("pki-ikepki-api", "pki-ikepki-ocsp", "pki-ikepki-worker"):
+        spec = pod_spec(find(manifests, "Deployment", name)[0])
+        volume = [v for v in spec["volumes"] if v["name"] == "extra-console-oidc"]
+        assert volume == [{"name": "extra-console-oidc", "secret": {"secretName": "idp-client", "defaultMode": 0o440}}]
+        mounts = [m for c in spec["containers"] for m in c.get("volumeMounts", []) if m["name"] == "extra-console-oidc"]
+        assert mounts and all(m == {"name": "extra-console-oidc", "mountPath": "/run/secrets/ikepki/console-oidc",
+                                    "readOnly": True} for m in mounts), name
+    for job in find(manifests, "Job"):
+        assert all(v["name"] != "extra-console-oidc" for v in pod_spec(job)["volumes"])
+    for bad in ({"name": "hsm", "secretName": "x"}, {"name": "../etc", "secretName": "x"}, {"name": "ok"}):
+        with pytest.raises(Exception, match="extraSecretMounts"):
+            render_manifests(None, {"extraSecretMounts": [bad]})

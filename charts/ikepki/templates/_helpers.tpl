@@ -238,6 +238,13 @@ migrate, init).  Call with (dict "ctx" $ "component" "api").
   mountPath: /run/secrets/ikepki/admin
   readOnly: true
 {{- end }}
+{{- if and (ne .component "migrate") (ne .component "init") }}
+{{- range $v.extraSecretMounts }}
+- name: extra-{{ .name }}
+  mountPath: /run/secrets/ikepki/{{ .name }}
+  readOnly: true
+{{- end }}
+{{- end }}
 {{- end -}}
 
 {{/* Volumes of the CA-core pods.  (dict "ctx" $ "component" "api") */}}
@@ -322,6 +329,14 @@ migrate, init).  Call with (dict "ctx" $ "component" "api").
     items:
       - key: token
         path: token
+{{- end }}
+{{- if ne .component "migrate" }}
+{{- range $v.extraSecretMounts }}
+- name: extra-{{ .name }}
+  secret:
+    secretName: {{ .secretName }}
+    defaultMode: 0440
+{{- end }}
 {{- end }}
 {{- end -}}
 
