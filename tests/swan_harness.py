@@ -6,7 +6,11 @@ The suites build their connections as swanctl.conf snippets (``tests/gateway/gw_
 ``tests/incident/swan.gateway_conf``/``client_conf``, ``tests/ocsp/swan.gateway_conn``/``client_conn``)
 and hand them to :meth:`Charon.configure` with the files they need, so a suite adds a connection kind
 (EAP, PSK, …) without touching the daemon's lifecycle here. Daemon-wide options go in ``settings``
-(lines of ``charon { }``) and ``plugin_settings`` (``charon.plugins.<name> { }``)."""
+(lines of ``charon { }``) and ``plugin_settings`` (``charon.plugins.<name> { }``).
+
+The process plumbing every interop lab shares lives here too: :class:`Netns` (a network namespace of the
+test's own, :func:`veth` to join two), :func:`await_ready` (start-up wait that fails with the daemon's log
+when it exits), :func:`stop_process` (TERM, then KILL) and :func:`wait_until` (a readiness poll)."""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +36,105 @@ def free_port(kind: int = socket.SOCK_DGRAM) -> int:
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+# -- processes ------------------------------------------------------------------------------------
+
+def wait_until(pred: Callable[[], Any], timeout: float = 10.0, step: float = 0.05) -> Any:
+    """Poll ``pred`` until it is truthy; return its last value (a readiness wait, not a timing assertion)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := pred():
+            return value
+        time.sleep(step)
+    return pred()
+
+
+def await_ready(proc: subprocess.Popen[bytes], ready: Callable[[], bool], *, what: str, timeout: float,
+                log: Callable[[], str] = lambda: "", step: float = 0.05,
+                errors: tuple[type[BaseException], ...] = (OSError, ValueError)) -> None:
+    """Wait until ``ready()`` holds (``errors`` it raises count as not yet) while ``proc`` runs; raise
+    ``RuntimeError`` with the tail of ``log()`` when the process exits or ``timeout`` passes first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(*errors):
+            if ready():
+                return
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited ({proc.returncode}):\n{log()[-4000:]}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start:\n{log()[-4000:]}")
+        time.sleep(step)
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, *, group: bool = False, timeout: float = 5.0) -> None:
+    """SIGTERM (the whole process group with ``group``: a process started with ``start_new_session``),
+    SIGKILL if it has not exited after ``timeout`` seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+
+    def send(sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            if group:
+                os.killpg(proc.pid, sig)
+            else:
+                proc.send_signal(sig)
+
+    send(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        send(signal.SIGKILL)
+        proc.wait(5)
+
+
+# -- network namespaces -----------------------------------------------------------------------------
+
+def ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+class Netns:
+    """A network namespace of the test's own (``ip netns``): loopback up, ``lo_addrs`` (``a.b.c.d/nn``)
+    added to it; :meth:`delete` (or leaving the ``with`` block) removes it. Names must be unique on
+    the machine: give a prefix of the suite and a per-run tag (pid or random)."""
+
+    def __init__(self, name: str, lo_addrs: Iterable[str] = ()) -> None:
+        self.name = name
+        self.lo_addrs = tuple(lo_addrs)
+
+    @property
+    def wrap(self) -> tuple[str, ...]:
+        """The command prefix that runs a program inside the namespace."""
+        return ("ip", "netns", "exec", self.name)
+
+    def create(self) -> Netns:
+        ip("netns", "add", self.name)
+        try:
+            ip("-n", self.name, "link", "set", "lo", "up")
+            for addr in self.lo_addrs:
+                ip("-n", self.name, "addr", "add", addr, "dev", "lo")
+        except BaseException:
+            self.delete()
+            raise
+        return self
+
+    def delete(self) -> None:
+        subprocess.run(["ip", "netns", "del", self.name], check=False, capture_output=True)
+
+    def __enter__(self) -> Netns:
+        return self.create()
+
+    def __exit__(self, *exc: object) -> None:
+        self.delete()
+
+
+def veth(a: Netns, a_dev: str, a_addr: str, b: Netns, b_dev: str, b_addr: str) -> None:
+    """Join two namespaces by a veth pair (``a_dev`` in ``a``, ``b_dev`` in ``b``; addresses ``x/nn``), links up."""
+    ip("link", "add", a_dev, "netns", a.name, "type", "veth", "peer", "name", b_dev, "netns", b.name)
+    for ns, dev, addr in ((a, a_dev, a_addr), (b, b_dev, b_addr)):
+        ip("-n", ns.name, "addr", "add", addr, "dev", dev)
+        ip("-n", ns.name, "link", "set", dev, "up")
 
 
 class Charon:
@@ -131,35 +234,12 @@ swanctl {{
         self.proc = subprocess.Popen([*self.wrap, "unshare", "--mount", "--propagation", "private", "sh", "-c", script],
                                      env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=self.own_session)
-        deadline = time.monotonic() + timeout
-        while True:
-            with contextlib.suppress(OSError):
-                self.session().version()
-                break
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"charon {self.name} exited: {self.log()[-2000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"charon {self.name} did not start: {self.log()[-2000:]}")
-            time.sleep(0.02)
+        await_ready(self.proc, lambda: bool(self.session().version()), what=f"charon {self.name}", timeout=timeout,
+                    log=self.log, step=0.02, errors=(OSError,))
         self.swanctl("--load-all", "--noprompt")
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self._signal(signal.SIGTERM)
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self._signal(signal.SIGKILL)
-            self.proc.wait(5)
-
-    def _signal(self, sig: int) -> None:
-        assert self.proc is not None
-        with contextlib.suppress(ProcessLookupError):
-            if self.own_session:
-                os.killpg(self.proc.pid, sig)
-            else:
-                self.proc.send_signal(sig)
+        stop_process(self.proc, group=self.own_session)
 
     def swanctl(self, *args: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         """swanctl against this daemon (over its VICI socket, reachable from any network namespace)."""

@@ -254,9 +254,10 @@ def problem_type(resp: httpx.Response) -> str:
 # -- an http-01 responder for tests that drive the acme library -------------------------------------
 
 class Http01Responder:
-    """Serves /.well-known/acme-challenge/<token> on 127.0.0.1:port."""
+    """Serves /.well-known/acme-challenge/<token> on ``host:port`` (127.0.0.1 unless the CA validates
+    from elsewhere, e.g. containers on podman's bridge)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
         self.tokens: dict[str, str] = {}
         tokens = self.tokens
 
@@ -273,7 +274,7 @@ class Http01Responder:
                 pass
 
         ThreadingHTTPServer.allow_reuse_address = True
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     def __enter__(self) -> Http01Responder:
@@ -283,6 +284,36 @@ class Http01Responder:
     def __exit__(self, *exc: Any) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def acme_lib_enroll(directory_url: str, verify: str, eab: tuple[str, str], tokens: dict[str, str], name: str, *,
+                    user_agent: str) -> x509.Certificate:
+    """Certbot's ``acme`` library as an independent client: a new ES256 account bound to the EAB
+    ``(kid, hmac_key)`` (RFC 8555 §7.3.4), one order for ``name``, its http-01 challenges answered
+    through ``tokens`` (an :class:`Http01Responder`'s), finalized with a fresh P-256 key; the leaf."""
+    import josepy as jose
+    from acme import challenges, client, messages
+
+    kid, hmac_key = eab
+    key = jose.JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
+    net = client.ClientNetwork(key, alg=jose.ES256, verify_ssl=verify,  # type: ignore[arg-type]
+                               user_agent=user_agent)
+    cl = client.ClientV2(client.ClientV2.get_directory(directory_url, net), net)
+    binding = messages.ExternalAccountBinding.from_data(account_public_key=key.public_key(), kid=kid,
+                                                        hmac_key=hmac_key, directory=cl.directory)
+    net.account = cl.new_account(messages.NewRegistration.from_data(
+        email="chart@example.test", terms_of_service_agreed=True, external_account_binding=binding))
+    csr = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
+           .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+           .sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+    order = cl.new_order(csr)
+    for authz in order.authorizations:
+        challb = next(c for c in authz.body.challenges if isinstance(c.chall, challenges.HTTP01))
+        response, validation = challb.response_and_validation(cl.net.key)
+        tokens[challb.chall.encode("token")] = validation
+        cl.answer_challenge(challb, response)
+    done = cl.poll_and_finalize(order, datetime.now() + timedelta(seconds=90))
+    return x509.load_pem_x509_certificate(done.fullchain_pem.encode())
 
 
 def port_free(port: int) -> bool:

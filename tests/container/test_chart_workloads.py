@@ -17,24 +17,19 @@ the same CA and the audit chain verifies."""
 
 from __future__ import annotations
 
-import datetime
 import json
 import subprocess
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
-import josepy as jose
 import pytest
-from acme import challenges, client, messages
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import serialization
 
+from tests.acme.acme_helpers import Http01Responder, acme_lib_enroll
 from tests.conftest import free_port, require_binary
 from tests.container.kube import Cluster, Pod
 from tests.container.podman import bridge_gateway, inspect, ledger, podman
@@ -46,32 +41,6 @@ pytestmark = [pytest.mark.interop, pytest.mark.timeout(1500)]
 VALUES = "values-demo.yaml"
 
 
-class Responder:
-    """HTTP-01 responses on the bridge gateway, where the api containers validate."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.tokens: dict[str, str] = {}
-        tokens = self.tokens
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                body = tokens.get(self.path.rsplit("/", 1)[-1], "").encode()
-                self.send_response(200 if body else 404)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer((host, port), Handler)
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @dataclass
 class Chart:
     cluster: Cluster
@@ -81,7 +50,7 @@ class Chart:
     worker: Pod
     root: Path
     issuer: Path
-    responder: Responder
+    responder: Http01Responder
     eab: tuple[str, str]
 
     def replace_api(self, index: int) -> Pod:
@@ -134,35 +103,14 @@ def chart(image: str, postgres_image: str, tmp_path_factory: pytest.TempPathFact
         issuer.write_text(api0.exec("cat", "/var/lib/ikepki/ca/ec.pem"))
         eab = json.loads(api0.exec("ikepki", "acme", "eab", "create", "--profile", "machine", "--identifiers",
                                    "*.test", "--json"))
-        responder = Responder(gateway, http01)
-        try:
+        with Http01Responder(http01, host=gateway) as responder:  # on the bridge gateway, where the api validates
             yield Chart(cluster, pg, [api0, api1], ocsp, worker, root, issuer, responder,
                         (eab["kid"], eab["hmac_key"]))
-        finally:
-            responder.close()
 
 
 def _enroll(chart: Chart, api: Pod, name: str) -> x509.Certificate:
-    kid, hmac_key = chart.eab
-    key = jose.JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
-    net = client.ClientNetwork(key, alg=jose.ES256, verify_ssl=str(chart.root),  # type: ignore[arg-type]
-                               user_agent="ikepki-container-test")
-    cl = client.ClientV2(client.ClientV2.get_directory(f"{api.loopback('https')}/acme/directory", net), net)
-    binding = messages.ExternalAccountBinding.from_data(account_public_key=key.public_key(), kid=kid,
-                                                        hmac_key=hmac_key, directory=cl.directory)
-    net.account = cl.new_account(messages.NewRegistration.from_data(
-        email="chart@example.test", terms_of_service_agreed=True, external_account_binding=binding))
-    csr = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
-           .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-           .sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
-    order = cl.new_order(csr)
-    for authz in order.authorizations:
-        challb = next(c for c in authz.body.challenges if isinstance(c.chall, challenges.HTTP01))
-        response, validation = challb.response_and_validation(cl.net.key)
-        chart.responder.tokens[challb.chall.encode("token")] = validation
-        cl.answer_challenge(challb, response)
-    done = cl.poll_and_finalize(order, datetime.datetime.now() + datetime.timedelta(seconds=90))
-    leaf = x509.load_pem_x509_certificate(done.fullchain_pem.encode())
+    leaf = acme_lib_enroll(f"{api.loopback('https')}/acme/directory", str(chart.root), chart.eab,
+                           chart.responder.tokens, name, user_agent="ikepki-container-test")
     leaf.verify_directly_issued_by(x509.load_pem_x509_certificate(chart.issuer.read_bytes()))
     return leaf
 

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -28,148 +26,39 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from gw_procs import Charon, Conn
+from gw_procs import Charon, Conn, NetnsLab, netns_lab, start_bundled_responder, start_ikepki
 
 from ca.profiles import BUILTIN_PROFILES, EKU_IPSEC_IKE
-from tests.conftest import IKEPKI, free_port, init_deployment_dir, require_binary, run_ikepki
+from tests.conftest import free_port, init_deployment_dir, require_binary, run_ikepki
+from tests.swan_harness import wait_until
 
 pytestmark = pytest.mark.interop
 PKI_CONF = ("pki { load = random nonce aes sha1 sha2 md5 pem pkcs1 pkcs7 pkcs8 pkcs12 pgp dnskey sshkey x509 pubkey "
             "revocation constraints gmp openssl curl }\n")
 
 
-def wait_until(pred: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return pred()
-
-
-@dataclass
-class Lab:
-    ns: str
-    dir: Path
-    work: Path
-    https_port: int
-    http_port: int
-    http01_port: int
-    push_port: int
-    ike_port: int
-    procs: dict[str, subprocess.Popen[bytes]]
-    charon: Charon | None = None
-
-    def wrap(self) -> list[str]:
-        return ["ip", "netns", "exec", self.ns]
-
-    def run(self, *cmd: str, env: dict[str, str] | None = None, check: bool = True,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        full = {k: v for k, v in os.environ.items() if k != "SOFTHSM2_CONF"}
-        full.update(env or {})
-        proc = subprocess.run([*self.wrap(), *cmd], capture_output=True, text=True, env=full, timeout=timeout,
-                              check=False, cwd=self.work)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-        return proc
+class Lab(NetnsLab):
+    """The acceptance lab (:class:`gw_procs.NetnsLab`) with strongSwan's ``pki`` tool and curl inside it."""
 
     def pki(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return self.run(require_binary("pki"), *args, env={"STRONGSWAN_CONF": str(self.work / "pki.conf")},
                         check=check)
-
-    def curl(self, url: str) -> str:
-        return self.run("curl", "-sf", "--cacert", str(self.dir / "root-ca.pem"), url, check=False).stdout
-
-    def responder_sas(self) -> list[dict]:
-        out = self.run(IKEPKI, "responder", "sas", "--json", "--url", f"http://127.0.0.1:{self.push_port}")
-        data = json.loads(out.stdout)
-        return list(data["sas"] if isinstance(data, dict) else data)
-
-    def events(self) -> list[dict]:
-        path = self.work / "events.jsonl"
-        return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
-
-    def start(self, name: str, *cmd: str, env: dict[str, str] | None = None) -> None:
-        full = {k: v for k, v in os.environ.items() if k != "SOFTHSM2_CONF"}
-        full.update(env or {})
-        log = (self.work / f"{name}.log").open("wb")
-        self.procs[name] = subprocess.Popen([*self.wrap(), *cmd], stdout=log, stderr=subprocess.STDOUT, env=full,
-                                            cwd=self.work, start_new_session=True)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     if os.geteuid() != 0 or not Path("/dev/net/tun").exists():
         pytest.fail("needs root and /dev/net/tun (network namespace + kernel-libipsec)")
-    base = tmp_path_factory.mktemp("e2e")
-    ns = f"ikepki-e2e-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    lab = Lab(ns, base / "ikepki", base / "work", free_port(), free_port(), free_port(), free_port(), free_port(),
-              {})
-    try:
-        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
-        subprocess.run(["ip", "-n", ns, "addr", "add", "10.231.2.1/32", "dev", "lo"], check=True)
-        lab.work.mkdir()
+    with netns_lab(Lab, tmp_path_factory.mktemp("e2e"), "ikepki-e2e") as lab:
         (lab.work / "pki.conf").write_text(PKI_CONF)
         init_deployment_dir(lab.dir)
-        _start_ikepki(lab)
-        _start_responder(lab)
+        start_ikepki(lab, {"IKEPKI_ACME_HTTP01_PORT": str(lab.http01_port),
+                           "IKEPKI_ACME_VALIDATION_HOSTS": "*.test=127.0.0.1"})
+        machine_oid = BUILTIN_PROFILES["machine"].policy_oid.dotted_string
+        start_bundled_responder(lab, f"rules:\n  - name: machines\n    match:\n      profile: {machine_oid}\n"
+                                     "      san: ['DNS:*.example.test']\n"
+                                     "    local_ts: ['10.231.1.0/24']\n    remote_ts: ['10.231.2.0/24']\n")
         yield lab
-    finally:
-        if lab.charon is not None:
-            lab.charon.stop()
-        for proc in lab.procs.values():
-            _stop(proc)
-        subprocess.run(["ip", "netns", "del", ns], check=False)
-
-
-def _start_ikepki(lab: Lab) -> None:
-    env = {"IKEPKI_PUBLIC_BASE_URL": f"http://127.0.0.1:{lab.http_port}",
-           "IKEPKI_ACME_HTTP01_PORT": str(lab.http01_port), "IKEPKI_ACME_VALIDATION_HOSTS": "*.test=127.0.0.1"}
-    lab.start("ikepki", IKEPKI, "serve", "--dir", str(lab.dir), "--https-port", str(lab.https_port),
-              "--http-port", str(lab.http_port), env=env)
-    assert wait_until(lambda: lab.curl(f"http://127.0.0.1:{lab.http_port}/healthz") == "ok\n", 60), \
-        (lab.work / "ikepki.log").read_text()
-
-
-def _start_responder(lab: Lab) -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
-    (lab.work / "gw.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                        serialization.NoEncryption()))
-    csr = (x509.CertificateSigningRequestBuilder()
-           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gw.example.test")]))
-           .add_extension(x509.SubjectAlternativeName([x509.DNSName("gw.example.test")]), critical=False)
-           .sign(key, hashes.SHA256()))
-    (lab.work / "gw.csr").write_bytes(csr.public_bytes(serialization.Encoding.PEM))
-    run_ikepki("issue", "--csr", str(lab.work / "gw.csr"), "--profile", "gateway", "--out", str(lab.work / "gw.pem"),
-               directory=lab.dir)
-    bundle = b"".join((lab.dir / p).read_bytes() for p in ("root-ca.pem", "ca/ec.pem", "ca/rsa.pem"))
-    (lab.work / "bundle.pem").write_bytes(bundle)
-    machine_oid = BUILTIN_PROFILES["machine"].policy_oid.dotted_string
-    (lab.work / "policy.yaml").write_text(
-        f"rules:\n  - name: machines\n    match:\n      profile: {machine_oid}\n      san: ['DNS:*.example.test']\n"
-        "    local_ts: ['10.231.1.0/24']\n    remote_ts: ['10.231.2.0/24']\n")
-    lab.start("responder", IKEPKI, "responder", "serve", "--listen", f"127.0.0.1:{lab.ike_port}",
-              "--cert", str(lab.work / "gw.pem"), "--key", str(lab.work / "gw.key"),
-              "--ca-bundle", str(lab.work / "bundle.pem"), "--policy", str(lab.work / "policy.yaml"),
-              "--push-listen", f"127.0.0.1:{lab.push_port}", "--push-insecure-http",
-              "--control", str(lab.work / "control.sock"),
-              "--event-log", str(lab.work / "events.jsonl"), "--ocsp", "strict", "--local-id", "gw.example.test")
-    assert wait_until(lambda: '"ok"' in lab.run("curl", "-s", f"http://127.0.0.1:{lab.push_port}/healthz",
-                                                  check=False).stdout, 20), (lab.work / "responder.log").read_text()
-    # checked from inside the namespace, where ikepki serve (the push worker) runs
-    lab.run(IKEPKI, "gateways", "add", "--name", "bundled-responder", "--kind", "responder", "--url",
-            f"http://127.0.0.1:{lab.push_port}", "--dir", str(lab.dir))
 
 
 # --- enrollment with independent clients --------------------------------------------------------
@@ -293,7 +182,7 @@ def test_enroll_connect_revoke_and_refuse(lab: Lab) -> None:
     conns += [Conn(kind, kind, f"{kind}.example.test", children=False) for kind in bad]
     conns.append(Conn("legacy", "acme", "dev-acme.example.test", proposals="aes256-sha1-modp1024", children=False))
     certs = {kind: pair for kind, (_, pair) in devices.items()} | bad
-    charon = Charon(lab.work / "charon", free_port(), free_port(), wrap=tuple(lab.wrap()),
+    charon = Charon(lab.work / "charon", free_port(), free_port(), wrap=lab.wrap,
                     kernel_plugins="kernel-libipsec kernel-netlink")
     charon.state.mkdir()
     cacerts = {p: (lab.dir / f).read_bytes() for p, f in (("root", "root-ca.pem"), ("ec", "ca/ec.pem"),

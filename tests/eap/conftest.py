@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from eap_lab import EAP_PLUGINS, EapConn, EapLab
+from eap_lab import EAP_PLUGINS, STAFF_RULE, EapConn, EapLab
 from gw_procs import Charon, ResponderProc, free_port, free_udp_pair
 from radius_lab import FreeRadius, IkepkiPki, free_udp
 
@@ -17,14 +17,8 @@ SECRET = "eap-lab-Secret-7f3a9c"
 DAE_SECRET = "eap-lab-dae-91b2"
 SESSION_TIMEOUT = 6
 
-POLICY = """
-rules:
-  - name: staff-vpn
-    match:
-      radius_group: staff
-    require: [pubkey, eap]
-    local_ts: ["10.231.1.0/24"]
-    remote_ts: ["10.231.2.0/24"]
+POLICY = f"""
+rules:{STAFF_RULE}
   - name: guests
     match:
       radius_group: guests

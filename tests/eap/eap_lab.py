@@ -9,6 +9,14 @@ from gw_procs import Charon, Conn, ResponderProc
 from radius_lab import Credential, FreeRadius, IkepkiPki
 
 EAP_PLUGINS = "kernel-netlink eap-identity eap-tls eap-gtc"
+# the responder policy rule of the staff (machine certificate + EAP), a YAML list item
+STAFF_RULE = """
+  - name: staff-vpn
+    match:
+      radius_group: staff
+    require: [pubkey, eap]
+    local_ts: ["10.231.1.0/24"]
+    remote_ts: ["10.231.2.0/24"]"""
 
 
 @dataclass
@@ -21,47 +29,27 @@ class EapConn(Conn):
     aaa_id: str = "radius.example.test"
     vip: bool = False
 
-    def render(self, remote_port: int, local_port: int) -> str:
-        user = f"""
-    local{"-2" if self.client else ""} {{
-      auth = {self.eap}
-      eap_id = {self.eap_id}
-      {f"certs = {self.user_cert}.pem" if self.user_cert else ""}
-      {f"aaa_id = {self.aaa_id}" if self.eap == "eap-tls" else ""}
-    }}"""
+    def options(self) -> str:
+        return f"{'vips = 0.0.0.0' if self.vip else ''}\n    {self.extra}"
+
+    def local_rounds(self) -> str:
+        """RFC 4739: the machine certificate (``local-1``, if any), then the user's EAP round."""
         machine = f"""
     local-1 {{
       auth = pubkey
       certs = {self.client}.pem
       id = {self.identity}
     }}""" if self.client else ""
-        child = f"""
-    children {{
-      net {{
-        local_ts = {"dynamic" if self.vip else self.local_ts}
-        remote_ts = {self.remote_ts}
-        esp_proposals = aes256gcm16
-        start_action = none
-      }}
+        return machine + f"""
+    local{"-2" if self.client else ""} {{
+      auth = {self.eap}
+      eap_id = {self.eap_id}
+      {f"certs = {self.user_cert}.pem" if self.user_cert else ""}
+      {f"aaa_id = {self.aaa_id}" if self.eap == "eap-tls" else ""}
     }}"""
-        return f"""
-  {self.name} {{
-    version = 2
-    local_addrs = {self.local_addr}
-    local_port = {local_port}
-    remote_addrs = {self.remote_addr}
-    remote_port = {remote_port}
-    mobike = no
-    proposals = {self.proposals}
-    unique = never
-    {"vips = 0.0.0.0" if self.vip else ""}
-    {self.extra}{machine}{user}
-    remote {{
-      auth = pubkey
-      id = gw.example.test
-      revocation = relaxed
-    }}{child}
-  }}"""
+
+    def child(self, local_ts: str | None = None) -> str:
+        return super().child("dynamic" if self.vip else local_ts)
 
 
 @dataclass

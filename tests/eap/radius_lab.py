@@ -4,14 +4,11 @@ FreeRADIUS 3.2.1 with a private configuration written here, and wpa_supplicant's
 from __future__ import annotations
 
 import base64
-import contextlib
 import grp
 import hashlib
 import hmac
 import os
 import shutil
-import signal
-import socket
 import struct
 import subprocess
 import tempfile
@@ -22,15 +19,11 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import IKEPKI, free_port, init_deployment_dir, run_ikepki
+from tests.swan_harness import await_ready, stop_process
+from tests.swan_harness import free_port as free_udp
 
 FREERADIUS = "/usr/sbin/freeradius"
 EAPOL_TEST = "/usr/bin/eapol_test"
-
-
-def free_udp() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def totp(secret_b32: str, at: float | None = None, step: int = 30, digits: int = 6) -> str:
@@ -86,23 +79,12 @@ class IkepkiPki:
         log = (self.dir / "ocsp-serve.log").open("wb")
         self.proc = subprocess.Popen([IKEPKI, "ocsp", "serve", "--dir", str(self.dir), "--port", str(self.ocsp_port)],
                                      stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, (self.dir / "ocsp-serve.log").read_text()
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{self.ocsp_port}/healthz", timeout=1).status_code == 200:
-                    return
-            time.sleep(0.2)
-        raise RuntimeError("ikepki ocsp serve did not start")
+        await_ready(self.proc, lambda: httpx.get(f"http://127.0.0.1:{self.ocsp_port}/healthz", timeout=1).status_code
+                    == 200, what="ikepki ocsp serve", timeout=60, step=0.2, errors=(httpx.HTTPError,),
+                    log=(self.dir / "ocsp-serve.log").read_text)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, timeout=10)
 
     def issue(self, name: str, profile: str, subject: str, san: str, out: Path) -> Credential:
         out.mkdir(parents=True, exist_ok=True)
@@ -338,23 +320,11 @@ server default {{
         self.proc = subprocess.Popen([*self.wrap, FREERADIUS, "-X", "-d", str(self.dir)], stdout=out,
                                      stderr=subprocess.STDOUT,
                                      start_new_session=True)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"freeradius exited:\n{self.log()[-4000:]}")
-            if "Ready to process requests" in self.log():
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"freeradius did not start:\n{self.log()[-4000:]}")
+        await_ready(self.proc, lambda: "Ready to process requests" in self.log(), what="freeradius", timeout=20,
+                    step=0.1, log=self.log)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
 
     def cleanup(self, keep: Path | None = None) -> None:
         """Stop and remove the private raddb; ``keep``: copy the debug log there first."""

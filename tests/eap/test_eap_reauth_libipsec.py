@@ -6,29 +6,22 @@ RADIUS again before the Session-Timeout ends."""
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from eap_lab import EAP_PLUGINS, EapConn
+from eap_lab import EAP_PLUGINS, STAFF_RULE, EapConn
 from gw_procs import Charon, ResponderProc
 from radius_lab import FreeRadius, IkepkiPki
+
+from tests.swan_harness import Netns
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 SESSION_TIMEOUT = 12
 OVER_TIME = 8  # charon re-authenticates AUTH_LIFETIME - over_time seconds after establishment
 
-POLICY = """
-rules:
-  - name: staff-vpn
-    match:
-      radius_group: staff
-    require: [pubkey, eap]
-    local_ts: ["10.231.1.0/24"]
-    remote_ts: ["10.231.2.0/24"]
-"""
+POLICY = f"rules:{STAFF_RULE}"
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +29,8 @@ def reauth_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Respo
     if os.geteuid() != 0 or not Path("/dev/net/tun").exists():
         pytest.fail("needs root and /dev/net/tun (kernel-libipsec)")
     d = tmp_path_factory.mktemp("eapreauth")
-    ns = f"eap-{os.getpid()}"
-    wrap = ("ip", "netns", "exec", ns)
+    netns = Netns(f"eap-{os.getpid()}", lo_addrs=["10.231.2.1/32"])
+    wrap = netns.wrap
     pki = IkepkiPki.create(d)
     certs = d / "certs"
     radius_cred = pki.issue("radius", "radius", "/O=ikepki test/CN=radius.example.test", "DNS:radius.example.test",
@@ -46,13 +39,11 @@ def reauth_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Respo
     laptop = pki.issue("laptop", "machine", "/O=ikepki test/CN=laptop1.example.test", "DNS:laptop1.example.test",
                        certs)
     dora = pki.issue("dora", "user", "/O=ikepki test/CN=dora", "email:dora@example.test", certs)
-    subprocess.run(["ip", "netns", "add", ns], check=True)
+    netns.create()
     started: list[ResponderProc | Charon | FreeRadius] = []
     radius = FreeRadius("reauth-secret-4411", radius_cred, pki.chain_pem(), pki.ocsp_url,
                         session_timeout=SESSION_TIMEOUT, ocsp=False, wrap=wrap, auth_port=11812, acct_port=11813)
     try:
-        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
-        subprocess.run(["ip", "-n", ns, "addr", "add", "10.231.2.1/32", "dev", "lo"], check=True)
         radius.start()
         started.append(radius)
         (d / "radius.secret").write_text("reauth-secret-4411\n")
@@ -83,7 +74,7 @@ timeout: 2
         for proc in reversed(started):
             proc.stop()
         radius.cleanup()
-        subprocess.run(["ip", "netns", "del", ns], check=False)
+        netns.delete()
 
 
 def test_session_timeout_forces_reauthentication(reauth_lab: tuple[ResponderProc, Charon, FreeRadius]) -> None:

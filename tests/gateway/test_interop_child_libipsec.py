@@ -8,9 +8,7 @@ CREATE_CHILD_SA (RFC 7296 §1.3.3), moves it across an IKE rekey (§2.18), delet
 from __future__ import annotations
 
 import os
-import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,8 @@ import pytest
 from gw_lab import POLICY
 from gw_pki import GwPki, build_pki
 from gw_procs import Charon, Conn, ResponderProc
+
+from tests.swan_harness import Netns, wait_until
 
 pytestmark = [pytest.mark.interop]
 
@@ -30,29 +30,14 @@ class ChildLab:
     charon: Charon
 
 
-def wait_until(pred: Callable[[], bool], timeout: float = 6.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return pred()
-
-
 @pytest.fixture(scope="module")
 def child_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChildLab]:
     if os.geteuid() != 0 or not Path("/dev/net/tun").exists():
         pytest.fail("needs root and /dev/net/tun (kernel-libipsec)")
-    ns = f"ikepki-gw-{os.getpid()}"
     d = tmp_path_factory.mktemp("childlab")
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    try:
-        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
-        # the local TS must contain a local address of the libipsec charon (note §2)
-        subprocess.run(["ip", "-n", ns, "addr", "add", "10.231.2.1/32", "dev", "lo"], check=True)
-        yield from _lab(d, ("ip", "netns", "exec", ns))
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], check=False)
+    # the local TS must contain a local address of the libipsec charon (note §2)
+    with Netns(f"ikepki-gw-{os.getpid()}", lo_addrs=["10.231.2.1/32"]) as netns:
+        yield from _lab(d, netns.wrap)
 
 
 def _lab(d: Path, wrap: tuple[str, ...]) -> Iterator[ChildLab]:

@@ -8,10 +8,8 @@ IKE_SA_INIT travels 500→500 without the non-ESP marker; with MOBIKE charon flo
 from __future__ import annotations
 
 import os
-import subprocess
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from gw_procs import Charon, Conn, ResponderProc
 
 from ca.revocation_event import RevocationEvent, now_rfc3339, sign_event
 from gateway.certs import key_id
+from tests.swan_harness import Netns, veth, wait_until
 
 pytestmark = [pytest.mark.interop]
 GW, CL = "10.231.100.1", "10.231.100.2"
@@ -34,49 +33,24 @@ class PortLab:
     charon: Charon
 
 
-def wait_until(pred: Callable[[], bool], timeout: float = 8.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return pred()
-
-
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True)
-
-
 @pytest.fixture(scope="module")
 def port_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PortLab]:
     if os.geteuid() != 0:
         pytest.fail("needs root for network namespaces")
     tag = f"{os.getpid() % 100000}"
-    ns_gw, ns_cl = f"ikepki-p500g-{tag}", f"ikepki-p500c-{tag}"
-    _ip("netns", "add", ns_gw)
-    try:
-        _ip("netns", "add", ns_cl)
-        try:
-            _ip("link", "add", f"vg{tag}", "netns", ns_gw, "type", "veth", "peer", "name", f"vc{tag}", "netns", ns_cl)
-            for ns, dev, addr in ((ns_gw, f"vg{tag}", GW), (ns_cl, f"vc{tag}", CL)):
-                _ip("-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
-                _ip("-n", ns, "link", "set", dev, "up")
-                _ip("-n", ns, "link", "set", "lo", "up")
-            yield from _lab(tmp_path_factory.mktemp("ports500"), ns_gw, ns_cl)
-        finally:
-            subprocess.run(["ip", "netns", "del", ns_cl], check=False)
-    finally:
-        subprocess.run(["ip", "netns", "del", ns_gw], check=False)
+    with Netns(f"ikepki-p500g-{tag}") as ns_gw, Netns(f"ikepki-p500c-{tag}") as ns_cl:
+        veth(ns_gw, f"vg{tag}", f"{GW}/24", ns_cl, f"vc{tag}", f"{CL}/24")
+        yield from _lab(tmp_path_factory.mktemp("ports500"), ns_gw, ns_cl)
 
 
-def _lab(d: Path, ns_gw: str, ns_cl: str) -> Iterator[PortLab]:
+def _lab(d: Path, ns_gw: Netns, ns_cl: Netns) -> Iterator[PortLab]:
     pki = build_pki()
     pki.write(d)
     (d / "r").mkdir()
     responder = ResponderProc(d / "r", 500, 8444, [
         "--cert", str(d / "gw.pem"), "--key", str(d / "gw.key"), "--ca-bundle", str(d / "root.pem"),
-        "--ocsp", "off", "--nat-port", "4500"], wrap=("ip", "netns", "exec", ns_gw), host="0.0.0.0")
-    charon = Charon(d / "c", 500, 4500, wrap=("ip", "netns", "exec", ns_cl))
+        "--ocsp", "off", "--nat-port", "4500"], wrap=ns_gw.wrap, host="0.0.0.0")
+    charon = Charon(d / "c", 500, 4500, wrap=ns_cl.wrap)
     charon.state.mkdir()
     alice, carol = pki.clients["alice"], pki.clients["carol"]
     conns = [Conn("float", "alice", "alice@example.test", mobike=True, local_addr=CL, remote_addr=GW),

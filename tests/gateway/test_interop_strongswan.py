@@ -9,9 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -23,17 +21,9 @@ from gw_pki import make_leaf, make_root
 
 from ca.revocation_event import PUSH_SIGNER_EKU, RevocationEvent, now_rfc3339, sign_event
 from gateway.certs import key_id
+from tests.swan_harness import wait_until
 
 pytestmark = [pytest.mark.interop]
-
-
-def wait_until(pred: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return pred()
 
 
 def connect(lab: Lab, conn: str, child: str | None = None) -> tuple[bool, str]:

@@ -10,22 +10,18 @@ OCSP URL the certificate itself names, before and after a revocation through the
 
 from __future__ import annotations
 
-import datetime
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import josepy as jose
 import pytest
-from acme import challenges, client, messages
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
-from tests.acme.acme_helpers import Http01Responder
+from tests.acme.acme_helpers import Http01Responder, acme_lib_enroll
 from tests.conftest import IKEPKI, free_port, require_binary
 from tests.ha.deployments import HaBase
 from tests.ha.ha_helpers import create_eab, wait_for
@@ -155,27 +151,9 @@ def _ready(proc: Proc, url: str) -> bool:
 
 
 def _acme_enroll(chart: Chart, name: str) -> x509.Certificate:
-    kid, hmac_key = create_eab(chart.url)
-    key = jose.JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
-    net = client.ClientNetwork(key, alg=jose.ES256, verify_ssl=str(chart.dir / "root-ca.pem"),  # type: ignore[arg-type]
-                               user_agent="ikepki-chart-smoke")
-    cl = client.ClientV2(client.ClientV2.get_directory(f"{chart.api_https}/acme/directory", net), net)
-    binding = messages.ExternalAccountBinding.from_data(account_public_key=key.public_key(), kid=kid,
-                                                        hmac_key=hmac_key, directory=cl.directory)
-    net.account = cl.new_account(messages.NewRegistration.from_data(
-        email="chart@example.test", terms_of_service_agreed=True, external_account_binding=binding))
-    csr = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
-           .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-           .sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
-    order = cl.new_order(csr)
     with Http01Responder(chart.http01_port) as responder:
-        for authz in order.authorizations:
-            challb = next(c for c in authz.body.challenges if isinstance(c.chall, challenges.HTTP01))
-            response, validation = challb.response_and_validation(cl.net.key)
-            responder.tokens[challb.chall.encode("token")] = validation
-            cl.answer_challenge(challb, response)
-        done = cl.poll_and_finalize(order, datetime.datetime.now() + datetime.timedelta(seconds=90))
-    return x509.load_pem_x509_certificate(done.fullchain_pem.encode())
+        return acme_lib_enroll(f"{chart.api_https}/acme/directory", str(chart.dir / "root-ca.pem"),
+                               create_eab(chart.url), responder.tokens, name, user_agent="ikepki-chart-smoke")
 
 
 def _openssl_ocsp(chart: Chart, leaf: Path, url: str, tmp: Path) -> str:

@@ -18,10 +18,6 @@ from tests import swan_harness
 GW_ID = "gw.example.test"
 
 
-def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(cmd), capture_output=True, text=True, check=check)
-
-
 @dataclass
 class Netns:
     """Two namespaces joined by a veth pair: gateway 10.231.<n>.1, client 10.231.<n>.2."""
@@ -46,18 +42,17 @@ class Netns:
         return f"10.231.{self.net}.2"
 
     def create(self) -> None:
-        sh("ip", "netns", "add", self.gw)
-        sh("ip", "netns", "add", self.cl)
-        sh("ip", "link", "add", f"vg{self.tag}", "netns", self.gw, "type", "veth", "peer", "name", f"vc{self.tag}",
-           "netns", self.cl)
-        for ns, dev, addr in ((self.gw, f"vg{self.tag}", self.gw_addr), (self.cl, f"vc{self.tag}", self.cl_addr)):
-            sh("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
-            sh("ip", "-n", ns, "link", "set", dev, "up")
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
+        gw = swan_harness.Netns(self.gw).create()
+        try:
+            cl = swan_harness.Netns(self.cl).create()
+            swan_harness.veth(gw, f"vg{self.tag}", f"{self.gw_addr}/24", cl, f"vc{self.tag}", f"{self.cl_addr}/24")
+        except BaseException:
+            self.delete()
+            raise
 
     def delete(self) -> None:
         for ns in (self.gw, self.cl):
-            sh("ip", "netns", "del", ns, check=False)
+            swan_harness.Netns(ns).delete()
 
 
 class Charon(swan_harness.Charon):

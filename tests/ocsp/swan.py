@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from tests import swan_harness
-from tests.swan_harness import CHARON
+from tests.swan_harness import CHARON, Netns
 
 
 def require_lab() -> None:
@@ -23,20 +21,9 @@ def require_lab() -> None:
         pytest.fail("strongSwan tests need root, iproute2, unshare, charon and swanctl (make setup)")
 
 
-@dataclass
-class Netns:
-    name: str = field(default_factory=lambda: f"ikp-ocsp-{uuid.uuid4().hex[:8]}")
-
-    def __post_init__(self) -> None:
-        subprocess.run(["ip", "netns", "add", self.name], check=True)
-        subprocess.run(["ip", "-n", self.name, "link", "set", "lo", "up"], check=True)
-
-    @property
-    def wrap(self) -> list[str]:
-        return ["ip", "netns", "exec", self.name]
-
-    def delete(self) -> None:
-        subprocess.run(["ip", "netns", "delete", self.name], check=False)
+def netns() -> Netns:
+    """A namespace of its own for one module's lab (loopback up)."""
+    return Netns(f"ikp-ocsp-{uuid.uuid4().hex[:8]}").create()
 
 
 class Charon(swan_harness.Charon):

@@ -18,6 +18,8 @@ from ca.model import RevocationReason
 from tests.conftest import IKEPKI
 from tests.ocsp.ocsp_helpers import Pki, fetch_crl, wait_for
 from tests.ocsp.swan import Charon, Netns, client_conn, gateway_conn, require_lab
+from tests.ocsp.swan import netns as new_netns
+from tests.swan_harness import stop_process
 
 pytestmark = pytest.mark.interop
 GW_OCSP, GW_CRL, CLIENT = 15500, 16500, 25500
@@ -47,7 +49,7 @@ def lab(pki: Pki, deployment_dir: Path, tmp_path_factory: pytest.TempPathFactory
     require_lab()
     assert pki.dep.issuers["ec"].urls.ocsp == "http://127.0.0.1:8080/ocsp", "session deployment base URL changed"
     state = tmp_path_factory.mktemp("swan")
-    netns = Netns()
+    netns = new_netns()
     env = {k: v for k, v in os.environ.items() if k != "SOFTHSM2_CONF"}
     server = subprocess.Popen([*netns.wrap, IKEPKI, "ocsp", "serve", "--dir", str(deployment_dir), "--host",
                                "127.0.0.1", "--port", "8080", "--no-workers"], env=env,
@@ -79,11 +81,7 @@ def lab(pki: Pki, deployment_dir: Path, tmp_path_factory: pytest.TempPathFactory
     finally:
         for c in charons:
             c.stop()
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_process(server, timeout=10)
         netns.delete()
 
 

@@ -10,27 +10,21 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from device_helpers import swtpm_recipe
-from gw_procs import Charon, Conn
+from gw_procs import Charon, Conn, NetnsLab, netns_lab, start_bundled_responder, start_ikepki
 from posture_helpers import GOOD_FACTS, boot, encode_event, write_policy
 
 from ca.oids import POSTURE_COMPLIANT, POSTURE_QUARANTINE
 from tests.conftest import IKEPKI, free_port, init_deployment_dir, run_ikepki
+from tests.swan_harness import wait_until
 
 pytestmark = pytest.mark.interop
 TPM_PORT = 2321
@@ -38,48 +32,8 @@ MSSIM_PORT = 2421  # strongSwan's tpm plugin speaks the mssim protocol: mssim_br
 FULL_TS, REMEDIATION_TS = "10.231.0.0/16", "10.231.9.0/24"
 
 
-def wait_until(pred: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return pred()
-
-
-@dataclass
-class Lab:
-    ns: str
-    dir: Path
-    work: Path
-    https_port: int
-    http_port: int
-    push_port: int
-    ike_port: int
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    charon: Charon | None = None
-
-    @property
-    def wrap(self) -> list[str]:
-        return ["ip", "netns", "exec", self.ns]
-
-    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
-        full = {k: v for k, v in os.environ.items() if k != "SOFTHSM2_CONF"}
-        full.update(extra or {})
-        return full
-
-    def run(self, *cmd: str, env: dict[str, str] | None = None, check: bool = True,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([*self.wrap, *cmd], capture_output=True, text=True, env=self.env(env), timeout=timeout,
-                              check=False, cwd=self.work)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-        return proc
-
-    def start(self, name: str, *cmd: str, env: dict[str, str] | None = None) -> None:
-        log = (self.work / f"{name}.log").open("wb")
-        self.procs[name] = subprocess.Popen([*self.wrap, *cmd], stdout=log, stderr=subprocess.STDOUT,
-                                            env=self.env(env), cwd=self.work, start_new_session=True)
+class Lab(NetnsLab):
+    """The gateway lab (:class:`gw_procs.NetnsLab`) with swtpm and the device agent inside it."""
 
     def tpm2(self, *cmd: str) -> None:
         self.run(*cmd, env={"TPM2TOOLS_TCTI": f"swtpm:host=127.0.0.1,port={TPM_PORT}"})
@@ -91,38 +45,13 @@ class Lab:
     def agent(self, *args: str) -> subprocess.CompletedProcess[str]:
         return self.run(IKEPKI, "device", *args, "--json", check=False, timeout=180)
 
-    def responder_sas(self) -> list[dict[str, Any]]:
-        out = self.run(IKEPKI, "responder", "sas", "--json", "--url", f"http://127.0.0.1:{self.push_port}")
-        data = json.loads(out.stdout)
-        return list(data["sas"] if isinstance(data, dict) else data)
-
-    def events(self) -> list[dict[str, Any]]:
-        path = self.work / "events.jsonl"
-        return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     if os.geteuid() != 0 or not Path("/dev/net/tun").exists() or not shutil.which("swtpm"):
         pytest.fail("needs root, /dev/net/tun and swtpm (network namespace + kernel-libipsec)")
     base = tmp_path_factory.mktemp("posture-gw")
-    ns = f"posture-gw-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    lab = Lab(ns, base / "ikepki", base / "work", free_port(), free_port(), free_port(), free_port())
-    try:
-        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
-        subprocess.run(["ip", "-n", ns, "addr", "add", "10.231.2.1/32", "dev", "lo"], check=True)
-        lab.work.mkdir()
+    with netns_lab(Lab, base, "posture-gw") as lab:
         (base / "tpm").mkdir()
         state = swtpm_recipe._setup_state(base / "tpm")
         lab.start("swtpm", "swtpm", "socket", "--tpm2", "--tpmstate", f"dir={state}",
@@ -133,57 +62,20 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
                   str(TPM_PORT))
         init_deployment_dir(lab.dir)
         policy = write_policy(base / "posture.yaml")
-        lab.start("ikepki", IKEPKI, "serve", "--dir", str(lab.dir), "--https-port", str(lab.https_port),
-                  "--http-port", str(lab.http_port), env={
-                      "IKEPKI_PUBLIC_BASE_URL": f"http://127.0.0.1:{lab.http_port}",
-                      "IKEPKI_ATTESTATION_EK_ROOTS": str(base / "tpm" / "ek-roots"),
-                      "IKEPKI_POSTURE_POLICY": str(policy)})
-        assert wait_until(lambda: lab.run("curl", "-sf", f"http://127.0.0.1:{lab.http_port}/healthz",
-                                          check=False).stdout == "ok\n", 60), (lab.work / "ikepki.log").read_text()
-        _start_responder(lab)
+        start_ikepki(lab, {"IKEPKI_ATTESTATION_EK_ROOTS": str(base / "tpm" / "ek-roots"),
+                           "IKEPKI_POSTURE_POLICY": str(policy)})
+        # quarantine first: a quarantine certificate only reaches the remediation network
+        start_bundled_responder(
+            lab, f"rules:\n  - name: quarantine\n    match:\n      profile: {POSTURE_QUARANTINE.dotted_string}\n"
+                 f"    local_ts: ['{REMEDIATION_TS}']\n    remote_ts: ['10.231.2.0/24']\n"
+                 f"  - name: compliant\n    match:\n      profile: {POSTURE_COMPLIANT.dotted_string}\n"
+                 f"    local_ts: ['{FULL_TS}']\n    remote_ts: ['10.231.2.0/24']\n")
         yield lab
-    finally:
-        if lab.charon is not None:
-            lab.charon.stop()
-        for proc in lab.procs.values():
-            _stop(proc)
-        subprocess.run(["ip", "netns", "del", ns], check=False)
-
-
-def _start_responder(lab: Lab) -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
-    (lab.work / "gw.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                        serialization.NoEncryption()))
-    csr = (x509.CertificateSigningRequestBuilder()
-           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gw.example.test")]))
-           .add_extension(x509.SubjectAlternativeName([x509.DNSName("gw.example.test")]), critical=False)
-           .sign(key, hashes.SHA256()))
-    (lab.work / "gw.csr").write_bytes(csr.public_bytes(serialization.Encoding.PEM))
-    run_ikepki("issue", "--csr", str(lab.work / "gw.csr"), "--profile", "gateway", "--out", str(lab.work / "gw.pem"),
-               directory=lab.dir)
-    bundle = b"".join((lab.dir / p).read_bytes() for p in ("root-ca.pem", "ca/ec.pem", "ca/rsa.pem"))
-    (lab.work / "bundle.pem").write_bytes(bundle)
-    # quarantine first: a quarantine certificate only reaches the remediation network
-    (lab.work / "policy.yaml").write_text(
-        f"rules:\n  - name: quarantine\n    match:\n      profile: {POSTURE_QUARANTINE.dotted_string}\n"
-        f"    local_ts: ['{REMEDIATION_TS}']\n    remote_ts: ['10.231.2.0/24']\n"
-        f"  - name: compliant\n    match:\n      profile: {POSTURE_COMPLIANT.dotted_string}\n"
-        f"    local_ts: ['{FULL_TS}']\n    remote_ts: ['10.231.2.0/24']\n")
-    lab.start("responder", IKEPKI, "responder", "serve", "--listen", f"127.0.0.1:{lab.ike_port}",
-              "--cert", str(lab.work / "gw.pem"), "--key", str(lab.work / "gw.key"),
-              "--ca-bundle", str(lab.work / "bundle.pem"), "--policy", str(lab.work / "policy.yaml"),
-              "--push-listen", f"127.0.0.1:{lab.push_port}", "--push-insecure-http",
-              "--control", str(lab.work / "control.sock"),
-              "--event-log", str(lab.work / "events.jsonl"), "--ocsp", "strict", "--local-id", "gw.example.test")
-    assert wait_until(lambda: '"ok"' in lab.run("curl", "-s", f"http://127.0.0.1:{lab.push_port}/healthz",
-                                                  check=False).stdout, 20), (lab.work / "responder.log").read_text()
-    lab.run(IKEPKI, "gateways", "add", "--name", "bundled-responder", "--kind", "responder", "--url",
-            f"http://127.0.0.1:{lab.push_port}", "--dir", str(lab.dir))
 
 
 def _charon(lab: Lab, cert_pem: bytes) -> Charon:
     """charon in the namespace; the private key is the TPM's persistent key 0x81000003 (tpm plugin)."""
-    charon = Charon(lab.work / "charon", free_port(), free_port(), wrap=tuple(lab.wrap),
+    charon = Charon(lab.work / "charon", free_port(), free_port(), wrap=lab.wrap,
                     kernel_plugins="kernel-libipsec kernel-netlink tpm",
                     settings=f"plugins {{\n    tpm {{\n      tcti {{\n        name = mssim\n"
                              f"        opts = host=127.0.0.1,port={MSSIM_PORT}\n      }}\n    }}\n  }}")
