@@ -21,8 +21,8 @@ from ca.cli.common import (
     console,
     print_json,
 )
+from ca.cli.remote import AdminClient, BundleOption, ServerOption, TokenOption, remote_admin
 from ca.cli.render import Column, render
-from ca.cli.revoke import BundleOption, ServerOption, TokenOption
 
 app = typer.Typer(no_args_is_help=True, help="Incidents from alert hooks: list, show, approve, reject.")
 
@@ -50,34 +50,27 @@ class _Local:
 
 
 class _Remote:
-    """``/admin/v1/incidents`` through the admin API client of ``ikepki revoke``."""
+    """``/admin/v1/incidents`` through the admin API client (:class:`ca.cli.remote.AdminClient`)."""
 
-    def __init__(self, server: str, token: Path, ca_bundle: Path | None) -> None:
-        from ca.cli.revoke import RemoteBackend
-
-        self.api = RemoteBackend(server, token, ca_bundle)
+    def __init__(self, api: AdminClient) -> None:
+        self.api = api
 
     def list(self, status: str | None, limit: int) -> list[dict[str, Any]]:
         query = f"?limit={limit}" + (f"&status={status}" if status else "")
-        return list(self.api._call("GET", f"/incidents{query}"))
+        return list(self.api.call("GET", f"/incidents{query}"))
 
     def show(self, incident_id: int) -> dict[str, Any]:
-        return dict(self.api._call("GET", f"/incidents/{incident_id}"))
+        return dict(self.api.call("GET", f"/incidents/{incident_id}"))
 
     def decide(self, incident_id: int, approve: bool, note: str | None) -> dict[str, Any]:
-        return dict(self.api._call("POST", f"/incidents/{incident_id}/{'approve' if approve else 'reject'}",
-                                   {"note": note}))
+        return dict(self.api.call("POST", f"/incidents/{incident_id}/{'approve' if approve else 'reject'}",
+                                  {"note": note}))
 
 
 def _backend(directory: Path, config: Path | None, server: str | None, token: Path | None,
              ca_bundle: Path | None) -> _Local | _Remote:
-    if server:
-        if token is None:
-            from ca.errors import ErrorKind, PKIError
-
-            raise PKIError(ErrorKind.CONFIG, "--server needs --token FILE (an admin API token)")
-        return _Remote(server, token, ca_bundle)
-    return _Local(directory, config)
+    api = remote_admin(server, token, ca_bundle)
+    return _Local(directory, config) if api is None else _Remote(api)
 
 
 @app.command("list")

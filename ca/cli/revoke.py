@@ -39,6 +39,7 @@ from ca.cli.common import (
     open_deployment,
     print_json,
 )
+from ca.cli.remote import AdminClient, BundleOption, ServerOption, TokenOption, remote_admin
 from ca.cli.render import Column, render
 from ca.errors import ErrorKind, PKIError
 from ca.model import CertificateInfo, Requester, RevocationReason, parse_serial
@@ -113,38 +114,10 @@ class LocalBackend:
 
 
 class RemoteBackend:
-    """A server's admin API (``/admin/v1``) with a bearer token."""
+    """Revocations through a server's admin API (:class:`ca.cli.remote.AdminClient`)."""
 
-    def __init__(self, url: str, token_file: Path, ca_bundle: Path | None) -> None:
-        import ssl
-
-        import httpx
-
-        token = token_file.read_text().strip()
-        if not token or not token.isprintable() or any(c.isspace() for c in token):
-            raise PKIError(ErrorKind.CONFIG, f"--token {token_file}: not an admin API token (empty or with spaces)")
-        self.base = url.rstrip("/") + "/admin/v1"
-        verify = ssl.create_default_context(cafile=str(ca_bundle)) if ca_bundle else ssl.create_default_context()
-        self.client = httpx.Client(verify=verify, timeout=300,
-                                   headers={"authorization": f"Bearer {token}", "user-agent": "ikepki-cli"})
-
-    def _call(self, method: str, path: str, body: Any = None) -> Any:
-        import httpx
-
-        try:
-            resp = self.client.request(method, self.base + path, json=body)
-        except httpx.HTTPError as exc:
-            raise PKIError(ErrorKind.UNAVAILABLE, f"admin API unreachable: {exc}") from None
-        if resp.status_code >= 400:
-            try:
-                detail = resp.json().get("detail")
-            except ValueError:
-                detail = None
-            kind = {401: ErrorKind.UNAUTHORIZED, 403: ErrorKind.FORBIDDEN, 404: ErrorKind.NOT_FOUND,
-                    409: ErrorKind.CONFLICT, 400: ErrorKind.BAD_REQUEST, 422: ErrorKind.BAD_REQUEST,
-                    503: ErrorKind.UNAVAILABLE}.get(resp.status_code, ErrorKind.INTERNAL)
-            raise PKIError(kind, f"admin API: HTTP {resp.status_code}: {detail or resp.text[:200]}")
-        return resp.json() if resp.content else None
+    def __init__(self, api: AdminClient) -> None:
+        self.api = api
 
     def revoke(self, sel: Selector, reason: RevocationReason, block_device: bool, dry_run: bool) -> dict[str, Any]:
         wire = selector_wire(sel)
@@ -153,9 +126,9 @@ class RemoteBackend:
         common = {"reason": reason.name, "hold": hold, "block_device": block_device, "dry_run": dry_run}
         chunks = [serials[i:i + REMOTE_CHUNK] for i in range(0, len(serials), REMOTE_CHUNK)] or [[]]
         if not dry_run and len(chunks) > 1:  # refuse before changing anything if a serial is unknown
-            self._merge([self._call("POST", "/revocations", {**common, "dry_run": True, "serials": c})
+            self._merge([self.api.call("POST", "/revocations", {**common, "dry_run": True, "serials": c})
                          for c in chunks], strict=True)
-        results = [self._call("POST", "/revocations", {**common, **(wire if i == 0 else {}), "serials": c})
+        results = [self.api.call("POST", "/revocations", {**common, **(wire if i == 0 else {}), "serials": c})
                    for i, c in enumerate(chunks)]
         return self._merge(results, strict=False)
 
@@ -175,21 +148,18 @@ class RemoteBackend:
     def deliveries(self, serials: Sequence[str]) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
         for i in range(0, len(serials), REMOTE_CHUNK):
-            rows += self._call("POST", "/deliveries/search", {"serials": list(serials[i:i + REMOTE_CHUNK]),
+            rows += self.api.call("POST", "/deliveries/search", {"serials": list(serials[i:i + REMOTE_CHUNK]),
                                                              "limit": 100_000})
         return rows
 
     def unhold(self, serial: int) -> dict[str, Any]:
-        return dict(self._call("DELETE", f"/revocations/{format(serial, 'x')}"))
+        return dict(self.api.call("DELETE", f"/revocations/{format(serial, 'x')}"))
 
 
 def backend_for(directory: Path, config: Path | None, server: str | None, token: Path | None,
                 ca_bundle: Path | None) -> LocalBackend | RemoteBackend:
-    if server:
-        if token is None:
-            raise PKIError(ErrorKind.CONFIG, "--server needs --token FILE (an admin API token)")
-        return RemoteBackend(server, token, ca_bundle)
-    return LocalBackend(directory, config)
+    api = remote_admin(server, token, ca_bundle)
+    return LocalBackend(directory, config) if api is None else RemoteBackend(api)
 
 
 # -- output ------------------------------------------------------------------------------------
@@ -261,13 +231,6 @@ def print_push(summary: dict[str, dict[str, Any]], revoked_at: str | None) -> No
 
 
 # -- commands ----------------------------------------------------------------------------------
-
-ServerOption = Annotated[str | None, typer.Option("--server", envvar="IKEPKI_SERVER",
-                                                  help="Admin API base URL, e.g. https://ca.example.test:8443.")]
-TokenOption = Annotated[Path | None, typer.Option("--token", envvar="IKEPKI_ADMIN_TOKEN_FILE",
-                                                  help="File holding an admin API bearer token.")]
-BundleOption = Annotated[Path | None, typer.Option("--ca-bundle", help="CA bundle for the server's TLS cert.")]
-
 
 def register(app: typer.Typer) -> None:
     app.command()(revoke)

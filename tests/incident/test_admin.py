@@ -530,3 +530,32 @@ def test_serials_file_is_read_no_further_than_the_limit(tmp_path, monkeypatch) -
             writer.join(30)
     assert err.value.kind is ErrorKind.BAD_REQUEST and "larger than 1024" in err.value.detail
     assert consumed < 1024 * 1024  # what the pipe buffer took after the reader stopped, not 4 MiB
+
+
+def test_remote_commands_share_one_admin_client_and_its_errors(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """``revoke``, ``unhold`` and ``incidents`` reach the admin API through one client: the same
+    one-line error and exit code for --server without --token (2), a token file that is not a token
+    (2) and a server that does not answer (6)."""
+    import socket
+
+    from tests.conftest import run_ikepki
+
+    monkeypatch.delenv("IKEPKI_ADMIN_TOKEN_FILE", raising=False)
+    monkeypatch.delenv("IKEPKI_SERVER", raising=False)
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"https://127.0.0.1:{s.getsockname()[1]}"
+    good, bad = tmp_path / "token", tmp_path / "bad-token"
+    good.write_text("a-token-nobody-issued\n")
+    bad.write_text("two words\n")
+    commands = (["revoke", "ffff01", "--reason", "keyCompromise", "--yes"], ["unhold", "ffff01"],
+                ["incidents", "list"], ["incidents", "approve", "1"])
+    for command in commands:
+        cases = (([], EXIT[ErrorKind.CONFIG], "--server needs --token FILE"),
+                 (["--token", str(bad)], EXIT[ErrorKind.CONFIG], "not an admin API token"),
+                 (["--token", str(good)], EXIT[ErrorKind.UNAVAILABLE], "admin API unreachable"))
+        for extra, code, message in cases:
+            proc = run_ikepki(*command, "--server", dead, *extra, check=False)
+            assert proc.returncode == code, (command, extra, proc.stdout, proc.stderr)
+            assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+            assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
