@@ -37,6 +37,7 @@ from starlette.exceptions import HTTPException
 from ca.clock import Clock
 from ca.errors import ErrorKind, PKIError
 from ca.model import CertificateInfo, CertStatus
+from ca.service.caller import bearer_token, client_ip
 from ca.service.mounts import Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -77,17 +78,6 @@ class AdminCredentialStore(Protocol):
     def get(self, serial: int) -> CertificateInfo | None: ...
 
 
-def bearer_token(header: str | None) -> str | None:
-    """The token of an ``Authorization: Bearer <token>`` header (RFC 6750 §2.1), else None."""
-    if not header:
-        return None
-    scheme, _, value = header.partition(" ")
-    value = value.strip()
-    if scheme.lower() != "bearer" or not value or len(value) > MAX_TOKEN:
-        return None
-    return value
-
-
 class AdminAuthenticator:
     def __init__(self, store: AdminCredentialStore, clock: Clock,
                  cert_roles: Mapping[str, Mapping[str, str]]) -> None:
@@ -97,7 +87,7 @@ class AdminAuthenticator:
     def authenticate(self, authorization: str | None, scope: Mapping[str, Any], source: str) -> Principal | None:
         """A presented token decides alone (a wrong token is not rescued by a certificate)."""
         if authorization:
-            token = bearer_token(authorization)
+            token = bearer_token(authorization, MAX_TOKEN)
             found = self.store.verify_admin_token(token) if token else None
             return Principal(found[0], found[1], "token", source) if found and found[1] in ROLES else None
         return self._certificate_principal(scope, source)
@@ -125,18 +115,13 @@ class AdminAuthenticator:
         return Principal(subject, role, "certificate", source)
 
 
-def _client(scope: Mapping[str, Any]) -> str:
-    client = scope.get("client")
-    return str(client[0]) if client else ""
-
-
 def require(role: str) -> Callable[[Request], Principal]:
     """FastAPI dependency: the authenticated caller, at least ``role`` (401 / 403 otherwise).
     The app serving the route keeps an :class:`AdminAuthenticator` in ``app.state.admin_auth``."""
 
     def dependency(request: Request) -> Principal:
         auth: AdminAuthenticator = request.app.state.admin_auth
-        p = auth.authenticate(request.headers.get("authorization"), request.scope, _client(request.scope))
+        p = auth.authenticate(request.headers.get("authorization"), request.scope, client_ip(request.scope))
         if p is None:
             raise PKIError(ErrorKind.UNAUTHORIZED, "a valid admin bearer token or client certificate is required")
         request.scope.setdefault(CALL_STATE, {})["principal"] = p
@@ -314,7 +299,7 @@ class AdminGate:
     def _record(self, scope: Scope, status: int) -> None:
         p: Principal | None = scope.get(CALL_STATE, {}).get("principal")
         actor = p.name if p else "anonymous"
-        source = _client(scope)
+        source = client_ip(scope)
         fields: dict[str, Any] = {"method": scope.get("method", ""), "path": str(scope.get("path", ""))[:300],
                                   "status": status, "role": p.role if p else None, "auth": p.method if p else None}
         now = self.clock.now()

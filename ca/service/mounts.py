@@ -8,7 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
     from ca.deployment import Deployment
@@ -32,6 +32,24 @@ class HttpMount:
     listeners: frozenset[str] = frozenset({HTTPS})
     name: str = ""
     strip_prefix: bool = False  # hand the app paths relative to the prefix
+
+
+T = TypeVar("T")
+
+
+class PerDeployment(Generic[T]):
+    """A plug-in's one service object per deployment, shared by its entry points (``http_mounts``,
+    ``admin_routes``, workers): made on first use, keyed by the deployment object (kept referenced
+    beside it, so an id is never reused for another deployment while cached)."""
+
+    def __init__(self) -> None:
+        self._made: dict[int, tuple[object, T]] = {}
+
+    def get(self, deployment: object, make: Callable[[], T]) -> T:
+        found = self._made.get(id(deployment))
+        if found is None or found[0] is not deployment:
+            found = self._made[id(deployment)] = (deployment, make())
+        return found[1]
 
 
 def _missing_plugin(exc: ModuleNotFoundError, target: str) -> bool:

@@ -24,7 +24,8 @@ from ca.ports import ServiceKeys
 from ca.service.admin import AdminRoutes
 from ca.service.bodies import BodyError, BodyTooLarge
 from ca.service.bodies import read_body as read_bounded
-from ca.service.mounts import HTTPS, HttpMount
+from ca.service.caller import bearer_token, client_ip
+from ca.service.mounts import HTTPS, HttpMount, PerDeployment
 from enrollment.est import keyprotect, wire
 from enrollment.est.auth import Throttled
 from enrollment.est.service import EnrollCall, EnrollOutcome, EstService
@@ -133,9 +134,9 @@ class EstApp:
         if wire.media_type(request.headers.get("content-type")) != wire.PKCS10:
             raise HttpError(415, f"Content-Type must be {wire.PKCS10} (RFC 7030 §4.2.1)")
         body = await read_body(request, self.settings.max_body_bytes)
-        scheme, _, token = (request.headers.get("authorization") or "").strip().partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            return await self._enroll_bearer(request, label, operation, body, token.strip())
+        token = bearer_token(request.headers.get("authorization"))  # bounded by enrollment.oidc (invalid_token)
+        if token is not None:
+            return await self._enroll_bearer(request, label, operation, body, token)
         basic = wire.parse_basic(request.headers.get("authorization"))
         checked = None
         if basic is not None:  # PBKDF2 throttled in the event loop, not on a held worker thread
@@ -144,7 +145,8 @@ class EstApp:
             except Throttled:
                 return text(429, "too many password checks in progress: retry later", {"Retry-After": "1"})
         call = EnrollCall(operation=operation, label=label, csr_der=wire.decode_pkcs10_body(body), basic=basic,
-                          client_cert=self._client_cert(request), source=_source(request), basic_checked=checked)
+                          client_cert=self._client_cert(request), source=client_ip(request.scope),
+                          basic_checked=checked)
         outcome = await anyio.to_thread.run_sync(self.service.enroll, call)
         return outcome_response(operation, outcome)
 
@@ -163,7 +165,7 @@ class EstApp:
         users = user_service(self.service.dep)
         if users is None:
             raise HttpError(403, "no identity provider is configured for Bearer tokens")
-        call = TokenCall(id_token=token, csr=wire.decode_pkcs10_body(body), source=_source(request))
+        call = TokenCall(id_token=token, csr=wire.decode_pkcs10_body(body), source=client_ip(request.scope))
         try:
             issued, _ = await anyio.to_thread.run_sync(users.enroll, call)
         except TokenError as exc:
@@ -193,12 +195,7 @@ def _split(path: str) -> tuple[str | None, str]:
     raise HttpError(404, "EST paths are /.well-known/est/[<label>/]<operation>")
 
 
-def _source(request: Request) -> str:
-    client = request.scope.get("client")
-    return str(client[0]) if client else ""
-
-
-_SERVICES: dict[int, tuple[ServiceKeys, EstService]] = {}
+_SERVICES: PerDeployment[EstService] = PerDeployment()
 
 
 def est_service(deployment: ServiceKeys) -> EstService | None:
@@ -206,10 +203,7 @@ def est_service(deployment: ServiceKeys) -> EstService | None:
     settings = deployment.settings_for(EstSettings, "est")
     if not settings.enabled:
         return None
-    found = _SERVICES.get(id(deployment))
-    if found is None or found[0] is not deployment:
-        found = _SERVICES[id(deployment)] = (deployment, EstService(deployment, settings))
-    return found[1]
+    return _SERVICES.get(deployment, lambda: EstService(deployment, settings))
 
 
 def http_mounts(deployment: ServiceKeys) -> list[HttpMount]:

@@ -29,7 +29,8 @@ from starlette.routing import Route
 from ca.errors import ErrorKind, PKIError
 from ca.ports import CoreServices
 from ca.service.admin import STATUS, AdminRoutes, problem
-from ca.service.mounts import HTTPS, HttpMount
+from ca.service.caller import bearer_token, client_ip
+from ca.service.mounts import HTTPS, HttpMount, PerDeployment
 from enrollment.oidc.service import EnrollCall, UserCertService
 from enrollment.oidc.settings import OidcSettings
 from enrollment.oidc.tokens import TokenError
@@ -54,11 +55,6 @@ async def read_body(request: Request, limit: int) -> bytes:
         if len(body) > limit:
             raise BodyError(413, f"request body over {limit} bytes")
     return bytes(body)
-
-
-def _source(request: Request) -> str:
-    client = request.scope.get("client")
-    return str(client[0]) if client else ""
 
 
 def error_response(exc: Exception, logout: bool = False) -> Response:
@@ -124,8 +120,7 @@ class UserApp:
         token = doc.get("id_token")
         header = request.headers.get("authorization")
         if header:
-            scheme, _, credential = header.partition(" ")
-            bearer = credential.strip() if scheme.lower() == "bearer" and credential.strip() else None
+            bearer = bearer_token(header)  # bounded by the service (max_token_bytes, invalid_token)
             if bearer is None and token is None:
                 raise TokenError("Authorization must be 'Bearer <ID token>'")
             token = token or bearer
@@ -136,7 +131,7 @@ class UserApp:
             if doc.get(member) is not None and (not isinstance(doc[member], str) or len(doc[member]) > 255):
                 raise PKIError(ErrorKind.BAD_REQUEST, f"{member} must be a string of at most 255 characters")
         return EnrollCall(id_token=str(token), csr=str(doc["csr"]).encode(), provider=doc.get("provider"),
-                          device=doc.get("device"), source=_source(request))
+                          device=doc.get("device"), source=client_ip(request.scope))
 
     async def logout(self, request: Request) -> Response:
         try:
@@ -149,13 +144,13 @@ class UserApp:
             if len(tokens) != 1:
                 raise TokenError("exactly one logout_token parameter is required")
             done = await anyio.to_thread.run_sync(self.service.backchannel_logout, request.path_params["provider"],
-                                                  tokens[0], _source(request))
+                                                  tokens[0], client_ip(request.scope))
         except Exception as exc:
             return error_response(exc, logout=True)
         return JSONResponse({"certificates": [d.serial_hex for d in done]}, 200, headers={"Cache-Control": "no-store"})
 
 
-_SERVICES: dict[int, tuple[CoreServices, UserCertService]] = {}
+_SERVICES: PerDeployment[UserCertService] = PerDeployment()
 
 
 def user_service(deployment: CoreServices) -> UserCertService | None:
@@ -163,10 +158,7 @@ def user_service(deployment: CoreServices) -> UserCertService | None:
     settings = deployment.settings_for(OidcSettings, "oidc")
     if not settings.enabled or not settings.providers:
         return None
-    found = _SERVICES.get(id(deployment))
-    if found is None or found[0] is not deployment:
-        found = _SERVICES[id(deployment)] = (deployment, UserCertService(deployment, settings))
-    return found[1]
+    return _SERVICES.get(deployment, lambda: UserCertService(deployment, settings))
 
 
 def http_mounts(deployment: CoreServices) -> list[HttpMount]:

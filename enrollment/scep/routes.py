@@ -20,6 +20,7 @@ from ca.ports import ServiceKeys
 from ca.service.admin import AdminRoutes
 from ca.service.bodies import BodyError, BodyTooLarge
 from ca.service.bodies import read_body as read_bounded
+from ca.service.caller import client_ip
 from ca.service.mounts import HTTP, HTTPS, HttpMount, Receive, Scope, Send
 from enrollment.scep.messages import HttpAnswer
 from enrollment.scep.service import ScepService
@@ -45,11 +46,6 @@ def header(scope: Scope, name: bytes) -> str | None:
         if key.lower() == name:
             return str(value.decode("latin-1"))
     return None
-
-
-def client_ip(scope: Scope) -> str:
-    client = scope.get("client")
-    return str(client[0]) if client else ""
 
 
 def decode_message(raw: str | bytes) -> bytes:
