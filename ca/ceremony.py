@@ -102,6 +102,7 @@ class Ceremony(BaseModel):
 class InitResult:
     dir: Path
     made: list[tuple[str, str]] = field(default_factory=list)  # (what, where)
+    existing: bool = False  # a complete deployment was already there (init --if-missing): nothing made
 
 
 def write_secret(path: Path, value: str) -> None:

@@ -224,10 +224,36 @@ class Deployment:
         return {"database": db_ok, "hsm": hsm_ok}
 
 
+INIT_LOCK = ".init.lock"
+
+
+def init_database_url(directory: Path) -> str:
+    """The store ``ikepki init`` migrates and records into: ``IKEPKI_DATABASE_URL``, else SQLite in ``directory``."""
+    return os.environ.get("IKEPKI_DATABASE_URL") or f"sqlite:///{directory / 'ikepki.db'}"
+
+
 def init_deployment(directory: Path, ceremony_path: Path | None = None, force: bool = False,
-                    clock: Clock | None = None) -> InitResult:
-    """Run the ceremony into ``directory``; refuses to overwrite an existing CA unless forced."""
+                    clock: Clock | None = None, *, if_missing: bool = False, actor: str = "ikepki init") -> InitResult:
+    """Run the ceremony into ``directory``; refuses to overwrite an existing CA unless forced.
+
+    Several processes may start it at once (every api replica's init-ca container on a fresh
+    volume and database): they are serialized by the deployment-wide ``init`` lock
+    (:mod:`ca.store.locks`, a PostgreSQL advisory lock or a flock), and whether a deployment
+    exists is decided under it. ``if_missing``: a complete deployment already there is success
+    with nothing made (:attr:`InitResult.existing`); without it, as without the lock, an
+    existing CA is a conflict. ``actor`` names who ran it in the audit line (the CLI user)."""
+    from ca.store.locks import exclusive
+
     directory = directory.resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    with exclusive(init_database_url(directory), directory / INIT_LOCK, "init"):
+        if if_missing and not force and (directory / MANIFEST).exists():
+            return InitResult(directory, existing=True)
+        return _init_locked(directory, ceremony_path, force, clock, actor)
+
+
+def _init_locked(directory: Path, ceremony_path: Path | None, force: bool, clock: Clock | None,
+                 actor: str) -> InitResult:
     if has_ca(directory):
         if not force:
             raise PKIError(ErrorKind.CONFLICT, f"{directory} already holds a CA (use --force to replace it)")
@@ -291,13 +317,12 @@ def init_deployment(directory: Path, ceremony_path: Path | None = None, force: b
         (directory / "ikepki.yaml").write_text(DEFAULT_CONFIG)
     from ca.store import migrate
 
-    migrate.upgrade(f"sqlite:///{directory / 'ikepki.db'}" if not os.environ.get("IKEPKI_DATABASE_URL")
-                    else os.environ["IKEPKI_DATABASE_URL"])
+    migrate.upgrade(init_database_url(directory), lock_file=directory / migrate.LOCK_FILE)
     result.made.append(("store", (os.environ.get("IKEPKI_DATABASE_URL") and "database at IKEPKI_DATABASE_URL")
                         or "ikepki.db (SQLite, WAL)"))
 
     dep = Deployment.open(directory, clock=clock)
-    _issue_service_certs(dep, ceremony, result)
+    _issue_service_certs(dep, ceremony, result, Requester("ceremony", actor))
     token_file = dep.path(dep.settings.admin_token_file or "admin-token")
     if token_file.exists() and token_file.read_text().strip():  # provided (e.g. a Kubernetes Secret)
         token_value = token_file.read_text().strip()
@@ -306,13 +331,12 @@ def init_deployment(directory: Path, ceremony_path: Path | None = None, force: b
         write_secret(token_file, token_value)
     dep.store.add_admin_token("admin", "admin", token_value, now)
     result.made.append(("admin API credential", "admin-token (role admin)"))
-    dep.audit.append(now, "ikepki init", "init", "cli", root=root.subject.rfc4514_string(),
+    dep.audit.append(now, actor, "init", "cli", root=root.subject.rfc4514_string(),
                      issuers=list(manifest["issuers"]))
     return result
 
 
-def _issue_service_certs(dep: Deployment, ceremony: Ceremony, result: InitResult) -> None:
-    requester = Requester("ceremony", "ikepki init")
+def _issue_service_certs(dep: Deployment, ceremony: Ceremony, result: InitResult, requester: Requester) -> None:
     for name, svc in ceremony.service_keys.items():
         key = dep.signing_key(dep.manifest["service_keys"][name]["key"])
         issued = issue_service_cert(dep, svc.profile, svc.issuer, key, x509.Name.from_rfc4514_string(svc.subject),

@@ -28,7 +28,7 @@ from ca.cli.common import (
 from ca.cli.render import Column, render
 from ca.cli.revoke import register as register_revoke
 from ca.errors import ErrorKind, PKIError
-from ca.model import parse_serial
+from ca.model import Requester, parse_serial
 
 app = typer.Typer(name="ikepki", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="ikepki: internal PKI for IKEv2 identities (HSM-backed CA, ACME/EST/SCEP, OCSP/CRL).")
@@ -48,13 +48,21 @@ log = logging.getLogger("ikepki.cli")
 def init(directory: DirOption = DEFAULT_DIR,
          ceremony: Annotated[Path | None, typer.Option(help="Ceremony file (default: the sample).")] = None,
          force: Annotated[bool, typer.Option("--force", help="Replace an existing CA in DIR.")] = False,
+         if_missing: Annotated[bool, typer.Option(
+             "--if-missing", help="Succeed without changes when DIR already holds a deployment (several "
+                                  "replicas may run init at once: one makes it, the others wait and find it).")]
+         = False,
          json_out: JsonOption = False) -> None:
     """Create a complete deployment in DIR: SoftHSM token, CA hierarchy, TLS cert, store, admin credential."""
     from ca.deployment import init_deployment
 
-    result = init_deployment(directory, ceremony, force)
+    result = init_deployment(directory, ceremony, force, if_missing=if_missing, actor=cli_principal())
     if json_out:
-        print_json({"dir": str(result.dir), "made": [{"what": w, "where": x} for w, x in result.made]})
+        print_json({"dir": str(result.dir), "existing": result.existing,
+                    "made": [{"what": w, "where": x} for w, x in result.made]})
+        return
+    if result.existing:
+        console.print(f"{result.dir} already holds an ikepki deployment: nothing to do", highlight=False)
         return
     render(console, (Column("made"), Column("details", key=True)), [[w, x] for w, x in result.made],
            f"ikepki deployment in {result.dir}")
@@ -115,7 +123,7 @@ def issue(csr: Annotated[Path, typer.Option("--csr", help="PKCS#10 request (PEM 
 
     from ca.csr import parse_csr
     from ca.errors import ErrorKind, PKIError
-    from ca.model import IssuanceRequest, Requester
+    from ca.model import IssuanceRequest
     from ca.profiles import SUBJECT_ATTRIBUTES
 
     data = csr.read_bytes()
@@ -253,7 +261,10 @@ def admin_token(name: Annotated[str, typer.Option("--name")],
 
     dep = open_deployment(directory, config)
     token = secrets.token_urlsafe(32)
-    dep.store.add_admin_token(name, role, token, dep.clock.now())
+    now, actor = dep.clock.now(), cli_principal()
+    dep.store.add_admin_token(  # audit row and file line inside the transaction (never the token value)
+        name, role, token, now, Requester("cli", actor),
+        before_commit=lambda: dep.audit.append(now, actor, "admin-token-create", "cli", token=name, role=role))
     if json_out:
         print_json({"name": name, "role": role, "token": token})
     else:

@@ -29,8 +29,24 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
-def upgrade(url: str, revision: str = "heads") -> None:
-    command.upgrade(alembic_config(url), revision)
+LOCK_FILE = ".migrate.lock"  # beside a SQLite database (ca.store.locks)
+
+
+def upgrade(url: str, revision: str = "heads", lock_file: Path | None = None) -> None:
+    """``alembic upgrade`` under the deployment-wide ``migrate`` lock (:mod:`ca.store.locks`): replicas
+    starting together (the chart's migrate containers) apply the revisions once, one after the other
+    (the later ones find nothing to do). ``lock_file``: the flock file for SQLite (default: beside the
+    database file)."""
+    from ca.store.locks import exclusive
+
+    if lock_file is None:
+        db_file = url.split(":///", 1)[1] if url.startswith("sqlite:///") else ""
+        lock_file = Path(db_file).with_name(LOCK_FILE) if db_file and db_file != ":memory:" else None
+    if lock_file is None and not url.startswith("postgresql"):  # in-memory or another engine: nothing to share
+        command.upgrade(alembic_config(url), revision)
+        return
+    with exclusive(url, lock_file or Path(LOCK_FILE), "migrate"):
+        command.upgrade(alembic_config(url), revision)
 
 
 def current_heads(url: str) -> set[str]:

@@ -80,3 +80,25 @@ def test_block_device_writes_its_audit_line_inside_the_transaction(deployment, t
     deployment.authority.block_device(device, Requester("test", "audit-order"), "test")
     assert deployment.store.is_device_blocked(device, None)
     assert f'"device":"{device}"' in good.read_text()
+
+
+def test_cli_audit_lines_name_the_user_one_way(fresh_dir: Path) -> None:
+    """``ikepki init`` and ``ikepki admin token`` write their audit lines (file and store) with the one
+    CLI principal format ``<login>@cli`` on channel ``cli``, never the token value."""
+    import sqlite3
+
+    proc = run_ikepki("admin", "token", "--name", "ops-viewer", "--role", "viewer", "--json", directory=fresh_dir,
+                      env={"LOGNAME": "alice", "USER": "alice"})
+    token = json.loads(proc.stdout)["token"]
+    lines = [json.loads(line) for line in (fresh_dir / "audit.log").read_text().splitlines()]
+    (init,) = [a for a in lines if a["action"] == "init"]
+    assert init["channel"] == "cli" and init["actor"].endswith("@cli"), init
+    (created,) = [a for a in lines if a["action"] == "admin-token-create"]
+    assert (created["actor"], created["channel"], created["token"], created["role"]) == \
+        ("alice@cli", "cli", "ops-viewer", "viewer"), created
+    assert token not in (fresh_dir / "audit.log").read_text()
+    with sqlite3.connect(fresh_dir / "ikepki.db") as db:
+        rows = db.execute("SELECT actor, channel, detail FROM audit_events WHERE action = 'admin-token-create'")
+        ((actor, channel, detail),) = rows.fetchall()
+    assert (actor, channel, json.loads(detail)) == ("alice@cli", "cli", {"token": "ops-viewer", "role": "viewer"})
+    assert verify(fresh_dir / "audit.log").ok, verify(fresh_dir / "audit.log")

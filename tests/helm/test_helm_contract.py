@@ -98,7 +98,8 @@ def test_in_chart_databases_migrate_in_an_init_container_before_the_api() -> Non
 def test_init_ca_runs_ikepki_init_only_once() -> None:
     proc = component_processes()["init-ca"]
     assert proc.command == ["/bin/sh", "-c"]
-    assert proc.args == ['test -e "$IKEPKI_DIR/deployment.yaml" || exec ikepki init --dir "$IKEPKI_DIR"']
+    # "only once" is ikepki's: init decides under its lock whether a deployment exists (--if-missing)
+    assert proc.args == ['exec ikepki init --dir "$IKEPKI_DIR" --if-missing']
     assert proc.env["IKEPKI_HSM_SO_PIN_FILE"] == "/run/secrets/ikepki/hsm-so/so-pin"
     assert "init-ca" not in component_processes("values-production.yaml")
 
