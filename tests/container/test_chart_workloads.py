@@ -9,11 +9,12 @@ Changed from the rendered manifests, and only this: the image references (values
 ocsp replica instead of the HPA's two, and the api's ACME validation target (env additions:
 the test's http-01 responder on podman's bridge gateway).
 
-ACME enrollment through both replicas (certbot's `acme` library), revocation through the admin
-API of the other replica, `openssl ocsp` against the ocsp pod: good, then revoked; SIGKILL of one
-api container in the middle of enrollments: every certificate a client received is in
-PostgreSQL byte for byte, the other replica keeps enrolling, the restarted container serves
-the same CA and the audit chain verifies."""
+Both api pods start at once (their migrate and init-ca containers race on the fresh volume and
+database: one CA, one init audit line). ACME enrollment through both replicas (certbot's `acme`
+library), revocation through the admin API of the other replica, `openssl ocsp` against the ocsp
+pod: good, then revoked; SIGKILL of one api container in the middle of enrollments: every
+certificate a client received is in PostgreSQL byte for byte, the other replica keeps enrolling,
+the restarted container serves the same CA and the audit chain verifies."""
 
 from __future__ import annotations
 
@@ -88,16 +89,21 @@ def chart(image: str, postgres_image: str, tmp_path_factory: pytest.TempPathFact
         cluster.extra_env["api"] = {"IKEPKI_ACME_HTTP01_PORT": str(http01),
                                     "IKEPKI_ACME_VALIDATION_HOSTS": f"*.test={gateway}",
                                     "IKEPKI_ACME_VALIDATION_TIMEOUT": "10"}
-        # replica 0 first: its init-ca container makes the CA; replica 1's sees it and skips
-        api0 = cluster.start_pod("Deployment", "pki-ikepki-api", "api-0", publish=("https",))
+        # both replicas at once, as a new install with api.replicas 2 starts them: their migrate and
+        # init-ca containers run together on the fresh volume and database; ikepki's locks let one
+        # make the CA, the other waits and finds it (one "init" audit line, checked below)
+        with ThreadPoolExecutor(2) as pool:
+            api0, api1 = pool.map(lambda replica: cluster.start_pod("Deployment", "pki-ikepki-api", replica,
+                                                                    publish=("https",)), ("api-0", "api-1"))
         api0.wait_ready()
-        api1 = cluster.start_pod("Deployment", "pki-ikepki-api", "api-1", publish=("https",))
         ocsp = cluster.start_pod("Deployment", "pki-ikepki-ocsp", "ocsp-0")
         worker = cluster.start_pod("Deployment", "pki-ikepki-worker", "worker-0")
         api1.wait_ready()
         ocsp.wait_ready()
         wait_for(lambda: worker.running() and "ikepki worker:" in podman("logs", worker.name), "the worker",
                  timeout=120)
+        audit = [json.loads(line) for line in api0.exec("cat", "/var/lib/ikepki/audit.log").splitlines()]
+        assert [a["action"] for a in audit].count("init") == 1, [a for a in audit if a["action"] == "init"]
         root, issuer = files / "root-ca.pem", files / "issuer.pem"
         root.write_text(api0.exec("cat", "/var/lib/ikepki/root-ca.pem"))
         issuer.write_text(api0.exec("cat", "/var/lib/ikepki/ca/ec.pem"))
