@@ -30,6 +30,7 @@ from ca.errors import ErrorKind, PKIError
 from ca.model import CertStatus
 from ca.ports import ServiceKeys
 from ca.service.bodies import BodyError, BodyTooLarge, InvalidContentLength, read_body
+from ca.service.caller import client_ip
 from ca.service.mounts import HTTPS, HttpMount
 from response.alerts import Alert
 from response.config import NAME, Source
@@ -152,7 +153,7 @@ def create_app(resp: Response) -> FastAPI:
 
     @app.post(PREFIX + "/{name}")
     async def hook(name: str, request: Request) -> JSONResponse:
-        client = request.client.host if request.client else ""
+        client = client_ip(request.scope)
         if not re.match(NAME, name):
             name = "(invalid name)"  # never a configured source; keeps the audit line clean
         try:

@@ -55,6 +55,7 @@ from ca.errors import ErrorKind, PKIError
 from ca.model import Requester
 from ca.ports import CoreServices
 from ca.service.bodies import BodyError, BodyTooLarge, read_body
+from ca.service.caller import client_ip
 from ca.service.mounts import HTTPS, HttpMount
 from enrollment.acme.messages import matches_pattern
 from enrollment.acme.model import EabKey, Identifier
@@ -263,10 +264,6 @@ async def _json_body(request: Request, limit: int = MAX_BODY) -> dict[str, Any]:
     return data
 
 
-def _source(request: Request) -> str:
-    return request.client.host if request.client else ""
-
-
 def _run(fn: Any, *args: Any) -> Any:
     try:
         return fn(*args)
@@ -284,7 +281,7 @@ def build_app(service: AkEnrollmentService) -> Starlette:
     async def start(request: Request) -> Response:
         try:
             parsed = AkStartRequest.parse(await _json_body(request))
-            result = await anyio.to_thread.run_sync(_run, service.start, parsed, _source(request))
+            result = await anyio.to_thread.run_sync(_run, service.start, parsed, client_ip(request.scope))
         except Problem as problem:
             return problem.response()
         return JSONResponse(result, 201)
@@ -292,7 +289,7 @@ def build_app(service: AkEnrollmentService) -> Starlette:
     async def finish(request: Request) -> Response:
         try:
             parsed = AkFinishRequest.parse(await _json_body(request))
-            result = await anyio.to_thread.run_sync(_run, service.finish, parsed, _source(request))
+            result = await anyio.to_thread.run_sync(_run, service.finish, parsed, client_ip(request.scope))
         except Problem as problem:
             return problem.response()
         return JSONResponse(result, 201)

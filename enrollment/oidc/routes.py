@@ -29,6 +29,9 @@ from starlette.routing import Route
 from ca.errors import ErrorKind, PKIError
 from ca.ports import CoreServices
 from ca.service.admin import STATUS, AdminRoutes, problem
+from ca.service.bodies import BodyError as BoundedBodyError
+from ca.service.bodies import BodyTooLarge
+from ca.service.bodies import read_body as read_bounded
 from ca.service.caller import bearer_token, client_ip
 from ca.service.mounts import HTTPS, HttpMount, PerDeployment
 from enrollment.oidc.service import EnrollCall, UserCertService
@@ -46,15 +49,14 @@ class BodyError(Exception):
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise BodyError(413, f"request body over {limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise BodyError(413, f"request body over {limit} bytes")
-    return bytes(body)
+    """The body through the one bounded reader (:mod:`ca.service.bodies`): a 413 over ``limit``, a
+    400 for an invalid Content-Length (RFC 9110 §8.6) or a client gone before the end."""
+    try:
+        return await read_bounded(request.receive, limit, request.headers.get("content-length"))
+    except BodyTooLarge:
+        raise BodyError(413, f"request body over {limit} bytes") from None
+    except BoundedBodyError as exc:
+        raise BodyError(400, str(exc)) from None
 
 
 def error_response(exc: Exception, logout: bool = False) -> Response:

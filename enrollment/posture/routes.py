@@ -32,8 +32,9 @@ from ca.errors import PKIError
 from ca.model import Requester
 from ca.ports import CoreServices
 from ca.service.admin import CHANNEL, PROBLEM_RESPONSES, AdminRoutes, Revoker, Viewer
+from ca.service.caller import client_ip
 from ca.service.mounts import HTTPS, HttpMount
-from enrollment.attestation.routes import Problem, _from_pki, _json_body, _source
+from enrollment.attestation.routes import Problem, _from_pki, _json_body
 from enrollment.posture.errors import EvidenceError
 from enrollment.posture.evidence import Evidence, b64d
 from enrollment.posture.policy import Verdict
@@ -71,7 +72,7 @@ def build_app(service: PostureService) -> Starlette:
                 ak = b64d(body.get("akCertificate"), "akCertificate", 8192)
             except EvidenceError as exc:
                 raise _problem(exc) from None
-            result = await anyio.to_thread.run_sync(_run, service.nonce, ak, _source(request))
+            result = await anyio.to_thread.run_sync(_run, service.nonce, ak, client_ip(request.scope))
         except Problem as problem:
             return problem.response()
         return JSONResponse(result, 201)
@@ -85,7 +86,7 @@ def build_app(service: PostureService) -> Starlette:
                 parsed = Evidence.parse(body)
             except EvidenceError as exc:
                 raise _problem(exc) from None
-            result = await anyio.to_thread.run_sync(_run, service.submit, parsed, _source(request))
+            result = await anyio.to_thread.run_sync(_run, service.submit, parsed, client_ip(request.scope))
         except Problem as problem:
             return problem.response()
         return JSONResponse(result, 201)
