@@ -7,8 +7,6 @@ import json
 import os
 import signal
 import ssl
-import time
-from collections.abc import Callable
 from typing import Any
 
 from cryptography import x509
@@ -16,16 +14,7 @@ from typer.testing import CliRunner
 
 from ca.revocation_event import MEDIA_TYPE, verify_event
 from ocsp.push.cli import gateways_app
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, step: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    return predicate()
+from tests.swan_harness import wait_until
 
 
 def _row(incident, serial: str, gateway: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
@@ -53,14 +42,14 @@ def test_gateway_down_during_revocation_gets_it_when_back(incident, receiver):  
         proc = incident.ikepki("revoke", serial, "--reason", "keyCompromise", "--yes", "--json", "--wait", "1")
         push = {p["gateway"]: p for p in json.loads(proc.stdout)["push"]}
         assert push[name]["delivered"] == 0 and push[name]["pending"] == 1
-        row = wait_for(lambda: (r := _row(incident, serial, name))["attempts"] >= 1 and r["last_error"] and r, 10)
+        row = wait_until(lambda: (r := _row(incident, serial, name))["attempts"] >= 1 and r["last_error"] and r, 10)
         assert row["status"] == "pending", row
         with incident.api() as api:
             health = api.get(f"/gateways/{name}").json()
         assert health["pending"] >= 1 and health["last_error"], health
 
         receiver.start()  # the gateway comes back
-        row = wait_for(lambda: (r := _row(incident, serial, name))["status"] == "delivered" and r, 15)
+        row = wait_until(lambda: (r := _row(incident, serial, name))["status"] == "delivered" and r, 15)
         assert row, _row(incident, serial, name)
         events = _events(incident, receiver, serial)
         assert events and events[0].type == "revoked" and events[0].reason == "keyCompromise"
@@ -86,7 +75,7 @@ def test_server_killed_between_commit_and_delivery_delivers_after_restart(incide
         assert _row(incident, serial, name)["status"] == "pending"
         receiver.hang = 0.0
         incident.restart(signal.SIGKILL)  # ...when the server dies
-        row = wait_for(lambda: (r := _row(incident, serial, name))["status"] == "delivered" and r, 20)
+        row = wait_until(lambda: (r := _row(incident, serial, name))["status"] == "delivered" and r, 20)
         assert row, _row(incident, serial, name)
         assert row["attempts"] >= 2  # the claim before the crash counted; the lease let the restart retry
         events = _events(incident, receiver, serial)
@@ -125,7 +114,7 @@ def _responder(incident, tmp_path, tls: bool, *extra: str):  # type: ignore[no-u
 
     verify = ssl.create_default_context(cafile=str(incident.dir / "root-ca.pem"))
     url = f"{'https' if tls else 'http'}://127.0.0.1:{push_port}"
-    if not wait_for(lambda: proc.poll() is not None or _up(httpx, url, verify), 30) or proc.poll() is not None:
+    if not wait_until(lambda: proc.poll() is not None or _up(httpx, url, verify), 30) or proc.poll() is not None:
         proc.kill()
         raise AssertionError(err.read_text())
     return proc, url, events, err
@@ -154,7 +143,7 @@ def test_bundled_ikev2_responder_accepts_the_pushed_event_over_tls(incident, tmp
         _, _, serial = incident.issue("user", x509.RFC822Name(f"resp-{tag}@example.test"), f"resp-{tag}")
         with incident.api() as api:
             assert api.post("/revocations", json={"serials": [serial], "reason": "keyCompromise"}).status_code == 200
-        row = wait_for(lambda: (r := _row(incident, serial, name))["status"] == "delivered" and r, 20)
+        row = wait_until(lambda: (r := _row(incident, serial, name))["status"] == "delivered" and r, 20)
         assert row, _row(incident, serial, name)
         applied = [json.loads(line) for line in events.read_text().splitlines() if serial in line]
         assert any(e.get("accepted") is True and e.get("serial") == serial for e in applied), applied

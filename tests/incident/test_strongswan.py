@@ -15,17 +15,9 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
+from tests.swan_harness import wait_until
+
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
-
-
-def wait_for(predicate, timeout: float, step: float = 0.01):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    return predicate()
 
 
 def ocsp_status(incident, serial: str) -> ocsp.OCSPCertStatus | None:  # type: ignore[no-untyped-def]
@@ -44,7 +36,7 @@ def test_revoke_yes_terminates_the_strongswan_sa_and_reconnect_fails(incident, s
     rig = swan_rig
     ok, log = rig.client.initiate("vpn")
     assert ok, f"client could not connect:\n{log}\n--- gateway ---\n{rig.gateway.log()[-3000:]}"
-    assert wait_for(lambda: rig.gateway.established(rig.client_id), 5), rig.gateway.ike_sas()
+    assert wait_until(lambda: rig.gateway.established(rig.client_id), 5), rig.gateway.ike_sas()
 
     with incident.api() as api:
         health = api.get(f"/gateways/{rig.gateway_name}/health").json()
@@ -80,8 +72,8 @@ def test_revoke_yes_terminates_the_strongswan_sa_and_reconnect_fails(incident, s
               f"(of which revocation commit -> SA deleted: {(gone_wall[0] - committed) * 1000:.0f} ms; "
               f"the rest is CLI start-up)")
 
-    assert wait_for(lambda: not rig.client.established(), 5), "client still has the IKE_SA (no Delete seen)"
-    assert wait_for(lambda: ocsp_status(incident, rig.client_serial) == ocsp.OCSPCertStatus.REVOKED, 10, 0.2)
+    assert wait_until(lambda: not rig.client.established(), 5), "client still has the IKE_SA (no Delete seen)"
+    assert wait_until(lambda: ocsp_status(incident, rig.client_serial) == ocsp.OCSPCertStatus.REVOKED, 10, 0.2)
     ok, log = rig.client.initiate("vpn", timeout_ms=6000)
     assert not ok, f"reconnect with a revoked certificate succeeded:\n{log}"
     assert "AUTH_FAILED" in log or "AUTH_FAILED" in rig.client.log(), log

@@ -25,20 +25,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from gw_procs import Charon, Conn, ResponderProc, free_udp_pair
 
 from tests.conftest import Server, free_port, require_binary, run_ikepki, start_server
+from tests.swan_harness import wait_until as wait_for  # the suites' one readiness poll
 
 PUSH_ENV = {"IKEPKI_PUSH_BACKOFF_BASE_SECONDS": "0.2", "IKEPKI_PUSH_BACKOFF_MAX_SECONDS": "1.0",
             "IKEPKI_PUSH_LEASE_SECONDS": "3"}
 GW_ID = "gw.example.test"
-
-
-def wait_for(pred: Callable[[], Any], timeout: float = 15.0, step: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(step)
-    return pred()
 
 
 @dataclass
