@@ -119,6 +119,11 @@ def _name(rfc4514: str) -> x509.Name:
         raise PKIError(ErrorKind.CONFIG, f"bad subject {rfc4514!r}: {exc}") from None
 
 
+# Present from the first thing an `ikepki init` makes until its last step (the admin credential and
+# the audit line): a deployment.yaml next to it belongs to a ceremony that did not finish.
+INIT_INCOMPLETE = "init-incomplete"
+
+
 def has_ca(directory: Path) -> bool:
     return (directory / "root-ca.pem").exists() or (directory / "deployment.yaml").exists()
 
@@ -127,7 +132,7 @@ def wipe(directory: Path) -> None:
     for name in ("tokens", "ca", "services", "tls", "keys"):
         shutil.rmtree(directory / name, ignore_errors=True)
     for name in ("ikepki.db", "ikepki.db-wal", "ikepki.db-shm", "root-ca.pem", "deployment.yaml", "audit.log",
-                 "admin-token", "hsm-pin", "hsm-so-pin", "softhsm2.conf"):
+                 "admin-token", "hsm-pin", "hsm-so-pin", "softhsm2.conf", INIT_INCOMPLETE):
         (directory / name).unlink(missing_ok=True)
 
 

@@ -24,6 +24,7 @@ from ca.audit import AuditLog
 from ca.authority import Authority
 from ca.ceremony import (
     DEFAULT_CEREMONY,
+    INIT_INCOMPLETE,
     Ceremony,
     InitResult,
     KeyMaker,
@@ -82,6 +83,9 @@ class Deployment:
         directory = directory.resolve()
         if require_ca and not (directory / MANIFEST).exists():
             raise PKIError(ErrorKind.CONFIG, f"no ikepki deployment in {directory} (run: ikepki init --dir …)")
+        if require_ca and (directory / INIT_INCOMPLETE).exists():
+            raise PKIError(ErrorKind.CONFIG, f"the ikepki init in {directory} did not finish (or is still running); "
+                                             "if it was interrupted, run it again with --force")
         return cls(directory, ConfigSource.load(config_path or directory / "ikepki.yaml"), clock)
 
     def _apply_softhsm_env(self) -> None:
@@ -248,6 +252,9 @@ def init_deployment(directory: Path, ceremony_path: Path | None = None, force: b
     directory.mkdir(parents=True, exist_ok=True)
     with exclusive(init_database_url(directory), directory / INIT_LOCK, "init"):
         if if_missing and not force and (directory / MANIFEST).exists():
+            if (directory / INIT_INCOMPLETE).exists():  # we hold the lock: that ceremony is not running
+                raise PKIError(ErrorKind.CONFLICT, f"an earlier ikepki init in {directory} did not finish; "
+                                                   "remove what it made with: ikepki init --force")
             return InitResult(directory, existing=True)
         return _init_locked(directory, ceremony_path, force, clock, actor)
 
@@ -262,6 +269,7 @@ def _init_locked(directory: Path, ceremony_path: Path | None, force: bool, clock
     with contextlib.suppress(PermissionError):  # a mounted volume may belong to root (Kubernetes fsGroup)
         os.chmod(directory, 0o700)
     ceremony = Ceremony.load(ceremony_path or DEFAULT_CEREMONY)
+    (directory / INIT_INCOMPLETE).write_text("ikepki init started; removed when it finishes\n")
     result = InitResult(directory)
     clock = clock or SystemClock()
     now = clock.now()
@@ -321,7 +329,7 @@ def _init_locked(directory: Path, ceremony_path: Path | None, force: bool, clock
     result.made.append(("store", (os.environ.get("IKEPKI_DATABASE_URL") and "database at IKEPKI_DATABASE_URL")
                         or "ikepki.db (SQLite, WAL)"))
 
-    dep = Deployment.open(directory, clock=clock)
+    dep = Deployment.open(directory, clock=clock, require_ca=False)
     _issue_service_certs(dep, ceremony, result, Requester("ceremony", actor))
     token_file = dep.path(dep.settings.admin_token_file or "admin-token")
     if token_file.exists() and token_file.read_text().strip():  # provided (e.g. a Kubernetes Secret)
@@ -333,6 +341,7 @@ def _init_locked(directory: Path, ceremony_path: Path | None, force: bool, clock
     result.made.append(("admin API credential", "admin-token (role admin)"))
     dep.audit.append(now, actor, "init", "cli", root=root.subject.rfc4514_string(),
                      issuers=list(manifest["issuers"]))
+    (directory / INIT_INCOMPLETE).unlink()
     return result
 
 

@@ -461,8 +461,9 @@ def test_ocsp_and_worker_wait_for_the_demo_ca() -> None:
     for name in ("ocsp", "worker"):
         (wait,) = pod_spec(find(manifests, "Deployment", f"pki-ikepki-{name}")[0])["initContainers"]
         assert wait["name"] == "wait-for-ca"
-        assert wait["args"] == ['until test -e "$IKEPKI_DIR/deployment.yaml"; do echo "waiting for ikepki init in '
-                                'the api pod"; sleep 3; done']
+        assert wait["args"] == ['until test -e "$IKEPKI_DIR/deployment.yaml" && ! test -e '
+                                '"$IKEPKI_DIR/init-incomplete"; do echo "waiting for ikepki init in the api pod"; '
+                                'sleep 3; done']
         assert wait["volumeMounts"] == [{"name": "state", "mountPath": STATE_DIR, "readOnly": True}]
     both = render_manifests(None, {"hsm": {"type": "pkcs11", "modulePath": "/opt/pkcs11/lib/vendor.so", "vendor": {
         "copyFromImage": {"enabled": True, "image": "vendor/hsm-client:1"}}}})

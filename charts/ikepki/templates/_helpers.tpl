@@ -449,7 +449,7 @@ imagePullSecrets:
   imagePullPolicy: {{ .Values.image.pullPolicy }}
   command: ["/bin/sh", "-c"]
   args:
-    - 'until test -e "$IKEPKI_DIR/deployment.yaml"; do echo "waiting for ikepki init in the api pod"; sleep 3; done'
+    - 'until test -e "$IKEPKI_DIR/deployment.yaml" && ! test -e "$IKEPKI_DIR/init-incomplete"; do echo "waiting for ikepki init in the api pod"; sleep 3; done'
   env:
     - name: IKEPKI_DIR
       value: {{ include "ikepki.stateDir" . | quote }}
