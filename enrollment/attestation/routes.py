@@ -37,7 +37,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -54,7 +53,6 @@ from starlette.routing import Route
 from ca.errors import ErrorKind, PKIError
 from ca.model import Requester
 from ca.ports import CoreServices
-from ca.service.bodies import BodyError, BodyTooLarge, read_body
 from ca.service.caller import client_ip
 from ca.service.mounts import HTTPS, HttpMount
 from enrollment.acme.messages import matches_pattern
@@ -63,6 +61,7 @@ from enrollment.acme.store import AcmeStore
 from enrollment.attestation.ak_cert import issue_ak_certificate
 from enrollment.attestation.chain import ChainError
 from enrollment.attestation.credential import ActivatedAk, CredentialActivation
+from enrollment.attestation.device_api import Problem, problem_from_pki, read_json_object
 from enrollment.attestation.ek import EkIdentity, EkTrustStore, validate_ek_certificate
 from enrollment.attestation.errors import AttestationError
 from enrollment.attestation.settings import AttestationSettings
@@ -70,32 +69,7 @@ from enrollment.attestation.store import SqlCredentialChallengeRepository
 from enrollment.attestation.wire import b64e, start_mac, start_mac_input
 
 PREFIX = "/attest"
-MAX_BODY = 32 * 1024
-NS = "urn:ietf:params:acme:error:"
 log = logging.getLogger("ikepki.attestation")
-
-
-class Problem(Exception):
-    """An RFC 7807 problem (ACME error namespace) raised anywhere below the edge."""
-
-    def __init__(self, type_: str, detail: str, status: int = 400, **extra: Any) -> None:
-        super().__init__(detail)
-        self.type, self.detail, self.status, self.extra = type_, detail, status, extra
-
-    def response(self) -> JSONResponse:
-        body = {"type": NS + self.type, "detail": self.detail, "status": self.status, **self.extra}
-        headers = {"Retry-After": "5"} if self.status == 503 else None
-        return JSONResponse(body, self.status, headers=headers, media_type="application/problem+json")
-
-
-_PKI_STATUS = {ErrorKind.BLOCKED: ("unauthorized", 403), ErrorKind.UNAUTHORIZED: ("unauthorized", 403),
-               ErrorKind.FORBIDDEN: ("unauthorized", 403), ErrorKind.BAD_REQUEST: ("malformed", 400),
-               ErrorKind.UNAVAILABLE: ("serverInternal", 503)}
-
-
-def _from_pki(exc: PKIError) -> Problem:
-    type_, status = _PKI_STATUS.get(exc.kind, ("serverInternal", 500))
-    return Problem(type_, exc.detail if status < 500 or status == 503 else "internal error", status)
 
 
 def _from_attestation(exc: AttestationError) -> Problem:
@@ -246,31 +220,13 @@ class AkEnrollmentService:
 # -- HTTP ----------------------------------------------------------------------------------------------
 
 
-async def _json_body(request: Request, limit: int = MAX_BODY) -> dict[str, Any]:
-    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
-        raise Problem("malformed", "Content-Type must be application/json", 415)
-    try:
-        body = await read_body(request.receive, limit, request.headers.get("content-length"))
-    except BodyTooLarge as exc:
-        raise Problem("malformed", str(exc), 413) from None
-    except BodyError as exc:
-        raise Problem("malformed", str(exc)) from None
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise Problem("malformed", "body is not JSON") from None
-    if not isinstance(data, dict):
-        raise Problem("malformed", "body must be a JSON object")
-    return data
-
-
 def _run(fn: Any, *args: Any) -> Any:
     try:
         return fn(*args)
     except AttestationError as exc:
         raise _from_attestation(exc) from None
     except PKIError as exc:
-        raise _from_pki(exc) from None
+        raise problem_from_pki(exc) from None
     except ChainError as exc:
         raise Problem("badAttestationStatement", str(exc)) from None
 
@@ -280,7 +236,7 @@ def build_app(service: AkEnrollmentService) -> Starlette:
 
     async def start(request: Request) -> Response:
         try:
-            parsed = AkStartRequest.parse(await _json_body(request))
+            parsed = AkStartRequest.parse(await read_json_object(request))
             result = await anyio.to_thread.run_sync(_run, service.start, parsed, client_ip(request.scope))
         except Problem as problem:
             return problem.response()
@@ -288,7 +244,7 @@ def build_app(service: AkEnrollmentService) -> Starlette:
 
     async def finish(request: Request) -> Response:
         try:
-            parsed = AkFinishRequest.parse(await _json_body(request))
+            parsed = AkFinishRequest.parse(await read_json_object(request))
             result = await anyio.to_thread.run_sync(_run, service.finish, parsed, client_ip(request.scope))
         except Problem as problem:
             return problem.response()

@@ -34,7 +34,7 @@ from ca.ports import CoreServices
 from ca.service.admin import CHANNEL, PROBLEM_RESPONSES, AdminRoutes, Revoker, Viewer
 from ca.service.caller import client_ip
 from ca.service.mounts import HTTPS, HttpMount
-from enrollment.attestation.routes import Problem, _from_pki, _json_body
+from enrollment.attestation.device_api import Problem, problem_from_pki, read_json_object
 from enrollment.posture.errors import EvidenceError
 from enrollment.posture.evidence import Evidence, b64d
 from enrollment.posture.policy import Verdict
@@ -56,7 +56,7 @@ def _run(fn: Any, *args: Any) -> Any:
     except EvidenceError as exc:
         raise _problem(exc) from None
     except PKIError as exc:
-        raise _from_pki(exc) from None
+        raise problem_from_pki(exc) from None
 
 
 def build_app(service: PostureService) -> Starlette:
@@ -67,7 +67,7 @@ def build_app(service: PostureService) -> Starlette:
         if not service.enabled:
             return disabled()
         try:
-            body = await _json_body(request)
+            body = await read_json_object(request)
             try:
                 ak = b64d(body.get("akCertificate"), "akCertificate", 8192)
             except EvidenceError as exc:
@@ -81,7 +81,7 @@ def build_app(service: PostureService) -> Starlette:
         if not service.enabled:
             return disabled()
         try:
-            body = await _json_body(request, MAX_EVIDENCE_BODY)
+            body = await read_json_object(request, MAX_EVIDENCE_BODY)
             try:
                 parsed = Evidence.parse(body)
             except EvidenceError as exc:

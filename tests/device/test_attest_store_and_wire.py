@@ -20,7 +20,8 @@ from sqlalchemy import func, select
 from ca.store.db import Database
 from ca.store.migrate import upgrade
 from enrollment.attestation.credential import CredentialChallenge
-from enrollment.attestation.routes import AkFinishRequest, AkStartRequest, Problem
+from enrollment.attestation.device_api import Problem
+from enrollment.attestation.routes import AkFinishRequest, AkStartRequest
 from enrollment.attestation.store import CHALLENGES, SqlCredentialChallengeRepository
 from enrollment.attestation.wire import start_mac
 from tests.postgres import pg_cluster
