@@ -24,7 +24,7 @@ from ocsp.request import CertIdRequest
 from ocsp.responder_der import NOT_ISSUED, CertState, ocsp_response, response_data, single_response
 from ocsp.signers import Signer
 from ocsp.signing import sign
-from ocsp.status_source import StatusSource
+from ocsp.status_source import NOT_OURS, NotAuthoritative, StatusSource
 
 
 class FreshResponses:
@@ -46,7 +46,7 @@ class FreshResponses:
         instead of one thread hop per request. PKIError(UNAVAILABLE) when store or signer fail."""
         try:
             der = await self.nonce_jobs.submit((signer, cid, nonce))
-        except LintError:
+        except (LintError, NotAuthoritative):
             raise
         except Exception as exc:
             raise PKIError(ErrorKind.UNAVAILABLE, f"store or signer for {signer.issuer_id} failed: {exc}") from None
@@ -59,7 +59,7 @@ class FreshResponses:
         loop = asyncio.get_running_loop()
         try:
             der = await loop.run_in_executor(self.sign_pool, self._sign_now, signer, list(cert_ids), nonce)
-        except LintError:
+        except (LintError, NotAuthoritative):
             raise
         except Exception as exc:
             raise PKIError(ErrorKind.UNAVAILABLE, f"store or signer for {signer.issuer_id} failed: {exc}") from None
@@ -82,6 +82,8 @@ class FreshResponses:
         for signer, cid, nonce in jobs:
             try:
                 state = states[(signer.issuer_id, cid.serial)]
+                if state is NOT_OURS:
+                    raise NotAuthoritative(cid.serial)
                 next_update = min(now + self.validity, signer.not_after)
                 tbs = response_data(signer.key_hash, now, [single_response(cid.der, state, now, next_update)], nonce,
                                     state is NOT_ISSUED)
@@ -93,6 +95,8 @@ class FreshResponses:
 
     def _sign_now(self, signer: Signer, cert_ids: list[CertIdRequest], nonce: bytes | None) -> bytes:
         states = self.status.lookup(signer.issuer_id, [c.serial for c in cert_ids])
+        if NOT_OURS in states:  # one answer covers every CertID: none is signed when one is not ours
+            raise NotAuthoritative(cert_ids[states.index(NOT_OURS)].serial)
         now = self.clock.now().replace(microsecond=0)
         next_update = min(now + self.validity, signer.not_after)
         singles = [single_response(c.der, st, now, next_update) for c, st in zip(cert_ids, states, strict=True)]

@@ -34,7 +34,7 @@ from ocsp.responder_der import NOT_ISSUED, CertState, ocsp_response, response_da
 from ocsp.shared_presigned import SharedPresigned
 from ocsp.signers import CurrentSigners, Signer
 from ocsp.signing import sign
-from ocsp.status_source import StatusSource
+from ocsp.status_source import NOT_OURS, NotAuthoritative, StatusSource
 
 MAX_CHANGED = 100_000  # remembered status changes before those no signing in flight can see are forgotten
 
@@ -96,6 +96,8 @@ class Presigner:
                 state = (await loop.run_in_executor(self.read_pool, self.status.lookup, issuer_id, [serial]))[0]
             except Exception as exc:
                 raise PKIError(ErrorKind.UNAVAILABLE, f"store: {exc}") from None
+            if state is NOT_OURS:
+                raise NotAuthoritative(serial)
             signer = await self.signers.get(issuer_id)
             this_update = self.this_update(self.clock.now(), state)
             next_update = min(this_update + self.validity, signer.not_after)

@@ -7,7 +7,8 @@ Answers:
 - Issuer matched by CertID issuerNameHash + issuerKeyHash (SHA-1, SHA-256, SHA-384, SHA-512).
 - good / revoked (time, reason; holds as certificateHold) / unknown for serials ikepki never
   issued under that CA (``ocsp.non_issued: revoked`` answers revoked + certificateHold at the epoch
-  with the extended-revoke extension instead, RFC 6960 §2.2): :mod:`ocsp.status_source`.
+  with the extended-revoke extension instead, RFC 6960 §2.2; ``ocsp.non_issued: unauthorized``
+  answers the unsigned ``unauthorized`` status, RFC 5019 §2.2.3): :mod:`ocsp.status_source`.
 - ``unauthorized`` when a CertID names a CA that is not ours (or several of ours: one delegated
   signer cannot vouch for two CAs), and for a signed request (``optionalSignature``): this
   responder authorizes no requestor, and answering as if the signature had been checked would be
@@ -53,7 +54,7 @@ from ocsp.responder_der import ResponseStatus, error_response
 from ocsp.settings import OcspSettings
 from ocsp.shared_presigned import SharedPresigned
 from ocsp.signers import ROOT, CurrentSigners, issuer_hashes
-from ocsp.status_source import StatusSource
+from ocsp.status_source import NotAuthoritative, StatusSource
 
 log = logging.getLogger("ikepki.ocsp")
 NO_CACHE = [(b"cache-control", b"no-cache, no-store, max-age=0")]
@@ -138,6 +139,9 @@ class Responder:
             self.stats["try_later"] += 1
             log.warning("OCSP tryLater: %s", exc)
             return Answer(error_response(ResponseStatus.tryLater), NO_CACHE)
+        except NotAuthoritative:
+            self.stats["unauthorized"] += 1
+            return Answer(error_response(ResponseStatus.unauthorized), NO_CACHE)
         except LintError as exc:
             self.stats["lint_failed"] += 1
             log.error("OCSP response not signed: %s", exc)

@@ -19,7 +19,9 @@ class OcspSettings(IkepkiSettings):
     bucket_seconds: int = Field(60, ge=1, le=3600)  # thisUpdate is rounded down to this (replicas agree)
     max_requests: int = Field(32, ge=1, le=256)  # CertIDs per OCSPRequest, more -> malformedRequest
     max_body_bytes: int = Field(16384, ge=512, le=65536)
-    non_issued: Literal["unknown", "revoked"] = "unknown"  # RFC 6960 §2.2 extended revoked
+    # a serial this CA never issued: "unknown" (RFC 6960 §2.2), "revoked" (§2.2 extended revoked) or
+    # "unauthorized" (§2.3 / RFC 5019 §2.2.3: the unsigned error, no signature spent, nothing cached)
+    non_issued: Literal["unknown", "revoked", "unauthorized"] = "unknown"
     cache_entries: int = Field(500_000, ge=100)  # pre-signed responses kept in memory per worker ...
     cache_max_bytes: int = Field(256 * 1024 * 1024, ge=64 * 1024)  # ... and at most this many bytes (also
     # the bound of the responses the workers of one service share on disk: ocsp/shared_presigned.py)

@@ -12,7 +12,9 @@ Status mapping (RFC 6960 §2.2, §4.4.8):
   reason (a hold is ``certificateHold``);
 - a serial it does not know, or knows under another issuer: ``unknown``, or with
   ``ocsp.non_issued: revoked`` revoked + certificateHold at the epoch (the response then carries
-  the extended-revoke extension);
+  the extended-revoke extension), or with ``ocsp.non_issued: unauthorized`` no signed answer
+  (:class:`NotAuthoritative`: the caller answers the unsigned ``unauthorized`` status, so a flood
+  of made-up serials costs no HSM signature and evicts nothing from the pre-signed cache);
 - under the root CA (``root``): the issuing CA certificates are ``good`` (CA revocation is not
   recorded in the store), anything else as not issued.
 """
@@ -31,6 +33,13 @@ from ocsp.responder_der import GOOD, NOT_ISSUED, UNKNOWN, CertState
 from ocsp.signers import ROOT
 
 FEED_BATCH = 5000  # outbox events read per feed poll
+# ``ocsp.non_issued: unauthorized``: a serial we never issued gets no signed answer at all
+NOT_OURS = CertState("unauthorized")
+
+
+class NotAuthoritative(Exception):
+    """A requested serial was never issued here and ``ocsp.non_issued`` is ``unauthorized``: the
+    answer is the unsigned ``unauthorized`` OCSPResponse (RFC 6960 §2.3, RFC 5019 §2.2.3)."""
 
 
 class StatusSource:
@@ -38,10 +47,10 @@ class StatusSource:
     them off the event loop."""
 
     def __init__(self, db: Database, ca_serials: Iterable[int],
-                 non_issued: Literal["unknown", "revoked"] = "unknown") -> None:
+                 non_issued: Literal["unknown", "revoked", "unauthorized"] = "unknown") -> None:
         self.db = db
         self.ca_serials = frozenset(ca_serials)
-        self.not_issued = NOT_ISSUED if non_issued == "revoked" else UNKNOWN
+        self.not_issued = {"revoked": NOT_ISSUED, "unauthorized": NOT_OURS}.get(non_issued, UNKNOWN)
         self._reader = StatusReader(db)
         self._feed = OutboxFeed(FEED_BATCH)  # revocations committed out of id order too (ca/store/outbox_feed.py)
         self._feed_lock = threading.Lock()  # read from the maintenance loop and by the first pre-sign

@@ -32,7 +32,7 @@ from tests.ocsp.test_bad_input import ocsp_request
 
 
 def request_for(dep: Any, issuer_id: str, serials: list[int], nonce: bool = False) -> bytes:
-    _, nh, kh = issuer_hashes(dep.issuers[issuer_id].certificate)[0]
+    _, nh, kh = issuer_hashes(dep.root if issuer_id == "root" else dep.issuers[issuer_id].certificate)[0]
     alg = bytes.fromhex("300906052b0e03021a0500")
     ids = [der_seq(alg, der_octets(nh), der_octets(kh), der_integer(s)) for s in serials]
     return ocsp_request(ids, der_octets(os.urandom(16)) if nonce else None)
@@ -61,6 +61,30 @@ def test_non_issued_serial_as_extended_revoked(pki: Pki) -> None:
         assert resp.certificates[0] == signer.certificate
         signer.certificate.public_key().verify(resp.signature, resp.tbs_response_bytes,  # type: ignore[union-attr]
                                                ec.ECDSA(hashes.SHA256()))
+    finally:
+        responder.close()
+
+
+def test_non_issued_serial_as_unauthorized_costs_no_signature(pki: Pki) -> None:
+    """``ocsp.non_issued: unauthorized``: made-up serials get the unsigned ``unauthorized`` status on
+    every path (pre-signed, nonce, several CertIDs), nothing is signed or cached; issued ones are answered."""
+    responder = Responder(pki.dep, OcspSettings(non_issued="unauthorized"))
+    try:
+        made_up = [int.from_bytes(os.urandom(16), "big") for _ in range(3)]
+        for body in (request_for(pki.dep, "ec", made_up[:1]), request_for(pki.dep, "ec", made_up[1:2], nonce=True),
+                     request_for(pki.dep, "ec", made_up), request_for(pki.dep, "root", made_up[:1])):
+            assert respond(responder, body).response_status is ocsp.OCSPResponseStatus.UNAUTHORIZED
+        assert responder.stats["signed"] == 0 and len(responder.cache) == 0
+        assert responder.stats["unauthorized"] == 4
+        cert, _ = pki.issue()
+        mixed = respond(responder, request_for(pki.dep, "ec", [cert.serial_number, made_up[0]]))
+        assert mixed.response_status is ocsp.OCSPResponseStatus.UNAUTHORIZED  # one answer covers both
+        resp = respond(responder, request_for(pki.dep, "ec", [cert.serial_number], nonce=True))
+        assert resp.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL
+        assert resp.certificate_status is ocsp.OCSPCertStatus.GOOD
+        ca = pki.dep.issuers["ec"].certificate
+        root = respond(responder, request_for(pki.dep, "root", [ca.serial_number]))
+        assert root.certificate_status is ocsp.OCSPCertStatus.GOOD
     finally:
         responder.close()
 
