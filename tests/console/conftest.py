@@ -20,6 +20,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.expected_conditions import staleness_of
@@ -66,13 +67,18 @@ class Browser:
         """Click and wait for the next page (a form post or a link) to replace this one."""
         old = self.driver.find_element(By.TAG_NAME, "html")
         self.find(css).click()
-        WebDriverWait(self.driver, 30).until(staleness_of(old))
+        self.wait_replaced(old)
 
     def submit_script(self, script: str, *args: Any) -> None:
         """Run a script that navigates (e.g. submits a hand-made form) and wait for the next page."""
         old = self.driver.find_element(By.TAG_NAME, "html")
         self.driver.execute_script(script, *args)
-        WebDriverWait(self.driver, 30).until(staleness_of(old))
+        self.wait_replaced(old)
+
+    def wait_replaced(self, old: Any) -> None:
+        # mid-navigation chromedriver may answer the staleness probe with "unhandled inspector error:
+        # Cannot find context with specified id" (a WebDriverException): that is "not yet", poll again
+        WebDriverWait(self.driver, 30, ignored_exceptions=(WebDriverException,)).until(staleness_of(old))
 
     def text(self, css: str) -> str:
         return str(self.find(css).text)

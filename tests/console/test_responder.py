@@ -13,8 +13,6 @@ from typing import Any
 
 import pytest
 from response_lab import Lab, lab, wait_for  # noqa: F401  (the lab fixture is re-used here)
-from selenium.webdriver.support.expected_conditions import staleness_of
-from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.console.conftest import Browser, chromium
 
@@ -107,7 +105,7 @@ def test_pending_incidents_listed_and_device_revocation_deletes_its_responder_sa
     form.find_element("css selector", "input[name=note]").send_keys("confirmed <b>by</b> phone")
     old = b.driver.find_element("tag name", "html")
     form.find_element("css selector", "button.approve").click()
-    WebDriverWait(b.driver, 30).until(staleness_of(old))
+    b.wait_replaced(old)
     assert not pending_of(rig, STORM[1])
     [decided] = [i for i in rig.incidents(limit=1000) if i["id"] == parked["id"]]
     assert decided["status"] == "approved" and decided["note"] == "confirmed <b>by</b> phone"
