@@ -86,6 +86,12 @@ class UserIdentity:
 
         return f"{self.issuer}#{quote(self.subject, safe='')}"
 
+    @property
+    def principal(self) -> str:
+        """The person as requester and audit actor name them, in enrollment and in the console alike:
+        ``oidc:<iss>#<sub>``."""
+        return f"oidc:{self.uri}"
+
 
 @dataclass(frozen=True)
 class PostureMark:

@@ -28,5 +28,5 @@ def console_role(group_roles: Mapping[str, str], groups: Iterable[str]) -> str |
 def person_name(user: UserIdentity) -> str | None:
     """The person as the audit names them: ``oidc:<iss>#<sub>`` (the URI enrollment records for a
     user's certificates, :attr:`ca.model.UserIdentity.uri`); None when longer than an actor may be."""
-    name = f"oidc:{user.uri}"
+    name = user.principal
     return name if len(name) <= MAX_NAME else None

@@ -242,7 +242,7 @@ class UserCertService:
             raise TokenError("this ID token was already redeemed: sign in again")
         try:
             issued = self.dep.authority.issue(IssuanceRequest(
-                csr, p.profile, Requester(CHANNEL, f"{name}:{mapped.identity.subject}"[:255], call.source),
+                csr, p.profile, Requester(CHANNEL, mapped.identity.principal[:255], call.source),
                 lifetime=mapped.lifetime, replace_sans=mapped.sans, replace_subject=mapped.subject,
                 user=mapped.identity))
         except BaseException:
