@@ -794,7 +794,23 @@ def http_mounts(deployment: ConsoleServices) -> list[HttpMount]:
     settings: ConsoleSettings = deployment.settings_for(ConsoleSettings, "console")
     if not settings.enabled:
         return []
+    if settings.oidc is not None:
+        _check_oidc(deployment, settings)
     return [HttpMount(PREFIX, create_app(deployment), frozenset({HTTPS}))]
+
+
+def _check_oidc(deployment: ConsoleServices, settings: ConsoleSettings) -> None:
+    """At start-up, not at the first sign-in: ``console.oidc`` names an enabled provider of the
+    ``oidc:`` section, and its client secret file (read again at every sign-in: rotation) is there."""
+    assert settings.oidc is not None
+    signin = oidc_sign_in(deployment)
+    enabled = signin.providers() if signin is not None else []
+    if settings.oidc.provider not in enabled:
+        raise PKIError(ErrorKind.CONFIG, f"console.oidc.provider {settings.oidc.provider!r} is not an enabled "
+                                         f"provider of the oidc: section (enabled: {', '.join(enabled) or 'none'})")
+    if settings.oidc.client_secret_file and not deployment.path(settings.oidc.client_secret_file).is_file():
+        raise PKIError(ErrorKind.CONFIG, f"console.oidc.client_secret_file {settings.oidc.client_secret_file!r} "
+                                         "is not a readable file")
 
 
 __all__ = ["ROLES", "create_app", "http_mounts"]

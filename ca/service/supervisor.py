@@ -41,9 +41,12 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
+from ca.errors import ErrorKind, PKIError
+
 log = logging.getLogger("ikepki.service")
 CRASH_LIMIT, CRASH_WINDOW = 5, 60.0
 START_TIMEOUT = 120.0  # seconds for a worker to open the deployment and listen
+EXIT_FAILED = 3  # a worker's status when it could not start (the reason went to the supervisor)
 _PR_SET_PDEATHSIG = 1
 SERVICE_PID_ENV = "IKEPKI_SERVICE_PID"  # set in workers: the supervisor's pid
 SHARE_DIR_ENV = "IKEPKI_SERVICE_SHARE_DIR"  # set in workers: a private directory of the service
@@ -125,7 +128,6 @@ def _open_deployment(spec: WorkerSpec, index: int) -> Any:
     C_OpenSession/C_Login calls with CKR_GENERAL_ERROR, so an unavailable token is retried with
     backoff (a fresh deployment each time) before the worker gives up."""
     from ca.deployment import Deployment
-    from ca.errors import ErrorKind, PKIError
 
     for attempt in range(1, OPEN_ATTEMPTS + 1):
         dep = Deployment.open(spec.directory, spec.config)
@@ -156,10 +158,15 @@ def worker_main(spec: WorkerSpec, index: int, sockets: dict[str, socket.socket],
 
     if spec.setup is not None:
         spec.setup()  # the front end's logging set-up (pickled by reference)
-    dep = _open_deployment(spec, index)
-    mounts = load_mounts(dep, only=set(spec.plugins) if spec.plugins is not None else None)
-    tasks = load_background_tasks(dep, only=set(spec.plugins) if spec.plugins is not None else None) \
-        if spec.background and index == 0 else []
+    try:
+        dep = _open_deployment(spec, index)
+        mounts = load_mounts(dep, only=set(spec.plugins) if spec.plugins is not None else None)
+        tasks = load_background_tasks(dep, only=set(spec.plugins) if spec.plugins is not None else None) \
+            if spec.background and index == 0 else []
+    except PKIError as exc:  # e.g. an invalid setting: the supervisor reports it as the CLI does, once
+        conn.send(("failed", index, exc.kind.name, exc.detail))
+        conn.close()
+        sys.exit(EXIT_FAILED)
     metrics = Metrics(spec.metrics_dir, spec.started)
 
     def ready() -> None:
@@ -177,6 +184,7 @@ class _Worker:
     conn: Connection
     started: float
     ready: bool = False
+    failure: PKIError | None = None  # why it could not start (sent before it exited)
 
 
 class Supervisor:
@@ -235,8 +243,12 @@ class Supervisor:
             for w in list(self.workers.values()):
                 if obj is w.conn:
                     with contextlib.suppress(EOFError, OSError):
-                        if w.conn.poll() and w.conn.recv()[0] == "ready":
-                            w.ready = True
+                        if w.conn.poll():
+                            message = w.conn.recv()
+                            if message[0] == "ready":
+                                w.ready = True
+                            elif message[0] == "failed":
+                                w.failure = PKIError(ErrorKind[message[2]], message[3])
         now = time.monotonic()
         for w in list(self.workers.values()):
             if not w.ready and now - w.started > START_TIMEOUT:
@@ -245,8 +257,16 @@ class Supervisor:
             if w.process.is_alive() or self.stopping:
                 continue
             code = w.process.exitcode
+            if not w.ready and w.failure is None:  # its last message may still be in the pipe
+                with contextlib.suppress(EOFError, OSError):
+                    if w.conn.poll():
+                        message = w.conn.recv()
+                        if message[0] == "failed":
+                            w.failure = PKIError(ErrorKind[message[2]], message[3])
             w.conn.close()
             if not w.ready:
+                if w.failure is not None:
+                    raise w.failure  # the same one line and exit status as without workers
                 log.error("worker %d exited with status %s before it was ready", w.index, code)
                 return 1
             self.crashes = [t for t in self.crashes if now - t < CRASH_WINDOW] + [now]
