@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from gw_procs import Charon, Conn, ResponderProc, free_udp_pair
+from gw_procs import Charon, Conn, free_udp_pair
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from selenium.common.exceptions import WebDriverException
@@ -31,10 +30,11 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from ca.store.db import Database
 from ca.store.sql import SqlCertificateStore
-from tests.conftest import Server, free_port, init_deployment_dir, run_ikepki, start_server
+from tests.conftest import free_port, init_deployment_dir, start_server
 from tests.console.conftest import Browser, chromium
+from tests.oidc.conftest import OidcRig
 from tests.oidc.oidc_idp import Idp, forms
-from tests.oidc.test_gateway import POLICY, gateway_cert, wait_for
+from tests.oidc.test_gateway import policy_responder, wait_for
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 TEXT = st.characters(codec="utf-8")
@@ -57,19 +57,11 @@ console:
 
 
 @dataclass
-class ConsoleIdp:
-    dir: Path
-    server: Server
-    idp: Idp
-
-    def tls(self) -> ssl.SSLContext:
-        return ssl.create_default_context(cafile=str(self.dir / "root-ca.pem"))
+class ConsoleIdp(OidcRig):
+    """The OIDC rig with the console's client registered at the provider."""
 
     def http(self) -> httpx.Client:
         return httpx.Client(base_url=self.server.https_url, verify=self.tls(), timeout=30, follow_redirects=False)
-
-    def ikepki(self, *args: str, check: bool = True):  # type: ignore[no-untyped-def]
-        return run_ikepki(*args, directory=self.dir, check=check)
 
     def person(self, login: str) -> str:
         return f"oidc:{self.idp.issuer}#{login}"
@@ -235,17 +227,7 @@ def test_revoke_by_user_deletes_the_users_sa_at_the_bundled_responder(rig, brows
     """bob's user certificate authenticates strongSwan to the bundled IKEv2 responder; a revoker
     signed in through the provider previews "every certificate of bob" (the preview names the
     responder holding his live SA) and confirms: the push deletes the SA."""
-    gw_pem, gw_key = gateway_cert(rig, tmp_path)  # duck-typed: it uses rig.dir and rig.ikepki
-    (tmp_path / "policy.yaml").write_text(POLICY)
-    ike, _nat = free_udp_pair()
-    responder = ResponderProc(tmp_path / "responder", ike, free_port(), [
-        "--cert", str(gw_pem), "--key", str(gw_key), "--ca-bundle", str(rig.dir / "root-ca.pem"),
-        "--policy", str(tmp_path / "policy.yaml"), "--ocsp", "off"])
-    responder.state.mkdir()
-    responder.start()
-    name = f"console-responder-{ike}"
-    try:
-        rig.ikepki("gateways", "add", "--name", name, "--kind", "responder", "--url", responder.url)
+    with policy_responder(rig, tmp_path, "console-responder") as (responder, ike, name):
         bob, bob_key = enroll_user(rig, "bob")
         cp, cn = free_udp_pair()
         charon = Charon(tmp_path / "charon", cp, cn)
@@ -280,9 +262,6 @@ def test_revoke_by_user_deletes_the_users_sa_at_the_bundled_responder(rig, brows
             assert status_of(rig, bob["serial"]) == "revoked"
         finally:
             charon.stop()
-    finally:
-        rig.ikepki("gateways", "disable", "--name", name, check=False)
-        responder.stop()
 
 
 # -- the binding of a sign-in to its browser (plain HTTPS, the provider's forms over HTTP) -------

@@ -6,8 +6,10 @@ certificate, the revocation push deletes the SA on the responder and the reconne
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,19 +62,30 @@ def gateway_cert(rig: OidcRig, d: Path) -> tuple[Path, Path]:
     return d / "gw.pem", d / "gw.key"
 
 
-def test_idp_group_selects_traffic_and_logout_deletes_the_sa(rig: OidcRig, tmp_path: Path,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
-    gw_pem, gw_key = gateway_cert(rig, tmp_path)
-    (tmp_path / "policy.yaml").write_text(POLICY)
+@contextlib.contextmanager
+def policy_responder(rig: Any, d: Path, name_prefix: str) -> Iterator[tuple[ResponderProc, int, str]]:
+    """The bundled IKEv2 responder with a gateway certificate and POLICY, registered as a push
+    target (``rig`` duck-typed: ``dir`` and ``ikepki``); yields it, its IKE port and its name."""
+    gw_pem, gw_key = gateway_cert(rig, d)
+    (d / "policy.yaml").write_text(POLICY)
     ike, _nat = free_udp_pair()
-    responder = ResponderProc(tmp_path / "responder", ike, free_port(), [
+    responder = ResponderProc(d / "responder", ike, free_port(), [
         "--cert", str(gw_pem), "--key", str(gw_key), "--ca-bundle", str(rig.dir / "root-ca.pem"),
-        "--policy", str(tmp_path / "policy.yaml"), "--ocsp", "off"])
+        "--policy", str(d / "policy.yaml"), "--ocsp", "off"])
     responder.state.mkdir()
     responder.start()
-    name = f"oidc-responder-{ike}"
+    name = f"{name_prefix}-{ike}"
     try:
         rig.ikepki("gateways", "add", "--name", name, "--kind", "responder", "--url", responder.url)
+        yield responder, ike, name
+    finally:
+        rig.ikepki("gateways", "disable", "--name", name, check=False)
+        responder.stop()
+
+
+def test_idp_group_selects_traffic_and_logout_deletes_the_sa(rig: OidcRig, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    with policy_responder(rig, tmp_path, "oidc-responder") as (responder, ike, _name):
         alice, alice_browser = cli_enroll(rig, "alice", tmp_path / "alice")
         bob, _ = cli_enroll(rig, "bob", tmp_path / "bob")
         assert alice["roles"] == ["staff"] and bob["roles"] == ["contractors"]
@@ -121,6 +134,3 @@ def test_idp_group_selects_traffic_and_logout_deletes_the_sa(rig: OidcRig, tmp_p
             assert held["status"] == "hold" and held["reason"] == "certificateHold"
         finally:
             charon.stop()
-    finally:
-        rig.ikepki("gateways", "disable", "--name", name, check=False)
-        responder.stop()
