@@ -172,6 +172,27 @@ def oidc_sign_in(deployment: CoreServices) -> OidcSignIn | None:
     return None
 
 
+SIGNED_OUT_GROUP = "ikepki.signed_out"
+
+
+def person_signed_out(deployment: CoreServices, person: UserIdentity) -> int:
+    """A person signed out at the identity provider (OpenID Connect Back-Channel Logout 1.0 §2.6,
+    reported by ``enrollment.oidc``): every listener registered under ``ikepki.signed_out``
+    (e.g. the console, which ends their sessions) is told; the number of sessions they ended.
+    A listener that fails is logged and does not stop the others (the certificates are held first)."""
+    import logging
+
+    ended = 0
+    for ep in sorted(entry_points(group=SIGNED_OUT_GROUP), key=lambda e: e.name):
+        try:
+            ended += int(ep.load()(deployment, person))
+        except ModuleNotFoundError:
+            continue
+        except Exception as exc:
+            logging.getLogger("ikepki.ports").error("sign-out listener %s failed: %s", ep.name, exc)
+    return ended
+
+
 if TYPE_CHECKING:
     from ca.deployment import Deployment
 

@@ -1,7 +1,8 @@
 """Server-side console sessions in the deployment's database (multi-replica safe: every replica
 reads the same rows). The cookie carries 256 random bits; the table keeps only their SHA-256.
-A session ends after ``idle`` without a request, after ``max_age`` in any case, on sign-out, and
-as soon as the admin token it came from is disabled or changes role."""
+A session ends after ``idle`` without a request, after ``max_age`` in any case, on sign-out, as
+soon as the admin token it came from is disabled or changes role, and (identity-provider sessions)
+when the person signs out at the provider (back-channel logout, :func:`end_sessions_of`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, insert, select, update
 
 from ca.clock import as_utc
+from ca.model import UserIdentity
+from ca.ports import CoreServices
 from ca.store.db import Database
 from console.records import ConsoleLoginRecord, ConsoleSessionRecord
 
@@ -80,6 +83,14 @@ class SqlSessionStore:
         """End every session of a person (e.g. when their token is disabled)."""
         with self.db.write() as conn:
             return int(conn.execute(delete(SESSIONS).where(SESSIONS.c.name == name)).rowcount or 0)
+
+
+def end_sessions_of(deployment: CoreServices, person: UserIdentity) -> int:
+    """Entry point ``ikepki.signed_out: console``: the person signed out at the identity provider,
+    so their console sessions from that provider end now (not at the idle timeout)."""
+    with deployment.db.write() as conn:
+        return int(conn.execute(delete(SESSIONS).where(SESSIONS.c.name == person.principal,
+                                                       SESSIONS.c.method == "oidc")).rowcount or 0)
 
 
 @dataclass(frozen=True)

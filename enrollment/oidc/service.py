@@ -47,7 +47,7 @@ from ca.model import (
     RevocationReason,
     UserIdentity,
 )
-from ca.ports import CoreServices
+from ca.ports import CoreServices, person_signed_out
 from ca.revocation import execute
 from ca.store.db import Database
 from enrollment.oidc.records import OidcTokenUseRecord
@@ -266,6 +266,7 @@ class UserCertService:
         reason = RevocationReason.certificateHold if p.logout_action == "hold" else RevocationReason.privilegeWithdrawn
         done, _ = execute(self.dep.authority, targets, reason,
                           Requester(CHANNEL, f"{name}:backchannel-logout", source), block_device=False)
-        log.info("back-channel logout from %s: %d certificate(s) %s", name, len(done),
-                 "held" if p.logout_action == "hold" else "revoked")
+        sessions = person_signed_out(self.dep, UserIdentity(p.issuer, sub, name)) if isinstance(sub, str) else 0
+        log.info("back-channel logout from %s: %d certificate(s) %s, %d console session(s) ended", name, len(done),
+                 "held" if p.logout_action == "hold" else "revoked", sessions)
         return done

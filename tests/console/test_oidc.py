@@ -6,6 +6,7 @@ revoke, state / nonce / PKCE bound to the browser that started the sign-in, and 
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import time
@@ -32,7 +33,9 @@ from ca.store.db import Database
 from ca.store.sql import SqlCertificateStore
 from tests.conftest import free_port, init_deployment_dir, start_server
 from tests.console.conftest import Browser, chromium
+from tests.console.test_http import sign_in
 from tests.oidc.conftest import OidcRig
+from tests.oidc.oidc_idp import Browser as IdpBrowser
 from tests.oidc.oidc_idp import Idp, forms
 from tests.oidc.test_gateway import policy_responder, wait_for
 
@@ -146,6 +149,33 @@ def test_admin_signs_in_through_the_identity_provider(rig, browser):  # type: ig
     assert any(c["detail"]["path"] == "/console/revoke" and c["detail"]["role"] == "admin" for c in calls), calls
     b.click("#logout")
     assert "/console/login" in b.driver.current_url
+
+
+def test_signing_out_at_the_provider_ends_the_console_session(rig, browser):  # type: ignore[no-untyped-def]
+    """Back-channel logout (the provider tells the VPN client's endpoint) ends the person's console
+    sessions from that provider at once, not at the idle timeout; other people's stay."""
+    b = browser
+    idp_sign_in(b, rig, "erin")
+    assert b.find_all("#whoami")
+    other = rig.http()
+    token = rig.ikepki("admin", "token", "--name", f"bcl-{secrets.token_hex(3)}", "--role", "viewer",
+                       "--json").stdout
+    token_value = json.loads(token)["token"]
+    assert sign_in(other, token_value).status_code == 303
+    assert "whoami" in other.get("/console/").text
+    elsewhere = IdpBrowser()  # erin, on her laptop: the VPN client's device sign-in ...
+    code = rig.idp.device_code()
+    elsewhere.sign_in(code["verification_uri_complete"], "erin")
+    assert "id_token" in rig.idp.token(code["device_code"])
+    assert elsewhere.log_out(rig.idp.issuer).status_code == 200  # ... then she signs out at the provider
+
+    def signed_out() -> bool:
+        b.get("/console/")
+        return not b.find_all("#whoami")
+
+    assert wait_for(signed_out, 15), b.page_text()
+    assert "/console/login" in b.driver.current_url
+    assert "whoami" in other.get("/console/").text  # a token session of someone else is untouched
 
 
 def test_person_in_no_mapped_group_is_refused_and_audited(rig, browser):  # type: ignore[no-untyped-def]
