@@ -46,6 +46,12 @@ def _bench_acme() -> Any:
     return module
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def serve(out: Path, profile: bool, argv: list[str]) -> None:
     """Run ``ikepki serve`` in this process with a statement counter per ACME route (and cProfile)."""
     import atexit
@@ -67,6 +73,12 @@ def serve(out: Path, profile: bool, argv: list[str]) -> None:
         where = f"{route} [issue]" if getattr(local, "issuing", False) else route
         counts[where] += 1
         statements[f"{where}: {' '.join(statement.split())[:110]}"] += 1
+
+    @event.listens_for(Engine, "begin")
+    def _begin(conn: Any) -> None:
+        route = getattr(local, "route", "other")
+        where = f"{route} [issue]" if getattr(local, "issuing", False) else route
+        counts[f"{where} (transactions)"] += 1
 
     def wrap(label: Any, fn: Any) -> Any:
         def wrapped(*args: Any, **kwargs: Any) -> Any:
@@ -97,7 +109,7 @@ def serve(out: Path, profile: bool, argv: list[str]) -> None:
 
     def start_profile(*_: Any) -> None:
         sys.setprofile(None)
-        profiles.append(cProfile.Profile())
+        profiles.append(cProfile.Profile(time.thread_time))  # CPU, not GIL waits
         profiles[-1].enable()
     if profile:
         threading.setprofile(start_profile)
@@ -112,8 +124,9 @@ def serve(out: Path, profile: bool, argv: list[str]) -> None:
             stats = pstats.Stats(profiles[0], stream=buf)
             for p in profiles[1:]:
                 stats.add(p)
-            stats.sort_stats("tottime").print_stats(45)
-            stats.sort_stats("cumulative").print_stats(60)
+            stats.sort_stats("tottime").print_stats(r"^(?!.*(importlib|_bootstrap|typing|pydantic|dataclasses))", 40)
+            ours = r"/(ca|enrollment|ocsp)/|ssl|httptools|uvicorn|sqlalchemy/engine/base"
+            stats.sort_stats("cumulative").print_stats(ours, 70)
             text = buf.getvalue()
         out.write_text(json.dumps({"counts": counts, "statements": statements, "profile": text}))
     atexit.register(dump)
@@ -153,10 +166,10 @@ def main() -> None:
             bench.wait_url(target.directory, target.ca_bundle)
             cl = bench.new_client(target)
             bench.one_order(cl, "warmup.bench.test")
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), _cpu_seconds(proc.pid)
             for i in range(args.orders):
                 bench.one_order(cl, f"p{i}.bench.test")
-            elapsed = time.perf_counter() - t0
+            elapsed, cpu = time.perf_counter() - t0, _cpu_seconds(proc.pid) - cpu0
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
@@ -165,11 +178,15 @@ def main() -> None:
     n = args.orders + 1  # the warm-up order counts too (account creation is spread over it)
     counts, statements = collections.Counter(data["counts"]), collections.Counter(data["statements"])
     print(f"{args.orders} orders in {elapsed:.2f} s ({args.orders / elapsed:.1f} orders/s, one client, "
-          f"load {os.getloadavg()[0]:.2f})")
-    print(f"\nSQL statements per order by request (over {n} orders incl. warm-up and account):")
+          f"load {os.getloadavg()[0]:.2f}); server CPU {cpu * 1000 / args.orders:.1f} ms per order"
+          + (" (profiled: inflated)" if args.profile else ""))
+    print(f"\nSQL statements and transactions (BEGIN) per order by request (over {n} orders incl. warm-up "
+          "and account):")
     for where, c in sorted(counts.items(), key=lambda kv: -kv[1]):
         print(f"  {c / n:7.2f}  {where}")
-    print(f"  {sum(counts.values()) / n:7.2f}  total")
+    statements_total = sum(c for w, c in counts.items() if not w.endswith("(transactions)"))
+    print(f"  {statements_total / n:7.2f}  statements in total")
+    print(f"  {(sum(counts.values()) - statements_total) / n:7.2f}  transactions in total")
     print("\nmost frequent statements per order:")
     for text, c in statements.most_common(args.top):
         print(f"  {c / n:6.2f}  {text}")
