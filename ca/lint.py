@@ -7,7 +7,9 @@ profile's output (pkilint costs milliseconds per certificate, too slow for the i
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from datetime import timedelta
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -18,6 +20,8 @@ from ca.errors import ErrorKind, PKIError
 from ca.issuer import Issuer
 from ca.model import PostureMark
 from ca.profiles import OID_OCSP_NOCHECK, Profile, check_sans
+
+_E = TypeVar("_E", bound=x509.ExtensionType)
 
 
 def _fail(msg: str) -> PKIError:
@@ -87,7 +91,7 @@ def _lint(cert: x509.Certificate, profile: Profile, issuer: Issuer, posture: Pos
         raise _fail("validity exceeds the profile maximum")
     if cert.issuer != issuer.certificate.subject:
         raise _fail("issuer name differs from the CA subject")
-    ext = cert.extensions
+    ext = _Extensions(cert.extensions)
     bc = ext.get_extension_for_class(x509.BasicConstraints)
     if not bc.critical or bc.value.ca:
         raise _fail("basicConstraints must be critical with cA=false")
@@ -105,8 +109,8 @@ def _lint(cert: x509.Certificate, profile: Profile, issuer: Issuer, posture: Pos
         raise _fail("authorityKeyIdentifier does not match the issuer")
     ext.get_extension_for_oid(ExtensionOID.SUBJECT_KEY_IDENTIFIER)
     try:
-        sans = list(ext.get_extension_for_class(x509.SubjectAlternativeName).value)
-        san_critical = ext.get_extension_for_class(x509.SubjectAlternativeName).critical
+        san_ext = ext.get_extension_for_class(x509.SubjectAlternativeName)
+        sans, san_critical = list(san_ext.value), san_ext.critical
     except x509.ExtensionNotFound:
         sans, san_critical = [], False
     if len(cert.subject) == 0 and (not sans or not san_critical):
@@ -126,3 +130,23 @@ def _lint(cert: x509.Certificate, profile: Profile, issuer: Issuer, posture: Pos
         raise _fail("authorityInfoAccess and cRLDistributionPoints are required by the profile")
     if not profile.revocation_pointers and pointers:
         raise _fail("the profile carries no revocation pointers")
+
+
+class _Extensions:
+    """The certificate's extensions by OID, indexed once (cryptography's lookups scan the list each
+    time); the same lookups and the same ExtensionNotFound."""
+
+    def __init__(self, extensions: x509.Extensions) -> None:
+        self._by_oid = {e.oid: e for e in extensions}
+
+    def __iter__(self) -> Iterator[x509.Extension[x509.ExtensionType]]:
+        return iter(self._by_oid.values())
+
+    def get_extension_for_oid(self, oid: x509.ObjectIdentifier) -> x509.Extension[x509.ExtensionType]:
+        found = self._by_oid.get(oid)
+        if found is None:
+            raise x509.ExtensionNotFound(f"no {oid.dotted_string} extension", oid)
+        return found
+
+    def get_extension_for_class(self, cls: type[_E]) -> x509.Extension[_E]:
+        return self.get_extension_for_oid(cls.oid)  # type: ignore[return-value]
