@@ -8,6 +8,9 @@ Printed alongside (same run, same machine; compare ratios, not absolute numbers)
 - peer "in-process": Authority.issue() called directly in one process (crypto + DB ceiling, no HTTP);
 - the parts of one in-process issuance: CSR parse+verify, HSM signature, a full issue.
 Server CPU seconds per certificate show whether the server process is CPU-bound.
+After the pipeline rows: one row with one-time device secrets (HTTP Basic, device id + secret), then
+``simplereenroll`` rows with the certificates those devices got (TLS client authentication, RFC 7030
+§4.2.2), which is what an MDM does once a device has its first certificate.
 """
 
 from __future__ import annotations
