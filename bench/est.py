@@ -8,6 +8,9 @@ Printed alongside (same run, same machine; compare ratios, not absolute numbers)
 - peer "in-process": Authority.issue() called directly in one process (crypto + DB ceiling, no HTTP);
 - the parts of one in-process issuance: CSR parse+verify, HSM signature, a full issue.
 Server CPU seconds per certificate show whether the server process is CPU-bound.
+After the pipeline rows: one row with one-time device secrets (HTTP Basic, device id + secret), then
+``simplereenroll`` rows with the certificates those devices got (TLS client authentication, RFC 7030
+§4.2.2), which is what an MDM does once a device has its first certificate.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -40,7 +44,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def make_csrs(n: int) -> list[bytes]:
+def make_csrs(n: int, keys: list[Any] | None = None, names: list[int] | None = None) -> list[bytes]:
+    """``n`` CSRs (fresh P-256 keys, appended to ``keys`` if given) for bench-<i>, or bench-<names[i]>."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -50,9 +55,12 @@ def make_csrs(n: int) -> list[bytes]:
     out = []
     for i in range(n):
         key = ec.generate_private_key(ec.SECP256R1())
+        if keys is not None:
+            keys.append(key)
+        name = names[i] if names else i
         out.append(x509.CertificateSigningRequestBuilder()
-                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"bench-{i}")]))
-                   .add_extension(x509.SubjectAlternativeName([x509.DNSName(f"bench-{i}.example.test")]), False)
+                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"bench-{name}")]))
+                   .add_extension(x509.SubjectAlternativeName([x509.DNSName(f"bench-{name}.example.test")]), False)
                    .sign(key, hashes.SHA256()).public_bytes(Encoding.DER))
     return out
 
@@ -69,6 +77,23 @@ def cpu_seconds(pid: int) -> float:
         if entry.name == str(pid) or int(fields[1]) == pid:
             total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
+
+
+def client_context(root: str, pkcs7_b64: bytes, key: Any, stem: Path) -> ssl.SSLContext:
+    """A TLS context presenting the certificate of an EST answer (certs-only PKCS#7, base64) and its key."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.serialization import pkcs7
+
+    certs = pkcs7.load_der_pkcs7_certificates(base64.b64decode(pkcs7_b64))
+    leaf = next(c for c in certs if c.public_key() == key.public_key())
+    cert_file, key_file = stem.with_suffix(".pem"), stem.with_suffix(".key")
+    cert_file.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM)
+                                   for c in [leaf, *[c for c in certs if c is not leaf]]))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    ctx = ssl.create_default_context(cafile=root)
+    ctx.load_cert_chain(cert_file, key_file)
+    return ctx
 
 
 def init(directory: Path) -> None:
@@ -110,24 +135,36 @@ def register_devices(url: str, root: str, directory: Path, n: int, tag: str) -> 
 
 
 def run_load(url: str, root: str, bodies: list[bytes] | None, concurrency: int, total: int,
-             creds: list[tuple[str, str]] | None = None) -> tuple[float, int]:
-    """``total`` requests spread over ``concurrency`` keep-alive clients; returns (seconds, failures)."""
+             creds: list[tuple[str, str]] | None = None, answers: dict[int, bytes] | None = None,
+             client_certs: list[ssl.SSLContext] | None = None) -> tuple[float, int]:
+    """``total`` requests spread over ``concurrency`` keep-alive clients; returns (seconds, failures).
+    ``answers`` collects the response bodies by request index; with ``client_certs`` (one TLS
+    context with a client certificate per client) client j sends the requests i with i % concurrency
+    == j to ``simplereenroll`` (RFC 7030 §4.2.2: the certificate being renewed authenticates)."""
     ctx = ssl.create_default_context(cafile=root)
-    clients = [httpx.Client(verify=ctx, timeout=60) for _ in range(concurrency)]
+    clients = [httpx.Client(verify=client_certs[j] if client_certs else ctx, timeout=60)
+               for j in range(concurrency)]
     for c in clients:
         c.get(f"{url}/.well-known/est/cacerts")  # TLS handshake outside the measurement
     counter = iter(range(total))
     lock = threading.Lock()
     failures = [0]
+    mine = [iter(range(j, total, concurrency)) for j in range(concurrency)]
 
-    def worker(client: httpx.Client) -> None:
+    def worker(j: int, client: httpx.Client) -> None:
         while True:
-            with lock:
-                i = next(counter, None)
+            if client_certs:
+                i = next(mine[j], None)
+            else:
+                with lock:
+                    i = next(counter, None)
             if i is None:
                 return
             if bodies is None:
                 r = client.get(f"{url}/.well-known/est/cacerts")
+            elif client_certs:
+                r = client.post(f"{url}/.well-known/est/simplereenroll", content=base64.b64encode(bodies[i]),
+                                headers={"Content-Type": "application/pkcs10"})
             else:
                 r = client.post(f"{url}/.well-known/est/simpleenroll", content=base64.b64encode(bodies[i]),
                                 auth=creds[i] if creds else ("bench", PASSWORD),
@@ -135,8 +172,12 @@ def run_load(url: str, root: str, bodies: list[bytes] | None, concurrency: int, 
             if r.status_code != 200:
                 with lock:
                     failures[0] += 1
+                    if failures[0] == 1:
+                        print(f"  first failure: HTTP {r.status_code} {r.text[:200]}", file=sys.stderr)
+            elif answers is not None:
+                answers[i] = r.content
 
-    threads = [threading.Thread(target=worker, args=(c,)) for c in clients]
+    threads = [threading.Thread(target=worker, args=(j, c)) for j, c in enumerate(clients)]
     start = time.perf_counter()
     for t in threads:
         t.start()
@@ -213,12 +254,26 @@ def main() -> None:
                       f"{fails + fails_get:>5}")
             c = levels[-1]
             creds = register_devices(url, root, directory, args.requests, "dev")
+            keys: list[Any] = []
+            answers: dict[int, bytes] = {}
+            bodies = make_csrs(args.requests, keys)
             cpu0 = cpu_seconds(proc.pid)
-            t_dev, fails = run_load(url, root, make_csrs(args.requests), c, args.requests, creds)
+            t_dev, fails = run_load(url, root, bodies, c, args.requests, creds, answers)
             cpu = cpu_seconds(proc.pid) - cpu0
             dev_rate = args.requests / t_dev
             print(f"{c:>7} {dev_rate:>9.0f} {'':>10} {'':>15} {dev_rate / peer['issue_per_s']:>15.2f}"
                   f" {1000 * cpu / args.requests:>16.1f} {fails:>5}  <- device secrets (claim + finalize per cert)")
+            for c in levels:  # what an MDM does next: renew with the issued certificate (simplereenroll)
+                devices = sorted(answers)[:c]
+                tls = [client_context(root, answers[d], keys[d], Path(tmp) / f"dev-{d}") for d in devices]
+                bodies = make_csrs(args.requests, names=[devices[i % c] for i in range(args.requests)])
+                cpu0 = cpu_seconds(proc.pid)
+                t_re, fails = run_load(url, root, bodies, c, args.requests, client_certs=tls)
+                cpu = cpu_seconds(proc.pid) - cpu0
+                re_rate = args.requests / t_re
+                print(f"{c:>7} {re_rate:>9.0f} {'':>10} {'':>15} {re_rate / peer['issue_per_s']:>15.2f}"
+                      f" {1000 * cpu / args.requests:>16.1f} {fails:>5}  <- simplereenroll with the device "
+                      "certificate (TLS client auth)")
             print(f"(server CPU ms/cert x enroll/s / 1000 = server cores busy; this machine has {os.cpu_count()})")
         finally:
             proc.send_signal(signal.SIGTERM)

@@ -162,11 +162,11 @@ def without_challenge_password(der: bytes) -> bytes:
         attrs = [a for a in info["attributes"] if a["type"].native != "challenge_password"]
         if len(attrs) == len(info["attributes"]):
             return der
-        attrs.sort(key=lambda a: a.dump())
-        info["attributes"] = attrs
+        attrs.sort(key=lambda a: a.dump())  # DER SET OF order
+        info["attributes"] = attrs  # only this part is re-encoded; the rest keeps the verified encoding
         return asn1_csr.CertificationRequest({"certification_request_info": info,
                                               "signature_algorithm": req["signature_algorithm"],
-                                              "signature": req["signature"].native}).dump(force=True)
+                                              "signature": req["signature"]}).dump()
     except (ValueError, TypeError, KeyError):
         raise PKIError(ErrorKind.BAD_CSR, "not a valid PKCS#10 certification request") from None
 

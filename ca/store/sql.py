@@ -53,6 +53,11 @@ DEVICES = DeviceRecord.__table__  # type: ignore[attr-defined]
 ADMIN_TOKENS = AdminTokenRecord.__table__  # type: ignore[attr-defined]
 USERS = CertificateUserRecord.__table__  # type: ignore[attr-defined]
 MAX_USER_FIELD = 255
+# Statements of every issuance and certificate lookup, built once (building and cache-keying a
+# Core statement per call costs more than SQLite running it).
+_GET = select(CERTS).where(CERTS.c.serial == bindparam("b_serial"))
+_INSERT_CERT = insert(CERTS)
+_INSERT_AUDIT = insert(AUDIT)
 
 
 def _hex(serial: int) -> str:
@@ -86,7 +91,7 @@ class SqlCertificateReader:
 
     def get(self, serial: int) -> CertificateInfo | None:
         with self.db.read() as conn:
-            row = conn.execute(select(CERTS).where(CERTS.c.serial == _hex(serial))).first()
+            row = conn.execute(_GET, {"b_serial": _hex(serial)}).first()
         return _info(row) if row else None
 
     def get_many(self, serials: Sequence[int]) -> dict[int, CertificateInfo]:
@@ -383,8 +388,8 @@ class SqlCertificateStore(SqlCertificateReader):
                "ek_fingerprint": info.ek_fingerprint, "created_at": created_at}
         try:
             with self.db.write() as conn:
-                conn.execute(insert(CERTS), row)
-                conn.execute(insert(AUDIT), audit)
+                conn.execute(_INSERT_CERT, row)
+                conn.execute(_INSERT_AUDIT, audit)
                 if user is not None:
                     conn.execute(insert(USERS), _user_row(_hex(info.serial), user, created_at))
                 if info.device_id or info.ek_fingerprint:

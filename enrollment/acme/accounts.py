@@ -89,7 +89,11 @@ class Accounts(AcmeBase):
         return key.kid
 
     def account(self, ctx: RequestContext, urls: m.Urls, s: Signed, account_id: str) -> Response:
-        account = self._own_account(s, account_id)
+        self._own_account(s, account_id)
+        self.accounts.drop(account_id)  # answer with the stored account (contact may have changed elsewhere)
+        account = self.store.account(account_id)
+        if account is None:
+            raise AcmeProblem("accountDoesNotExist", "no such account")
         payload = s.payload or {}
         if "status" in payload:
             if payload["status"] != "deactivated":
@@ -145,6 +149,7 @@ class Accounts(AcmeBase):
             raise AcmeProblem("conflict", "the new key is already in use by an account", 409) from None
         if not changed:
             raise AcmeProblem("conflict", "the account key changed concurrently", 409)
+        self.accounts.drop(s.account.id)
         self.dep.audit.append(self.dep.clock.now(), s.account.id, "acme-key-change", "acme", source=ctx.source)
         account = self.store.account(s.account.id)
         assert account is not None

@@ -3,6 +3,7 @@ challenges, validation by the registered validators in a worker pool."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -15,8 +16,10 @@ from enrollment.acme.problems import AcmeProblem, malformed, unauthorized
 class Authorizations(AcmeBase):
     # -- authorizations and challenges (§7.5) ---------------------------------------------------
 
-    def _load_authz(self, s: Signed, authz_id: str) -> Authz:
-        authz = self.store.authz(authz_id)
+    def _load_authz(self, s: Signed, authz_id: str, authz: Authz | None = None) -> Authz:
+        """The authorization (``authz`` when the caller has just read it), checked to be the
+        signer's; a pending one past ``expires`` becomes expired."""
+        authz = authz or self.store.authz(authz_id)
         if authz is None:
             raise AcmeProblem("notFound", "no such authorization", 404)
         if s.account is None or authz.account_id != s.account.id:
@@ -48,7 +51,9 @@ class Authorizations(AcmeBase):
         return reaped
 
     def authz(self, ctx: RequestContext, urls: m.Urls, s: Signed, authz_id: str) -> Response:
-        authz = self._load_authz(s, authz_id)
+        found = self.store.authz_with_challenges(authz_id)
+        authz = self._load_authz(s, authz_id, found[0] if found else None)
+        challenges = found[1] if found and authz is found[0] else None
         payload = s.payload
         if payload is not None and "status" in payload:
             if payload["status"] != "deactivated":
@@ -60,7 +65,9 @@ class Authorizations(AcmeBase):
             for status in ("pending", "ready"):  # §7.1.6: an order with a deactivated authorization is invalid
                 self.store.transition_order(authz.order_id, status, "invalid", error=error)
             authz = self.store.authz(authz_id) or authz
-        challenges = self.store.challenges(authz.id)
+            challenges = None
+        if challenges is None:
+            challenges = self.store.challenges(authz.id)
         if authz.status == "pending" and self._reap_stale(authz, challenges):
             authz = self.store.authz(authz_id) or authz
             challenges = self.store.challenges(authz.id)
@@ -69,10 +76,10 @@ class Authorizations(AcmeBase):
 
     def challenge(self, ctx: RequestContext, urls: m.Urls, s: Signed, challenge_id: str) -> Response:
         """§7.5.1: a POST with a JSON object starts validation; POST-as-GET only reads."""
-        challenge = self.store.challenge(challenge_id)
-        if challenge is None:
+        found = self.store.challenge_with_authz(challenge_id)
+        if found is None:
             raise AcmeProblem("notFound", "no such challenge", 404)
-        authz = self._load_authz(s, challenge.authz_id)
+        challenge, authz = found[0], self._load_authz(s, found[0].authz_id, found[1])
         assert s.account is not None
         if s.payload is not None and challenge.status == "pending":
             if authz.status != "pending":
@@ -81,14 +88,19 @@ class Authorizations(AcmeBase):
             if not self.validations.has_room(account.id):
                 raise AcmeProblem("rateLimited", "too many validations pending for this account; retry later", 429,
                                   retry_after=max(1, int(self.settings.validation_timeout)))
-            if self.store.start_challenge(challenge.id, authz.id, self.dep.clock.now()):
+            now = self.dep.clock.now()
+            if self.store.start_challenge(challenge.id, authz.id, now):
                 def job() -> None:
                     self._validate(started, authz, account, payload)
-                if not self.validations.submit(account.id, job):  # filled up since has_room: fail, recorded
+                if self.validations.submit(account.id, job):
+                    challenge = replace(challenge, status="processing", validated=now)  # what start_challenge wrote
+                else:  # filled up since has_room: fail, recorded
                     error = AcmeProblem("rateLimited", "too many validations pending; create a new order").document()
                     error["identifier"] = authz.identifier.wire()
                     self.store.finish_challenge(started, authz, error, self.dep.clock.now())
-            challenge = self.store.challenge(challenge_id) or challenge
+                    challenge = self.store.challenge(challenge_id) or challenge
+            else:
+                challenge = self.store.challenge(challenge_id) or challenge
         links = [f'<{urls.authz(authz.id)}>;rel="up"']
         headers = {"Retry-After": "1"} if challenge.status == "processing" else {}
         return Response(200, m.challenge_json(challenge, urls), headers=headers, links=links)

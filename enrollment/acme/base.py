@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,6 +91,34 @@ class RateLimiter:
         return (slot + 1) * self.window - now if count > limit else None
 
 
+class AccountCache:
+    """Accounts by id, least recently used dropped beyond ``size`` (thread safe). Only a hint:
+    see the module docstring for how a stale entry is detected."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._accounts: OrderedDict[str, Account] = OrderedDict()
+
+    def get(self, account_id: str) -> Account | None:
+        with self._lock:
+            account = self._accounts.get(account_id)
+            if account is not None:
+                self._accounts.move_to_end(account_id)
+            return account
+
+    def put(self, account: Account) -> None:
+        with self._lock:
+            self._accounts[account.id] = account
+            self._accounts.move_to_end(account.id)
+            while len(self._accounts) > self.size:
+                self._accounts.popitem(last=False)
+
+    def drop(self, account_id: str) -> None:
+        with self._lock:
+            self._accounts.pop(account_id, None)
+
+
 class AcmeBase:
     """State shared by the ACME service's parts (set by :class:`enrollment.acme.service.AcmeService`)."""
 
@@ -98,6 +126,7 @@ class AcmeBase:
     settings: AcmeSettings
     registry: ChallengeRegistry
     store: AcmeStore
+    accounts: AccountCache
     limiter: RateLimiter
     validations: FairValidationQueue
 

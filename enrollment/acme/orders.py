@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -45,8 +46,9 @@ class Orders(AcmeBase):
         if len(raw) > self.settings.max_identifiers:
             raise AcmeProblem("rejectedIdentifier", f"at most {self.settings.max_identifiers} identifiers per order")
         identifiers = list(dict.fromkeys(m.parse_identifier(i) for i in raw))
-        profile = self._order_profile(s.account, payload.get("profile"))
-        self._check_identifiers(s.account, profile, identifiers)
+        policy = self._policy(s.account)
+        profile = self._order_profile(policy, payload.get("profile"))
+        self._check_identifiers(policy, profile, identifiers)
         not_before, not_after = self._validity(payload)
         replaces = self._replaces(s.account, payload.get("replaces"))
         now = self.dep.clock.now()
@@ -63,9 +65,9 @@ class Orders(AcmeBase):
             replaces)
         return Response(201, m.order_json(order, urls), headers={"Location": urls.order(order.id)})
 
-    def _order_profile(self, account: Account, requested: Any) -> str:
+    def _order_profile(self, policy: tuple[str | None, tuple[str, ...] | None], requested: Any) -> str:
         """draft-aaron-acme-profiles: ``profile`` names one of ``meta.profiles``."""
-        bound, _ = self._policy(account)
+        bound, _ = policy
         if requested is None:
             return bound or self.settings.default_profile
         if not isinstance(requested, str) or requested not in self.settings.profiles:
@@ -74,11 +76,12 @@ class Orders(AcmeBase):
             raise AcmeProblem("invalidProfile", f"this account may only use profile {bound!r}")
         return requested
 
-    def _check_identifiers(self, account: Account, profile_name: str, identifiers: list[Identifier]) -> None:
+    def _check_identifiers(self, policy: tuple[str | None, tuple[str, ...] | None], profile_name: str,
+                           identifiers: list[Identifier]) -> None:
         unsupported = [i for i in identifiers if i.type not in self.registry.identifier_types]
         if unsupported:
             raise AcmeProblem("unsupportedIdentifier", f"identifier type {unsupported[0].type} is not supported")
-        _, patterns = self._policy(account)
+        _, patterns = policy
         subproblems = []
         for ident in identifiers:
             detail = None
@@ -119,13 +122,16 @@ class Orders(AcmeBase):
         order = self.store.order(order_id)
         if order is None:
             raise AcmeProblem("notFound", "no such order", 404)
+        return self._own_order(s, order)
+
+    def _own_order(self, s: Signed, order: Order) -> Order:
         if s.account is None or order.account_id != s.account.id:
             raise unauthorized("this order belongs to another account")
         if order.status in ("pending", "ready") and order.expires <= self.dep.clock.now():
             self.store.transition_order(order.id, order.status, "invalid",
                                         error={"type": "urn:ietf:params:acme:error:malformed",
                                                "detail": "order expired", "status": 400})
-            order = self.store.order(order_id) or order
+            order = self.store.order(order.id) or order
         return order
 
     def order(self, ctx: RequestContext, urls: m.Urls, s: Signed, order_id: str) -> Response:
@@ -136,14 +142,17 @@ class Orders(AcmeBase):
     def finalize(self, ctx: RequestContext, urls: m.Urls, s: Signed, order_id: str) -> Response:
         """§7.4: ready → processing → valid (issued here, synchronously) or invalid."""
         assert s.account is not None
-        order = self._load_order(s, order_id)
+        found = self.store.order_with_authzs(order_id)
+        if found is None:
+            raise AcmeProblem("notFound", "no such order", 404)
+        order, authzs = self._own_order(s, found[0]), found[1]
         if order.status != "ready":
             raise AcmeProblem("orderNotReady", f"order is {order.status}, not ready")
         payload = require_payload(s)
         csr = parse_csr(b64d(payload.get("csr"), "csr"))
         self._check_csr(csr, order, s.key)
-        self._check_attested_key(order, csr.public_key)
-        evidence = self._evidence(order)
+        self._check_attested_key(authzs, csr.public_key)
+        evidence = self._evidence(authzs)
         posture = self._posture_mark(evidence)
         if not self.store.transition_order(order.id, "ready", "processing"):
             raise AcmeProblem("orderNotReady", "order is no longer ready")
@@ -166,11 +175,11 @@ class Orders(AcmeBase):
             self.store.transition_order(order.id, "processing", "invalid",
                                         error=AcmeProblem("serverInternal", "issuance failed", 500).document())
             raise
-        self.store.transition_order(order.id, "processing", "valid", cert_serial=issued.info.serial_hex)
+        moved = self.store.transition_order(order.id, "processing", "valid", cert_serial=issued.info.serial_hex)
         if posture is not None and (port := self._device_posture()) is not None:
             port.record_issued(posture[1], issued.info.serial_hex)
-        done = self.store.order(order.id)
-        assert done is not None
+        done = (replace(order, status="valid", cert_serial=issued.info.serial_hex) if moved  # what the UPDATE wrote
+                else self.store.order(order.id) or order)
         return Response(200, m.order_json(done, urls), headers={"Location": urls.order(order.id)})
 
     def _check_csr(self, csr: Any, order: Order, account_key: PublicKey) -> None:
@@ -196,9 +205,10 @@ class Orders(AcmeBase):
         if spki == account_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo):
             raise AcmeProblem("badCSR", "the certificate key must differ from the account key")
 
-    def _evidence(self, order: Order) -> dict[str, Any]:
+    @staticmethod
+    def _evidence(authzs: list[Authz]) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for authz in self.store.authzs(order.authz_ids):
+        for authz in authzs:
             out.update(authz.evidence or {})
         return out
 
@@ -220,10 +230,10 @@ class Orders(AcmeBase):
         except PKIError as exc:
             raise from_pki_error(exc) from None
 
-    def _check_attested_key(self, order: Order, csr_key: Any) -> None:
+    @staticmethod
+    def _check_attested_key(authzs: list[Authz], csr_key: Any) -> None:
         """draft-ietf-acme-device-attest-09 §5: the CSR key is the TPM key every device-attest-01 attested."""
-        attested = [a.evidence for a in self.store.authzs(order.authz_ids)
-                    if a.evidence and "attested_spki" in a.evidence]
+        attested = [a.evidence for a in authzs if a.evidence and "attested_spki" in a.evidence]
         if not attested:
             return
         if len({e.get("ek_fingerprint") for e in attested}) != 1:

@@ -16,7 +16,7 @@ from ca.ports import CoreServices
 from enrollment.acme import messages as m
 from enrollment.acme.accounts import Accounts
 from enrollment.acme.authorizations import Authorizations
-from enrollment.acme.base import AcmeBase, RateLimiter, RequestContext, Response, Signed, log
+from enrollment.acme.base import AccountCache, AcmeBase, RateLimiter, RequestContext, Response, Signed, log
 from enrollment.acme.challenges import ChallengeRegistry
 from enrollment.acme.orders import Orders
 from enrollment.acme.problems import AcmeProblem, from_pki_error
@@ -35,6 +35,7 @@ class AcmeService(Verification, Accounts, Orders, Authorizations, Revocation, Ac
         self.settings = settings
         self.registry = registry
         self.store = AcmeStore(deployment.db)
+        self.accounts = AccountCache()
         self.limiter = RateLimiter(settings.rate_limit_window_seconds)
         self.validations = FairValidationQueue(settings.validation_workers, settings.validation_per_account,
                                                settings.validation_queue_per_account, settings.validation_queue_max)

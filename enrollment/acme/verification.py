@@ -1,5 +1,11 @@
 """Request authentication (RFC 8555 §6.2-6.5): JWS verification, ``kid``/``jwk`` rules, nonces, the
-request URL, and per-account/per-address rate limits."""
+request URL, and per-account/per-address rate limits.
+
+Accounts named by ``kid`` are cached per process (:class:`~enrollment.acme.base.AccountCache`). A cached account is
+never trusted on its own: the nonce is redeemed by a DELETE that also requires the account row to
+be still ``valid`` with the cached key's thumbprint (``AcmeStore.redeem_nonce``), so a key
+rollover (§7.3.5) or deactivation (§7.3.6) made by any worker or replica is seen by the very
+statement that consumes the nonce; the request then falls back to reading the account."""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ from typing import Any
 
 from enrollment.acme import messages as m
 from enrollment.acme.base import JOSE, JWK_ROUTES, AcmeBase, RequestContext, Signed
-from enrollment.acme.jws import parse_jws, public_jwk, public_key_from_jwk, verify_signature
+from enrollment.acme.jws import Jws, parse_jws, public_jwk, public_key_from_jwk, verify_signature
 from enrollment.acme.model import Account
 from enrollment.acme.problems import AcmeProblem, malformed, unauthorized
 
@@ -32,26 +38,53 @@ class Verification(AcmeBase):
             raise malformed("this resource requires a kid (account URL), not a jwk")
         if has_kid and ctx.path == "/new-account":
             raise malformed("newAccount must be signed with a jwk")
-        account, jwk = None, None
         if has_kid:
-            account = self._account_for_kid(protected["kid"], urls)
-            key = public_key_from_jwk(account.jwk)
-        else:
-            jwk = protected["jwk"]
-            key = public_key_from_jwk(jwk)
-            jwk = public_jwk(jwk)
+            return self._authenticate_kid(ctx, urls, jws, nonce)
+        jwk = protected["jwk"]
+        key = public_key_from_jwk(jwk)
+        jwk = public_jwk(jwk)
         verify_signature(jws, key)
         payload = jws.payload()
         if not self.store.redeem_nonce(nonce):
             raise AcmeProblem("badNonce", "the nonce is unknown, expired or already used")
-        self._rate_limit(ctx, account)
-        return Signed(jws, payload, account, jwk, key)
+        self._rate_limit(ctx, None)
+        return Signed(jws, payload, None, jwk, key)
 
-    def _account_for_kid(self, kid: Any, urls: m.Urls) -> Account:
+    def _authenticate_kid(self, ctx: RequestContext, urls: m.Urls, jws: Jws, nonce: str) -> Signed:
+        """A request signed by an account (§6.2 ``kid``): with the account cached, one statement
+        (nonce DELETE guarded by the account's key and status); otherwise read it first."""
+        account_id = self._account_id(jws.protected["kid"], urls)
+        cached = self.accounts.get(account_id)
+        if cached is not None:
+            key = public_key_from_jwk(cached.jwk)
+            try:
+                verify_signature(jws, key)
+            except AcmeProblem:
+                pass  # perhaps signed with a key rolled over elsewhere: decide on the stored account
+            else:
+                payload = jws.payload()
+                if self.store.redeem_nonce(nonce, cached):
+                    self._rate_limit(ctx, cached)
+                    return Signed(jws, payload, cached, None, key)
+            self.accounts.drop(account_id)  # stale, or the nonce was bad: read the account below
+        account = self._account_by_id(account_id)
+        key = public_key_from_jwk(account.jwk)
+        verify_signature(jws, key)
+        payload = jws.payload()
+        if not self.store.redeem_nonce(nonce):
+            raise AcmeProblem("badNonce", "the nonce is unknown, expired or already used")
+        self.accounts.put(account)
+        self._rate_limit(ctx, account)
+        return Signed(jws, payload, account, None, key)
+
+    def _account_id(self, kid: Any, urls: m.Urls) -> str:
         prefix = urls.account("")
         if not isinstance(kid, str) or not kid.startswith(prefix) or len(kid) > len(prefix) + 64:
             raise AcmeProblem("accountDoesNotExist", "kid is not an account URL of this server")
-        account = self.store.account(kid[len(prefix):])
+        return kid[len(prefix):]
+
+    def _account_by_id(self, account_id: str) -> Account:
+        account = self.store.account(account_id)
         if account is None:
             raise AcmeProblem("accountDoesNotExist", "no such account")
         if account.status != "valid":

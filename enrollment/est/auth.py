@@ -2,8 +2,13 @@
 from a trusted ingress header), HTTP Basic per MDM pipeline, and one-time enrollment secrets.
 
 HTTP Basic costs one PBKDF2 per attempt that is not a remembered success, whatever the user name:
-a pipeline's own hash, or a dummy hash with the pipelines' parameters for any other name (device
-ids and unknown names alike), so response times do not reveal which pipeline names exist. The
+a pipeline's own hash, or a dummy hash with the pipelines' parameters for any other name, so
+response times do not reveal which pipeline names (or device ids) exist. The one exception is a
+device id sent with its correct one-time secret: that secret is a 192-bit random value stored as
+SHA-256 and compared in constant time (``registrations.secret_matches``), so the request is
+authenticated without any KDF; only a caller who already holds the secret can take that fast path,
+and the answer (not 401) tells them no more than the timing does. Every name is looked up as a
+device id before the KDF, pipeline names included, so the lookup itself is no oracle either. The
 PBKDF2 runs under :class:`KdfThrottle`: callers wait in the event loop (holding no worker thread),
 at most ``slots`` computations run at once, and once ``queue`` callers are waiting further ones
 are refused at once (HTTP 429 with Retry-After), so password guessing cannot starve other
@@ -159,11 +164,15 @@ class Authenticator:
     async def check_basic(self, user: str, password: str) -> bool | None:
         """The PBKDF2 part of HTTP Basic, throttled and off the worker pool (see module docstring):
         True/False for a pipeline's password, None for any other name (after the same work against
-        the dummy hash). Raises :class:`Throttled` when too many checks are waiting."""
+        the dummy hash, unless it is a device id with its correct secret: no KDF then). Raises
+        :class:`Throttled` when too many checks are waiting."""
         pipeline = self.settings.pipelines.get(user)
         encoded = pipeline.password_hash if pipeline is not None else self._dummy_hash
         if pipeline is not None and self.passwords.cached(user, password, encoded):
             return True
+        registration = await anyio.to_thread.run_sync(self.registrations.get, user)
+        if pipeline is None and registration is not None and secret_matches(registration, password):
+            return None  # basic() compares again and checks expiry and use
         ok = await self.throttle.verify(password, encoded)
         if pipeline is None:
             return None

@@ -7,7 +7,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ca.clock import as_utc
@@ -18,6 +18,10 @@ from enrollment.scep.records import ScepChallengeRecord, ScepTransactionRecord
 CHALLENGES = ScepChallengeRecord.__table__  # type: ignore[attr-defined]
 TRANSACTIONS = ScepTransactionRecord.__table__  # type: ignore[attr-defined]
 PENDING, ISSUING, ISSUED, REJECTED = "pending", "issuing", "issued", "rejected"
+# Statements of every PKCSReq, built once (building a Core statement per call costs more than SQLite running it)
+_FIND = select(TRANSACTIONS).where(TRANSACTIONS.c.transaction_id == bindparam("b_tid"),
+                                   TRANSACTIONS.c.key_sha256 == bindparam("b_key"))
+_INSERT = insert(TRANSACTIONS)
 
 
 def secret_digest(secret: str) -> str:
@@ -88,8 +92,7 @@ class ScepRepository:
 
     def find(self, transaction_id: str, key_sha256: str) -> Transaction | None:
         with self.db.read() as conn:
-            row = conn.execute(select(TRANSACTIONS).where(TRANSACTIONS.c.transaction_id == transaction_id,
-                                                          TRANSACTIONS.c.key_sha256 == key_sha256)).first()
+            row = conn.execute(_FIND, {"b_tid": transaction_id, "b_key": key_sha256}).first()
         return _transaction(row) if row else None
 
     def get(self, transaction_id: str) -> list[Transaction]:
@@ -103,11 +106,11 @@ class ScepRepository:
         """Insert a transaction; False when (transactionID, key) is already taken."""
         try:
             with self.db.write() as conn:
-                conn.execute(insert(TRANSACTIONS).values(
-                    transaction_id=transaction_id, key_sha256=key_sha256, profile=profile, status=status,
-                    subject=subject[:1024], csr_der=csr_der, signer_der=signer_der, cipher=cipher,
-                    serial=format(serial, "x") if serial is not None else None, principal=principal[:255],
-                    source=source[:255], created_at=now, updated_at=now))
+                conn.execute(_INSERT, {
+                    "transaction_id": transaction_id, "key_sha256": key_sha256, "profile": profile, "status": status,
+                    "subject": subject[:1024], "csr_der": csr_der, "signer_der": signer_der, "cipher": cipher,
+                    "serial": format(serial, "x") if serial is not None else None, "principal": principal[:255],
+                    "source": source[:255], "created_at": now, "updated_at": now})
             return True
         except IntegrityError:
             return False

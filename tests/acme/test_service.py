@@ -225,3 +225,34 @@ def test_finalize_drops_requested_role_attributes(setup: tuple[AcmeService, Fixe
     pem = client.post(resp.body["certificate"], None).body
     cert = x509.load_pem_x509_certificates(pem if isinstance(pem, bytes) else pem.encode())[0]
     assert cert.subject.rfc4514_string() == "CN=role.svc.test"
+
+
+def test_cached_account_follows_key_rollover_and_deactivation_in_another_worker(
+        setup: tuple[AcmeService, FixedClock, Client]) -> None:
+    """Two workers (two services over one database) each cache the account. A key rollover
+    (§7.3.5) and a deactivation (§7.3.6) done through one are seen by the other at once: the old
+    key is refused there, the new key accepted, and after deactivation nothing is."""
+    from acme_helpers import jwk_of
+
+    service_a, _, client = setup
+    service_b = AcmeService(service_a.dep, service_a.settings, service_a.registry)
+    on_b = Client(service_b)
+    on_b.key, on_b.kid = client.key, client.kid
+    first = on_b.post(f"{BASE}/new-order", {"identifiers": [{"type": "dns", "value": "b.svc.test"}]})
+    assert first.status == 201, first.body  # B now holds the account in its cache
+    assert service_b.accounts.get((client.kid or "").rsplit("/", 1)[1]) is not None
+    old_key, new_key = client.key, ec.generate_private_key(ec.SECP384R1())
+    url = f"{BASE}/key-change"
+    inner = jws(new_key, url, {"account": client.kid, "oldKey": jwk_of(old_key)}, nonce=None)
+    resp = client.post(url, inner)
+    assert resp.status == 200, resp.body
+    refused = on_b.post(f"{BASE}/new-order", {"identifiers": [{"type": "dns", "value": "old.svc.test"}]})
+    assert refused.status == 400 and refused.body["type"].endswith("badSignatureAlgorithm"), refused.body
+    on_b.key = new_key
+    resp = on_b.post(f"{BASE}/new-order", {"identifiers": [{"type": "dns", "value": "roll.svc.test"}]})
+    assert resp.status == 201, resp.body
+    client.key = new_key
+    assert client.post(client.kid or "", {"status": "deactivated"}).body["status"] == "deactivated"
+    gone = on_b.post(f"{BASE}/new-order", {"identifiers": [{"type": "dns", "value": "late.svc.test"}]})
+    assert gone.status == 403 and gone.body["type"].endswith("unauthorized"), gone.body
+    assert "deactivated" in gone.body["detail"]

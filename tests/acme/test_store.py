@@ -86,3 +86,21 @@ def test_order_transitions_are_conditional(store: AcmeStore) -> None:
     assert store.transition_order(order.id, "processing", "valid", cert_serial="abc")
     assert store.order_by_serial("abc").id == order.id  # type: ignore[union-attr]
     assert [o.id for o in store.orders_for_account(account.id, 10, 0)] == [order.id]
+
+
+def test_nonce_guarded_by_a_stale_account_stays_unused(store: AcmeStore) -> None:
+    """redeem_nonce(nonce, account) consumes the nonce only while the account still has that key
+    and is valid; otherwise nothing changes (the caller re-reads the account and retries)."""
+    now = datetime.now(UTC)
+    tp = "tp-" + secrets.token_hex(6)
+    account = store.create_account({"kty": "EC", "crv": "P-256", "x": tp, "y": "b"}, tp, [], None, now)
+    assert account is not None
+    nonce = store.new_nonce(3600)
+    assert store.change_key(account.id, tp, {"kty": "EC", "crv": "P-256", "x": tp + "2", "y": "b"}, tp + "2")
+    assert not store.redeem_nonce(nonce, account)  # the cached key was rolled over
+    rolled = store.account(account.id)
+    assert rolled is not None and store.redeem_nonce(nonce, rolled)
+    second = store.new_nonce(3600)
+    store.update_account(account.id, status="deactivated")
+    assert not store.redeem_nonce(second, rolled)
+    assert store.redeem_nonce(second)  # still there: the guarded DELETE removed nothing

@@ -78,11 +78,26 @@ def test_bad_login_flood_holds_no_worker_thread(slow_pipeline_server) -> None:  
         assert r.status_code == 200, r.text
 
 
-def test_unknown_names_cost_the_same_kdf_as_pipeline_names(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unknown_names_cost_the_same_kdf_as_pipeline_names(monkeypatch: pytest.MonkeyPatch,
+                                                           tmp_path: Path) -> None:
     """Every Basic attempt that is not a remembered success runs exactly one PBKDF2 with the
-    pipelines' parameters: wrong pipeline password, unknown name, device id alike."""
+    pipelines' parameters: wrong pipeline password, unknown name, device id with a wrong secret
+    alike. The one exception: a device id with its correct one-time secret (constant-time SHA-256
+    compare, no KDF), which only the secret's holder can send."""
+    from datetime import UTC, datetime
+
+    from ca.store import migrate
+    from ca.store.db import Database
+    from enrollment.est.registrations import DeviceRegistration, RegistrationStore
+
+    url = f"sqlite:///{tmp_path / 'est.db'}"
+    migrate.upgrade(url)
+    db = Database(url)
+    registrations = RegistrationStore(db)
+    (issued,) = registrations.register([DeviceRegistration("dev-1", "machine", ("DNS:d1.example.test",))],
+                                       datetime.now(UTC), "test", 1)
     settings = EstSettings(pipelines={"intune": PipelineSettings(password_hash=hash_password("pw", 1234))})
-    authn = Authenticator(settings, registrations=None, store=None, clock=None)  # type: ignore[arg-type]
+    authn = Authenticator(settings, registrations=registrations, store=None, clock=None)  # type: ignore[arg-type]
     calls: list[int] = []
     real = est_auth.verify_password
 
@@ -94,7 +109,11 @@ def test_unknown_names_cost_the_same_kdf_as_pipeline_names(monkeypatch: pytest.M
 
     async def go() -> list[bool | None]:
         return [await authn.check_basic("intune", "wrong"), await authn.check_basic("no-such-name", "x"),
-                await authn.check_basic("intune", "pw"), await authn.check_basic("intune", "pw")]
+                await authn.check_basic("intune", "pw"), await authn.check_basic("intune", "pw"),
+                await authn.check_basic("dev-1", "not-the-secret")]
 
-    assert asyncio.run(go()) == [False, None, True, True]
-    assert calls == [1234, 1234, 1234]  # the 4th is a remembered success
+    assert asyncio.run(go()) == [False, None, True, True, None]
+    assert calls == [1234, 1234, 1234, 1234]  # the 4th is a remembered success; the 5th a wrong device secret
+    assert asyncio.run(authn.check_basic("dev-1", issued.secret)) is None
+    assert len(calls) == 4  # the correct one-time secret: no KDF
+    db.dispose()
