@@ -12,7 +12,8 @@ Every ResponseData passes :mod:`ocsp.lint` before it is signed (LintError: nothi
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor
 from datetime import timedelta
 
@@ -26,6 +27,17 @@ from ocsp.signers import Signer
 from ocsp.signing import sign
 from ocsp.status_source import NOT_OURS, NotAuthoritative, StatusSource
 
+
+@contextlib.contextmanager
+def _unavailable_on_failure(signer: Signer) -> Iterator[None]:
+    """A store or signer failure is ``tryLater`` (PKIError UNAVAILABLE); a lint failure and a serial
+    we do not answer for keep their own meaning."""
+    try:
+        yield
+    except (LintError, NotAuthoritative):
+        raise
+    except Exception as exc:
+        raise PKIError(ErrorKind.UNAVAILABLE, f"store or signer for {signer.issuer_id} failed: {exc}") from None
 
 class FreshResponses:
     """Signs per-request responses: statuses from ``status``, signatures on the batch thread
@@ -44,12 +56,8 @@ class FreshResponses:
     async def with_nonce(self, signer: Signer, cid: CertIdRequest, nonce: bytes) -> bytes:
         """One CertID with a nonce (RFC 8954): worked off in batches by :meth:`_nonce_batch`
         instead of one thread hop per request. PKIError(UNAVAILABLE) when store or signer fail."""
-        try:
+        with _unavailable_on_failure(signer):
             der = await self.nonce_jobs.submit((signer, cid, nonce))
-        except (LintError, NotAuthoritative):
-            raise
-        except Exception as exc:
-            raise PKIError(ErrorKind.UNAVAILABLE, f"store or signer for {signer.issuer_id} failed: {exc}") from None
         self.stats["signed"] += 1
         return der
 
@@ -57,12 +65,8 @@ class FreshResponses:
         """Several CertIDs (and maybe a nonce): status read and signature in one hop to the
         signing thread."""
         loop = asyncio.get_running_loop()
-        try:
+        with _unavailable_on_failure(signer):
             der = await loop.run_in_executor(self.sign_pool, self._sign_now, signer, list(cert_ids), nonce)
-        except (LintError, NotAuthoritative):
-            raise
-        except Exception as exc:
-            raise PKIError(ErrorKind.UNAVAILABLE, f"store or signer for {signer.issuer_id} failed: {exc}") from None
         self.stats["signed"] += 1
         return der
 
