@@ -251,10 +251,10 @@ def init_deployment(directory: Path, ceremony_path: Path | None = None, force: b
     directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
     with exclusive(init_database_url(directory), directory / INIT_LOCK, "init"):
+        if not force and (directory / INIT_INCOMPLETE).exists():  # we hold the lock: that one is not running
+            raise PKIError(ErrorKind.CONFLICT, f"an earlier ikepki init in {directory} did not finish; "
+                                               "remove what it made with: ikepki init --force")
         if if_missing and not force and (directory / MANIFEST).exists():
-            if (directory / INIT_INCOMPLETE).exists():  # we hold the lock: that ceremony is not running
-                raise PKIError(ErrorKind.CONFLICT, f"an earlier ikepki init in {directory} did not finish; "
-                                                   "remove what it made with: ikepki init --force")
             return InitResult(directory, existing=True)
         return _init_locked(directory, ceremony_path, force, clock, actor)
 

@@ -10,36 +10,41 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from ca.ceremony import INIT_INCOMPLETE
 from tests.conftest import IKEPKI, run_ikepki
 
 
-def _kill_after_manifest(directory: Path) -> None:
-    """Start `ikepki init` and SIGKILL it as soon as deployment.yaml exists."""
+def _kill_when(directory: Path, made: str) -> None:
+    """Start `ikepki init` and SIGKILL it (and its children) as soon as ``made`` exists in ``directory``."""
     env = {k: v for k, v in os.environ.items() if k != "SOFTHSM2_CONF"}
     proc = subprocess.Popen([IKEPKI, "init", "--dir", str(directory)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
-    while not (directory / "deployment.yaml").exists():
-        assert proc.poll() is None, "init ended before writing deployment.yaml"
+    while not (directory / made).exists():
+        assert proc.poll() is None, f"init ended before making {made}"
         assert time.monotonic() < deadline
         time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)  # with its children (softhsm2-util), as a container stop would
     proc.wait(timeout=30)
 
 
-def test_killed_init_is_refused_until_forced(tmp_path: Path) -> None:
+@pytest.mark.parametrize("made", ["tokens", "deployment.yaml"])  # the SoftHSM token / the manifest
+def test_killed_init_is_refused_until_forced(tmp_path: Path, made: str) -> None:
     directory = tmp_path / "ca"
-    _kill_after_manifest(directory)
+    _kill_when(directory, made)
     # the ceremony still had the store, the service certificates and the admin credential to make
     assert (directory / INIT_INCOMPLETE).exists()
-    listed = run_ikepki("certs", "list", directory=directory, check=False)
-    assert listed.returncode == 2, listed
-    lines = [line for line in listed.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "did not finish" in lines[0], listed.stderr
-    again = run_ikepki("init", "--if-missing", directory=directory, check=False)
-    assert again.returncode == 4 and "did not finish" in again.stderr and "--force" in again.stderr, again
-    assert "Traceback" not in again.stderr + listed.stderr
+    if made == "deployment.yaml":
+        listed = run_ikepki("certs", "list", directory=directory, check=False)
+        assert listed.returncode == 2, listed
+        lines = [line for line in listed.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and "did not finish" in lines[0], listed.stderr
+    for args in (["init", "--if-missing"], ["init"]):  # neither builds on the leftovers
+        again = run_ikepki(*args, directory=directory, check=False)
+        assert again.returncode == 4 and "did not finish" in again.stderr and "--force" in again.stderr, again
+        assert "Traceback" not in again.stderr
     run_ikepki("init", "--force", directory=directory)
     assert not (directory / INIT_INCOMPLETE).exists()
     assert run_ikepki("certs", "list", directory=directory).returncode == 0
