@@ -20,6 +20,7 @@ certificate's responses were signed again for every request until the next revoc
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import time
 from concurrent.futures import Executor
@@ -56,7 +57,7 @@ class Presigner:
         self.sign_pool = sign_pool
         self.read_pool = read_pool
         self.stats = stats
-        self._inflight: dict[bytes, asyncio.Future[Presigned]] = {}
+        self._inflight: dict[bytes, asyncio.Task[Presigned]] = {}
         self._changed: dict[tuple[str, int], int] = {}  # (issuer, serial) -> epoch of its last change
         self._epoch = 0  # one per change
         self._signing: dict[int, int] = {}  # epoch a pre-sign in flight started in -> how many
@@ -68,21 +69,20 @@ class Presigner:
         if entry is not None:
             self.stats["presigned_hits"] += 1
             return entry
-        pending = self._inflight.get(cid.der)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        fut: asyncio.Future[Presigned] = asyncio.get_running_loop().create_future()
-        self._inflight[cid.der] = fut
-        try:
-            result = await self.presign(issuer_id, cid.der, cid.serial)
-            fut.set_result(result)
-            return result
-        except BaseException as exc:
-            fut.set_exception(exc)
-            fut.exception()  # retrieved: no "never retrieved" warning when nobody else waited
-            raise
-        finally:
-            del self._inflight[cid.der]
+        task = self._inflight.get(cid.der)
+        if task is None:
+            # its own task: a caller that goes away (client disconnect) cancels only its wait,
+            # never the signature the other callers of the same CertID are waiting for
+            task = asyncio.create_task(self.presign(issuer_id, cid.der, cid.serial))
+            self._inflight[cid.der] = task
+            task.add_done_callback(functools.partial(self._presigned, cid.der))
+        return await asyncio.shield(task)
+
+    def _presigned(self, key: bytes, task: asyncio.Task[Presigned]) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: no "never retrieved" warning when every caller went away
 
     async def presign(self, issuer_id: str, cid_der: bytes, serial: int) -> Presigned:
         """Read the status, sign, and cache unless the status changed meanwhile."""

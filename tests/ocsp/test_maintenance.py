@@ -122,3 +122,31 @@ def test_a_status_that_changes_while_signing_is_served_but_not_cached(pki: Pki) 
         asyncio.run(go())
     finally:
         responder.close()
+
+
+def test_a_caller_that_goes_away_does_not_cancel_the_signature_others_wait_for(pki: Pki) -> None:
+    """Two requests for one CertID share one signature; the first client disconnecting (its
+    handler cancelled) leaves the second with its answer, and the response is cached."""
+    cert, _ = pki.issue()
+    sha256_id, _ = cert_ids(pki, cert.serial_number)
+    responder = Responder(pki.dep, OcspSettings())
+
+    async def go() -> tuple[bool, bytes]:
+        first = asyncio.create_task(responder.respond(request(sha256_id)))
+        second = asyncio.create_task(responder.respond(request(sha256_id)))
+        await asyncio.sleep(0)  # both are waiting on the same pre-signing now
+        first.cancel()
+        answer = await second
+        await responder.maintenance.stop()
+        return first.cancelled(), answer.body
+
+    try:
+        signed = responder.stats["signed"]
+        cancelled, body = asyncio.run(go())
+        assert cancelled
+        resp = ocsp.load_der_ocsp_response(body)
+        assert resp.certificate_status is ocsp.OCSPCertStatus.GOOD and resp.serial_number == cert.serial_number
+        assert cached_status(responder, sha256_id).serial_number == cert.serial_number
+        assert responder.stats["signed"] == signed + 1  # one signature for both
+    finally:
+        responder.close()
