@@ -247,8 +247,8 @@ class Supervisor:
                             message = w.conn.recv()
                             if message[0] == "ready":
                                 w.ready = True
-                            elif message[0] == "failed":
-                                w.failure = PKIError(ErrorKind[message[2]], message[3])
+                            elif message[0] == "failed":  # it cannot start: neither can the service
+                                raise PKIError(ErrorKind[message[2]], message[3])
         now = time.monotonic()
         for w in list(self.workers.values()):
             if not w.ready and now - w.started > START_TIMEOUT:

@@ -288,6 +288,9 @@ class AcmeStore:
         While processing, ``validated`` holds the start time (to detect validations a dead replica left).
         One conditional UPDATE: the authorization and sibling conditions are sub-queries of it."""
         with self.db.write() as conn:  # processing: ``validated`` is the start time
+            if not self.db.is_sqlite:  # READ COMMITTED: two siblings started together would each see
+                # no other processing; the authorization's row lock serializes them (SQLite: BEGIN IMMEDIATE)
+                conn.execute(select(AUTHZS.c.id).where(AUTHZS.c.id == authz_id).with_for_update())
             result = conn.execute(_START_CHALLENGE, {"b_id": challenge_id, "b_authz": authz_id, "b_now": now})
             return result.rowcount == 1
 
@@ -305,9 +308,9 @@ class AcmeStore:
             conn.execute(_FINISH_CHALLENGE, {"b_id": challenge.id, "b_status": status,
                                              "b_validated": now if ok else None,
                                              "b_error": None if ok else json.dumps(error)})
-            conn.execute(_FINISH_AUTHZ, {"b_id": authz.id, "b_status": status,
-                                         "b_evidence": json.dumps(evidence) if ok and evidence else None})
-            if not ok:
+            decided = conn.execute(_FINISH_AUTHZ, {"b_id": authz.id, "b_status": status,
+                                                   "b_evidence": json.dumps(evidence) if ok and evidence else None})
+            if not ok and decided.rowcount == 1:  # an authorization already decided leaves the order be
                 conn.execute(update(ORDERS).where(ORDERS.c.id == authz.order_id, ORDERS.c.status == "pending")
                              .values(status="invalid", error=json.dumps(error)))
                 return

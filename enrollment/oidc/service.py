@@ -264,9 +264,11 @@ class UserCertService:
                                                       sid if isinstance(sid, str) else None)
         targets = list(self.dep.store.get_many(serials).values())
         reason = RevocationReason.certificateHold if p.logout_action == "hold" else RevocationReason.privilegeWithdrawn
-        done, _ = execute(self.dep.authority, targets, reason,
-                          Requester(CHANNEL, f"{name}:backchannel-logout", source), block_device=False)
-        sessions = person_signed_out(self.dep, UserIdentity(p.issuer, sub, name)) if isinstance(sub, str) else 0
+        try:
+            done, _ = execute(self.dep.authority, targets, reason,
+                              Requester(CHANNEL, f"{name}:backchannel-logout", source), block_device=False)
+        finally:  # the person's other sessions end even when holding the certificates failed
+            sessions = person_signed_out(self.dep, UserIdentity(p.issuer, sub, name)) if isinstance(sub, str) else 0
         log.info("back-channel logout from %s: %d certificate(s) %s, %d console session(s) ended", name, len(done),
                  "held" if p.logout_action == "hold" else "revoked", sessions)
         return done
