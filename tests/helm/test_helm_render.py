@@ -270,3 +270,4 @@ def test_extra_secret_mounts_reach_the_serving_pods_read_only_and_bad_names_are_
     for bad in ({"name": "hsm", "secretName": "x"}, {"name": "../etc", "secretName": "x"}, {"name": "ok"}):
         with pytest.raises(Exception, match="extraSecretMounts"):
             render_manifests(None, {"extraSecretMounts": [bad]})
+

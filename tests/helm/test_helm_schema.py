@@ -46,6 +46,9 @@ REJECTED: dict[str, tuple[str | None, dict[str, Any], str]] = {
     "external-db-without-secret": (None, {"database": {"type": "external"}}, "/database/existingSecret/name"),
     "sqlite-with-two-api-pods": (None, {"api": {"replicas": 2}}, "/api/replicas"),
     "sqlite-without-persistence": (None, {"persistence": {"enabled": False}}, "/persistence/enabled"),
+    # ca.init makes the CA into the state volume: on emptyDirs each api pod would make its own
+    "ceremony-on-empty-dir": (None, {"persistence": {"enabled": False}, "database": {"type": "postgresql"}},
+                              "/persistence/enabled"),
     "vendor-module-with-softhsm-path": (None, {"hsm": {"type": "pkcs11"}}, "/hsm/modulePath"),
     "copy-module-without-image": (PRODUCTION, {"hsm": {"vendor": {"copyFromImage": {"image": ""}}}},
                                   "/hsm/vendor/copyFromImage/image"),
