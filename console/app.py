@@ -431,7 +431,8 @@ def _oidc_routes(app: FastAPI, con: Console) -> None:
                            actor=name, fields=fields)
         request.scope.setdefault(CALL_STATE, {})["principal"] = Principal(name, role, "console-oidc",
                                                                           _client(request))
-        session_id, _ = con.sessions.create(name, role, "oidc", _client(request), con.now())
+        session_id, _ = con.sessions.create(name, role, "oidc", _client(request), con.now(),
+                                            timedelta(seconds=cfg.session_max_seconds))
         con.audit(name, "console-login", _client(request), role=role, auth="oidc", **fields)
         # the provider's redirect was a cross-site navigation: a SameSite=Strict cookie set now is
         # sent only from the next same-site navigation, so this page continues with one

@@ -44,10 +44,13 @@ class SqlSessionStore:
     def __init__(self, db: Database, idle: timedelta, max_age: timedelta) -> None:
         self.db, self.idle, self.max_age = db, idle, max_age
 
-    def create(self, name: str, role: str, method: str, source: str, now: datetime) -> tuple[str, ConsoleSession]:
-        """A new session: (cookie value, session). Expired sessions are purged on the way."""
+    def create(self, name: str, role: str, method: str, source: str, now: datetime,
+               max_age: timedelta | None = None) -> tuple[str, ConsoleSession]:
+        """A new session: (cookie value, session), ending after ``max_age`` (at most the store's).
+        Expired sessions are purged on the way."""
         session_id = secrets.token_urlsafe(32)
-        s = ConsoleSession(name[:255], role, method, secrets.token_urlsafe(32), now, now, now + self.max_age)
+        lifetime = min(max_age, self.max_age) if max_age is not None else self.max_age
+        s = ConsoleSession(name[:255], role, method, secrets.token_urlsafe(32), now, now, now + lifetime)
         with self.db.write() as conn:
             conn.execute(delete(SESSIONS).where(SESSIONS.c.expires_at < now))
             conn.execute(delete(SESSIONS).where(SESSIONS.c.last_seen_at < now - self.idle))

@@ -30,6 +30,9 @@ class ConsoleOidcSettings(BaseModel):
     group_roles: dict[str, str] = Field(min_length=1)  # IdP group -> viewer | revoker | admin (the highest wins)
     redirect_uri: str | None = Field(default=None, max_length=1024)  # registered at the provider
     login_ttl_seconds: int = Field(default=600, ge=60, le=3600)  # from the redirect to the provider to the callback
+    # a session from the provider ends after this long (at most console.max_session_seconds): the role
+    # comes from the groups at sign-in, so a group change takes effect within this time
+    session_max_seconds: int = Field(default=3600, ge=60, le=24 * 3600)
 
     @field_validator("group_roles")
     @classmethod

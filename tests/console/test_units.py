@@ -135,6 +135,15 @@ def test_sessions_idle_timeout_absolute_lifetime_and_sign_out(tmp_path: Path) ->
             assert store.get(cookie, T0 + timedelta(minutes=minute)) is not None
         assert store.get(cookie, T0 + timedelta(minutes=61)) is None  # absolute lifetime
 
+        # an identity-provider session may be shorter (console.oidc.session_max_seconds), never longer
+        short, _ = store.create("oidc:https://idp#dora", "admin", "oidc", "", T0, timedelta(minutes=20))
+        longer, _ = store.create("oidc:https://idp#eve", "admin", "oidc", "", T0, timedelta(hours=3))
+        assert store.get(short, T0 + timedelta(minutes=10)) is not None
+        assert store.get(short, T0 + timedelta(minutes=21)) is None
+        for minute in range(10, 60, 10):
+            assert store.get(longer, T0 + timedelta(minutes=minute)) is not None
+        assert store.get(longer, T0 + timedelta(minutes=61)) is None
+
         cookie, _ = store.create("carol", "viewer", "token", "", T0)
         other = SqlSessionStore(Database(url), timedelta(minutes=15), timedelta(hours=1))  # another replica
         assert other.get(cookie, T0 + timedelta(minutes=1)) is not None
