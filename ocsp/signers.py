@@ -35,6 +35,7 @@ SIGNER_CERTS = OcspSignerCertRecord.__table__  # type: ignore[attr-defined]
 log = logging.getLogger("ikepki.ocsp.signers")
 MIN_SIGNER_VALIDITY = timedelta(minutes=10)
 SIGNER_RELOAD_SECONDS = 30.0
+SIGNER_RETRY_SECONDS = 5.0  # a signer that could not be loaded (e.g. an offline root key) is tried again this often
 ROOT = "root"  # the root CA signs (with its own key) the answers about the issuing CA certificates
 _HASHES = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha384": hashlib.sha384, "sha512": hashlib.sha512}
 
@@ -121,20 +122,35 @@ class CurrentSigners:
         self.pool = pool
         self.by_issuer: dict[str, Signer] = {}
         self.loaded_at = 0.0
+        self.failed: dict[str, tuple[float, str]] = {}  # issuer -> (when, why) its last load failed
+        self._reloading: asyncio.Future[None] | None = None  # one reload at a time, shared by its callers
 
     async def get(self, issuer_id: str) -> Signer:
         """The signer for ``issuer_id``; PKIError(UNAVAILABLE) if it cannot be loaded (an earlier
         one keeps signing while a reload fails)."""
         signer = self.by_issuer.get(issuer_id)
+        if signer is None and issuer_id in self.failed:  # not on every request: at most every few seconds
+            when, why = self.failed[issuer_id]
+            if time.monotonic() - when < SIGNER_RETRY_SECONDS:
+                raise PKIError(ErrorKind.UNAVAILABLE, f"OCSP signer for {issuer_id}: {why}")
         if signer is None or time.monotonic() - self.loaded_at > SIGNER_RELOAD_SECONDS:
             try:
-                await asyncio.get_running_loop().run_in_executor(self.pool, self.reload)
+                if self._reloading is None:
+                    self._reloading = asyncio.ensure_future(
+                        asyncio.get_running_loop().run_in_executor(self.pool, self.reload))
+                    self._reloading.add_done_callback(self._reloaded)
+                await asyncio.shield(self._reloading)
             except Exception as exc:
                 if issuer_id not in self.by_issuer:
                     raise PKIError(ErrorKind.UNAVAILABLE, f"OCSP signer for {issuer_id}: {exc}") from None
                 log.warning("could not reload OCSP signers: %s", exc)
             signer = self.by_issuer[issuer_id]
         return signer
+
+    def _reloaded(self, done: asyncio.Future[None]) -> None:
+        self._reloading = None
+        if not done.cancelled():
+            done.exception()  # retrieved: the callers that waited have seen it
 
     def reload(self) -> None:
         """(Re)load every issuer's signer (blocking); raises after loading the others if any failed."""
@@ -144,7 +160,9 @@ class CurrentSigners:
                 signer = load_signer(self.dep, issuer_id)
             except Exception as exc:  # e.g. an offline root key: the others still answer
                 failures.append(f"{issuer_id}: {exc}")
+                self.failed[issuer_id] = (time.monotonic(), str(exc))
                 continue
+            self.failed.pop(issuer_id, None)
             old = self.by_issuer.get(issuer_id)
             if old is not None and old.certificate != signer.certificate:
                 log.info("OCSP signer for %s now %x", issuer_id, signer.certificate.serial_number)

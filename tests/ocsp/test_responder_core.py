@@ -145,6 +145,45 @@ def test_try_later_when_the_signer_fails_and_mixed_issuers(pki: Pki) -> None:
         responder.close()
 
 
+def test_an_offline_root_key_is_retried_every_few_seconds_not_per_request(pki: Pki,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Requests about the issuing CAs while the root key cannot be loaded: tryLater, one reload
+    attempt for all of them (not one HSM and store round per request), the issuing CAs unaffected."""
+    import ocsp.signers as signers_module
+
+    attempts: list[str] = []
+    real = signers_module.load_signer
+
+    def root_offline(dep: Any, issuer_id: str) -> Signer:
+        attempts.append(issuer_id)
+        if issuer_id == "root":
+            raise PKIError(ErrorKind.UNAVAILABLE, "HSM operation failed: the root key is offline")
+        return real(dep, issuer_id)
+
+    monkeypatch.setattr(signers_module, "load_signer", root_offline)
+    responder = Responder(pki.dep)
+    ca_serial = pki.dep.issuers["ec"].certificate.serial_number
+    try:
+        async def go() -> list[ocsp.OCSPResponse]:
+            try:
+                bodies = await asyncio.gather(*(responder.respond(request_for(pki.dep, "root", [ca_serial],
+                                                                              nonce=True)) for _ in range(20)))
+                bodies += [await responder.respond(request_for(pki.dep, "root", [ca_serial], nonce=True))
+                           for _ in range(20)]
+                return [ocsp.load_der_ocsp_response(b.body) for b in bodies]
+            finally:
+                responder.maintenance.cancel()
+
+        answers = asyncio.run(go())
+        assert {a.response_status for a in answers} == {ocsp.OCSPResponseStatus.TRY_LATER}
+        assert attempts.count("root") == 1, attempts
+        cert, _ = pki.issue()
+        assert respond(responder, request_for(pki.dep, "ec", [cert.serial_number])).certificate_status \
+            is ocsp.OCSPCertStatus.GOOD
+    finally:
+        responder.close()
+
+
 def test_signer_rotation_is_recorded_and_used(pki: Pki) -> None:
     before = load_signer(pki.dep, "attestation").certificate
     new = rotate(pki.dep, "attestation")
