@@ -45,10 +45,11 @@ class PerDeployment(Generic[T]):
     def __init__(self) -> None:
         self._made: dict[int, tuple[object, T]] = {}
 
-    def get(self, deployment: object, make: Callable[[], T]) -> T:
-        found = self._made.get(id(deployment))
-        if found is None or found[0] is not deployment:
-            found = self._made[id(deployment)] = (deployment, make())
+    def get(self, owner: object, make: Callable[[], T]) -> T:
+        """The object made for ``owner`` (a deployment, compared by identity only)."""
+        found = self._made.get(id(owner))
+        if found is None or found[0] is not owner:
+            found = self._made[id(owner)] = (owner, make())
         return found[1]
 
 

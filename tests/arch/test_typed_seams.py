@@ -2,7 +2,8 @@
 untyped deployment (issue 20, item 4).
 
 A parameter named ``dep`` or ``deployment`` (or one whose name ends in ``_dep``/``_deployment``)
-must be annotated, and not with ``Any`` (bare, ``typing.Any``, or quoted): mypy checks nothing
+must be annotated, and not with ``Any`` or ``object`` (bare, ``typing.Any``, quoted, or inside
+``X | None``/``Optional``/``Union``): mypy checks nothing
 through ``Any``, so what a package uses of the core would again be unwritten. Read from the
 source with :mod:`ast`, so it holds for modules that are never imported by a test too.
 """
@@ -22,14 +23,28 @@ def _is_deployment_name(name: str) -> bool:
     return name in ("dep", "deployment") or name.endswith(("_dep", "_deployment"))
 
 
+UNTYPED = {"Any", "object"}  # mypy checks nothing one uses of either
+
+
 def _is_any(annotation: ast.expr) -> bool:
+    """``Any`` or ``object``, also quoted, inside ``X | None`` / ``Optional[X]`` / ``Union[X, …]``."""
     if isinstance(annotation, ast.Constant) and isinstance(annotation.value, str):  # "Any"
         try:
             annotation = ast.parse(annotation.value, mode="eval").body
         except SyntaxError:
             return False
-    return (isinstance(annotation, ast.Name) and annotation.id == "Any") or \
-        (isinstance(annotation, ast.Attribute) and annotation.attr == "Any")
+    if isinstance(annotation, ast.BinOp) and isinstance(annotation.op, ast.BitOr):
+        return _is_any(annotation.left) or _is_any(annotation.right)
+    if isinstance(annotation, ast.Subscript) and _name(annotation.value) in {"Optional", "Union"}:
+        inner = annotation.slice
+        return any(_is_any(e) for e in (inner.elts if isinstance(inner, ast.Tuple) else [inner]))
+    return _name(annotation) in UNTYPED
+
+
+def _name(node: ast.expr) -> str | None:
+    if isinstance(node, ast.Name):
+        return node.id
+    return node.attr if isinstance(node, ast.Attribute) else None
 
 
 def untyped_deployments(source: str, filename: str) -> list[str]:
@@ -64,6 +79,11 @@ def test_no_package_takes_an_untyped_deployment() -> None:
     "def f(deployment: 'Any') -> None: ...",
     "class C:\n    def __init__(self, dep) -> None: ...",
     "async def f(*, ocsp_deployment: Any) -> None: ...",
+    "def f(dep: Any | None = None) -> None: ...",
+    "def f(dep: 'None | Any') -> None: ...",
+    "def f(dep: Optional[Any]) -> None: ...",
+    "def f(dep: typing.Union[int, Any]) -> None: ...",
+    "def f(dep: object) -> None: ...",
 ])
 def test_the_check_finds_each_form(source: str) -> None:
     assert len(untyped_deployments(source, "x.py")) == 1
@@ -73,6 +93,8 @@ def test_the_check_finds_each_form(source: str) -> None:
     "def f(dep: CoreServices) -> None: ...",
     "def f(deployment: 'ServiceKeys') -> None: ...",
     "def f(depth: Any, deploy: int) -> None: ...",
+    "def f(dep: CoreServices | None = None) -> None: ...",
+    "def f(dep: Optional[ServiceKeys]) -> None: ...",
 ])
 def test_the_check_passes_typed_parameters(source: str) -> None:
     assert untyped_deployments(source, "x.py") == []
