@@ -236,6 +236,26 @@ def init_database_url(directory: Path) -> str:
     return os.environ.get("IKEPKI_DATABASE_URL") or f"sqlite:///{directory / 'ikepki.db'}"
 
 
+def _refuse_shared_database_with_records() -> None:
+    """``--force`` wipes the directory, SQLite included; a database of its own (``IKEPKI_DATABASE_URL``)
+    ikepki never deletes, and the CA it replaces must not leave certificates there (under the
+    same issuer ids) beside the new one's: refuse while it holds any."""
+    url = os.environ.get("IKEPKI_DATABASE_URL")
+    if not url:
+        return
+    db = Database(url)
+    try:
+        held = SqlCertificateStore(db).count()
+    except Exception:  # no schema yet (the earlier ceremony stopped before it migrated): nothing to keep
+        return
+    finally:
+        db.dispose()
+    if held:
+        raise PKIError(ErrorKind.CONFLICT, f"the database at IKEPKI_DATABASE_URL still holds {held} certificate(s) "
+                                           "of the CA being replaced; init --force does not delete a database: "
+                                           "recreate it (or point IKEPKI_DATABASE_URL at an empty one) first")
+
+
 def init_deployment(directory: Path, ceremony_path: Path | None = None, force: bool = False,
                     clock: Clock | None = None, *, if_missing: bool = False, actor: str = "ikepki init") -> InitResult:
     """Run the ceremony into ``directory``; refuses to overwrite an existing CA unless forced.
@@ -261,9 +281,10 @@ def init_deployment(directory: Path, ceremony_path: Path | None = None, force: b
 
 def _init_locked(directory: Path, ceremony_path: Path | None, force: bool, clock: Clock | None,
                  actor: str) -> InitResult:
-    if has_ca(directory):
+    if has_ca(directory) or (directory / INIT_INCOMPLETE).exists():
         if not force:
             raise PKIError(ErrorKind.CONFLICT, f"{directory} already holds a CA (use --force to replace it)")
+        _refuse_shared_database_with_records()
         wipe(directory)
     directory.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(PermissionError):  # a mounted volume may belong to root (Kubernetes fsGroup)

@@ -96,6 +96,18 @@ def test_concurrent_inits_make_one_ca_and_the_others_find_it(pg: PgCluster, tmp_
     plain = subprocess.run([IKEPKI, "init", "--dir", str(directory), "--json"], capture_output=True, text=True,
                            env=env, timeout=300, check=False)
     assert plain.returncode == 4 and "already holds a CA" in plain.stderr, (plain.returncode, plain.stderr)
+    # --force replaces the CA on the volume, but never leaves the old one's records in a database of
+    # its own beside the new CA's: refused (nothing wiped) until the database is a new, empty one
+    forced = subprocess.run([IKEPKI, "init", "--dir", str(directory), "--force"], capture_output=True, text=True,
+                            env=env, timeout=300, check=False)
+    assert forced.returncode == 4 and "still holds" in forced.stderr, (forced.returncode, forced.stderr)
+    assert x509.load_pem_x509_certificate((directory / "root-ca.pem").read_bytes()) == root
+    empty = pg.createdb(f"init_forced_{os.getpid()}")
+    write_config(directory, empty)
+    forced = subprocess.run([IKEPKI, "init", "--dir", str(directory), "--force"], capture_output=True, text=True,
+                            env=env | {"IKEPKI_DATABASE_URL": empty}, timeout=300, check=False)
+    assert forced.returncode == 0, forced.stderr
+    assert x509.load_pem_x509_certificate((directory / "root-ca.pem").read_bytes()) != root
 
 
 _UPGRADE = "import sys; from ca.store import migrate; migrate.upgrade(sys.argv[1])"
