@@ -83,13 +83,12 @@ def serve(directory: DirOption = DEFAULT_DIR, config: ConfigOption = None,
     """Serve ACME, EST, SCEP and admin over HTTPS and OCSP, CRL, SCEP over HTTP."""
     from ca.service.mounts import HTTP, HTTPS
     from ca.service.server import BACKLOG, load_background_tasks, run_servers
-    from ca.service.supervisor import default_workers, serve_workers
+    from ca.service.supervisor import default_workers, open_for_service, serve_workers
 
     setup_logging()
-    dep = open_deployment(directory, config)
+    dep = open_for_service(directory, config, "serve")  # the HSM and the store now: fail before listening
     s = dep.settings
     h, tls_port, plain_port = host or s.host, https_port or s.https_port, http_port or s.http_port
-    _ = dep.authority  # open the HSM and the store now: fail before listening
     n = default_workers(workers or s.workers)
 
     def ready() -> None:

@@ -81,6 +81,15 @@ def _reinitialize(module_path: str) -> int:
         return _generations[module_path]
 
 
+def rescan(module_path: str) -> None:
+    """Re-initialise a loaded module so it reads its tokens again (SoftHSM reads its token directory
+    at C_Initialize: a token another process was writing then is missing until it re-reads). Only
+    where nothing else of this process uses the module yet (opening a deployment at start-up)."""
+    if module_path in _libs:
+        with contextlib.suppress(PKIError):
+            _reinitialize(module_path)
+
+
 def _load_lib(module_path: str) -> Any:
     with _libs_lock:
         if module_path not in _libs:

@@ -122,16 +122,17 @@ def _die_with_parent() -> None:
 OPEN_ATTEMPTS = 8
 
 
-def _open_deployment(spec: WorkerSpec, index: int) -> Any:
-    """Open the deployment (and the HSM session, the store) before accepting. Workers and other
-    processes log in to the same token at once: SoftHSM answers some of those concurrent
-    C_OpenSession/C_Login calls with CKR_GENERAL_ERROR, so an unavailable token is retried with
-    backoff (a fresh deployment each time) before the worker gives up."""
+def open_for_service(directory: Path, config: Path | None, who: str, open_authority: bool = True) -> Any:
+    """Open the deployment (and the HSM session, the store) before accepting. Workers, the
+    supervisor and other processes (CLI commands, other replicas) log in to the same token at once:
+    SoftHSM answers some of those concurrent calls with CKR_GENERAL_ERROR or lists no token for a
+    moment ("token not found"), so an unavailable token is retried with backoff (a fresh
+    deployment each time) before giving up."""
     from ca.deployment import Deployment
 
     for attempt in range(1, OPEN_ATTEMPTS + 1):
-        dep = Deployment.open(spec.directory, spec.config)
-        if not spec.open_authority:
+        dep = Deployment.open(directory, config)
+        if not open_authority:
             return dep
         try:
             _ = dep.authority
@@ -139,9 +140,17 @@ def _open_deployment(spec: WorkerSpec, index: int) -> Any:
         except PKIError as exc:
             if exc.kind is not ErrorKind.UNAVAILABLE or attempt == OPEN_ATTEMPTS:
                 raise
-            log.warning("worker %d: %s (attempt %d of %d)", index, exc.detail, attempt, OPEN_ATTEMPTS)
+            log.warning("%s: %s (attempt %d of %d)", who, exc.detail, attempt, OPEN_ATTEMPTS)
             time.sleep(min(5.0, 0.2 * 2 ** attempt) * (0.5 + random.random()))
+            if dep.settings.hsm_module:  # start-up: nothing else in this process uses the module yet
+                from ca.keys.pkcs11 import rescan
+
+                rescan(dep.settings.hsm_module)
     raise AssertionError("unreachable")
+
+
+def _open_deployment(spec: WorkerSpec, index: int) -> Any:
+    return open_for_service(spec.directory, spec.config, f"worker {index}", spec.open_authority)
 
 
 def worker_main(spec: WorkerSpec, index: int, sockets: dict[str, socket.socket], conn: Connection,
