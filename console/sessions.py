@@ -82,11 +82,6 @@ class SqlSessionStore:
         with self.db.write() as conn:
             conn.execute(delete(SESSIONS).where(SESSIONS.c.id_sha256 == _digest(session_id)))
 
-    def delete_for(self, name: str) -> int:
-        """End every session of a person (e.g. when their token is disabled)."""
-        with self.db.write() as conn:
-            return int(conn.execute(delete(SESSIONS).where(SESSIONS.c.name == name)).rowcount or 0)
-
 
 def end_sessions_of(deployment: CoreServices, person: UserIdentity) -> int:
     """Entry point ``ikepki.signed_out: console``: the person signed out at the identity provider,
