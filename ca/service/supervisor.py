@@ -193,7 +193,18 @@ class _Worker:
     conn: Connection
     started: float
     ready: bool = False
-    failure: PKIError | None = None  # why it could not start (sent before it exited)
+
+    def read_message(self) -> None:
+        """Take the worker's message if one is waiting: "ready", or "failed" (it cannot start, so
+        neither can the service: raised as the CLI's one line and exit status)."""
+        with contextlib.suppress(EOFError, OSError):
+            if not self.conn.poll():
+                return
+            message = self.conn.recv()
+            if message[0] == "ready":
+                self.ready = True
+            elif message[0] == "failed":
+                raise PKIError(ErrorKind[message[2]], message[3])
 
 
 class Supervisor:
@@ -251,13 +262,7 @@ class Supervisor:
         for obj in wait(waitables, timeout=0.5):
             for w in list(self.workers.values()):
                 if obj is w.conn:
-                    with contextlib.suppress(EOFError, OSError):
-                        if w.conn.poll():
-                            message = w.conn.recv()
-                            if message[0] == "ready":
-                                w.ready = True
-                            elif message[0] == "failed":  # it cannot start: neither can the service
-                                raise PKIError(ErrorKind[message[2]], message[3])
+                    w.read_message()
         now = time.monotonic()
         for w in list(self.workers.values()):
             if not w.ready and now - w.started > START_TIMEOUT:
@@ -266,16 +271,10 @@ class Supervisor:
             if w.process.is_alive() or self.stopping:
                 continue
             code = w.process.exitcode
-            if not w.ready and w.failure is None:  # its last message may still be in the pipe
-                with contextlib.suppress(EOFError, OSError):
-                    if w.conn.poll():
-                        message = w.conn.recv()
-                        if message[0] == "failed":
-                            w.failure = PKIError(ErrorKind[message[2]], message[3])
+            if not w.ready:
+                w.read_message()  # its last message may still be in the pipe
             w.conn.close()
             if not w.ready:
-                if w.failure is not None:
-                    raise w.failure  # the same one line and exit status as without workers
                 log.error("worker %d exited with status %s before it was ready", w.index, code)
                 return 1
             self.crashes = [t for t in self.crashes if now - t < CRASH_WINDOW] + [now]
