@@ -18,6 +18,7 @@ records an operator verdict (``compliant`` clears an earlier operator verdict).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import anyio
@@ -34,7 +35,7 @@ from ca.ports import CoreServices
 from ca.service.admin import CHANNEL, PROBLEM_RESPONSES, AdminRoutes, Revoker, Viewer
 from ca.service.caller import client_ip
 from ca.service.mounts import HTTPS, HttpMount
-from enrollment.attestation.device_api import Problem, problem_from_pki, read_json_object
+from enrollment.attestation.device_api import MAX_BODY, Problem, problem_from_pki, read_json_object
 from enrollment.posture.errors import EvidenceError
 from enrollment.posture.evidence import Evidence, b64d
 from enrollment.posture.policy import Verdict
@@ -63,33 +64,28 @@ def build_app(service: PostureService) -> Starlette:
     def disabled() -> Response:  # the agent skips posture on this answer
         return Problem("notFound", "device posture is not configured on this server", 404).response()
 
-    async def nonce(request: Request) -> Response:
+    async def handle(request: Request, limit: int, parse: Callable[[dict[str, Any]], Any],
+                     call: Callable[[Any, str], Any]) -> Response:
+        """Bounded JSON body -> ``parse`` -> ``call`` off the event loop -> 201, or a problem."""
         if not service.enabled:
             return disabled()
         try:
-            body = await read_json_object(request)
+            body = await read_json_object(request, limit)
             try:
-                ak = b64d(body.get("akCertificate"), "akCertificate", 8192)
+                parsed = parse(body)
             except EvidenceError as exc:
                 raise _problem(exc) from None
-            result = await anyio.to_thread.run_sync(_run, service.nonce, ak, client_ip(request.scope))
+            result = await anyio.to_thread.run_sync(_run, call, parsed, client_ip(request.scope))
         except Problem as problem:
             return problem.response()
         return JSONResponse(result, 201)
 
+    async def nonce(request: Request) -> Response:
+        return await handle(request, MAX_BODY, lambda body: b64d(body.get("akCertificate"), "akCertificate", 8192),
+                            service.nonce)
+
     async def evidence(request: Request) -> Response:
-        if not service.enabled:
-            return disabled()
-        try:
-            body = await read_json_object(request, MAX_EVIDENCE_BODY)
-            try:
-                parsed = Evidence.parse(body)
-            except EvidenceError as exc:
-                raise _problem(exc) from None
-            result = await anyio.to_thread.run_sync(_run, service.submit, parsed, client_ip(request.scope))
-        except Problem as problem:
-            return problem.response()
-        return JSONResponse(result, 201)
+        return await handle(request, MAX_EVIDENCE_BODY, Evidence.parse, service.submit)
 
     return Starlette(routes=[Route("/v1/nonce", nonce, methods=["POST"]),
                              Route("/v1/evidence", evidence, methods=["POST"])])
