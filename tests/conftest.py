@@ -145,7 +145,24 @@ class Server:
 
 def start_server(directory: Path, env: dict[str, str] | None = None, extra_args: tuple[str, ...] = (),
                  http_port: int | None = None) -> Server:
-    """`ikepki serve` on free loopback ports (``http_port`` fixed when the caller needs it in URLs)."""
+    """`ikepki serve` on free loopback ports (``http_port`` fixed when the caller needs it in URLs).
+    A port found free can be taken before the server binds it (another test's server, an outgoing
+    connection's ephemeral port): then the start is tried again on new free ports."""
+    for attempt in range(3):
+        try:
+            return _start_server(directory, env, extra_args, http_port)
+        except PortTaken:
+            if attempt == 2 or http_port is not None:
+                raise
+    raise AssertionError("unreachable")
+
+
+class PortTaken(AssertionError):
+    pass
+
+
+def _start_server(directory: Path, env: dict[str, str] | None, extra_args: tuple[str, ...],
+                  http_port: int | None) -> Server:
     https_port, http_port = free_port(), http_port or free_port()
     log = directory / f"server-{https_port}.log"
     full_env = {k: v for k, v in os.environ.items() if k != "SOFTHSM2_CONF"}
@@ -158,7 +175,9 @@ def start_server(directory: Path, env: dict[str, str] | None = None, extra_args:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"ikepki serve exited ({proc.returncode}):\n{log.read_text()}")
+            text = log.read_text()
+            raise (PortTaken if "Address already in use" in text else AssertionError)(
+                f"ikepki serve exited ({proc.returncode}):\n{text}")
         try:
             if httpx.get(f"{server.http_url}/healthz", timeout=1).status_code == 200:
                 return server
